@@ -1,0 +1,16 @@
+"""minigrad_lm: a from-scratch autograd engine and GPT training stack on NumPy and CuPy."""
+from . import backend, ops, rng
+from .backend import cuda_available, get_default_device, set_default_device
+from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from .gradcheck import GradcheckError, gradcheck
+from .ops import (abs, argmax, argmin, broadcast_to, clip, concatenate, exp, expand, gelu, log,
+                  log_softmax, logsumexp, masked_fill, matmul, max, maximum, mean, min, minimum,
+                  relu, reshape, sigmoid, softmax, split, sqrt, squeeze, stack, std, sum,
+                  swapaxes, tanh, transpose, unsqueeze, var, where)
+from .rng import manual_seed
+from .tensor import Function, Tensor, is_grad_enabled, no_grad
+
+float32 = "float32"
+float64 = "float64"
+
+__version__ = "0.1.0"

@@ -1,0 +1,484 @@
+"""Corpora, tokenizers, training batches and text-classification files.
+
+Everything here is plain NumPy and standard library, so data preparation never needs the GPU
+or a download: the default corpus is built from the docstrings of the running Python.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import functools
+import inspect
+import io
+import json
+import os
+import re
+import sysconfig
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "ByteTokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "default_corpus",
+    "encode_classification",
+    "load_classification_file",
+    "load_text",
+    "load_token_folder",
+    "read_vocab_json",
+    "sample_batch",
+    "split_train_val",
+    "tokenizer_from_dict",
+    "unigram_baseline",
+]
+
+PathLike = str | os.PathLike[str]
+
+# --------------------------------------------------------------------------------------------
+# Default corpus
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_CORPUS_CHARS = 1_000_000
+
+# Tests, demos and vendored or legacy trees: repetitive or not prose.
+_SKIP_DIRS = frozenset(
+    {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo",
+     "__pycache__"}
+)
+_DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _stdlib_sources(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        found.extend(Path(dirpath, f) for f in filenames if f.endswith(".py"))
+    # Sorting the relative POSIX paths makes the corpus independent of directory listing order.
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _docstrings(source: bytes) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # old escape sequences in some modules warn on parse
+        tree = ast.parse(source)
+    nodes = [n for n in ast.walk(tree) if isinstance(n, _DOC_NODES)]
+    # ast.walk is breadth-first; the module node has no position and sorts first.
+    nodes.sort(key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", -1)))
+    docs = (ast.get_docstring(n, clean=False) for n in nodes)
+    return [clean for doc in docs if doc and (clean := inspect.cleandoc(doc))]
+
+
+@functools.lru_cache(maxsize=1)
+def default_corpus() -> str:
+    """About 1 MB of English prose that needs no download: the standard library's docstrings.
+
+    Module, class and function docstrings of the running Python's standard library, in sorted
+    file order and source order, joined by blank lines and cut at a docstring boundary before
+    ``DEFAULT_CORPUS_CHARS``. Deterministic for a given Python version; cached.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    pieces: list[str] = []
+    total = 0
+    for path in _stdlib_sources(root):
+        try:
+            docs = _docstrings(path.read_bytes())
+        except (SyntaxError, ValueError, OSError):  # unparsable or unreadable: just skip it
+            continue
+        for doc in docs:
+            cost = len(doc) + (2 if pieces else 0)
+            if total + cost > DEFAULT_CORPUS_CHARS:
+                return "\n\n".join(pieces)
+            pieces.append(doc)
+            total += cost
+    if not pieces:
+        raise RuntimeError(f"no standard-library docstrings found under {root}")
+    return "\n\n".join(pieces)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    """What training and sampling need from a tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _as_ids(ids: Sequence[int] | np.ndarray, vocab_size: int) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        return arr.astype(np.int64).reshape(-1)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ValueError(f"expected a 1-D sequence of integer token ids, got {arr.dtype} "
+                         f"with shape {arr.shape}")
+    bad = (arr < 0) | (arr >= vocab_size)
+    if bad.any():
+        pos = int(np.argmax(bad))
+        raise ValueError(f"token id {int(arr[pos])} at position {pos} is out of range for a "
+                         f"vocabulary of {vocab_size}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _codepoints(text: str) -> np.ndarray:
+    # One C-level encode gives every code point at once; surrogatepass keeps lone surrogates.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+class CharTokenizer:
+    """One token per Unicode character; token id = index in ``chars``."""
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        chars = list(chars)
+        if not chars:
+            raise ValueError("a character vocabulary needs at least one character")
+        for c in chars:
+            if not isinstance(c, str) or len(c) != 1:
+                raise ValueError(f"vocabulary entry {c!r} is not a single character")
+        if len(set(chars)) != len(chars):
+            raise ValueError("vocabulary characters must be unique")
+        self.chars = chars
+        self._points = _codepoints("".join(chars))
+        # Sorted code points + their ids let encode use one vectorized binary search.
+        self._order = np.argsort(self._points, kind="stable")
+        self._sorted_points = self._points[self._order]
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        """Vocabulary = the sorted distinct characters of ``text``."""
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        """int64 ids; an unknown character is a ValueError naming it and its position."""
+        points = _codepoints(text)
+        slot = np.searchsorted(self._sorted_points, points)
+        slot_clipped = np.minimum(slot, len(self._sorted_points) - 1)
+        unknown = self._sorted_points[slot_clipped] != points
+        if unknown.any():
+            pos = int(np.argmax(unknown))
+            raise ValueError(
+                f"character {text[pos]!r} at position {pos} is not in the vocabulary"
+            )
+        return self._order[slot_clipped].astype(np.int64)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        arr = _as_ids(ids, self.vocab_size)
+        return self._points[arr].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "char", "chars": list(self.chars)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CharTokenizer:
+        if d.get("type") != "char" or not isinstance(d.get("chars"), list):
+            raise ValueError("a char tokenizer dict looks like {'type': 'char', 'chars': [...]}")
+        return cls(d["chars"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and self.chars == other.chars
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte: any text encodes, vocabulary 256.
+
+    Decoding uses ``errors="replace"``: a sampled id sequence can cut a multi-byte character,
+    and showing U+FFFD beats failing mid-generation.
+    """
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        arr = _as_ids(ids, self.vocab_size)
+        return arr.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "byte"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ByteTokenizer:
+        if d.get("type") != "byte":
+            raise ValueError("a byte tokenizer dict looks like {'type': 'byte'}")
+        return cls()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByteTokenizer)
+
+    def __repr__(self) -> str:
+        return "ByteTokenizer()"
+
+
+_TOKENIZERS: dict[str, type[CharTokenizer] | type[ByteTokenizer]] = {
+    "char": CharTokenizer,
+    "byte": ByteTokenizer,
+}
+
+
+def tokenizer_from_dict(d: dict[str, Any]) -> CharTokenizer | ByteTokenizer:
+    """Rebuild a tokenizer from its ``to_dict()`` form (e.g. read back from a checkpoint)."""
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind not in _TOKENIZERS:
+        raise ValueError(
+            f"unknown tokenizer type {kind!r}; expected one of {', '.join(sorted(_TOKENIZERS))}"
+        )
+    return _TOKENIZERS[kind].from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------
+# Text corpora
+# --------------------------------------------------------------------------------------------
+
+
+def _read_utf8(path: Path) -> str:
+    """Strict UTF-8 (a leading BOM dropped, CRLF -> LF); the error names file and byte offset."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte offset {e.start})"
+        ) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def load_text(path: PathLike) -> str:
+    """A UTF-8 text file, or every ``.txt`` file directly in a folder (sorted, joined by
+    newlines). Windows line endings become ``\\n`` so they do not enter the vocabulary."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix == ".txt" and f.is_file())
+        if not files:
+            raise ValueError(f"{p}: folder has no .txt files")
+        text = "\n".join(_read_utf8(f) for f in files)
+    else:
+        text = _read_utf8(p)
+    if not text.strip():
+        raise ValueError(f"{p}: corpus is empty")
+    return text
+
+
+def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
+    """``(tokenizer_dict_or_None, vocab_size)`` from a token folder's ``vocab.json``.
+
+    ``vocab.json`` is a tokenizer dict (``to_dict()`` output) or ``{"vocab_size": N}`` for
+    ids from an external tokenizer. nanoGPT's ``meta.pkl`` is a pickle and is never read.
+    """
+    folder = Path(folder)
+    vocab_path = folder / "vocab.json"
+    if not vocab_path.is_file():
+        if (folder / "meta.pkl").exists():
+            raise ValueError(
+                f"{folder}: has meta.pkl but no vocab.json; meta.pkl is a pickle and is never "
+                'loaded (unsafe), provide vocab.json instead, e.g. {"vocab_size": 50304}'
+            )
+        raise FileNotFoundError(f"{vocab_path}: no such file (it gives the vocabulary size)")
+    try:
+        vocab = json.loads(_read_utf8(vocab_path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{vocab_path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if isinstance(vocab, dict) and "type" in vocab:
+        try:
+            return vocab, tokenizer_from_dict(vocab).vocab_size
+        except ValueError as e:
+            raise ValueError(f"{vocab_path}: {e}") from None
+    size = vocab.get("vocab_size") if isinstance(vocab, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
+        raise ValueError(
+            f'{vocab_path}: expected a tokenizer dict or {{"vocab_size": N}} with '
+            "1 <= N <= 65536 (ids are uint16)"
+        )
+    return None, size
+
+
+def _load_bin(path: Path, vocab_size: int) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: empty token file")
+    if size % 2:
+        raise ValueError(f"{path}: size {size} bytes is not a whole number of uint16 ids")
+    # A read-only memmap: multi-GB token files stay on disk and share the page cache.
+    ids = np.memmap(path, dtype="<u2", mode="r")
+    top = int(ids.max())
+    if top >= vocab_size:
+        pos = int(np.argmax(ids >= vocab_size))
+        raise ValueError(
+            f"{path}: token id {int(ids[pos])} at index {pos} is >= vocab_size {vocab_size}"
+        )
+    return ids
+
+
+def load_token_folder(path: PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """nanoGPT-style ``train.bin``/``val.bin`` (raw little-endian uint16 ids) + ``vocab.json``.
+
+    Returns ``(train_ids, val_ids, tokenizer_dict_or_None)``; the id arrays are read-only
+    memory maps. For ``{"vocab_size": N}`` folders use :func:`read_vocab_json` to get N.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such token folder")
+    tokenizer, vocab_size = read_vocab_json(folder)
+    train = _load_bin(folder / "train.bin", vocab_size)
+    val = _load_bin(folder / "val.bin", vocab_size)
+    return train, val, tokenizer
+
+
+def split_train_val(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """First ``1 - val_fraction`` of the ids for training, the rest for validation (views).
+
+    A contiguous split, not a shuffle: validation text must not overlap training windows.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_train = int(len(ids) * (1.0 - val_fraction))
+    if n_train == 0 or n_train == len(ids):
+        raise ValueError(
+            f"corpus of {len(ids)} tokens is too short to split with val_fraction {val_fraction}"
+        )
+    return ids[:n_train], ids[n_train:]
+
+
+def sample_batch(
+    ids: np.ndarray, batch_size: int, context: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random windows: ``x`` (batch_size, context) int64 and ``y`` = ``x`` shifted by one."""
+    if batch_size < 1 or context < 1:
+        raise ValueError(f"batch_size and context must be >= 1, got {batch_size}, {context}")
+    n = len(ids)
+    if n <= context:
+        raise ValueError(f"corpus of {n} tokens is shorter than context {context} + 1")
+    starts = rng.integers(0, n - context, size=batch_size)
+    window = np.asarray(ids)[starts[:, None] + np.arange(context + 1)].astype(np.int64)
+    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+
+
+def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
+    """Val cross-entropy (nats/token) of add-one-smoothed train token frequencies.
+
+    The loss a model gets by ignoring context: a trained model must beat it.
+    """
+    train = _as_ids(np.asarray(train_ids).reshape(-1), vocab_size)
+    val = _as_ids(np.asarray(val_ids).reshape(-1), vocab_size)
+    if val.size == 0:
+        raise ValueError("unigram_baseline needs at least one validation token")
+    counts = np.bincount(train, minlength=vocab_size) + 1.0
+    log_p = np.log(counts) - np.log(counts.sum())
+    return float(-log_p[val].mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Classification files
+# --------------------------------------------------------------------------------------------
+
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _rows(path: Path, text: str) -> Iterable[tuple[int, list[str]]]:
+    """(line number, fields) pairs, header first; blank lines are skipped."""
+    if path.suffix.lower() == ".csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+    else:
+        # GLUE TSVs are unquoted and sentences contain '"', so no csv dialect: split on tabs.
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                yield lineno, line.split("\t")
+
+
+def load_classification_file(path: PathLike) -> tuple[list[str], np.ndarray]:
+    """Texts and int64 labels from a GLUE-style TSV (``sentence``, ``label`` columns) or a
+    ``.csv`` file (``text``, ``label`` columns). Extra columns are ignored.
+
+    Errors name the file and line: missing columns, wrong field count, empty text, a label
+    that is not a non-negative integer, no rows.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    text_column = "text" if p.suffix.lower() == ".csv" else "sentence"
+    rows = iter(_rows(p, _read_utf8(p)))
+    header_line = next(rows, None)
+    if header_line is None:
+        raise ValueError(f"{p}: empty file, expected a header with {text_column!r} and 'label'")
+    lineno, header = header_line
+    names = [h.strip() for h in header]
+    missing = [c for c in (text_column, "label") if c not in names]
+    if missing:
+        raise ValueError(
+            f"{p}:{lineno}: header lacks column(s) {', '.join(map(repr, missing))} "
+            f"(found {', '.join(map(repr, names))})"
+        )
+    t_col, l_col = names.index(text_column), names.index("label")
+    texts: list[str] = []
+    labels: list[int] = []
+    for lineno, fields in rows:
+        if len(fields) != len(names):
+            raise ValueError(
+                f"{p}:{lineno}: expected {len(names)} fields, found {len(fields)}"
+            )
+        sentence, label = fields[t_col], fields[l_col].strip()
+        if not sentence.strip():
+            raise ValueError(f"{p}:{lineno}: empty {text_column}")
+        if not _INT.fullmatch(label):
+            raise ValueError(f"{p}:{lineno}: label {label!r} is not an integer")
+        value = int(label)
+        if value < 0:
+            raise ValueError(f"{p}:{lineno}: label {value} is negative (labels must be >= 0)")
+        texts.append(sentence)
+        labels.append(value)
+    if not texts:
+        raise ValueError(f"{p}: no rows after the header")
+    return texts, np.array(labels, dtype=np.int64)
+
+
+def encode_classification(
+    texts: Sequence[str], tokenizer: Tokenizer, context: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` (N, context) int64 and ``lengths`` (N,) int64 for a batch of texts.
+
+    Each text keeps its first ``context`` tokens and is right-padded with id 0; since 0 is
+    also a real token, ``lengths`` (the unpadded length, >= 1) is what marks the padding.
+    """
+    if context < 1:
+        raise ValueError(f"context must be >= 1, got {context}")
+    ids = np.zeros((len(texts), context), dtype=np.int64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        try:
+            tokens = tokenizer.encode(text)
+        except ValueError as e:
+            raise ValueError(f"text {i}: {e}") from None
+        if len(tokens) == 0:
+            raise ValueError(f"text {i} encodes to no tokens")
+        n = min(len(tokens), context)
+        ids[i, :n] = tokens[:n]
+        lengths[i] = n
+    return ids, lengths

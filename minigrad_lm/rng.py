@@ -1,0 +1,52 @@
+"""Random number state: one seeded NumPy generator for values drawn on the host (initial weights,
+batches) and one CuPy generator per GPU for dropout masks drawn on the device.
+
+Weights are always drawn on the host and then moved, so a model initialised with the same seed
+is identical on every device. The host state is JSON-serializable for exact resume.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+_host = np.random.default_rng(0)
+_device_generators: dict = {}
+_seed = 0
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every generator minigrad_lm uses (host and GPUs)."""
+    global _host, _seed
+    _seed = int(seed)
+    _host = np.random.default_rng(_seed)
+    _device_generators.clear()
+
+
+def host() -> np.random.Generator:
+    return _host
+
+
+def for_device(device: str):
+    """The generator that draws arrays directly on `device`."""
+    if device == "cpu":
+        return _host
+    gen = _device_generators.get(device)
+    if gen is None:
+        cp = backend.cupy()
+        with cp.cuda.Device(int(device.split(":")[1])):
+            gen = cp.random.default_rng(_seed + 1 + int(device.split(":")[1]))
+        _device_generators[device] = gen
+    return gen
+
+
+def get_state() -> dict:
+    """JSON-serializable state of the host generator (what exact resume on the CPU needs)."""
+    return {"seed": _seed, "bit_generator": _host.bit_generator.state}
+
+
+def set_state(state: dict) -> None:
+    global _seed
+    _seed = int(state["seed"])
+    _host.bit_generator.state = state["bit_generator"]
+    _device_generators.clear()

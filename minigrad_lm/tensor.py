@@ -1,0 +1,396 @@
+"""Tensor, Function and reverse-mode autograd.
+
+The graph is made of Functions, not Tensors: each Function keeps the Functions (or leaf Tensors)
+that produced its inputs, plus whatever arrays its backward needs. An intermediate Tensor that
+the user drops is freed at once unless a Function saved its array, as in PyTorch.
+backward() walks the graph iteratively (no recursion limit), sums gradients of values used more
+than once, reduces broadcast gradients to the input's shape, and frees the graph when done.
+Higher-order gradients are not supported: backward functions run on raw arrays.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from . import backend
+
+_grad_enabled = True
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager and decorator: operations inside build no graph."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Function:
+    """One differentiable operation: forward on arrays, backward from output gradient to inputs.
+
+    Subclasses implement `forward(*args)` (Tensor arguments arrive as arrays, other arguments as
+    they are) and `backward(gy)` returning one gradient per positional argument (None where an
+    argument is not a Tensor or needs no gradient; `self.needs_grad[i]` says which are needed).
+    `self.xp` is the array module of the inputs. Save only what backward needs.
+    """
+
+    xp: Any
+    # Per argument: does it need a gradient? Without a graph (no_grad, constants) forward sees
+    # this all-False default, so it can skip saving what only backward would use.
+    needs_grad: tuple = (False,) * 16
+    parents: tuple | None  # per argument: producing Function, leaf Tensor, or None
+    shapes: tuple
+
+    @classmethod
+    def apply(cls, *args, **kwargs) -> "Tensor":
+        fn = cls.__new__(cls)
+        arrays = []
+        record = False
+        first = None
+        for a in args:
+            if isinstance(a, Tensor):
+                if first is None:
+                    first = a
+                elif type(a.data) is not type(first.data) or (
+                        type(a.data) is not np.ndarray and a.device != first.device):
+                    raise RuntimeError(
+                        f"{cls.__name__}: tensors on different devices ({first.device} and "
+                        f"{a.device}); move them with .to(device) first")
+                arrays.append(a.data)
+                record = record or a.requires_grad
+            else:
+                arrays.append(a)
+        fn.xp = np if first is None or type(first.data) is np.ndarray else backend.array_module(
+            first.data)
+        record = record and _grad_enabled
+        if record:
+            fn.needs_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            fn.shapes = tuple(a.data.shape if isinstance(a, Tensor) else None for a in args)
+        out = fn.forward(*arrays, **kwargs)
+        if fn.xp is np and type(out) is not np.ndarray:
+            out = np.asarray(out)  # NumPy reductions return scalars; keep arrays everywhere
+        if not record:
+            return Tensor(out)
+        fn.parents = tuple(
+            (a._ctx if a._ctx is not None else a) if isinstance(a, Tensor) and a.requires_grad
+            else None for a in args)
+        result = Tensor(out)
+        result.requires_grad = True
+        result._ctx = fn
+        return result
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}.forward is abstract")
+
+    def backward(self, gy):
+        raise NotImplementedError(f"{type(self).__name__}.backward is abstract")
+
+    def release(self) -> None:
+        """Drop saved arrays and the links to the inputs once backward has used them."""
+        self.__dict__.clear()
+        self.parents = None
+
+
+def unbroadcast(grad, shape: tuple):
+    """Sum a broadcast gradient back to `shape` (the one place that undoes broadcasting)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead < 0:
+        raise RuntimeError(f"gradient of shape {grad.shape} cannot reduce to shape {shape}")
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    grad = grad.reshape(shape)
+    return grad
+
+
+class Tensor:
+    """An n-dimensional array on a device, with an optional gradient."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_grad_view", "__weakref__")
+    __array_ufunc__ = None  # make NumPy defer to our reflected operators (np.float32(2) * t)
+
+    def __init__(self, data, requires_grad: bool = False):
+        self.data = data
+        self.grad: Tensor | None = None
+        self._ctx: Function | None = None
+        self._grad_view = None  # preallocated gradient storage (a view into a flat buffer)
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return "cpu" if type(self.data) is np.ndarray else backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def T(self) -> "Tensor":
+        return ops.transpose(self)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype "
+                            f"{self.data.dtype} (shape {self.data.shape})")
+        self.requires_grad = flag
+        return self
+
+    # ---- conversion -------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a host NumPy array (shares memory on the CPU, copies from a GPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device: str | None = None, dtype=None) -> "Tensor":
+        """Copy to another device and/or dtype (differentiable); self when nothing changes."""
+        out = self
+        if device is not None:
+            device = backend.normalize_device(device)
+            if device != self.device:
+                out = ops.ToDevice.apply(out, device)
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = ops.astype(out, dtype)
+        return out
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def float(self) -> "Tensor":
+        return self.to(dtype=np.float32)
+
+    def double(self) -> "Tensor":
+        return self.to(dtype=np.float64)
+
+    def detach(self) -> "Tensor":
+        return Tensor(self.data)
+
+    # ---- autograd ---------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's .grad that requires it."""
+        run_backward(self, gradient, retain_graph)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ---- python protocol --------------------------------------------------------------------
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(", threshold=200)
+        extras = []
+        if self.dtype != np.float32:
+            extras.append(f"dtype={self.dtype}")
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self._ctx is not None:
+            extras.append(f"grad_fn={type(self._ctx).__name__}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    __hash__ = object.__hash__
+
+    # arithmetic (Python scalars and broadcasting); defined in ops
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __pow__(self, other): return ops.pow(self, other)
+    def __rpow__(self, other): return ops.pow(other, self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __abs__(self): return ops.abs(self)
+    def __getitem__(self, index): return ops.getitem(self, index)
+    def __eq__(self, other): return ops.equal(self, other)
+    def __ne__(self, other): return ops.not_equal(self, other)
+    def __lt__(self, other): return ops.less(self, other)
+    def __le__(self, other): return ops.less_equal(self, other)
+    def __gt__(self, other): return ops.greater(self, other)
+    def __ge__(self, other): return ops.greater_equal(self, other)
+    def __invert__(self): return ops.logical_not(self)
+
+    # methods mirroring the functions in ops
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def tanh(self): return ops.tanh(self)
+    def sigmoid(self): return ops.sigmoid(self)
+    def relu(self): return ops.relu(self)
+    def gelu(self, approximate: str = "none"): return ops.gelu(self, approximate)
+    def abs(self): return ops.abs(self)
+    def clip(self, min=None, max=None): return ops.clip(self, min, max)
+    def maximum(self, other): return ops.maximum(self, other)
+    def minimum(self, other): return ops.minimum(self, other)
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return ops.min(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, ddof=0): return ops.var(self, axis, keepdims, ddof)
+    def std(self, axis=None, keepdims=False, ddof=0): return ops.std(self, axis, keepdims, ddof)
+    def logsumexp(self, axis=None, keepdims=False): return ops.logsumexp(self, axis, keepdims)
+    def softmax(self, axis=-1): return ops.softmax(self, axis)
+    def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
+    def argmax(self, axis=None, keepdims=False): return ops.argmax(self, axis, keepdims)
+    def argmin(self, axis=None, keepdims=False): return ops.argmin(self, axis, keepdims)
+    def reshape(self, *shape): return ops.reshape(self, *shape)
+    def view(self, *shape): return ops.reshape(self, *shape)
+    def flatten(self): return ops.reshape(self, -1)
+    def transpose(self, *axes): return ops.transpose(self, *axes)
+    def swapaxes(self, axis1, axis2): return ops.swapaxes(self, axis1, axis2)
+    def expand(self, *shape): return ops.broadcast_to(self, *shape)
+    def broadcast_to(self, *shape): return ops.broadcast_to(self, *shape)
+    def squeeze(self, axis=None): return ops.squeeze(self, axis)
+    def unsqueeze(self, axis): return ops.unsqueeze(self, axis)
+    def masked_fill(self, mask, value): return ops.masked_fill(self, mask, value)
+    def split(self, sections, axis=0): return ops.split(self, sections, axis)
+    def matmul(self, other): return ops.matmul(self, other)
+    def astype(self, dtype): return ops.astype(self, dtype)
+
+
+def _leaf_accumulate(leaf: Tensor, grad) -> None:
+    """Add `grad` into leaf.grad; the first store copies, so no two leaves share an array."""
+    if grad.dtype != leaf.data.dtype:
+        grad = grad.astype(leaf.data.dtype)
+    if leaf.grad is not None:
+        leaf.grad.data += grad
+    elif leaf._grad_view is not None:
+        xp = backend.array_module(grad)
+        xp.copyto(leaf._grad_view, grad)
+        leaf.grad = Tensor(leaf._grad_view)
+    else:
+        leaf.grad = Tensor(grad.copy())
+
+
+def _check_seed(root: Tensor, gradient):
+    xp = backend.array_module(root.data)
+    if gradient is None:
+        if root.data.size != 1:
+            raise RuntimeError(
+                f"backward() on a tensor of shape {root.shape} needs an explicit gradient "
+                "(only a scalar's gradient defaults to 1)")
+        return xp.ones_like(root.data)
+    g = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient,
+                                                                      dtype=root.dtype)
+    if g.shape != root.shape:
+        raise ValueError(f"backward: gradient shape {g.shape} does not match tensor shape "
+                         f"{root.shape}")
+    if not bool(xp.isfinite(g).all()):
+        raise ValueError("backward: the gradient seed contains NaN or infinity")
+    return g
+
+
+def _topological_order(root_fn: Function) -> list:
+    """Functions reachable from root_fn, each after every Function that consumes its output."""
+    post, seen = [], set()
+    stack = [(root_fn, False)]
+    while stack:
+        fn, done = stack.pop()
+        if done:
+            post.append(fn)
+            continue
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if fn.parents is None:
+            raise RuntimeError(
+                "backward through a graph that was already freed by an earlier backward(); "
+                "pass retain_graph=True to the first backward() to keep it")
+        stack.append((fn, True))
+        for p in fn.parents:
+            if p is not None and not isinstance(p, Tensor) and id(p) not in seen:
+                stack.append((p, False))
+    post.reverse()
+    return post
+
+
+def run_backward(root: Tensor, gradient=None, retain_graph: bool = False) -> None:
+    if not root.requires_grad:
+        raise RuntimeError("backward() on a tensor that does not require grad (no leaf of its "
+                           "graph has requires_grad=True, or it was computed under no_grad)")
+    seed = _check_seed(root, gradient)
+    if root._ctx is None:
+        _leaf_accumulate(root, seed)
+        return
+    grads = {id(root._ctx): seed}
+    for fn in _topological_order(root._ctx):
+        gy = grads.pop(id(fn), None)
+        if gy is None:  # no gradient reached it (e.g. only integer outputs used)
+            if not retain_graph:
+                fn.release()
+            continue
+        gxs = fn.backward(gy)
+        for parent, need, shape, gx in zip(fn.parents, fn.needs_grad, fn.shapes, gxs):
+            if not need or gx is None:
+                continue
+            if gx.shape != shape:
+                gx = unbroadcast(gx, shape)
+            if isinstance(parent, Tensor):
+                _leaf_accumulate(parent, gx)
+            else:
+                key = id(parent)
+                prev = grads.get(key)
+                grads[key] = gx if prev is None else prev + gx
+        if not retain_graph:
+            fn.release()
+
+
+from . import ops  # noqa: E402  (ops needs Tensor and Function defined above)
