@@ -206,9 +206,7 @@ def _prepare_tensors(
             )
         code = _WRITE_CODES.get((value.dtype.kind, value.dtype.itemsize))
         if code is None:
-            raise TypeError(
-                f"tensor {name!r}: dtype {value.dtype} cannot be stored in safetensors"
-            )
+            raise TypeError(f"tensor {name!r}: dtype {value.dtype} cannot be stored in safetensors")
         # The format is little-endian C order whatever the host or the array's layout.
         arr = np.asarray(value, dtype=value.dtype.newbyteorder("<"), order="C")
         header[name] = {
@@ -288,9 +286,7 @@ def _parse_header(name: str, raw: bytes, prefix: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{bad} (header is not UTF-8 at byte {8 + e.start}{hint})") from None
     try:
-        header = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except ValueError as e:  # JSONDecodeError and the two hooks above
         raise CheckpointError(f"{bad} (header is not valid JSON: {e}{hint})") from None
     if not isinstance(header, dict):
@@ -352,6 +348,17 @@ def _read_tensor(
     return arr
 
 
+def _open_checkpoint(name: str) -> BinaryIO:
+    try:
+        return open(name, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{name}: is a directory, not a safetensors file") from None
+    except OSError as e:
+        raise CheckpointError(f"{name}: cannot open ({e.strerror})") from None
+
+
 def load_safetensors(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -362,23 +369,13 @@ def load_safetensors(
     BF16 tensors come back as float32. Every problem raises :class:`CheckpointError`.
     """
     name = os.fspath(path)
-    try:
-        f = open(name, "rb")
-    except FileNotFoundError:
-        raise CheckpointError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{name}: is a directory, not a safetensors file") from None
-    except OSError as e:
-        raise CheckpointError(f"{name}: cannot open ({e.strerror})") from None
-    with f:
+    with _open_checkpoint(name) as f:
         size = os.fstat(f.fileno()).st_size
         prefix = f.read(8)
         if size == 0:
             raise CheckpointError(f"{name}: empty file, not a safetensors file")
         if len(prefix) < 8:
-            raise CheckpointError(
-                f"{name}: not a safetensors file (only {size} bytes, truncated?)"
-            )
+            raise CheckpointError(f"{name}: not a safetensors file (only {size} bytes, truncated?)")
         header_len = int.from_bytes(prefix, "little")
         if header_len > size - 8:
             foreign = _sniff(prefix)
@@ -395,9 +392,7 @@ def load_safetensors(
             )
         header = _parse_header(name, f.read(header_len), prefix)
         metadata = header.pop("__metadata__", {})
-        if not isinstance(metadata, dict) or not all(
-            isinstance(v, str) for v in metadata.values()
-        ):
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             raise CheckpointError(f"{name}: __metadata__ is not an object of strings")
         entries = {key: _check_entry(name, key, entry) for key, entry in header.items()}
 
@@ -483,7 +478,9 @@ def resolve_checkpoint_dir(path: str | os.PathLike[str]) -> str:
         return target
     if os.path.isdir(target + ".old"):
         return target + ".old"
-    hint = " (only an incomplete .tmp from an interrupted write)" if os.path.isdir(
-        target + ".tmp"
-    ) else ""
+    hint = (
+        " (only an incomplete .tmp from an interrupted write)"
+        if os.path.isdir(target + ".tmp")
+        else ""
+    )
     raise CheckpointError(f"no checkpoint at {target}{hint}")

@@ -48,8 +48,16 @@ DEFAULT_CORPUS_CHARS = 1_000_000
 
 # Tests, demos and vendored or legacy trees: repetitive or not prose.
 _SKIP_DIRS = frozenset(
-    {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo",
-     "__pycache__"}
+    {
+        "site-packages",
+        "dist-packages",
+        "test",
+        "tests",
+        "idlelib",
+        "lib2to3",
+        "turtledemo",
+        "__pycache__",
+    }
 )
 _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -124,13 +132,16 @@ def _as_ids(ids: Sequence[int] | np.ndarray, vocab_size: int) -> np.ndarray:
     if arr.size == 0:
         return arr.astype(np.int64).reshape(-1)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise ValueError(f"expected a 1-D sequence of integer token ids, got {arr.dtype} "
-                         f"with shape {arr.shape}")
+        raise ValueError(
+            f"expected a 1-D sequence of integer token ids, got {arr.dtype} with shape {arr.shape}"
+        )
     bad = (arr < 0) | (arr >= vocab_size)
     if bad.any():
         pos = int(np.argmax(bad))
-        raise ValueError(f"token id {int(arr[pos])} at position {pos} is out of range for a "
-                         f"vocabulary of {vocab_size}")
+        raise ValueError(
+            f"token id {int(arr[pos])} at position {pos} is out of range for a "
+            f"vocabulary of {vocab_size}"
+        )
     return arr.astype(np.int64, copy=False)
 
 
@@ -174,9 +185,7 @@ class CharTokenizer:
         unknown = self._sorted_points[slot_clipped] != points
         if unknown.any():
             pos = int(np.argmax(unknown))
-            raise ValueError(
-                f"character {text[pos]!r} at position {pos} is not in the vocabulary"
-            )
+            raise ValueError(f"character {text[pos]!r} at position {pos} is not in the vocabulary")
         return self._order[slot_clipped].astype(np.int64)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -441,9 +450,7 @@ def load_classification_file(path: PathLike) -> tuple[list[str], np.ndarray]:
     labels: list[int] = []
     for lineno, fields in rows:
         if len(fields) != len(names):
-            raise ValueError(
-                f"{p}:{lineno}: expected {len(names)} fields, found {len(fields)}"
-            )
+            raise ValueError(f"{p}:{lineno}: expected {len(names)} fields, found {len(fields)}")
         sentence, label = fields[t_col], fields[l_col].strip()
         if not sentence.strip():
             raise ValueError(f"{p}:{lineno}: empty {text_column}")

@@ -31,8 +31,18 @@ from minigrad_lm.checkpoint import (
 )
 
 DTYPES = [
-    np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
-    np.uint64, np.uint32, np.uint16, np.uint8, np.bool_,
+    np.float64,
+    np.float32,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.int16,
+    np.int8,
+    np.uint64,
+    np.uint32,
+    np.uint16,
+    np.uint8,
+    np.bool_,
 ]
 
 
@@ -85,8 +95,9 @@ def test_round_trip_any_dtype_and_shape(tmp_path, tensors, metadata):
 
 def test_file_layout_is_the_safetensors_format(tmp_path):
     path = tmp_path / "m.safetensors"
-    save_safetensors(path, {"b": np.arange(3, dtype=np.int16), "a": np.ones(2, np.float32)},
-                     {"step": "7"})
+    save_safetensors(
+        path, {"b": np.arange(3, dtype=np.int16), "a": np.ones(2, np.float32)}, {"step": "7"}
+    )
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
     assert n % 8 == 0
@@ -127,17 +138,14 @@ def test_loaded_arrays_are_independent_writable_copies(tmp_path):
 def test_bf16_is_read_as_float32(tmp_path):
     values = np.array([1.5, -2.25, 0.0, 2.0**40, -np.inf], dtype=np.float32)
     bits = (values.view(np.uint32) >> 16).astype("<u2")  # these values are exact in bf16
-    path = _raw_file(tmp_path / "bf.safetensors", {"x": _entry("BF16", [5], 0, 10)},
-                     bits.tobytes())
+    path = _raw_file(tmp_path / "bf.safetensors", {"x": _entry("BF16", [5], 0, 10)}, bits.tobytes())
     loaded, _ = load_safetensors(path)
     assert loaded["x"].dtype == np.float32
     np.testing.assert_array_equal(loaded["x"], values)
 
 
 def test_bool_bytes_other_than_one_are_true(tmp_path):
-    path = _raw_file(
-        tmp_path / "b.safetensors", {"m": _entry("BOOL", [3], 0, 3)}, b"\x00\x01\x07"
-    )
+    path = _raw_file(tmp_path / "b.safetensors", {"m": _entry("BOOL", [3], 0, 3)}, b"\x00\x01\x07")
     np.testing.assert_array_equal(load_safetensors(path)[0]["m"], [False, True, True])
 
 
@@ -233,7 +241,7 @@ def test_refuses_random_bytes(tmp_path):
     rng = np.random.default_rng(1)
     for _ in range(20):
         path.write_bytes(rng.bytes(int(rng.integers(8, 300))))
-        with pytest.raises(CheckpointError, match="noise.safetensors"):
+        with pytest.raises(CheckpointError, match=r"noise\.safetensors"):
             load_safetensors(path)
 
 
@@ -497,10 +505,10 @@ def test_crash_before_deleting_old_prefers_new(tmp_path, monkeypatch):
 
 
 def test_resolve_without_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint at .*ckpt$"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*ckpt$"):
         resolve_checkpoint_dir(tmp_path / "ckpt")
     (tmp_path / "ckpt.tmp").mkdir()
-    with pytest.raises(CheckpointError, match="incomplete .tmp"):
+    with pytest.raises(CheckpointError, match=r"incomplete \.tmp"):
         resolve_checkpoint_dir(tmp_path / "ckpt")
 
 

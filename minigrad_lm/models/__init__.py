@@ -1,0 +1,2 @@
+"""Models: GPT language model and sequence classifier."""
+from .gpt import GPT, GPTConfig, SequenceClassifier

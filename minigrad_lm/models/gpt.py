@@ -1,0 +1,179 @@
+"""GPT language model and a sequence classifier on its body."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backend, ops, rng
+from ..nn import functional as F
+from ..nn.attention import KVCache
+from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
+from ..nn.module import Module, ModuleList, Parameter
+from ..nn.transformer import (LearnedPositionalEncoding, SinusoidalPositionalEncoding,
+                              TransformerLayer, positions)
+from ..tensor import Tensor
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT. Unknown keys are rejected when loading from a dict."""
+
+    vocab_size: int = 65
+    context_length: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    norm_first: bool = True
+    positional: str = "learned"  # or "sinusoidal"
+    tie_weights: bool = True
+    activation: str = "gelu_tanh"  # GPT-2's; "gelu" (exact) and "relu" also work
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by "
+                             f"n_head={self.n_head}")
+        if self.positional not in ("learned", "sinusoidal"):
+            raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got "
+                             f"{self.positional!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown keys {unknown}")
+        return cls(**d)
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), as in the PaLM/nanoGPT MFU estimate."""
+        n = (self.n_layer * 12 * self.d_model ** 2 + self.vocab_size * self.d_model)
+        return 6 * n + 12 * self.n_layer * self.d_model * self.context_length
+
+
+class GPT(Module):
+    """Token embedding + positions -> n_layer causal TransformerLayers -> LayerNorm -> vocab."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = c = config
+        self.tok_emb = Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = (LearnedPositionalEncoding(c.context_length, c.d_model)
+                        if c.positional == "learned" else
+                        SinusoidalPositionalEncoding(c.context_length, c.d_model))
+        self.drop = Dropout(c.dropout)
+        self.layers = ModuleList(
+            TransformerLayer(c.d_model, c.n_head, 4 * c.d_model, c.dropout, c.norm_first,
+                             c.activation, c.bias, c.layer_norm_eps) for _ in range(c.n_layer))
+        self.ln_f = LayerNorm(c.d_model, c.layer_norm_eps, c.bias)
+        self.head = Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_weights:
+            self.head.weight = self.tok_emb.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2: N(0, 0.02) weights, zero biases, residual projections scaled 1/sqrt(2 n_layer)."""
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.data[...] = 0
+            elif ".norm" in name or name.startswith("ln_f"):
+                p.data[...] = 1
+            else:
+                s = residual_std if name.endswith(("attn.out.weight", "ff.proj.weight")) else std
+                p.data[...] = rng.host().standard_normal(p.shape) * s
+
+    def body(self, idx, key_padding_mask=None, cache: KVCache | None = None) -> Tensor:
+        """Hidden states (B, T, d_model) after the final LayerNorm."""
+        ids = idx.data if isinstance(idx, Tensor) else idx
+        if ids.ndim != 2:
+            raise ValueError(f"GPT: expected token ids of shape (batch, time), got {ids.shape}")
+        b, t = ids.shape
+        start = cache.length if cache is not None else 0
+        if start + t > self.config.context_length:
+            raise ValueError(f"GPT: sequence of {start + t} tokens is longer than "
+                             f"context_length={self.config.context_length}")
+        device = self.tok_emb.weight.device
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
+            bad = int(ids.max()) if int(ids.max()) >= self.config.vocab_size else int(ids.min())
+            raise ValueError(f"GPT: token id {bad} is outside the vocabulary of "
+                             f"{self.config.vocab_size}")
+        x = self.tok_emb(ids) + self.pos_emb(positions(start, t, device))
+        x = self.drop(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, causal=True, key_padding_mask=key_padding_mask, cache=cache,
+                      layer_index=i)
+        if cache is not None:
+            cache.length += t
+        return self.ln_f(x)
+
+    def forward(self, idx, cache: KVCache | None = None) -> Tensor:
+        """Logits (B, T, vocab_size) for token ids idx (B, T)."""
+        return self.head(self.body(idx, cache=cache))
+
+    def loss(self, idx, targets, ignore_index: int = -100) -> Tensor:
+        """Mean next-token cross-entropy of the logits for idx against targets (B, T)."""
+        logits = self(idx)
+        return F.cross_entropy(logits, targets, ignore_index=ignore_index)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"n_layer={c.n_layer}, n_head={c.n_head}, d_model={c.d_model}, "
+                f"vocab={c.vocab_size}, context={c.context_length}")
+
+
+class SequenceClassifier(Module):
+    """A GPT body (pretrained or fresh) with a new linear head over pooled hidden states.
+
+    pooling="mean" averages the real tokens (lengths given); "last" takes the last real token.
+    """
+
+    def __init__(self, body: GPT, num_classes: int, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"SequenceClassifier: pooling must be 'mean' or 'last', got "
+                             f"{pooling!r}")
+        if num_classes < 2:
+            raise ValueError(f"SequenceClassifier: need at least 2 classes, got {num_classes}")
+        self.body, self.num_classes, self.pooling = body, num_classes, pooling
+        self.classifier = Linear(body.config.d_model, num_classes)
+        self.classifier.weight.data[...] = rng.host().standard_normal(
+            self.classifier.weight.shape) * 0.02
+        self.classifier.bias.data[...] = 0
+
+    def parameters(self) -> list[Parameter]:
+        """Parameters used for classification (the body's unused LM head is left out)."""
+        head = id(self.body.head.weight)
+        shared = self.body.config.tie_weights
+        return [p for _, p in self.named_parameters() if shared or id(p) != head]
+
+    def forward(self, idx, lengths=None) -> Tensor:
+        """Class logits (B, num_classes) for ids (B, T); lengths (B,) mark the real tokens."""
+        ids = idx.data if isinstance(idx, Tensor) else idx
+        xp = backend.array_module(self.classifier.weight.data)
+        b, t = ids.shape
+        lens = xp.full((b,), t) if lengths is None else xp.asarray(
+            backend.to_device(np.asarray(backend.to_numpy(lengths)), self.classifier.weight.device))
+        keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
+        h = self.body.body(ids, key_padding_mask=None)  # causal: padding never affects real tokens
+        if self.pooling == "last":
+            pooled = h[xp.arange(b), lens - 1]
+        else:
+            w = (keep / lens[:, None]).astype(h.dtype)[:, :, None]  # (B, T, 1)
+            pooled = ops.sum(h * Tensor(w), axis=1)
+        return self.classifier(pooled)

@@ -1,0 +1,80 @@
+"""Multi-head attention with an optional key/value cache for generation."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor, no_grad
+from . import functional as F
+from .layers import Dropout, Linear
+from .module import Module
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, per layer, for incremental decoding.
+
+    Arrays are preallocated to `capacity` positions, so each new token costs one write and
+    attention over the cached prefix, not a re-run of the whole sequence.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.layers: dict[int, tuple] = {}
+
+    def append(self, layer: int, k, v) -> tuple:
+        """Store k, v (B, H, T, D) after the cached prefix; return the full prefix views."""
+        xp = backend.array_module(k)
+        if layer not in self.layers:
+            b, h, _, d = k.shape
+            self.layers[layer] = (xp.zeros((b, h, self.capacity, d), k.dtype),
+                                  xp.zeros((b, h, self.capacity, d), v.dtype))
+        kc, vc = self.layers[layer]
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} positions; {end} needed")
+        kc[:, :, self.length:end] = k
+        vc[:, :, self.length:end] = v
+        return kc[:, :, :end], vc[:, :, :end]
+
+
+class MultiHeadAttention(Module):
+    """softmax(Q K^T / sqrt(d_k)) V over n_heads heads, with packed Q/K/V and output projections.
+
+    forward(x, causal, key_padding_mask): x (B, T, d_model); key_padding_mask (B, T) boolean,
+    True for real tokens. Dropout applies to the attention weights while training.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads = d_model, n_heads
+        self.qkv = Linear(d_model, 3 * d_model, bias)  # rows: [W_q; W_k; W_v]
+        self.out = Linear(d_model, d_model, bias)
+        self.attn_dropout = Dropout(dropout)
+
+    def forward(self, x: Tensor, causal: bool = False, key_padding_mask=None,
+                cache: KVCache | None = None, layer_index: int = 0) -> Tensor:
+        if cache is not None:
+            return self._cached(x, cache, layer_index)
+        p = self.attn_dropout.p if self.training else 0.0
+        y = F.multi_head_attention(self.qkv(x), self.n_heads, causal, key_padding_mask, p)
+        return self.out(y)
+
+    @no_grad()
+    def _cached(self, x: Tensor, cache: KVCache, layer_index: int) -> Tensor:
+        """Causal attention of the new tokens x over the cached prefix plus themselves."""
+        xp = backend.array_module(x.data)
+        b, t, c = x.shape
+        h, d = self.n_heads, c // self.n_heads
+        qkv = self.qkv(x).data.reshape(b, t, 3, h, d).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        q, k, v = (xp.ascontiguousarray(qkv[i]) for i in range(3))
+        keys, values = cache.append(layer_index, k, v)
+        out, _, _ = F._attention_forward(xp, q, keys, values, True, None, 0.0,
+                                         offset=cache.length)
+        merged = out.transpose(0, 2, 1, 3).reshape(b, t, c)
+        return self.out(Tensor(np.ascontiguousarray(merged) if xp is np else merged))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}"

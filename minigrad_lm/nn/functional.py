@@ -1,0 +1,378 @@
+"""Neural-network functions with torch.nn.functional's signatures.
+
+The hot paths (linear, layer_norm, cross_entropy, attention, embedding, dropout) are fused
+Functions with hand-written backward and few temporaries; softmax, log_softmax and gelu are the
+fused ops of the core. Tests compare each fused Function with the composite of core operations
+that it replaces (`minigrad_lm.nn.reference`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend, ops, rng
+from ..ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops)
+from ..tensor import Function, Tensor
+
+# ---------------------------------------------------------------------------------------------
+# linear
+
+
+class Linear(Function):
+    """y = x W^T + b over the last axis, computed as one 2-D GEMM on (N, in) rows."""
+
+    def forward(self, x, w, b):
+        x2 = x.reshape(-1, x.shape[-1])
+        y = x2 @ w.T
+        if b is not None:
+            y += b
+        self.x2 = x2 if self.needs_grad[1] else None
+        self.w = w if self.needs_grad[0] else None
+        self.x_shape = x.shape
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(self, gy):
+        gy2 = gy.reshape(-1, gy.shape[-1])
+        gx = (gy2 @ self.w).reshape(self.x_shape) if self.needs_grad[0] else None
+        gw = gy2.T @ self.x2 if self.needs_grad[1] else None
+        # column sums as a GEMV: BLAS beats sum(axis=0) on tall arrays
+        gb = self.xp.ones(gy2.shape[0], dtype=gy2.dtype) @ gy2 if self.needs_grad[2] else None
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch."""
+    if x.shape[-1:] != weight.shape[1:2]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                         f"{weight.shape} (expected last dimension {weight.shape[1]})")
+    return Linear.apply(x, weight, bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer norm
+
+
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * w + b over the trailing normalized axes."""
+
+    def forward(self, x, w, b, n_axes, eps):
+        xp = self.xp
+        x2 = x.reshape(-1, math.prod(x.shape[x.ndim - n_axes:]))
+        mu = x2.mean(axis=1, keepdims=True)
+        xc = x2 - mu
+        var = xp.mean(xc * xc, axis=1, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        xc *= rstd  # xc is now x-hat
+        self.xhat, self.rstd, self.w, self.shape = xc, rstd, w, x.shape
+        y = xc * w.reshape(-1) if w is not None else xc.copy()
+        if b is not None:
+            y += b.reshape(-1)
+        return y.reshape(x.shape)
+
+    def backward(self, gy):
+        xp, xhat, w = self.xp, self.xhat, self.w
+        gy2 = gy.reshape(xhat.shape)
+        ones = xp.ones(gy2.shape[0], dtype=gy2.dtype)
+        gw = (ones @ (gy2 * xhat)).reshape(w.shape) if self.needs_grad[1] else None
+        gb = (ones @ gy2).reshape(w.shape) if self.needs_grad[2] else None
+        if not self.needs_grad[0]:
+            return None, gw, gb, None, None
+        g = gy2 * w.reshape(-1) if w is not None else gy2.copy()
+        n = xhat.shape[1]
+        mean_g = g.mean(axis=1, keepdims=True)
+        mean_gx = (g * xhat).sum(axis=1, keepdims=True) / n
+        g -= mean_g
+        g -= xhat * mean_gx
+        g *= self.rstd
+        return g.reshape(self.shape), gw, gb, None, None
+
+
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize over the trailing `normalized_shape` axes, then scale and shift."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing "
+                         f"dimensions of input shape {x.shape}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != shape:
+            raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match "
+                             f"normalized_shape {shape}")
+    return LayerNorm.apply(x, weight, bias, len(shape), eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross entropy
+
+
+class CrossEntropy(Function):
+    """Mean (or sum) over rows of -(1-s) log p[target] - s/C sum_c log p[c], p = softmax(logits);
+    rows whose target is ignore_index count for nothing.  d logits = p - (1-s) onehot - s/C."""
+
+    def forward(self, logits, targets, ignore_index, smoothing, reduction):
+        xp = self.xp
+        n, c = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        e = xp.exp(shifted)
+        sums = e.sum(axis=1, keepdims=True)
+        keep = targets != ignore_index
+        safe_t = xp.where(keep, targets, 0)
+        rows = xp.arange(n)
+        log_z = xp.log(sums)[:, 0]
+        loss = log_z - shifted[rows, safe_t]
+        if smoothing:
+            logp_sum_term = shifted.sum(axis=1) - c * log_z  # sum_c log p[c]
+            loss = (1 - smoothing) * loss - (smoothing / c) * logp_sum_term
+        loss = loss * keep
+        count = keep.sum()
+        e /= sums  # e is now the softmax
+        self.p, self.t, self.keep, self.smoothing, self.reduction = e, safe_t, keep, smoothing, reduction
+        self.count = count
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        if reduction == "sum":
+            return total
+        return total / xp.maximum(count, 1).astype(logits.dtype)
+
+    def backward(self, gy):
+        xp, p = self.xp, self.p
+        n, c = p.shape
+        g = p  # reuse the saved softmax: this Function runs backward once
+        g[xp.arange(n), self.t] -= 1 - self.smoothing
+        if self.smoothing:
+            g -= self.smoothing / c
+        if self.reduction == "none":
+            scale = (gy * self.keep)[:, None]
+        else:
+            scale = self.keep[:, None] * gy
+            if self.reduction == "mean":
+                scale = scale / xp.maximum(self.count, 1).astype(p.dtype)
+        g *= scale.astype(p.dtype, copy=False)
+        return g, None, None, None, None
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy with integer class targets, stable for logits of any magnitude.
+
+    logits: (N, C) with targets (N,), or (..., C) with targets (...) (classes on the last axis).
+    """
+    t = targets.data if isinstance(targets, Tensor) else targets
+    xp = backend.array_module(logits.data)
+    t = xp.asarray(backend.to_device(t, logits.device) if xp is not np else backend.to_numpy(t))
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got "
+                         f"{reduction!r}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class indices, got {t.dtype}")
+    if logits.shape[:-1] != t.shape:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
+                         f"{logits.shape[:-1]}, got {t.shape}")
+    c = logits.shape[-1]
+    valid = t[t != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
+        bad = int(valid.max()) if int(valid.max()) >= c else int(valid.min())
+        raise ValueError(f"cross_entropy: target {bad} is out of range for {c} classes")
+    flat = ops.reshape(logits, -1, c) if logits.ndim != 2 else logits
+    out = CrossEntropy.apply(flat, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
+    return ops.reshape(out, t.shape) if reduction == "none" else out
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding and dropout
+
+
+class Embedding(Function):
+    """y = W[idx];  dW = scatter-add of gy rows at idx (repeated ids add up)."""
+
+    def forward(self, w, idx):
+        self.idx, self.w_shape = idx, w.shape
+        return w[idx]
+
+    def backward(self, gy):
+        xp = self.xp
+        gw = xp.zeros(self.w_shape, dtype=gy.dtype)
+        backend.scatter_add(xp, gw, self.idx.reshape(-1), gy.reshape(-1, self.w_shape[1]))
+        return gw, None
+
+
+def embedding(idx, weight: Tensor) -> Tensor:
+    """Rows of `weight` (num_embeddings, dim) at integer ids `idx` (any shape)."""
+    ids = idx.data if isinstance(idx, Tensor) else idx
+    xp = backend.array_module(weight.data)
+    ids = xp.asarray(backend.to_device(ids, weight.device) if xp is not np else
+                     backend.to_numpy(ids))
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
+    n = weight.shape[0]
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        bad = int(ids.max()) if int(ids.max()) >= n else int(ids.min())
+        raise ValueError(f"embedding: id {bad} is out of range for {n} embeddings")
+    return Embedding.apply(weight, ids)
+
+
+class Dropout(Function):
+    """y = x * mask / (1 - p), mask ~ Bernoulli(1 - p) drawn on x's device."""
+
+    def forward(self, x, p):
+        gen = rng.for_device(backend.device_of(x))
+        keep = gen.random(x.shape, dtype=np.float32) >= p
+        self.scale = keep * x.dtype.type(1.0 / (1.0 - p))
+        return x * self.scale
+
+    def backward(self, gy):
+        return gy * self.scale, None
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    return Dropout.apply(x, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+
+
+def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
+    """softmax(q k^T / sqrt(d) + masks) v on arrays (B, H, Tq, D) x (B, H, Tk, D).
+
+    Returns (out, probs, dropped): probs before dropout, dropped = the dropout scale or None.
+    Rows whose keys are all masked give zeros instead of NaN. `offset` is the position of the
+    first query among the keys (used by the KV cache).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = xp.matmul(q, k.swapaxes(-1, -2))
+    s *= s.dtype.type(scale)
+    tq, tk = q.shape[-2], k.shape[-2]
+    if causal:
+        future = xp.arange(tk)[None, :] > (xp.arange(tq)[:, None] + offset)
+        xp.copyto(s, s.dtype.type(-np.inf), where=future)
+    if mask is not None:
+        s = xp.where(mask, s, s.dtype.type(-np.inf))
+    m = s.max(axis=-1, keepdims=True)
+    m[~xp.isfinite(m)] = 0
+    s -= m
+    xp.exp(s, out=s)
+    total = s.sum(axis=-1, keepdims=True)
+    total[total == 0] = 1
+    s /= total
+    dropped = None
+    if dropout_p:
+        gen = rng.for_device(backend.device_of(q))
+        dropped = (gen.random(s.shape, dtype=np.float32) >= dropout_p) * s.dtype.type(
+            1.0 / (1.0 - dropout_p))
+        return xp.matmul(s * dropped, v), s, dropped
+    return xp.matmul(s, v), s, dropped
+
+
+def _attention_backward(xp, go, q, k, v, p, dropped):
+    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0)."""
+    scale = p.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+    pd = p if dropped is None else p * dropped
+    gv = xp.matmul(pd.swapaxes(-1, -2), go)
+    gp = xp.matmul(go, v.swapaxes(-1, -2))
+    if dropped is not None:
+        gp *= dropped
+    # softmax backward, in place: gs = p * (gp - sum(gp * p))
+    inner = (gp * p).sum(axis=-1, keepdims=True)
+    gp -= inner
+    gp *= p
+    gp *= scale
+    gq = xp.matmul(gp, k)
+    gk = xp.matmul(gp.swapaxes(-1, -2), q)
+    return gq, gk, gv
+
+
+class Attention(Function):
+    """Scaled dot-product attention on (B, H, T, D) arrays: scores, mask, softmax, weighted sum."""
+
+    def forward(self, q, k, v, causal, mask, dropout_p):
+        xp = self.xp
+        q, k, v = (xp.ascontiguousarray(a) for a in (q, k, v))
+        out, self.p, self.dropped = _attention_forward(xp, q, k, v, causal, mask, dropout_p)
+        self.q, self.k, self.v = q, k, v
+        return out
+
+    def backward(self, go):
+        gq, gk, gv = _attention_backward(self.xp, go, self.q, self.k, self.v, self.p, self.dropped)
+        return gq, gk, gv, None, None, None
+
+
+class QKVAttention(Function):
+    """Multi-head attention core from packed projections: (B, T, 3C) -> (B, T, C).
+
+    Splitting heads, attention and merging heads happen inside one Function, so the graph holds
+    no transposed copies and the gradient is written straight into the packed (B, T, 3C) layout.
+    """
+
+    def forward(self, qkv, n_heads, causal, mask, dropout_p):
+        xp = self.xp
+        b, t, c3 = qkv.shape
+        c = c3 // 3
+        heads = qkv.reshape(b, t, 3, n_heads, c // n_heads).transpose(2, 0, 3, 1, 4)
+        q, k, v = (xp.ascontiguousarray(heads[i]) for i in range(3))  # (B, H, T, D) each
+        out, self.p, self.dropped = _attention_forward(xp, q, k, v, causal, mask, dropout_p)
+        self.q, self.k, self.v = q, k, v
+        return out.transpose(0, 2, 1, 3).reshape(b, t, c)  # merge heads: (B, T, C)
+
+    def backward(self, gy):
+        xp = self.xp
+        b, h, t, d = self.q.shape
+        go = xp.ascontiguousarray(gy.reshape(b, t, h, d).transpose(0, 2, 1, 3))
+        grads = _attention_backward(xp, go, self.q, self.k, self.v, self.p, self.dropped)
+        gqkv = xp.empty((b, t, 3, h, d), dtype=gy.dtype)
+        for i, g in enumerate(grads):
+            gqkv[:, :, i] = g.transpose(0, 2, 1, 3)
+        return gqkv.reshape(b, t, 3 * h * d), None, None, None, None
+
+
+def _mask_array(mask, like: Tensor):
+    if mask is None:
+        return None
+    m = mask.data if isinstance(mask, Tensor) else mask
+    xp = backend.array_module(like.data)
+    m = xp.asarray(backend.to_device(m, like.device) if xp is not np else backend.to_numpy(m))
+    if m.dtype != np.bool_:
+        raise TypeError(f"attention mask must be boolean (True = attend), got dtype {m.dtype}")
+    return m
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
+                                 mask=None, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v for q (..., Tq, D), k and v (..., Tk, D).
+
+    mask: boolean, broadcastable to (..., Tq, Tk), True where a query may attend to a key
+    (PyTorch's convention). causal=True also hides keys after each query's position.
+    """
+    if q.shape[-1] != k.shape[-1] or k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, "
+                         f"v {v.shape} do not fit (q and k share D; k and v share Tk)")
+    m = _mask_array(mask, q)
+    if m is not None and not ops._broadcastable(m.shape, q.shape[:-1] + (k.shape[-2],)):
+        raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not "
+                         f"broadcast to scores of shape {q.shape[:-1] + (k.shape[-2],)}")
+    return Attention.apply(q, k, v, causal, m, dropout_p)
+
+
+def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
+                         key_padding_mask=None, dropout_p: float = 0.0) -> Tensor:
+    """Attention over packed projections qkv (B, T, 3C) with n_heads heads -> (B, T, C).
+
+    key_padding_mask: boolean (B, T), True for real tokens and False for padding.
+    """
+    b, t, c3 = qkv.shape
+    if c3 % 3 or (c3 // 3) % n_heads:
+        raise ValueError(f"multi_head_attention: last dimension {c3} is not 3 x a multiple of "
+                         f"n_heads={n_heads}")
+    m = _mask_array(key_padding_mask, qkv)
+    if m is not None:
+        if m.shape != (b, t):
+            raise ValueError(f"key_padding_mask of shape {m.shape} does not match (batch, time) "
+                             f"= {(b, t)}")
+        m = m[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+    return QKVAttention.apply(qkv, n_heads, causal, m, dropout_p)

@@ -1,0 +1,276 @@
+"""SGD, Adam and AdamW over flat buffers; gradient clipping; learning-rate schedules.
+
+Each parameter group's parameters and gradients become views into one contiguous buffer per
+group, so an update is a few whole-buffer array operations (no Python loop over parameters, no
+host round trip) and a gradient all-reduce is one call. Create the optimizer after moving the
+model to its device; load_state_dict copies in place and keeps the views.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor
+
+
+class FlatGroup:
+    """One parameter group: its hyperparameters and the flat data/grad buffers behind its views."""
+
+    def __init__(self, params: list[Tensor], options: dict):
+        if not params:
+            raise ValueError("optimizer: a parameter group has no parameters")
+        devices = {p.device for p in params}
+        dtypes = {p.dtype for p in params}
+        if len(devices) > 1 or len(dtypes) > 1:
+            raise ValueError(f"optimizer: a parameter group mixes devices {sorted(devices)} or "
+                             f"dtypes {sorted(map(str, dtypes))}")
+        self.params, self.options = params, options
+        xp = backend.array_module(params[0].data)
+        self.xp = xp
+        sizes = [p.size for p in params]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        total = int(self.offsets[-1])
+        self.data = xp.empty(total, dtype=params[0].dtype)
+        self.grad = xp.zeros(total, dtype=params[0].dtype)
+        for p, lo, hi in zip(params, self.offsets[:-1], self.offsets[1:]):
+            self.data[lo:hi] = p.data.reshape(-1)
+            p.data = self.data[lo:hi].reshape(p.shape)
+            p._grad_view = self.grad[lo:hi].reshape(p.shape)
+            p.grad = None
+        self._views = [p.data for p in params]
+
+    def check_views(self) -> None:
+        """Refuse to update parameters that were replaced after the optimizer was built."""
+        for p, view in zip(self.params, self._views):
+            if p.data is not view:
+                raise RuntimeError("optimizer: a parameter's array was replaced after the "
+                                   "optimizer was created (e.g. by model.to(device)); create "
+                                   "the optimizer after moving the model")
+
+    def all_have_grads(self) -> bool:
+        return all(p.grad is not None for p in self.params)
+
+    def segments_with_grads(self):
+        """(lo, hi) of each parameter that received a gradient, for the rare partial update."""
+        return [(int(lo), int(hi)) for p, lo, hi in
+                zip(self.params, self.offsets[:-1], self.offsets[1:]) if p.grad is not None]
+
+
+class Optimizer:
+    """Base: parameter groups as dicts (PyTorch's `param_groups`), flat state, zero_grad."""
+
+    defaults: dict = {}
+
+    def __init__(self, params, **options):
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.groups: list[FlatGroup] = []
+        seen = set()
+        for g in groups:
+            ps = list(g["params"])
+            for p in ps:
+                if id(p) in seen:
+                    raise ValueError("optimizer: a parameter appears in more than one group")
+                seen.add(id(p))
+            opts = {**self.defaults, **options, **{k: v for k, v in g.items() if k != "params"}}
+            self.groups.append(FlatGroup(ps, opts))
+        self.step_count = 0
+        self.state: list[dict] = [{} for _ in self.groups]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Hyperparameters per group; assign e.g. group["lr"] to change the learning rate."""
+        return [g.options for g in self.groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.groups:
+            if set_to_none:
+                for p in g.params:
+                    p.grad = None
+            else:
+                g.grad[...] = 0
+                for p in g.params:
+                    p.grad = Tensor(p._grad_view)
+
+    def step(self) -> None:
+        self.step_count += 1
+        for g, state in zip(self.groups, self.state):
+            g.check_views()
+            if g.all_have_grads():
+                self._update(g, state, slice(None))
+            else:
+                for lo, hi in g.segments_with_grads():
+                    self._update(g, state, slice(lo, hi))
+
+    def _update(self, group: FlatGroup, state: dict, part: slice) -> None:
+        raise NotImplementedError(f"{type(self).__name__}._update is abstract")
+
+    def _buffer(self, group: FlatGroup, state: dict, name: str):
+        if name not in state:
+            state[name] = group.xp.zeros_like(group.data)
+        return state[name]
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """{"step": int, "param_groups": [options], "buffers": {"g0.exp_avg": ndarray, ...}}."""
+        buffers = {f"g{i}.{name}": backend.to_numpy(arr).copy()
+                   for i, st in enumerate(self.state) for name, arr in st.items()}
+        groups = [{k: v for k, v in g.options.items()} for g in self.groups]
+        return {"step": self.step_count, "param_groups": groups, "buffers": buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        groups = state["param_groups"]
+        if len(groups) != len(self.groups):
+            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this "
+                             f"optimizer has {len(self.groups)}")
+        for i, (g, opts) in enumerate(zip(self.groups, groups)):
+            g.options.update({k: (tuple(v) if isinstance(v, list) else v)
+                              for k, v in opts.items()})
+            self.state[i] = {}
+            for key, arr in state["buffers"].items():
+                prefix, name = key.split(".", 1)
+                if prefix != f"g{i}":
+                    continue
+                if arr.shape != g.data.shape:
+                    raise ValueError(f"optimizer state {key} has shape {arr.shape}, expected "
+                                     f"{g.data.shape}")
+                self.state[i][name] = backend.to_device(np.array(arr, dtype=g.data.dtype),
+                                                        backend.device_of(g.data))
+        self.step_count = int(state["step"])
+
+
+class SGD(Optimizer):
+    """p -= lr * (g + wd p), with (Nesterov) momentum as in torch.optim.SGD."""
+
+    defaults = {"lr": 1e-2, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+
+    def _update(self, group, state, part):
+        o = group.options
+        p, g = group.data[part], group.grad[part]
+        if o["weight_decay"]:
+            g = g + o["weight_decay"] * p
+        if o["momentum"]:
+            buf = self._buffer(group, state, "momentum")[part]
+            if self.step_count == 1:
+                buf[...] = g
+            else:
+                buf *= o["momentum"]
+                buf += g
+            g = g + o["momentum"] * buf if o["nesterov"] else buf
+        p -= o["lr"] * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (torch.optim.Adam's formula); weight_decay is L2 on the gradient.
+
+    m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+    """
+
+    defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    decoupled = False
+
+    def _update(self, group, state, part):
+        o = group.options
+        xp = group.xp
+        b1, b2 = o["betas"]
+        p, g = group.data[part], group.grad[part]
+        if o["weight_decay"]:
+            if self.decoupled:
+                p *= 1 - o["lr"] * o["weight_decay"]
+            else:
+                g = g + o["weight_decay"] * p
+        m = self._buffer(group, state, "exp_avg")[part]
+        v = self._buffer(group, state, "exp_avg_sq")[part]
+        t = self.step_count
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(1 - b2 ** t)
+        denom += o["eps"]
+        step = m / denom
+        step *= o["lr"] / (1 - b1 ** t)
+        p -= step
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p *= 1 - lr * wd before the Adam step."""
+
+    defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
+    decoupled = True
+
+
+def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> float:
+    """Scale gradients in place so their global L2 norm is at most max_norm; return the norm."""
+    grads = [p.grad.data for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = backend.array_module(grads[0])
+    total = math.sqrt(float(sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads)))
+    if total > max_norm:
+        coef = max_norm / (total + 1e-6)
+        for g in grads:
+            g *= g.dtype.type(coef)
+    return total
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Two groups: weight decay on Linear weights; none on biases, LayerNorm and embeddings."""
+    from .nn.layers import Linear
+
+    decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, Linear)}
+    no_decay_ids = {id(p) for name, p in model.named_parameters()
+                    if "emb" in name or name.endswith("bias") or ".norm" in name
+                    or name.startswith("ln_f")}
+    params = model.parameters()
+    decay = [p for p in params if id(p) in decay_ids and id(p) not in no_decay_ids]
+    rest = [p for p in params if id(p) not in {id(q) for q in decay}]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def lr_at(step: int, lr: float, min_lr: float = 0.0, warmup_steps: int = 0,
+          max_steps: int | None = None, schedule: str = "cosine") -> float:
+    """Learning rate at `step` (0-based): linear warmup, then constant or cosine decay to min_lr."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant" or max_steps is None:
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}: use 'constant' or 'cosine'")
+    span = max(max_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / span, 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+class LRScheduler:
+    """Sets every group's lr from lr_at() each step(): warmup then cosine (or constant)."""
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int = 0, max_steps: int | None = None,
+                 min_lr: float = 0.0, schedule: str = "cosine"):
+        self.optimizer, self.warmup_steps, self.max_steps = optimizer, warmup_steps, max_steps
+        self.min_lr, self.schedule = min_lr, schedule
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.last_step = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr_at(self.last_step, base, self.min_lr, self.warmup_steps, self.max_steps,
+                            self.schedule)
+
+    def step(self) -> None:
+        self.last_step += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
