@@ -18,15 +18,21 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], eps: float = 
     """Compare backward() with central differences for every element of every float input.
 
     Float inputs are copied to float64 and made to require grad; others pass through unchanged.
-    The output is contracted with a random upstream gradient (not just summed), which is checked
-    to be left unmodified by backward.
+    Inputs that are already float64 and require grad are used as they are (their .grad is reset),
+    so fn may also reach them by closure: `gradcheck(lambda *ps: model.loss(x, y),
+    model.parameters())` checks a float64 model's every parameter. The output is contracted with
+    a random upstream gradient (not just summed), which backward must leave unmodified.
 
     Returns:
         True when every gradient matches; otherwise raises GradcheckError naming the input, the
         worst element's index, and the analytic and numeric values.
     """
-    args = [Tensor(t.data.astype(np.float64), requires_grad=True)
+    args = [t if _checked_in_place(t) else
+            Tensor(t.data.astype(np.float64), requires_grad=True)
             if isinstance(t, Tensor) and t.dtype.kind == "f" else t for t in inputs]
+    for t in args:
+        if isinstance(t, Tensor):
+            t.grad = None
     out = fn(*args)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
@@ -67,3 +73,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], eps: float = 
                 f" analytic {analytic[worst]:.8g} vs numeric {numeric[worst]:.8g} "
                 f"(atol={atol}, rtol={rtol})")
     return True
+
+
+def _checked_in_place(t) -> bool:
+    return isinstance(t, Tensor) and t.requires_grad and t.dtype == np.float64

@@ -3,7 +3,7 @@
 The hot paths (linear, layer_norm, cross_entropy, attention, embedding, dropout) are fused
 Functions with hand-written backward and few temporaries; softmax, log_softmax and gelu are the
 fused ops of the core. Tests compare each fused Function with the composite of core operations
-that it replaces (`minigrad_lm.nn.reference`).
+that it replaces (tests/reference.py) and gradcheck it.
 """
 from __future__ import annotations
 
