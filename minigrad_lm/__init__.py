@@ -10,6 +10,8 @@ from .ops import (abs, argmax, argmin, broadcast_to, clip, concatenate, exp, exp
 from .rng import manual_seed
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 
+backend.tune_host_allocator()
+
 float32 = "float32"
 float64 = "float64"
 

@@ -334,28 +334,47 @@ class Clip(Function):
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_C = 0.044715
 
 
 class Gelu(Function):
-    """Exact: y = x Phi(x);  tanh: y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"""
+    """Exact: y = x Phi(x).  tanh: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+    computed as x * sigmoid(2u) = x / (1 + exp(-2u)): one exp instead of tanh, in place."""
 
     def forward(self, x, approximate):
         xp = self.xp
-        self.x, self.approximate = x, approximate
+        self.x, self.approximate, self.shape = x, approximate, x.shape
         if approximate == "tanh":
-            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            return 0.5 * x * (1 + self.t)
+            x = self.x = x.reshape(-1)  # 1-D so in-place ops also work for 0-d input
+            d = x * x
+            d *= -2 * _SQRT_2_OVER_PI * _GELU_C
+            d -= 2 * _SQRT_2_OVER_PI
+            d *= x  # -2u
+            xp.minimum(d, 80.0, out=d)  # exp(80) is finite in float32; y is ~0 there anyway
+            xp.exp(d, out=d)
+            d += 1
+            self.d = d  # 1 / sigmoid(2u)
+            return (x / d).reshape(self.shape)
         self.cdf = 0.5 * (1 + backend.erf(xp, x * _INV_SQRT_2))
         return x * self.cdf
 
     def backward(self, gy):
         x, xp = self.x, self.xp
         if self.approximate == "tanh":
-            t = self.t
-            dt = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dt
-        else:
-            grad = self.cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
+            gy = gy.reshape(-1)
+            # dy/dx = s + x s (1 - s) 2 du/dx,  s = sigmoid(2u),  du/dx = sqrt(2/pi)(1 + 3c x^2)
+            s = xp.reciprocal(self.d)
+            t = 1 - s
+            t *= s
+            g = x * x
+            g *= 2 * _SQRT_2_OVER_PI * 3 * _GELU_C
+            g += 2 * _SQRT_2_OVER_PI
+            g *= x
+            g *= t
+            g += s
+            g *= gy
+            return g.reshape(self.shape), None
+        grad = self.cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
         return gy * grad, None
 
 

@@ -41,6 +41,7 @@ class FlatGroup:
             p._grad_view = self.grad[lo:hi].reshape(p.shape)
             p.grad = None
         self._views = [p.data for p in params]
+        self._scratch = None
 
     def check_views(self) -> None:
         """Refuse to update parameters that were replaced after the optimizer was built."""
@@ -49,6 +50,12 @@ class FlatGroup:
                 raise RuntimeError("optimizer: a parameter's array was replaced after the "
                                    "optimizer was created (e.g. by model.to(device)); create "
                                    "the optimizer after moving the model")
+
+    def scratch(self):
+        """A temporary as large as the group, allocated once (not part of the saved state)."""
+        if self._scratch is None:
+            self._scratch = self.xp.empty_like(self.data)
+        return self._scratch
 
     def all_have_grads(self) -> bool:
         return all(p.grad is not None for p in self.params)
@@ -187,17 +194,21 @@ class Adam(Optimizer):
                 g = g + o["weight_decay"] * p
         m = self._buffer(group, state, "exp_avg")[part]
         v = self._buffer(group, state, "exp_avg_sq")[part]
+        tmp = group.scratch()[part]  # one reused temporary: no allocation per step
         t = self.step_count
         m *= b1
-        m += (1 - b1) * g
+        xp.multiply(g, 1 - b1, out=tmp)
+        m += tmp
         v *= b2
-        v += (1 - b2) * (g * g)
-        denom = xp.sqrt(v)
-        denom /= math.sqrt(1 - b2 ** t)
-        denom += o["eps"]
-        step = m / denom
-        step *= o["lr"] / (1 - b1 ** t)
-        p -= step
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v += tmp
+        xp.sqrt(v, out=tmp)
+        tmp *= 1 / math.sqrt(1 - b2 ** t)
+        tmp += o["eps"]
+        xp.divide(m, tmp, out=tmp)
+        tmp *= o["lr"] / (1 - b1 ** t)
+        p -= tmp
 
 
 class AdamW(Adam):

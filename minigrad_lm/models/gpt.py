@@ -131,6 +131,17 @@ class GPT(Module):
         logits = self(idx)
         return F.cross_entropy(logits, targets, ignore_index=ignore_index)
 
+    @classmethod
+    def from_pretrained(cls, path: str) -> "GPT":
+        """A GPT holding the weights of a local Hugging Face GPT-2 directory (no download)."""
+        from .hf_gpt2 import load_gpt2
+        return load_gpt2(path)
+
+    def save_pretrained(self, path: str) -> None:
+        """Write this model as a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+        from .hf_gpt2 import save_gpt2
+        save_gpt2(self, path)
+
     def extra_repr(self) -> str:
         c = self.config
         return (f"n_layer={c.n_layer}, n_head={c.n_head}, d_model={c.d_model}, "

@@ -1,0 +1,57 @@
+"""Timing helpers shared by the benchmarks: medians of repeated runs, machine description."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def median_seconds(fn, repeats: int = 10, warmup: int = 2, sync=None) -> float:
+    """Median wall time of fn() over `repeats` runs after `warmup` runs (sync() after each)."""
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def numpy_gemm_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured float32 GEMM rate of NumPy's BLAS (FLOP/s): the machine's practical peak."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = a.copy()
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats=repeats, warmup=1)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__}
+    try:
+        import threadpoolctl
+        blas = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        if blas:
+            info["blas"] = f"{blas[0]['internal_api']} {blas[0].get('version')} " \
+                           f"({blas[0].get('architecture')}, {blas[0]['num_threads']} threads)"
+    except ImportError:
+        pass
+    try:
+        import torch
+        info["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        pass
+    return info
