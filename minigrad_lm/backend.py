@@ -132,12 +132,8 @@ def tune_host_allocator() -> bool:
 
 
 def scatter_add(xp: ModuleType, target, index, values) -> None:
-    """target[index] += values, correct when `index` repeats (np.add.at / cupyx.scatter_add)."""
-    if xp is np:
-        np.add.at(target, index, values)
-    else:
-        import cupyx
-        cupyx.scatter_add(target, index, values)
+    """target[index] += values, correct when `index` repeats (add.at on either backend)."""
+    xp.add.at(target, index, values)
 
 
 def index_add_rows(xp: ModuleType, target, index, rows) -> None:

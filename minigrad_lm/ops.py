@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from . import backend
+from .kernels import cuda
 from .tensor import Function, Tensor
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +345,10 @@ class Gelu(Function):
     def forward(self, x, approximate):
         xp = self.xp
         self.x, self.approximate, self.shape = x, approximate, x.shape
+        self.fused = approximate == "tanh" and xp is not np and cuda.supports(x)
+        if self.fused:
+            y, self.d = cuda.gelu_tanh_forward(x)
+            return y
         if approximate == "tanh":
             x = self.x = x.reshape(-1)  # 1-D so in-place ops also work for 0-d input
             d = x * x
@@ -360,6 +365,8 @@ class Gelu(Function):
 
     def backward(self, gy):
         x, xp = self.x, self.xp
+        if self.fused:
+            return cuda.gelu_tanh_backward(gy, x, self.d), None
         if self.approximate == "tanh":
             gy = gy.reshape(-1)
             # dy/dx = s + x s (1 - s) 2 du/dx,  s = sigmoid(2u),  du/dx = sqrt(2/pi)(1 + 3c x^2)

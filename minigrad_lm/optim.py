@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from . import backend
+from .kernels import cuda
 from .tensor import Tensor
 
 
@@ -186,6 +187,12 @@ class Adam(Optimizer):
         o = group.options
         xp = group.xp
         b1, b2 = o["betas"]
+        if xp is not np and cuda.enabled():
+            cuda.adam_update_(group.data[part], group.grad[part],
+                              self._buffer(group, state, "exp_avg")[part],
+                              self._buffer(group, state, "exp_avg_sq")[part], o["lr"], b1, b2,
+                              o["eps"], o["weight_decay"], self.step_count, self.decoupled)
+            return
         p, g = group.data[part], group.grad[part]
         if o["weight_decay"]:
             if self.decoupled:
@@ -218,18 +225,26 @@ class AdamW(Adam):
     decoupled = True
 
 
-def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> float:
-    """Scale gradients in place so their global L2 norm is at most max_norm; return the norm."""
+def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
+    """Scale gradients in place so their global L2 norm is at most max_norm.
+
+    Returns the norm before clipping as a 0-d Tensor on the gradients' device: on a GPU the
+    clipping happens without a host synchronisation (float(norm) reads it when needed).
+    """
     grads = [p.grad.data for p in parameters if p.grad is not None]
     if not grads:
-        return 0.0
+        return Tensor(np.zeros((), dtype=np.float32))
     xp = backend.array_module(grads[0])
-    total = math.sqrt(float(sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads)))
-    if total > max_norm:
-        coef = max_norm / (total + 1e-6)
+    total = xp.sqrt(sum(xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads))
+    if xp is np:
+        if total > max_norm:
+            for g in grads:
+                g *= g.dtype.type(max_norm / (total + 1e-6))
+    else:
+        coef = xp.minimum(max_norm / (total + 1e-6), 1.0)
         for g in grads:
-            g *= g.dtype.type(coef)
-    return total
+            g *= coef.astype(g.dtype)
+    return Tensor(xp.asarray(total, dtype=grads[0].dtype))
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:

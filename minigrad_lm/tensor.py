@@ -78,7 +78,7 @@ class Function:
             fn.needs_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
             fn.shapes = tuple(a.data.shape if isinstance(a, Tensor) else None for a in args)
         out = fn.forward(*arrays, **kwargs)
-        if fn.xp is np and type(out) is not np.ndarray:
+        if type(out) is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy reductions return scalars; keep arrays everywhere
         if not record:
             return Tensor(out)

@@ -10,6 +10,8 @@ settings.register_profile("default", max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("gpu", max_examples=5, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # MINIGRAD_TEST_DEVICE=cuda runs the device-parametrized tests on the GPU only; by default they

@@ -101,6 +101,8 @@ class GPT(Module):
     def body(self, idx, key_padding_mask=None, cache: KVCache | None = None) -> Tensor:
         """Hidden states (B, T, d_model) after the final LayerNorm."""
         ids = idx.data if isinstance(idx, Tensor) else idx
+        if not hasattr(ids, "ndim"):
+            ids = np.asarray(ids)
         if ids.ndim != 2:
             raise ValueError(f"GPT: expected token ids of shape (batch, time), got {ids.shape}")
         b, t = ids.shape
@@ -113,7 +115,9 @@ class GPT(Module):
             bad = int(ids.max()) if int(ids.max()) >= self.config.vocab_size else int(ids.min())
             raise ValueError(f"GPT: token id {bad} is outside the vocabulary of "
                              f"{self.config.vocab_size}")
-        x = self.tok_emb(ids) + self.pos_emb(positions(start, t, device))
+        ids = backend.to_device(ids, device)  # checked above, on the host when given there
+        x = F.Embedding.apply(self.tok_emb.weight, ids)
+        x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)
         for i, layer in enumerate(self.layers):
             x = layer(x, causal=True, key_padding_mask=key_padding_mask, cache=cache,

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import backend, ops, rng
+from ..kernels import cuda
 from ..ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops)
 from ..tensor import Function, Tensor
 
@@ -64,6 +65,11 @@ class LayerNorm(Function):
     def forward(self, x, w, b, n_axes, eps):
         xp = self.xp
         x2 = x.reshape(-1, math.prod(x.shape[x.ndim - n_axes:]))
+        self.fused = xp is not np and w is not None and b is not None and cuda.supports(x2, w, b)
+        if self.fused:
+            y, self.mean, self.rstd = cuda.layer_norm_forward(x2, w, b, eps)
+            self.x2, self.w, self.shape = x2, w, x.shape
+            return y.reshape(x.shape)
         ones = xp.full(x2.shape[1], 1.0 / x2.shape[1], dtype=x2.dtype)  # GEMV weights: mean
         xc = x2 - _row_mean(xp, x2, ones)
         sq = xc * xc
@@ -82,6 +88,11 @@ class LayerNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, gy):
+        if self.fused:
+            gy2 = self.xp.ascontiguousarray(gy).reshape(self.x2.shape)
+            gx, gw, gb = cuda.layer_norm_backward(gy2, self.x2, self.w, self.mean, self.rstd)
+            return gx.reshape(self.shape), gw.reshape(self.w.shape), gb.reshape(self.w.shape), \
+                None, None
         xp, xhat, w, ones = self.xp, self.xhat, self.w, self.ones
         gy2 = gy.reshape(xhat.shape)
         col = xp.ones(gy2.shape[0], dtype=gy2.dtype)
@@ -123,6 +134,9 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets, ignore_index, smoothing, reduction):
         xp = self.xp
+        self.fused = xp is not np and reduction != "none" and cuda.supports(logits)
+        if self.fused:
+            return self._fused_forward(logits, targets, ignore_index, smoothing, reduction)
         n, c = logits.shape
         shifted = logits - logits.max(axis=1, keepdims=True)
         e = xp.exp(shifted)
@@ -147,7 +161,24 @@ class CrossEntropy(Function):
             return total
         return total / xp.maximum(count, 1).astype(logits.dtype)
 
+    def _fused_forward(self, logits, targets, ignore_index, smoothing, reduction):
+        loss, self.lse = cuda.cross_entropy_forward(logits, targets, ignore_index, smoothing)
+        self.logits, self.t, self.ignore_index, self.smoothing = logits, targets, ignore_index, \
+            smoothing
+        self.reduction = reduction
+        total = loss.sum()
+        if reduction == "sum":
+            self.count = None
+            return total
+        self.count = (targets != ignore_index).sum().astype(logits.dtype)
+        return total / self.xp.maximum(self.count, 1)
+
     def backward(self, gy):
+        if self.fused:
+            scale = gy if self.count is None else gy / self.xp.maximum(self.count, 1)
+            return cuda.cross_entropy_backward(self.logits, self.t, self.lse, scale,
+                                               self.ignore_index, self.smoothing), \
+                None, None, None, None
         xp, p = self.xp, self.p
         n, c = p.shape
         g = p  # reuse the saved softmax: this Function runs backward once
@@ -171,8 +202,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, label_smoot
     logits: (N, C) with targets (N,), or (..., C) with targets (...) (classes on the last axis).
     """
     t = targets.data if isinstance(targets, Tensor) else targets
-    xp = backend.array_module(logits.data)
-    t = xp.asarray(backend.to_device(t, logits.device) if xp is not np else backend.to_numpy(t))
+    if not hasattr(t, "dtype"):
+        t = np.asarray(t)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got "
                          f"{reduction!r}")
@@ -182,10 +213,13 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, label_smoot
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]}, got {t.shape}")
     c = logits.shape[-1]
+    # checked where the targets live: host targets need no GPU synchronisation
     valid = t[t != ignore_index]
     if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
         bad = int(valid.max()) if int(valid.max()) >= c else int(valid.min())
         raise ValueError(f"cross_entropy: target {bad} is out of range for {c} classes")
+    xp = backend.array_module(logits.data)
+    t = xp.asarray(backend.to_device(t, logits.device) if xp is not np else backend.to_numpy(t))
     flat = ops.reshape(logits, -1, c) if logits.ndim != 2 else logits
     out = CrossEntropy.apply(flat, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
     return ops.reshape(out, t.shape) if reduction == "none" else out
@@ -210,17 +244,21 @@ class Embedding(Function):
 
 
 def embedding(idx, weight: Tensor) -> Tensor:
-    """Rows of `weight` (num_embeddings, dim) at integer ids `idx` (any shape)."""
+    """Rows of `weight` (num_embeddings, dim) at integer ids `idx` (any shape).
+
+    Ids are range-checked where they live (host ids before the copy to a GPU, so that check
+    needs no device synchronisation): CuPy would not raise on an out-of-range gather.
+    """
     ids = idx.data if isinstance(idx, Tensor) else idx
-    xp = backend.array_module(weight.data)
-    ids = xp.asarray(backend.to_device(ids, weight.device) if xp is not np else
-                     backend.to_numpy(ids))
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
     n = weight.shape[0]
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
         bad = int(ids.max()) if int(ids.max()) >= n else int(ids.min())
         raise ValueError(f"embedding: id {bad} is out of range for {n} embeddings")
+    xp = backend.array_module(weight.data)
+    ids = xp.asarray(backend.to_device(ids, weight.device) if xp is not np else
+                     backend.to_numpy(ids))
     return Embedding.apply(weight, ids)
 
 
@@ -259,6 +297,9 @@ def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     s = xp.matmul(q * scale, k.swapaxes(-1, -2))  # scaling q is cheaper than scaling s
     tq, tk = q.shape[-2], k.shape[-2]
+    if xp is not np and mask is None and cuda.supports(s):
+        p = cuda.masked_softmax_(s, causal, offset)
+        return _weighted_sum(xp, p, v, dropout_p, q)
     if causal:
         future = xp.arange(tk)[None, :] > (xp.arange(tq)[:, None] + offset)
         xp.copyto(s, s.dtype.type(-np.inf), where=future)
@@ -271,30 +312,40 @@ def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
     total = (s @ xp.ones(tk, dtype=s.dtype))[..., None]  # row sums as a GEMV
     total[total == 0] = 1
     s /= total
-    dropped = None
-    if dropout_p:
-        gen = rng.for_device(backend.device_of(q))
-        dropped = (gen.random(s.shape, dtype=np.float32) >= dropout_p) * s.dtype.type(
-            1.0 / (1.0 - dropout_p))
-        return xp.matmul(s * dropped, v), s, dropped
-    return xp.matmul(s, v), s, dropped
+    return _weighted_sum(xp, s, v, dropout_p, q)
+
+
+def _weighted_sum(xp, p, v, dropout_p, like):
+    """(p with dropout) @ v; returns (out, p, dropout scale or None)."""
+    if not dropout_p:
+        return xp.matmul(p, v), p, None
+    gen = rng.for_device(backend.device_of(like))
+    dropped = (gen.random(p.shape, dtype=np.float32) >= dropout_p) * p.dtype.type(
+        1.0 / (1.0 - dropout_p))
+    return xp.matmul(p * dropped, v), p, dropped
 
 
 def _attention_backward(xp, go, q, k, v, p, dropped):
-    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0)."""
+    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0).
+
+    The (T, T) operands p and gp are only ever used untransposed: the transposed products are
+    computed as (small^T @ big)^T, so no backend copies a (T, T) matrix to transpose it.
+    """
     scale = p.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     pd = p if dropped is None else p * dropped
-    gv = xp.matmul(pd.swapaxes(-1, -2), go)
-    gp = xp.matmul(go, v.swapaxes(-1, -2))
+    gv = xp.matmul(xp.ascontiguousarray(go.swapaxes(-1, -2)), pd).swapaxes(-1, -2)
+    gp = xp.matmul(go, xp.ascontiguousarray(v.swapaxes(-1, -2)))
     if dropped is not None:
         gp *= dropped
-    # softmax backward, in place: gs = p * (gp - sum(gp * p))
-    inner = ((gp * p) @ xp.ones(p.shape[-1], dtype=p.dtype))[..., None]
-    gp -= inner
-    gp *= p
-    gp *= scale
+    if xp is not np and cuda.supports(p, gp):
+        cuda.softmax_backward_(p, gp, float(scale))
+    else:  # softmax backward, in place: gs = p * (gp - sum(gp * p))
+        inner = ((gp * p) @ xp.ones(p.shape[-1], dtype=p.dtype))[..., None]
+        gp -= inner
+        gp *= p
+        gp *= scale
     gq = xp.matmul(gp, k)
-    gk = xp.matmul(gp.swapaxes(-1, -2), q)
+    gk = xp.matmul(xp.ascontiguousarray(q.swapaxes(-1, -2)), gp).swapaxes(-1, -2)
     return gq, gk, gv
 
 

@@ -1,0 +1,1 @@
+"""Backend-specific fast paths (cuda.py: fused CuPy kernels), each beside its xp reference."""
