@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "json_text",
     "load_safetensors",
     "read_json",
     "resolve_checkpoint_dir",
@@ -145,13 +146,23 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """Key-sorted strict JSON; NaN/inf become null and NumPy scalars plain numbers.
+
+    ``indent=None`` gives one compact line, e.g. for a JSON-lines log.
+    """
+    separators = (",", ":") if indent is None else None
+    return json.dumps(
+        _json_safe(obj), indent=indent, sort_keys=True, allow_nan=False, separators=separators
+    )
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted strict JSON; NaN/inf are stored as null.
 
     NumPy scalars are converted to Python numbers so metrics can be passed in directly.
     """
-    text = json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json_text(obj) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

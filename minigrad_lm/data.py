@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .bpe import GPT2Tokenizer
+
 __all__ = [
     "ByteTokenizer",
     "CharTokenizer",
@@ -29,6 +31,7 @@ __all__ = [
     "default_corpus",
     "encode_classification",
     "load_classification_file",
+    "load_classification_rows",
     "load_text",
     "load_token_folder",
     "read_vocab_json",
@@ -240,13 +243,14 @@ class ByteTokenizer:
         return "ByteTokenizer()"
 
 
-_TOKENIZERS: dict[str, type[CharTokenizer] | type[ByteTokenizer]] = {
+_TOKENIZERS: dict[str, Any] = {
     "char": CharTokenizer,
     "byte": ByteTokenizer,
+    "gpt2_bpe": GPT2Tokenizer,
 }
 
 
-def tokenizer_from_dict(d: dict[str, Any]) -> CharTokenizer | ByteTokenizer:
+def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from its ``to_dict()`` form (e.g. read back from a checkpoint)."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in _TOKENIZERS:
@@ -429,6 +433,13 @@ def load_classification_file(path: PathLike) -> tuple[list[str], np.ndarray]:
     Errors name the file and line: missing columns, wrong field count, empty text, a label
     that is not a non-negative integer, no rows.
     """
+    texts, labels, _ = load_classification_rows(path)
+    return texts, labels
+
+
+def load_classification_rows(path: PathLike) -> tuple[list[str], np.ndarray, list[int]]:
+    """Like :func:`load_classification_file`, plus each row's line number in the file, so
+    that later problems with a row (e.g. an unknown character) can name its line too."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file")
@@ -448,6 +459,7 @@ def load_classification_file(path: PathLike) -> tuple[list[str], np.ndarray]:
     t_col, l_col = names.index(text_column), names.index("label")
     texts: list[str] = []
     labels: list[int] = []
+    lines: list[int] = []
     for lineno, fields in rows:
         if len(fields) != len(names):
             raise ValueError(f"{p}:{lineno}: expected {len(names)} fields, found {len(fields)}")
@@ -461,30 +473,36 @@ def load_classification_file(path: PathLike) -> tuple[list[str], np.ndarray]:
             raise ValueError(f"{p}:{lineno}: label {value} is negative (labels must be >= 0)")
         texts.append(sentence)
         labels.append(value)
+        lines.append(lineno)
     if not texts:
         raise ValueError(f"{p}: no rows after the header")
-    return texts, np.array(labels, dtype=np.int64)
+    return texts, np.array(labels, dtype=np.int64), lines
 
 
 def encode_classification(
-    texts: Sequence[str], tokenizer: Tokenizer, context: int
+    texts: Sequence[str],
+    tokenizer: Tokenizer,
+    context: int,
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ids`` (N, context) int64 and ``lengths`` (N,) int64 for a batch of texts.
 
     Each text keeps its first ``context`` tokens and is right-padded with id 0; since 0 is
     also a real token, ``lengths`` (the unpadded length, >= 1) is what marks the padding.
+    Errors call text ``i`` by ``names[i]`` (e.g. ``"train.tsv:12"``), else ``"text i"``.
     """
     if context < 1:
         raise ValueError(f"context must be >= 1, got {context}")
     ids = np.zeros((len(texts), context), dtype=np.int64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
+        name = names[i] if names is not None else f"text {i}"
         try:
             tokens = tokenizer.encode(text)
         except ValueError as e:
-            raise ValueError(f"text {i}: {e}") from None
+            raise ValueError(f"{name}: {e}") from None
         if len(tokens) == 0:
-            raise ValueError(f"text {i} encodes to no tokens")
+            raise ValueError(f"{name} encodes to no tokens")
         n = min(len(tokens), context)
         ids[i, :n] = tokens[:n]
         lengths[i] = n

@@ -1,0 +1,96 @@
+"""Export a language model trained here as a Hugging Face GPT-2 folder.
+
+    python -m minigrad_lm.export --ckpt runs/default --to-hf exported/
+    python -c "import transformers as t; t.GPT2LMHeadModel.from_pretrained('exported')"
+
+--ckpt takes a run folder (its best/ checkpoint, else latest/) or a checkpoint folder. OUT gets
+config.json and model.safetensors as transformers saves them, plus the tokenizer files when the
+model was trained with a GPT-2 BPE tokenizer; a char or byte tokenizer has no Hugging Face
+GPT-2 form, so only the model is written and a note says so. A model GPT-2 cannot express
+(post-norm, sinusoidal positions, no biases, untied head) is refused, naming the setting.
+A non-empty OUT is refused unless --overwrite; nothing is written before every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .bpe import GPT2Tokenizer
+from .cli import report_errors
+from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
+from .run_state import read_checkpoint
+
+__all__ = ["main"]
+
+# Written by transformers but not by us: a stale one would carry another model's token ids.
+_STALE_FILES = (*HF_TOKENIZER_FILES, "generation_config.json")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m minigrad_lm.export",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--ckpt", required=True, metavar="DIR",
+                   help="run folder (uses best/, else latest/) or checkpoint folder")
+    p.add_argument("--to-hf", required=True, metavar="OUT",
+                   help="folder to write the Hugging Face GPT-2 model into")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty OUT, replacing the model and tokenizer files")
+    return p
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _check_out(out: str, overwrite: bool, protected: tuple[str, ...]) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--to-hf {out}: exists and is not a folder")
+    if any(_same_folder(out, p) for p in protected):
+        raise ValueError(f"--to-hf {out}: is the checkpoint being exported; choose another "
+                         "folder")
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise ValueError(f"--to-hf {out}: folder is not empty (pass --overwrite to replace its "
+                         "model and tokenizer files)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    ckpt = read_checkpoint(args.ckpt)
+    if ckpt.task != "lm":
+        raise ValueError(f"{ckpt.path}: a {ckpt.task} checkpoint; only language models "
+                         "(--task lm) can be exported as GPT-2")
+    kind = ckpt.tokenizer_dict.get("type")
+    tokenizer = GPT2Tokenizer.from_dict(ckpt.tokenizer_dict) if kind == "gpt2_bpe" else None
+    config_to_hf(ckpt.model_config)  # refuse what GPT-2 cannot express before touching OUT
+    out = args.to_hf
+    _check_out(out, args.overwrite, (ckpt.path, args.ckpt))
+    model = ckpt.build_model()
+    if os.path.isdir(out):
+        for name in _STALE_FILES:
+            if os.path.isfile(os.path.join(out, name)):
+                os.unlink(os.path.join(out, name))
+    save_gpt2(model, out, tokenizer)
+    c = ckpt.model_config
+    print(f"wrote {out}: GPT-2 with {c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, "
+          f"vocabulary {c.vocab_size}, context {c.context_length} "
+          f"({model.num_parameters():,} parameters) from {ckpt.path}")
+    if tokenizer is not None:
+        print(f"wrote the GPT-2 BPE tokenizer ({tokenizer.vocab_size} tokens) beside it")
+    elif kind == "external":
+        print("note: the model was trained on token ids without a tokenizer; only the model "
+              "was written", file=sys.stderr)
+    else:
+        print(f"note: the checkpoint's {kind} tokenizer has no Hugging Face GPT-2 form; only "
+              f"the model was written (its token ids are the {kind} tokenizer's)",
+              file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return report_errors(lambda: _export(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

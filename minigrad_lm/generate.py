@@ -1,0 +1,97 @@
+"""Generate text with a trained language model.
+
+    python -m minigrad_lm.generate --ckpt runs/default --prompt "Return the" --max-new-tokens 200
+
+--ckpt takes a run folder (its best/ checkpoint, else latest/) or a checkpoint folder. The prompt
+and its continuation go to stdout; notes (a cropped prompt) go to stderr. A key/value cache makes
+each new token cost attention over the context instead of a re-run of the whole sequence;
+--no-cache recomputes every step and gives the same tokens for the same --seed.
+
+Prompts longer than the model's context are cropped to their last context tokens. With a char
+tokenizer, a character the training text never had is an error; a byte tokenizer encodes any
+text (as UTF-8 bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .checkpoint import CheckpointError
+from .cli import check_device, report_errors
+from .run_state import read_checkpoint
+from .sampling import generate
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m minigrad_lm.generate",
+        description=__doc__.split("\n")[0],
+    )
+    p.add_argument("--ckpt", required=True, metavar="DIR",
+                   help="run folder (uses best/, else latest/) or checkpoint folder")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=300, metavar="N",
+                   help="tokens to generate (default: 300)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                   help="softmax temperature; 0 is greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="sample among the K most likely tokens only")
+    p.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="sample among the most likely tokens that make up probability P")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="seed for reproducible samples (default: fresh randomness)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute the whole window for every token (slower; same output)")
+    return p
+
+
+def _generate(args: argparse.Namespace) -> int:
+    device = check_device(args.device)
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    ckpt = read_checkpoint(args.ckpt)
+    if ckpt.task != "lm":
+        raise CheckpointError(
+            f"{ckpt.path}: a {ckpt.task} checkpoint, not a language model; use "
+            "python -m minigrad_lm.classify"
+        )
+    tokenizer = ckpt.tokenizer
+    if tokenizer is None:
+        raise CheckpointError(
+            f"{ckpt.path}: trained on token ids without a tokenizer, so it cannot encode a prompt"
+        )
+    if args.prompt == "":
+        raise ValueError("--prompt is empty: give at least one character to continue")
+    try:
+        prompt = tokenizer.encode(args.prompt)
+    except ValueError as e:
+        raise ValueError(f"--prompt: {e} (the model only knows its training text's characters)"
+                         ) from None
+    context = ckpt.model_config.context_length
+    if len(prompt) > context:
+        print(f"note: the prompt has {len(prompt)} tokens; keeping its last {context} (the "
+              "model's context)", file=sys.stderr)
+        prompt = prompt[-context:]
+    model = ckpt.build_model(device)
+    new = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                   use_cache=not args.no_cache)
+    print(tokenizer.decode(np.concatenate([prompt, new])))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return report_errors(lambda: _generate(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
