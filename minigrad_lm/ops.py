@@ -25,13 +25,8 @@ def _as_tensor(value, like: Tensor) -> Tensor:
         return value
     xp = backend.array_module(like.data)
     if isinstance(value, (bool, int, float)):
-        if isinstance(value, float) and like.dtype.kind not in "fc":
-            dtype = np.float32
-        elif isinstance(value, bool) and like.dtype.kind != "b":
-            dtype = like.dtype
-        else:
-            dtype = like.dtype
-        return Tensor(xp.asarray(value, dtype=dtype))
+        promote = isinstance(value, float) and like.dtype.kind not in "fc"
+        return Tensor(xp.asarray(value, dtype=np.float32 if promote else like.dtype))
     arr = value
     if xp is not np and isinstance(arr, np.ndarray):
         arr = backend.to_device(arr, like.device)

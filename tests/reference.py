@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 
-import minigrad_lm as mg
-
 
 def linear(x, w, b=None):
     y = x @ w.T
