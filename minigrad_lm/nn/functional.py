@@ -325,16 +325,20 @@ def _weighted_sum(xp, p, v, dropout_p, like):
     return xp.matmul(p * dropped, v), p, dropped
 
 
-def _attention_backward(xp, go, q, k, v, p, dropped):
-    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0).
+def _transposed_matmul(xp, a, b):
+    """a^T @ b over the last two axes. NumPy hands transposes to BLAS for free; CuPy copies a
+    transposed operand, so there the large (T, T) `a` is kept as is: (b^T @ a)^T."""
+    if xp is np:
+        return xp.matmul(a.swapaxes(-1, -2), b)
+    return xp.matmul(xp.ascontiguousarray(b.swapaxes(-1, -2)), a).swapaxes(-1, -2)
 
-    The (T, T) operands p and gp are only ever used untransposed: the transposed products are
-    computed as (small^T @ big)^T, so no backend copies a (T, T) matrix to transpose it.
-    """
+
+def _attention_backward(xp, go, q, k, v, p, dropped):
+    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0)."""
     scale = p.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     pd = p if dropped is None else p * dropped
-    gv = xp.matmul(xp.ascontiguousarray(go.swapaxes(-1, -2)), pd).swapaxes(-1, -2)
-    gp = xp.matmul(go, xp.ascontiguousarray(v.swapaxes(-1, -2)))
+    gv = _transposed_matmul(xp, pd, go)
+    gp = xp.matmul(go, v.swapaxes(-1, -2))
     if dropped is not None:
         gp *= dropped
     if xp is not np and cuda.supports(p, gp):
@@ -344,9 +348,7 @@ def _attention_backward(xp, go, q, k, v, p, dropped):
         gp -= inner
         gp *= p
         gp *= scale
-    gq = xp.matmul(gp, k)
-    gk = xp.matmul(xp.ascontiguousarray(q.swapaxes(-1, -2)), gp).swapaxes(-1, -2)
-    return gq, gk, gv
+    return xp.matmul(gp, k), _transposed_matmul(xp, gp, q), gv
 
 
 class Attention(Function):
