@@ -26,11 +26,11 @@ from .data import (
     load_text,
     load_token_folder,
     read_vocab_json,
-    sample_batch,
     split_train_val,
     tokenizer_from_dict,
     unigram_baseline,
 )
+from .distributed import LOCAL, World
 from .nn import functional as F
 from .run_state import external_tokenizer_dict
 from .sampling import generate
@@ -44,6 +44,7 @@ __all__ = ["ClassifyTask", "LMTask", "make_task"]
 EVAL_STREAM = 2
 VAL_FRACTION = 0.1
 SAMPLE_TEMPERATURE = 0.8
+FINGERPRINT_ROWS = 1 << 16
 
 
 def make_task(cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None = None):
@@ -83,6 +84,24 @@ def _encode_text(tokenizer, text: str, name: str) -> np.ndarray:
             f"{name}:{line}: character {text[pos]!r} is not in the vocabulary of the "
             "checkpoint's tokenizer"
         ) from None
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    """A digest of the data that tells two machines' copies apart without reading a large
+    token file whole: shapes, dtypes and an evenly spaced sample of rows."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a[:: max(1, len(a) // FINGERPRINT_ROWS)]))
+    return h.hexdigest()
+
+
+def _windows(ids: np.ndarray, starts: np.ndarray, context: int) -> tuple[np.ndarray, ...]:
+    """Inputs and next-token targets of the windows that start at ``starts`` (the arrays
+    :func:`~minigrad_lm.data.sample_batch` makes)."""
+    window = np.asarray(ids)[starts[:, None] + np.arange(context + 1)].astype(np.int64)
+    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
 
 
 def _check_length(ids: np.ndarray, context: int, what: str) -> None:
@@ -174,34 +193,45 @@ class LMTask:
             f"unigram baseline (token frequencies, no context): val loss {self.unigram:.4f}",
         ]
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.context
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Where the ``size`` training windows of one step start (the step's one random draw,
+        the same as :func:`~minigrad_lm.data.sample_batch`'s)."""
+        return rng.integers(0, len(self.train) - self.cfg.context, size=size)
 
-    def batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        return sample_batch(self.train, self.cfg.batch_size, self.cfg.context, rng)
+    def batch_at(self, starts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The training windows that start at ``starts``: inputs and next-token targets."""
+        return _windows(self.train, starts, self.cfg.context)
+
+    def fingerprint(self) -> str:
+        return _fingerprint(self.train, self.val)
 
     def loss(self, model, batch) -> Tensor:
         x, y = batch
         return model.loss(x, y)
 
-    def _score(self, model, ids, rng) -> tuple[float, float]:
-        losses, correct, total = [], 0, 0
-        for _ in range(self.cfg.eval_batches):
-            x, y = sample_batch(ids, self.cfg.batch_size, self.cfg.context, rng)
-            logits = model(x)
-            losses.append(F.cross_entropy(logits, y).item())
-            pred = backend.to_numpy(logits.data.argmax(axis=-1))
-            correct += int((pred == y).sum())
-            total += y.size
-        return float(np.mean(losses)), correct / total
+    def _score(self, model, ids, rng, world: World) -> tuple[float, float]:
+        cfg = self.cfg
+        per_rank = cfg.batch_size * cfg.grad_accum_steps
+        loss_sum, correct = 0.0, 0
+        for _ in range(cfg.eval_batches):
+            # Drawn like training batches, so the scored windows never depend on the ranks.
+            starts = rng.integers(0, len(ids) - cfg.context, size=per_rank * world.size)
+            mine = starts[world.rank * per_rank:(world.rank + 1) * per_rank]
+            for lo in range(0, per_rank, cfg.batch_size):
+                x, y = _windows(ids, mine[lo:lo + cfg.batch_size], cfg.context)
+                logits = model(x)
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += int((backend.to_numpy(logits.data.argmax(axis=-1)) == y).sum())
+        tokens = cfg.eval_batches * per_rank * world.size * cfg.context
+        return world.sum(loss_sum) / tokens, world.sum(correct) / tokens
 
-    def evaluate(self, model) -> dict[str, float]:
-        """Mean loss on ``eval_batches`` fixed train and val batches; val ppl and accuracy."""
+    def evaluate(self, model, world: World = LOCAL) -> dict[str, float]:
+        """Mean loss on ``eval_batches`` fixed train and val batches (as large as a training
+        step's, each rank scoring its rows); val ppl and accuracy."""
         rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM])
         with _evaluating(model):
-            train_loss, _ = self._score(model, self.train, rng)
-            val_loss, val_acc = self._score(model, self.val, rng)
+            train_loss, _ = self._score(model, self.train, rng, world)
+            val_loss, val_acc = self._score(model, self.val, rng, world)
         return {
             "train_loss": train_loss,
             "val_loss": val_loss,
@@ -292,38 +322,45 @@ class ClassifyTask:
             f"majority-class baseline: val accuracy {self.majority:.1%}",
         ]
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.context
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """The ``size`` training rows of one step (the step's one random draw)."""
+        return rng.integers(0, len(self.train_labels), size=size)
 
-    def batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        rows = rng.integers(0, len(self.train_labels), size=self.cfg.batch_size)
+    def batch_at(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return self.train_ids[rows], self.train_len[rows], self.train_labels[rows]
+
+    def fingerprint(self) -> str:
+        return _fingerprint(self.train_ids, self.train_labels, self.val_ids, self.val_labels)
 
     def loss(self, model, batch) -> Tensor:
         ids, lengths, labels = batch
         return F.cross_entropy(model(ids, lengths), labels)
 
-    def _score(self, model, ids, lengths, labels) -> tuple[float, float]:
+    def _score(self, model, ids, lengths, labels, world: World) -> tuple[float, float]:
         total_loss, correct = 0.0, 0
-        for lo in range(0, len(labels), self.cfg.batch_size):
+        starts = range(0, len(labels), self.cfg.batch_size)
+        for lo in starts[world.rank::world.size]:  # the ranks take turns
             part = slice(lo, lo + self.cfg.batch_size)
             logits = model(ids[part], lengths[part])
             total_loss += F.cross_entropy(logits, labels[part], reduction="sum").item()
             pred = backend.to_numpy(logits.data.argmax(axis=-1))
             correct += int((pred == labels[part]).sum())
-        return total_loss / len(labels), correct / len(labels)
+        return world.sum(total_loss) / len(labels), world.sum(correct) / len(labels)
 
-    def evaluate(self, model) -> dict[str, float]:
-        """Loss and accuracy on the whole val file and on a fixed sample of train rows."""
-        rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM])
-        n = min(len(self.train_labels), self.cfg.eval_batches * self.cfg.batch_size)
+    def evaluate(self, model, world: World = LOCAL) -> dict[str, float]:
+        """Loss and accuracy on the whole val file and on a fixed sample of train rows (the
+        ranks share the batches)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, EVAL_STREAM])
+        step_rows = cfg.batch_size * cfg.grad_accum_steps * world.size
+        n = min(len(self.train_labels), cfg.eval_batches * step_rows)
         rows = np.sort(rng.permutation(len(self.train_labels))[:n])
         with _evaluating(model):
             train_loss, train_acc = self._score(
-                model, self.train_ids[rows], self.train_len[rows], self.train_labels[rows]
+                model, self.train_ids[rows], self.train_len[rows], self.train_labels[rows], world
             )
-            val_loss, val_acc = self._score(model, self.val_ids, self.val_len, self.val_labels)
+            val_loss, val_acc = self._score(model, self.val_ids, self.val_len, self.val_labels,
+                                            world)
         return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                 "val_acc": val_acc}
 

@@ -5,6 +5,7 @@
     python -m minigrad_lm.train --out runs/mine --resume --max-steps 3000
     python -m minigrad_lm.train --task classify --data train.tsv --val-data dev.tsv \\
         --init-from runs/default --out runs/sst2
+    mpiexec -n 2 python -m minigrad_lm.train --distributed --out runs/dp   # data-parallel
 
 The run folder (--out) gets crash-safe checkpoints in latest/ and best/ (by val loss), a
 metrics.jsonl record per step and train_config.json. SIGINT or SIGTERM finishes the current
@@ -12,6 +13,11 @@ step, saves latest/ and exits with status 130 or 143. On the NumPy backend --res
 bit-identically: the weights, optimizer, step and every random state are in the checkpoint, and
 the learning rate depends on the step alone (never on --max-steps), so --max-steps 20 followed
 by --resume --max-steps 40 ends exactly where one 40-step run does.
+
+With --distributed (see :mod:`minigrad_lm.distributed`) each step's global batch of
+batch-size x grad-accum-steps x ranks sequences is drawn from the one seeded stream exactly as a
+single process would draw it, and each rank trains on its own rows: N ranks follow the same
+trajectory as one process with N times the batch (up to float rounding; dropout masks aside).
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from tqdm import tqdm
 
-from . import backend, rng
+from . import backend, distributed, rng
 from .checkpoint import CheckpointError, atomic_write_json, atomic_write_text, json_text
-from .cli import check_device, report_errors
+from .cli import USAGE_ERROR, report_errors
+from .distributed import CollectiveError, World
 from .models import GPTConfig
 from .optim import AdamW, clip_grad_norm_, lr_at, param_groups
 from .run_state import (
@@ -52,15 +59,42 @@ from .train_config import TrainConfig, build_parser, check_fields, read_config_f
 
 __all__ = ["main", "measure_peak_flops"]
 
-# The batch sampler has its own stream of the run's seed, apart from weights and dropout.
+# The batch sampler has its own stream of the run's seed, apart from weights and dropout; the
+# dropout masks of ranks other than 0 have one each (rank 0's is the single-process stream).
 BATCH_STREAM = 1
+RANK_STREAM = 3
 RUN_FILES = (METRICS, "train_config.json")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python -m minigrad_lm.train", __doc__.split("\n")[0])
     args = parser.parse_args(argv)
-    return report_errors(lambda: _train(args))
+    if args.distributed:
+        try:
+            world = distributed.init()
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return USAGE_ERROR
+        return world.run(lambda: _train(args, world))
+    _, size = distributed.launch_environment()
+    if size > 1:
+        return _refuse_launch_without_distributed(size)
+    return report_errors(lambda: _train(args, distributed.LOCAL))
+
+
+def _refuse_launch_without_distributed(size: int) -> int:
+    message = (f"started as {size} MPI processes without --distributed: each would train alone "
+               "and write the same --out; pass --distributed")
+    try:
+        world = distributed.init()
+    except ValueError:  # no MPI to let rank 0 speak for all: every rank says it
+        print(f"error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+
+    def refuse() -> int:
+        raise CollectiveError(message)
+
+    return world.run(refuse)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +158,8 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None,
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
                          "choose one")
-    cli = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "overwrite")}
+    launch = ("config", "resume", "overwrite", "distributed")
+    cli = {k: v for k, v in vars(args).items() if k not in launch}
     if args.resume and "init_from" in cli:
         raise ValueError("--init-from starts a new run from a checkpoint's weights and --resume "
                          "continues the run in --out: choose one")
@@ -235,17 +270,19 @@ class _StopRequest:
     """Signal handler: the first SIGINT/SIGTERM asks the loop to stop after the current step;
     a second one aborts at once (an in-progress save still never corrupts a checkpoint)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.signum: int | None = None
+        self.announce = announce  # mpiexec signals every rank: one of them says so
 
     def __call__(self, signum, frame) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this step (again to abort)",
-            file=sys.stderr,
-        )
+        if self.announce:
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after this step (again to abort)",
+                file=sys.stderr,
+            )
 
 
 @contextmanager
@@ -266,9 +303,18 @@ def _stop_on_signals(stop: _StopRequest):
 # --------------------------------------------------------------------------------------------
 
 
-def _restore_random_state(source: Checkpoint, batch_rng: np.random.Generator) -> None:
+def _rank_seed(seed: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, RANK_STREAM, rank]).generate_state(1, np.uint64)[0])
+
+
+def _restore_random_state(source: Checkpoint, batch_rng: np.random.Generator,
+                          rank: int) -> None:
+    """The batch stream (shared by all ranks) and this rank's dropout stream, when saved; a
+    rank the checkpoint did not have keeps its fresh stream."""
     try:
-        rng.set_state(source.state["rng"])
+        states = [source.state["rng"], *source.state.get("rank_rngs", [])[1:]]
+        if rank < len(states):
+            rng.set_state(states[rank])
         batch_rng.bit_generator.state = source.state["batch_rng"]
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source.path}/state.json: bad random state ({e!r})") from None
@@ -295,42 +341,64 @@ def _duration(seconds: float) -> str:
 
 
 class Trainer:
-    """The training loop with evaluation, checkpoints, logs, progress bar and signals."""
+    """The training loop with evaluation, checkpoints, logs, progress bar and signals.
+
+    Every rank runs it in lockstep; rank 0 alone evaluates, logs and writes checkpoints.
+    """
 
     def __init__(self, cfg, task, model, model_config, optimizer, batch_rng, start_step,
-                 best, device, peak_flops):
+                 best, device, peak_flops, world: World):
         self.cfg, self.task, self.model, self.device = cfg, task, model, device
         self.model_config, self.optimizer, self.batch_rng = model_config, optimizer, batch_rng
+        self.world = world
         self.step = start_step
         self.best_val_loss, self.best_step = best
         self.peak_flops = peak_flops
         self.saved_step = start_step  # a resumed run's latest/ is at its first step
         self.params = model.parameters()
+        # The global batch is cut into equal micro-batches (grad-accum-steps per rank), so its
+        # mean loss and gradient are the means of theirs.
+        self.micro_batches = cfg.grad_accum_steps * world.size
+        self.global_batch = cfg.batch_size * self.micro_batches
+        per_rank = cfg.batch_size * cfg.grad_accum_steps
+        self.rows = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
+        self.tokens_per_step = self.global_batch * cfg.context
         self.recent: list[dict] = []  # train records since the last log line
         self.started = time.perf_counter()
 
     # ---- one step ------------------------------------------------------------------------
     def _train_step(self) -> dict:
-        cfg = self.cfg
+        cfg, world = self.cfg, self.world
         lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
         self.optimizer.zero_grad()
-        loss = self.task.loss(self.model, self.task.batch(self.batch_rng))
-        value = loss.item()
+        # Every rank draws the whole global batch, so the sampler's state never depends on the
+        # number of ranks, then keeps its own rows.
+        picks = self.task.draw(self.batch_rng, self.global_batch)[self.rows]
+        loss_sum = 0.0
+        for k in range(cfg.grad_accum_steps):
+            batch = self.task.batch_at(picks[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+            loss = self.task.loss(self.model, batch)
+            loss_sum += loss.item()
+            loss.backward()  # accumulates into the optimizer's flat gradient buffers
+        value = world.sum(loss_sum) / self.micro_batches
         if not math.isfinite(value):
-            raise ValueError(
+            raise CollectiveError(
                 f"the loss became {value} at step {self.step + 1}; lower --lr or raise "
                 f"--warmup-steps (checkpoints so far are kept)"
             )
-        loss.backward()
+        comm_seconds = world.allreduce_([g.grad for g in self.optimizer.groups])
+        if self.micro_batches > 1:
+            for g in self.optimizer.groups:
+                g.grad *= 1.0 / self.micro_batches
         norm = float(clip_grad_norm_(self.params, cfg.grad_clip or math.inf))
         self.optimizer.step()
         seconds = time.perf_counter() - start
         self.step += 1
-        tokens_per_s = self.task.tokens_per_step / seconds
-        return {
+        tokens_per_s = self.tokens_per_step / seconds
+        record = {
             "kind": "train",
             "step": self.step,
             "loss": value,
@@ -341,36 +409,63 @@ class Trainer:
             "mfu": self._mfu(tokens_per_s),
             "time": time.perf_counter() - self.started,
         }
+        if world.distributed:
+            record["comm_seconds"] = comm_seconds
+        return record
 
     def _mfu(self, tokens_per_s: float) -> float:
-        return tokens_per_s * self.model_config.flops_per_token() / self.peak_flops
+        flops = tokens_per_s * self.model_config.flops_per_token()
+        return flops / (self.peak_flops * self.world.size)
 
     # ---- evaluation and checkpoints --------------------------------------------------------
-    def _state(self) -> dict:
-        return {
+    def _state(self, rank_rngs: list[dict]) -> dict:
+        state = {
             "step": self.step,
             "rng": rng.get_state(),
             "batch_rng": self.batch_rng.bit_generator.state,
             "best_val_loss": self.best_val_loss,
             "best_step": self.best_step,
             "train_config": self.cfg.to_dict(),
+            "world_size": self.world.size,
         }
+        if self.world.size > 1:
+            state["rank_rngs"] = rank_rngs
+        return state
 
     def _save(self, best: bool) -> None:
-        files = checkpoint_files(
-            self.model,
-            task=self.task.name,
-            model_config=self.model_config,
-            tokenizer_dict=self.task.tokenizer_dict,
-            num_classes=self.task.num_classes,
-            optimizer=self.optimizer,
-            state=self._state(),
-        )
-        write_checkpoints(self.cfg.out, files, best)
+        """Every rank takes part (its dropout stream is saved too); rank 0 writes."""
+        rank_rngs = self.world.gather(rng.get_state())
+        self._resync_drifted_replicas()
+        if self.world.is_root:
+            files = checkpoint_files(
+                self.model,
+                task=self.task.name,
+                model_config=self.model_config,
+                tokenizer_dict=self.task.tokenizer_dict,
+                num_classes=self.task.num_classes,
+                optimizer=self.optimizer,
+                state=self._state(rank_rngs),
+            )
+            write_checkpoints(self.cfg.out, files, best)
         self.saved_step = self.step
 
-    def _evaluate_and_save(self, log) -> str:
-        metrics = self.task.evaluate(self.model)
+    def _resync_drifted_replicas(self) -> None:
+        """Replicas stay bit-identical on identical machines; on mixed hardware, arithmetic
+        may differ in the last bit, so each checkpoint brings rank 0's weights to all."""
+        differ = self.world.differing_ranks([g.data for g in self.optimizer.groups])
+        if differ:
+            if self.world.is_root:
+                ranks = ", ".join(map(str, differ))
+                _say(f"warning: at step {self.step} the weights of ranks {ranks} differed "
+                     "from rank 0's (machines that round differently?); rank 0's were copied "
+                     "to all")
+            self.world.sync_optimizer(self.optimizer)
+
+    def _evaluate_and_save(self, log) -> str | None:
+        metrics = self.task.evaluate(self.model, self.world)
+        if not self.world.is_root:
+            self._save(best=False)
+            return None
         if self.cfg.peak_flops is None:
             # Other work on the machine can only make a measurement too low: keep the highest.
             self.peak_flops = max(self.peak_flops, measure_peak_flops(self.device, 0.1))
@@ -387,7 +482,7 @@ class Trainer:
         """Loss and speed averaged over the steps since the previous log line."""
         loss = float(np.mean([r["loss"] for r in self.recent]))
         seconds = sum(r["step_seconds"] for r in self.recent)
-        tokens_per_s = len(self.recent) * self.task.tokens_per_step / seconds
+        tokens_per_s = len(self.recent) * self.tokens_per_step / seconds
         self.recent.clear()
         return (
             f"step {record['step']:>{len(str(self.cfg.max_steps))}}/{self.cfg.max_steps} | "
@@ -397,30 +492,39 @@ class Trainer:
 
     def run(self) -> int:
         """Train to ``max_steps``; return the exit status (0, or 128 + signal number)."""
-        cfg, stop = self.cfg, _StopRequest()
+        cfg, world, stop = self.cfg, self.world, _StopRequest(self.world.is_root)
+        root = world.is_root
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   mininterval=0.5, file=sys.stderr)
-        with _stop_on_signals(stop), bar, open(os.path.join(cfg.out, METRICS), "a") as log:
+                   mininterval=0.5, file=sys.stderr, disable=not root)
+        metrics = open(os.path.join(cfg.out, METRICS), "a") if root else nullcontext()
+        with _stop_on_signals(stop), bar, metrics as log:
             while self.step < cfg.max_steps:
                 record = self._train_step()
-                log.write(json_text(record, indent=None) + "\n")
-                log.flush()
-                self.recent.append(record)
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                tok_s=f"{record['tokens_per_s']:,.0f}",
-                                mfu=f"{record['mfu']:.1%}", refresh=False)
-                if self.step % cfg.log_every == 0:
-                    _say(self._log_line(record))
+                # A signal may reach only some ranks: all stop at the same step.
+                signum = int(world.max(stop.signum or 0))
+                if root:
+                    log.write(json_text(record, indent=None) + "\n")
+                    log.flush()
+                    self.recent.append(record)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                    tok_s=f"{record['tokens_per_s']:,.0f}",
+                                    mfu=f"{record['mfu']:.1%}", refresh=False)
+                    if self.step % cfg.log_every == 0:
+                        _say(self._log_line(record))
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                    _say(self._evaluate_and_save(log))
-                if stop.signum is not None:
+                    line = self._evaluate_and_save(log)
+                    if line is not None:
+                        _say(line)
+                if signum:
                     if self.saved_step != self.step:
                         self._save(best=False)
-                    _say(f"interrupted at step {self.step}, checkpoint saved to "
-                        f"{os.path.join(cfg.out, LATEST)}")
-                    return 128 + stop.signum
-        self._report_end()
+                    if root:
+                        _say(f"interrupted at step {self.step}, checkpoint saved to "
+                             f"{os.path.join(cfg.out, LATEST)}")
+                    return 128 + signum
+        if root:
+            self._report_end()
         return 0
 
     def _report_end(self) -> None:
@@ -435,36 +539,78 @@ class Trainer:
 
 
 def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
-           init: Checkpoint | None) -> Trainer:
-    """Model, optimizer and random streams: fresh, from --init-from, or as --resume left them."""
+           init: Checkpoint | None, world: World) -> Trainer:
+    """Model, optimizer and random streams: fresh, from --init-from, or as --resume left them.
+
+    Only rank 0 reads checkpoint files (other machines may not see them): the other ranks get
+    its weights, optimizer state and step from :func:`_start_identical`.
+    """
     rng.manual_seed(cfg.seed)
     model_config = _gpt_config(cfg, task.vocab_size, resume or init)
     model = make_model(cfg.task, model_config, task.num_classes)
     model.to(device)  # before the optimizer, which keeps views of the parameters
-    if init is not None:
+    if init is not None and world.is_root:
         init.load_weights(model if cfg.task == "lm" else model.body)
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
+    if world.rank > 0:
+        rng.manual_seed(_rank_seed(cfg.seed, world.rank))  # dropout masks of its own
     start_step, best = 0, (None, None)
     if resume is not None:
+        _restore_random_state(resume, batch_rng, world.rank)
+        best = (resume.state.get("best_val_loss"), resume.state.get("best_step"))
+    if resume is not None and world.is_root:
         resume.load_weights(model)
         resume.load_optimizer(optimizer)
-        _restore_random_state(resume, batch_rng)
         start_step = _resumed_step(resume, optimizer)
-        best = (resume.state.get("best_val_loss"), resume.state.get("best_step"))
         if start_step >= cfg.max_steps:
             raise ValueError(
                 f"--resume: {resume.path} is at step {start_step}, not below --max-steps "
                 f"{cfg.max_steps}; raise --max-steps to train further"
             )
-    peak = cfg.peak_flops or measure_peak_flops(device)
+    peak = cfg.peak_flops or (measure_peak_flops(device) if world.is_root else math.nan)
     return Trainer(cfg, task, model, model_config, optimizer, batch_rng, start_step, best,
-                   device, peak)
+                   device, peak, world)
+
+
+def _start_identical(trainer: Trainer, world: World) -> None:
+    """Rank 0's weights, optimizer state and step on every rank, checked; and the same data."""
+    if world.distributed:
+        world.check_same(trainer.task.fingerprint(), "read different training data",
+                         "every machine must see the same --data (and Python, for the "
+                         "default corpus)")
+    world.sync_optimizer(trainer.optimizer)
+    trainer.step = trainer.saved_step = world.bcast(trainer.step)
+
+
+def _world_note(cfg: TrainConfig, resume: Checkpoint, world: World) -> str | None:
+    """What changes when a checkpoint resumes on another number of ranks."""
+    saved_ranks = resume.state.get("world_size", 1)
+    if saved_ranks == world.size:
+        return None
+    saved = resume.state["train_config"]
+    saved_batch = saved["batch_size"] * saved.get("grad_accum_steps", 1) * saved_ranks
+    batch = cfg.batch_size * cfg.grad_accum_steps * world.size
+    head = (f"note: {resume.path} was written by {saved_ranks} rank(s) and resumes on "
+            f"{world.size}")
+    if batch == saved_batch:
+        return (f"{head}, with the same global batch of {batch} sequences: training goes on as "
+                "before (up to float rounding); ranks the checkpoint did not have start new "
+                "dropout streams")
+    per_rank = saved_batch / (cfg.grad_accum_steps * world.size)
+    keep = (f"; --batch-size {per_rank:.0f} would keep it" if per_rank.is_integer() else "")
+    return (f"{head}: the global batch changes from {saved_batch} to {batch} sequences, so the "
+            f"run does not continue as it would have{keep}")
+
+
+def _threads_set() -> bool:
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    return any(name in os.environ for name in names)
 
 
 def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint | None) -> None:
-    cfg, config = trainer.cfg, trainer.model_config
+    cfg, config, world = trainer.cfg, trainer.model_config, trainer.world
     for line in trainer.task.describe():
         print(line)
     print(
@@ -473,28 +619,55 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
         f"device {trainer.device}, peak {trainer.peak_flops / 1e9:,.1f} GFLOP/s "
         f"{'(configured)' if cfg.peak_flops else '(measured)'}"
     )
+    if world.distributed:
+        print(f"distributed: {world.size} rank(s), {world.local_size} on this machine, "
+              f"gradients summed over {world.transport}; global batch {trainer.global_batch} "
+              f"= {cfg.batch_size} x {cfg.grad_accum_steps} micro-batch(es) x {world.size} "
+              "rank(s)")
+        if world.local_size > 1 and trainer.device == "cpu" and not _threads_set():
+            print(f"note: {world.local_size} ranks share this machine and each one's BLAS may "
+                  "start a thread per core; set OMP_NUM_THREADS to cores / ranks")
+    elif cfg.grad_accum_steps > 1:
+        print(f"gradient accumulation: {cfg.grad_accum_steps} micro-batches of "
+              f"{cfg.batch_size} per step (batch {trainer.global_batch})")
     if init is not None:
         print(f"initialized from {init.path}")
     if resume is not None:
         print(f"resuming {resume.path} at step {trainer.step}")
+        note = _world_note(cfg, resume, world)
+        if note is not None:
+            print(note)
     if cfg.max_steps > cfg.decay_steps:
         print(f"note: the learning rate reaches --min-lr {cfg.min_lr:g} at step "
               f"{cfg.decay_steps} (--decay-steps) and stays there")
     print(f"training {cfg.max_steps - trainer.step} steps; run folder {cfg.out}", flush=True)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
+    """The validated settings and checkpoints (rank 0 reads them for every rank)."""
     cfg, resume, init = _settings(args)
-    device = check_device(cfg.device)
+    backend.normalize_device(cfg.device)
     if resume is None and not args.overwrite:
         _refuse_existing_run(cfg.out)
+    return cfg, resume, init
+
+
+def _train(args: argparse.Namespace, world: World) -> int:
+    cfg, resume, init = world.from_root(lambda: _plan(args))
+    device = world.use_device(cfg.device)
     source = resume or init
-    task = make_task(cfg, source.tokenizer_dict if source else None,
-                     resume.num_classes if resume is not None else None)
-    trainer = _build(cfg, task, device, resume, init)
-    # Everything is validated: only now may the run folder change.
-    _prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite)
-    _print_header(trainer, resume, init)
+
+    def build() -> Trainer:
+        task = make_task(cfg, source.tokenizer_dict if source else None,
+                         resume.num_classes if resume is not None else None)
+        return _build(cfg, task, device, resume, init, world)
+
+    trainer = world.agree(build)
+    _start_identical(trainer, world)
+    if world.is_root:
+        # Everything is validated: only now may the run folder change.
+        _prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite)
+        _print_header(trainer, resume, init)
     return trainer.run()
 
 

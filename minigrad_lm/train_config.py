@@ -42,6 +42,7 @@ class TrainConfig:
     max_steps: int = 2000
     decay_steps: int = 2000
     batch_size: int = 32
+    grad_accum_steps: int = 1
     context: int = 64
     n_layer: int = 4
     n_head: int = 4
@@ -99,6 +100,7 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "max_steps": (1, _INF),
     "decay_steps": (1, _INF),
     "batch_size": (1, _INF),
+    "grad_accum_steps": (1, _INF),
     "context": (1, _INF),
     "n_layer": (1, _INF),
     "n_head": (1, _INF),
@@ -227,7 +229,10 @@ _HELP = {
     "decay_steps": "the learning rate follows a cosine from --lr to --min-lr over this many "
     "steps (warmup included), then stays at --min-lr; it never depends on --max-steps, so a run "
     "stopped early and resumed matches one long run",
-    "batch_size": "sequences per step",
+    "batch_size": "sequences per micro-batch on each rank: a step trains on batch-size x "
+    "grad-accum-steps x ranks sequences",
+    "grad_accum_steps": "micro-batches whose gradients are accumulated before each optimizer "
+    "step (a larger batch in the same memory)",
     "context": "tokens per sequence (the model's context length)",
     "n_layer": "Transformer layers",
     "n_head": "attention heads per layer",
@@ -243,8 +248,8 @@ _HELP = {
     "weight_decay": "AdamW decoupled weight decay (Linear weights only)",
     "grad_clip": "clip the global gradient norm to this (0: off)",
     "eval_every": "evaluate and save a checkpoint every N steps",
-    "eval_batches": "batches of train and of val text per evaluation (lm; classify evaluates "
-    "the whole val file and this many batches of train rows)",
+    "eval_batches": "batches (as large as a training step's) of train and of val text per "
+    "evaluation (lm; classify evaluates the whole val file and this many batches of train rows)",
     "log_every": "print a log line every N steps",
     "init_from": "start from the weights of this language-model checkpoint (run folder or "
     "checkpoint folder)",
@@ -289,5 +294,11 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         action="store_true",
         default=False,
         help="start a new run in an --out folder that already holds one (deleting it)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        default=False,
+        help="data-parallel training across the processes started by mpiexec (needs mpi4py)",
     )
     return parser
