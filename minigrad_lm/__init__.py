@@ -1,4 +1,6 @@
 """minigrad_lm: a from-scratch autograd engine and GPT training stack on NumPy and CuPy."""
+import numpy as np
+
 from . import backend, ops, rng
 from .backend import cuda_available, get_default_device, set_default_device
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
@@ -10,9 +12,10 @@ from .ops import (abs, argmax, argmin, broadcast_to, clip, concatenate, exp, exp
 from .rng import manual_seed
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 
+from . import models, nn, optim  # noqa: E402  (mg.nn.Linear, mg.optim.AdamW, mg.models.GPT)
+
 backend.tune_host_allocator()
 
-float32 = "float32"
-float64 = "float64"
+float32, float64, int64 = np.float32, np.float64, np.int64  # dtype names as in NumPy/PyTorch
 
 __version__ = "0.1.0"
