@@ -1,5 +1,5 @@
 """minigrad_lm: a from-scratch autograd engine and GPT training stack on NumPy and CuPy."""
-import numpy as np
+import numpy as _np
 
 from . import backend, ops, rng
 from .backend import cuda_available, get_default_device, set_default_device
@@ -16,6 +16,6 @@ from . import models, nn, optim  # noqa: E402  (mg.nn.Linear, mg.optim.AdamW, mg
 
 backend.tune_host_allocator()
 
-float32, float64, int64 = np.float32, np.float64, np.int64  # dtype names as in NumPy/PyTorch
+float32, float64, int64 = _np.float32, _np.float64, _np.int64  # dtype names as in NumPy/PyTorch
 
 __version__ = "0.1.0"
