@@ -381,8 +381,8 @@ class Trainer:
         for k in range(cfg.grad_accum_steps):
             batch = self.task.batch_at(picks[k * cfg.batch_size:(k + 1) * cfg.batch_size])
             loss = self.task.loss(self.model, batch)
-            loss_sum += loss.item()
             loss.backward()  # accumulates into the optimizer's flat gradient buffers
+            loss_sum += loss.item()  # read after backward: on a GPU the whole step is queued
         value = world.sum(loss_sum) / self.micro_batches
         if not math.isfinite(value):
             raise CollectiveError(
