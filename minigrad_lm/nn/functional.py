@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import backend, ops, rng
-from ..kernels import cuda
+from ..kernels import cpu, cuda
 from ..ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops)
 from ..tensor import Function, Tensor
 
@@ -351,22 +351,54 @@ def _attention_backward(xp, go, q, k, v, p, dropped):
     return xp.matmul(gp, k), _transposed_matmul(xp, gp, q), gv
 
 
-class Attention(Function):
+class _AttentionCore(Function):
+    """Shared forward/backward of attention on (B, H, T, D) arrays, by chunks of the batch.
+
+    On the CPU without dropout, chunks of the batch run concurrently (kernels/cpu.py); each chunk
+    keeps its own probabilities, so nothing (T, T)-sized is ever concatenated.
+    """
+
+    def _forward(self, q, k, v, causal, mask, dropout_p):
+        xp = self.xp
+        self.q, self.k, self.v = q, k, v
+        chunks = [slice(None)]
+        if xp is np and not dropout_p and q.ndim > 2:
+            chunks = cpu.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+
+        def run(sl):
+            part_mask = mask if mask is None or mask.ndim < q.ndim or mask.shape[0] == 1 \
+                else mask[sl]
+            return _attention_forward(xp, q[sl], k[sl], v[sl], causal, part_mask, dropout_p)
+        results = cpu.map_chunks(run, chunks)
+        self.chunks = chunks
+        self.saved = [(p, dropped) for _, p, dropped in results]
+        return results[0][0] if len(results) == 1 else xp.concatenate([r[0] for r in results])
+
+    def _backward(self, go):
+        xp = self.xp
+
+        def run(args):
+            sl, (p, dropped) = args
+            return _attention_backward(xp, go[sl], self.q[sl], self.k[sl], self.v[sl], p, dropped)
+        grads = cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
+        if len(grads) == 1:
+            return grads[0]
+        return tuple(xp.concatenate([g[i] for g in grads]) for i in range(3))
+
+
+class Attention(_AttentionCore):
     """Scaled dot-product attention on (B, H, T, D) arrays: scores, mask, softmax, weighted sum."""
 
     def forward(self, q, k, v, causal, mask, dropout_p):
         xp = self.xp
         q, k, v = (xp.ascontiguousarray(a) for a in (q, k, v))
-        out, self.p, self.dropped = _attention_forward(xp, q, k, v, causal, mask, dropout_p)
-        self.q, self.k, self.v = q, k, v
-        return out
+        return self._forward(q, k, v, causal, mask, dropout_p)
 
     def backward(self, go):
-        gq, gk, gv = _attention_backward(self.xp, go, self.q, self.k, self.v, self.p, self.dropped)
-        return gq, gk, gv, None, None, None
+        return self._backward(go) + (None, None, None)
 
 
-class QKVAttention(Function):
+class QKVAttention(_AttentionCore):
     """Multi-head attention core from packed projections: (B, T, 3C) -> (B, T, C).
 
     Splitting heads, attention and merging heads happen inside one Function, so the graph holds
@@ -379,15 +411,14 @@ class QKVAttention(Function):
         c = c3 // 3
         heads = qkv.reshape(b, t, 3, n_heads, c // n_heads).transpose(2, 0, 3, 1, 4)
         q, k, v = (xp.ascontiguousarray(heads[i]) for i in range(3))  # (B, H, T, D) each
-        out, self.p, self.dropped = _attention_forward(xp, q, k, v, causal, mask, dropout_p)
-        self.q, self.k, self.v = q, k, v
+        out = self._forward(q, k, v, causal, mask, dropout_p)
         return out.transpose(0, 2, 1, 3).reshape(b, t, c)  # merge heads: (B, T, C)
 
     def backward(self, gy):
         xp = self.xp
         b, h, t, d = self.q.shape
         go = xp.ascontiguousarray(gy.reshape(b, t, h, d).transpose(0, 2, 1, 3))
-        grads = _attention_backward(xp, go, self.q, self.k, self.v, self.p, self.dropped)
+        grads = self._backward(go)
         gqkv = xp.empty((b, t, 3, h, d), dtype=gy.dtype)
         for i, g in enumerate(grads):
             gqkv[:, :, i] = g.transpose(0, 2, 1, 3)
