@@ -206,3 +206,18 @@ def test_attention_split_over_cpu_threads_matches_one_chunk(monkeypatch, causal)
         assert len(cpu.batch_chunks(5, 1)) == 3  # the split path really ran
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_split_over_cpu_threads_matches_one_chunk(monkeypatch):
+    from minigrad_lm.kernels import cpu
+    x = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)
+    results = []
+    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (2, 0)):
+        monkeypatch.setattr(cpu, "_threads", threads)
+        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
+        t = mg.tensor(x, requires_grad=True)
+        y = F.gelu(t, "tanh")
+        y.backward(mg.tensor(x))
+        results.append((y.numpy(), t.grad.numpy()))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    np.testing.assert_array_equal(results[1][1], results[0][1])
