@@ -19,7 +19,7 @@ from typing import Callable, Sequence, TypeVar
 T = TypeVar("T")
 
 # Below this many elements per chunk, a thread hand-off costs more than it saves.
-MIN_CHUNK_ELEMENTS = 1 << 16
+MIN_CHUNK_ELEMENTS = 1 << 19
 
 
 def _thread_budget() -> int:
