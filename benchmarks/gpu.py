@@ -16,7 +16,7 @@ from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.nn import KVCache
 from minigrad_lm.optim import Adam
 
-from .harness import median_seconds
+from .harness import median_seconds, median_train_step
 
 
 def gpt2_small(context: int) -> GPTConfig:
@@ -35,13 +35,8 @@ def train_step_rows(batch: int, context: int, steps: int) -> list[dict]:
     ids = rng.integers(0, cfg.vocab_size, (batch, context + 1))
     x, y = ids[:, :-1], ids[:, 1:]  # host batches, as the training CLI samples them
 
-    def step():
-        loss = model.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    sync = cp.cuda.Device().synchronize
-    ours = median_seconds(step, repeats=steps, warmup=2, sync=sync)
+    ours, _ = median_train_step(lambda: model.loss(x, y), opt, steps,
+                                cp.cuda.Device().synchronize)
     tokens = batch * context
     rows = [{"bench": "train step", "impl": "minigrad_lm (CuPy)", "ms": ours * 1e3,
              "tokens_per_s": tokens / ours, "peak_gib": pool.total_bytes() / 2 ** 30}]
@@ -60,12 +55,7 @@ def train_step_rows(batch: int, context: int, steps: int) -> list[dict]:
     tx, ty = (torch.tensor(a, device="cuda") for a in (ids[:, :-1], ids[:, 1:]))
     torch.cuda.reset_peak_memory_stats()
 
-    def tstep():
-        loss = tm.loss(tx, ty)
-        topt.zero_grad()
-        loss.backward()
-        topt.step()
-    theirs = median_seconds(tstep, repeats=steps, warmup=2, sync=torch.cuda.synchronize)
+    theirs, _ = median_train_step(lambda: tm.loss(tx, ty), topt, steps, torch.cuda.synchronize)
     rows.append({"bench": "train step", "impl": "PyTorch eager CUDA", "ms": theirs * 1e3,
                  "tokens_per_s": tokens / theirs,
                  "peak_gib": torch.cuda.max_memory_reserved() / 2 ** 30})

@@ -25,6 +25,20 @@ def median_seconds(fn, repeats: int = 10, warmup: int = 2, sync=None) -> float:
     return statistics.median(times)
 
 
+def median_train_step(loss_fn, optimizer, repeats: int, sync=None) -> tuple[float, object]:
+    """(median seconds, last loss) of loss -> zero_grad -> backward -> step, for minigrad_lm and
+    PyTorch alike (the same optimizer API)."""
+    losses = []
+
+    def step():
+        loss = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss)
+    return median_seconds(step, repeats=repeats, warmup=2, sync=sync), losses[-1]
+
+
 def numpy_gemm_flops(n: int = 2048, repeats: int = 5) -> float:
     """Measured float32 GEMM rate of NumPy's BLAS (FLOP/s): the machine's practical peak."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)

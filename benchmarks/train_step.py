@@ -13,7 +13,7 @@ import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.optim import Adam
 
-from .harness import machine, median_seconds, numpy_gemm_flops
+from .harness import machine, median_train_step, numpy_gemm_flops
 
 CONFIGS = {
     "S": (GPTConfig(vocab_size=65, context_length=64, n_layer=4, n_head=4, d_model=128), 12),
@@ -36,19 +36,9 @@ def minigrad_step_seconds(cfg: GPTConfig, batch: int, steps: int, device: str = 
     if device != "cpu":
         xp = mg.backend.xp_for(device)
         x, y = xp.asarray(x), xp.asarray(y)
-    losses = []
-
-    def step():
-        loss = model.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss)
-    sync = None
-    if device != "cpu":
-        sync = mg.backend.cupy().cuda.Device().synchronize
-    seconds = median_seconds(step, repeats=steps, warmup=2, sync=sync)
-    return seconds, float(losses[-1].item()), model
+    sync = mg.backend.cupy().cuda.Device().synchronize if device != "cpu" else None
+    seconds, loss = median_train_step(lambda: model.loss(x, y), opt, steps, sync)
+    return seconds, float(loss.item()), model
 
 
 def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: str = "cpu"):
@@ -58,17 +48,9 @@ def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: st
     tm = from_minigrad(model, device=device)
     opt = torch.optim.Adam(tm.parameters(), lr=1e-4)
     x, y = (torch.tensor(a, device=device) for a in _batch(cfg, batch))
-    losses = []
-
-    def step():
-        loss = tm.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss)
     sync = torch.cuda.synchronize if device != "cpu" else None
-    seconds = median_seconds(step, repeats=steps, warmup=2, sync=sync)
-    return seconds, float(losses[-1].item())
+    seconds, loss = median_train_step(lambda: tm.loss(x, y), opt, steps, sync)
+    return seconds, float(loss.item())
 
 
 def run(configs, steps: int, device: str = "cpu") -> list[dict]:
