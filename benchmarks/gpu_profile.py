@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 
 import minigrad_lm as mg
+from minigrad_lm.models import GPT
 from minigrad_lm.optim import Adam
 from minigrad_lm.tensor import Function
 
@@ -43,7 +44,7 @@ def main(argv=None):
             setattr(cls, name, timed)
     mg.manual_seed(0)
     cfg = gpt2_small(args.context)
-    model = GPT_on_gpu(cfg)
+    model = GPT(cfg).to("cuda")
     opt = Adam(model.parameters(), lr=1e-4)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (args.batch, args.context + 1))
     for i in range(3):
@@ -61,11 +62,6 @@ def main(argv=None):
         totals["whole step"] += time.perf_counter() - t0
     for key, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"{key:40s} {seconds / 2 * 1e3:9.2f} ms/step")
-
-
-def GPT_on_gpu(cfg):
-    from minigrad_lm.models import GPT
-    return GPT(cfg).to("cuda")
 
 
 def _subclasses(cls):
