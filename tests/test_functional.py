@@ -185,39 +185,3 @@ def test_dropout_scales_kept_values_and_is_identity_in_eval(device):
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), kept / 0.7)
     assert F.dropout(x, 0.3, training=False) is x
-
-
-@pytest.mark.parametrize("causal", [True, False])
-def test_attention_split_over_cpu_threads_matches_one_chunk(monkeypatch, causal):
-    """The CPU path that runs batch chunks on several threads gives the one-chunk results."""
-    from minigrad_lm.kernels import cpu
-    rng = np.random.default_rng(0)
-    qkv = rng.standard_normal((5, 7, 24)).astype(np.float32)
-    pad = np.arange(7)[None, :] < rng.integers(1, 8, 5)[:, None]
-    results = []
-    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (3, 0)):
-        monkeypatch.setattr(cpu, "_threads", threads)
-        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
-        t = mg.tensor(qkv, requires_grad=True)
-        y = F.multi_head_attention(t, 2, causal, pad)
-        y.backward(mg.tensor(np.ones(y.shape, np.float32)))
-        results.append((y.numpy(), t.grad.numpy()))
-    if cpu._ready():
-        assert len(cpu.batch_chunks(5, 1)) == 3  # the split path really ran
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)
-
-
-def test_gelu_split_over_cpu_threads_matches_one_chunk(monkeypatch):
-    from minigrad_lm.kernels import cpu
-    x = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)
-    results = []
-    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (2, 0)):
-        monkeypatch.setattr(cpu, "_threads", threads)
-        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
-        t = mg.tensor(x, requires_grad=True)
-        y = F.gelu(t, "tanh")
-        y.backward(mg.tensor(x))
-        results.append((y.numpy(), t.grad.numpy()))
-    np.testing.assert_array_equal(results[1][0], results[0][0])
-    np.testing.assert_array_equal(results[1][1], results[0][1])

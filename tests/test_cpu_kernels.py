@@ -1,0 +1,84 @@
+"""kernels/cpu.py: chunks of a kernel on several threads give the one-chunk results, and
+OpenBLAS's idle workers stop spinning once chunking is set up."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import minigrad_lm as mg
+from minigrad_lm.kernels import cpu
+from minigrad_lm.nn import functional as F
+from tests.cli_support import REPO
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_split_over_cpu_threads_matches_one_chunk(monkeypatch, causal):
+    """The CPU path that runs batch chunks on several threads gives the one-chunk results."""
+    rng = np.random.default_rng(0)
+    qkv = rng.standard_normal((5, 7, 24)).astype(np.float32)
+    pad = np.arange(7)[None, :] < rng.integers(1, 8, 5)[:, None]
+    results = []
+    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (3, 0)):
+        monkeypatch.setattr(cpu, "_threads", threads)
+        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
+        t = mg.tensor(qkv, requires_grad=True)
+        y = F.multi_head_attention(t, 2, causal, pad)
+        y.backward(mg.tensor(np.ones(y.shape, np.float32)))
+        results.append((y.numpy(), t.grad.numpy()))
+    if cpu._ready():
+        assert len(cpu.batch_chunks(5, 1)) == 3  # the split path really ran
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_split_over_cpu_threads_matches_one_chunk(monkeypatch):
+    x = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)
+    results = []
+    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (2, 0)):
+        monkeypatch.setattr(cpu, "_threads", threads)
+        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
+        t = mg.tensor(x, requires_grad=True)
+        y = F.gelu(t, "tanh")
+        y.backward(mg.tensor(x))
+        results.append((y.numpy(), t.grad.numpy()))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    np.testing.assert_array_equal(results[1][1], results[0][1])
+
+
+SPIN_PROBE = textwrap.dedent("""
+    import time
+    import numpy as np
+    from minigrad_lm.kernels import cpu
+
+    a = np.ones((512, 512), np.float32)
+
+    def cpu_seconds_while_idle():
+        a @ a  # wakes OpenBLAS's workers
+        t0 = time.process_time()
+        time.sleep(0.1)
+        return time.process_time() - t0
+
+    lib, _, threads = cpu._openblas_thread_control()
+    if lib is None or threads < 2 or not cpu._ready():
+        print("no threaded OpenBLAS")
+    else:
+        _, _, threads_after = cpu._openblas_thread_control()
+        assert threads_after == threads, (threads, threads_after)
+        assert np.array_equal(a @ a, np.full((512, 512), 512, np.float32))
+        print(min(cpu_seconds_while_idle() for _ in range(3)))
+""")
+
+
+def test_openblas_workers_sleep_after_chunking_is_set_up():
+    """Idle OpenBLAS workers used to spin ~0.1 s after each GEMM, taking the core our chunks
+    need; once chunking is set up, a 0.1 s sleep after a GEMM costs almost no CPU time."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MINIGRAD_CPU_THREADS": "2"}
+    env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    out = subprocess.run([sys.executable, "-c", SPIN_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    if out == "no threaded OpenBLAS":
+        pytest.skip("NumPy's BLAS is not a threaded OpenBLAS here")
+    assert float(out) < 0.02, f"{out} s of CPU time while idle: OpenBLAS's workers still spin"
