@@ -25,18 +25,44 @@ def median_seconds(fn, repeats: int = 10, warmup: int = 2, sync=None) -> float:
     return statistics.median(times)
 
 
-def median_train_step(loss_fn, optimizer, repeats: int, sync=None) -> tuple[float, object]:
-    """(median seconds, last loss) of loss -> zero_grad -> backward -> step, for minigrad_lm and
-    PyTorch alike (the same optimizer API)."""
-    losses = []
-
+def train_step(loss_fn, optimizer, sync=None):
+    """One loss -> zero_grad -> backward -> step, for minigrad_lm and PyTorch alike (the same
+    optimizer API); returns the loss."""
     def step():
         loss = loss_fn()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(loss)
-    return median_seconds(step, repeats=repeats, warmup=2, sync=sync), losses[-1]
+        if sync:
+            sync()
+        return loss
+    return step
+
+
+def median_train_step(loss_fn, optimizer, repeats: int, sync=None) -> tuple[float, object]:
+    """(median seconds, last loss) of train steps."""
+    losses = []
+    step = train_step(loss_fn, optimizer, sync)
+    return median_seconds(lambda: losses.append(step()), repeats, warmup=2), losses[-1]
+
+
+def interleaved_medians(fns: dict, repeats: int, block: int = 1, warmup: int = 2) -> dict:
+    """name -> median seconds of each fn, the fns taking turns (`block` calls each).
+
+    This machine's speed drifts by 20% over minutes; timing one implementation after the other
+    puts that drift into their ratio, taking turns makes it slow both alike.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(-(-repeats // block)):
+        for name, fn in fns.items():
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def numpy_gemm_flops(n: int = 2048, repeats: int = 5) -> float:

@@ -45,7 +45,7 @@ def scaling_rows(steps: int) -> list[dict]:
     for context, width in [(64, 128), (128, 128), (256, 128), (64, 256), (64, 512)]:
         cfg = GPTConfig(vocab_size=65, context_length=context, n_layer=4, n_head=4,
                         d_model=width)
-        seconds, _, _ = train_step.minigrad_step_seconds(cfg, 8, steps)
+        seconds = train_step.minigrad_step_seconds(cfg, 8, steps)
         rows.append({"context": context, "d_model": width, "ms": seconds * 1e3,
                      "tokens_per_s": 8 * context / seconds,
                      "gflops": cfg.flops_per_token() * 8 * context / seconds / 1e9})

@@ -13,7 +13,7 @@ import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.optim import Adam
 
-from .harness import machine, median_train_step, numpy_gemm_flops
+from .harness import interleaved_medians, machine, median_seconds, numpy_gemm_flops, train_step
 
 CONFIGS = {
     "S": (GPTConfig(vocab_size=65, context_length=64, n_layer=4, n_head=4, d_model=128), 12),
@@ -27,8 +27,8 @@ def _batch(cfg: GPTConfig, batch: int):
     return ids[:, :-1], ids[:, 1:]
 
 
-def minigrad_step_seconds(cfg: GPTConfig, batch: int, steps: int, device: str = "cpu"):
-    """(median seconds per train step, final loss) of minigrad_lm with Adam."""
+def minigrad_setup(cfg: GPTConfig, batch: int, device: str = "cpu"):
+    """(model, train-step function) of minigrad_lm with Adam on a fixed batch."""
     mg.manual_seed(0)
     model = GPT(cfg).to(device)
     opt = Adam(model.parameters(), lr=1e-4)
@@ -37,11 +37,11 @@ def minigrad_step_seconds(cfg: GPTConfig, batch: int, steps: int, device: str = 
         xp = mg.backend.xp_for(device)
         x, y = xp.asarray(x), xp.asarray(y)
     sync = mg.backend.cupy().cuda.Device().synchronize if device != "cpu" else None
-    seconds, loss = median_train_step(lambda: model.loss(x, y), opt, steps, sync)
-    return seconds, float(loss.item()), model
+    return model, train_step(lambda: model.loss(x, y), opt, sync)
 
 
-def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: str = "cpu"):
+def torch_setup(model, cfg: GPTConfig, batch: int, device: str = "cpu"):
+    """The train-step function of the same model (same weights) in PyTorch eager."""
     import torch
 
     from .torch_gpt import from_minigrad
@@ -49,28 +49,44 @@ def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: st
     opt = torch.optim.Adam(tm.parameters(), lr=1e-4)
     x, y = (torch.tensor(a, device=device) for a in _batch(cfg, batch))
     sync = torch.cuda.synchronize if device != "cpu" else None
-    seconds, loss = median_train_step(lambda: tm.loss(x, y), opt, steps, sync)
-    return seconds, float(loss.item())
+    return train_step(lambda: tm.loss(x, y), opt, sync)
+
+
+def minigrad_step_seconds(cfg: GPTConfig, batch: int, steps: int, device: str = "cpu") -> float:
+    """Median seconds per train step of minigrad_lm alone."""
+    _, step = minigrad_setup(cfg, batch, device)
+    return median_seconds(step, repeats=steps)
+
+
+def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: str = "cpu"):
+    """Median seconds per train step of PyTorch alone."""
+    return median_seconds(torch_setup(model, cfg, batch, device), repeats=steps)
 
 
 def run(configs, steps: int, device: str = "cpu") -> list[dict]:
+    """S and M train steps of minigrad_lm and PyTorch (when installed), taking turns."""
     peak = numpy_gemm_flops() if device == "cpu" else None
     rows = []
     for name in configs:
         cfg, batch = CONFIGS[name]
         tokens = batch * cfg.context_length
         flops = cfg.flops_per_token() * tokens
-        ours, loss, model = minigrad_step_seconds(cfg, batch, steps, device)
+        model, step = minigrad_setup(cfg, batch, device)
+        steps_of = {"minigrad": step}
+        try:
+            steps_of["torch"] = torch_setup(model, cfg, batch, device)
+        except ImportError:
+            pass
+        block = max(1, round(0.5 / median_seconds(step, repeats=1)))  # turns of ~0.5 s each
+        median = interleaved_medians(steps_of, max(steps, 3 * block), block)
+        ours = median["minigrad"]
         row = {"config": name, "device": device, "batch": batch, "minigrad_ms": ours * 1e3,
                "minigrad_tok_s": tokens / ours, "minigrad_gflops": flops / ours / 1e9}
         if peak:
             row["minigrad_mfu"] = flops / ours / peak
-        try:
-            theirs, _ = torch_step_seconds(model, cfg, batch, steps, device)
-            row.update(torch_ms=theirs * 1e3, torch_tok_s=tokens / theirs,
-                       ratio=theirs / ours)
-        except ImportError:
-            pass
+        if "torch" in median:
+            theirs = median["torch"]
+            row.update(torch_ms=theirs * 1e3, torch_tok_s=tokens / theirs, ratio=theirs / ours)
         rows.append(row)
     return rows
 
