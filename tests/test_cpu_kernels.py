@@ -82,3 +82,22 @@ def test_openblas_workers_sleep_after_chunking_is_set_up():
     if out == "no threaded OpenBLAS":
         pytest.skip("NumPy's BLAS is not a threaded OpenBLAS here")
     assert float(out) < 0.02, f"{out} s of CPU time while idle: OpenBLAS's workers still spin"
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_split_over_cpu_threads_matches_one_chunk(monkeypatch, affine):
+    rng = np.random.default_rng(2)
+    x, w, b, up = (rng.standard_normal(s).astype(np.float32) for s in ((5, 3, 8), 8, 8, (5, 3, 8)))
+    results = []
+    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (2, 0)):
+        monkeypatch.setattr(cpu, "_threads", threads)
+        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
+        ts = [mg.tensor(a, requires_grad=True) for a in (x, w, b)]
+        y = F.layer_norm(ts[0], 8, *(ts[1:] if affine else (None, None)))
+        y.backward(mg.tensor(up))
+        results.append([y.numpy()] + [t.grad.numpy() for t in ts if t.grad is not None])
+    if cpu._ready():
+        assert len(cpu.batch_chunks(15, 8)) == 2  # the split path really ran
+    assert len(results[0]) == len(results[1]) == (4 if affine else 2)
+    for split, whole in zip(results[1], results[0]):
+        np.testing.assert_allclose(split, whole, rtol=1e-6, atol=1e-6)

@@ -54,60 +54,82 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 # layer norm
 
 
-def _row_mean(xp, a, ones):
-    """Mean over the last axis as a GEMV (BLAS beats a ufunc reduction 2-4x): (N, C) -> (N, 1)."""
-    return (a @ ones)[:, None]
-
-
 class LayerNorm(Function):
-    """y = (x - mean) / sqrt(var + eps) * w + b over the trailing normalized axes."""
+    """y = (x - mean) / sqrt(var + eps) * w + b over the trailing normalized axes.
+
+    Row means are GEMVs (BLAS beats a ufunc reduction 2-4x); on the CPU, large inputs run as
+    chunks of rows on all cores (kernels/cpu.py).
+    """
 
     def forward(self, x, w, b, n_axes, eps):
         xp = self.xp
         x2 = x.reshape(-1, math.prod(x.shape[x.ndim - n_axes:]))
+        self.shape, self.w = x.shape, w
         self.fused = xp is not np and w is not None and b is not None and cuda.supports(x2, w, b)
         if self.fused:
             y, self.mean, self.rstd = cuda.layer_norm_forward(x2, w, b, eps)
-            self.x2, self.w, self.shape = x2, w, x.shape
+            self.x2 = x2
             return y.reshape(x.shape)
-        ones = xp.full(x2.shape[1], 1.0 / x2.shape[1], dtype=x2.dtype)  # GEMV weights: mean
-        xc = x2 - _row_mean(xp, x2, ones)
-        sq = xc * xc
-        rstd = _row_mean(xp, sq, ones)
-        rstd += eps
-        xp.sqrt(rstd, out=rstd)
-        xp.reciprocal(rstd, out=rstd)
-        xc *= rstd  # xc is now x-hat
-        self.xhat, self.rstd, self.w, self.shape, self.ones = xc, rstd, w, x.shape, ones
-        if w is None:
-            y = xc.copy()
-        else:
-            y = xp.multiply(xc, w.reshape(-1), out=sq)
-        if b is not None:
-            y += b.reshape(-1)
+        n, c = x2.shape
+        self.ones = xp.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: row means
+        self.xhat, y = xp.empty_like(x2), xp.empty_like(x2)
+        self.rstd = xp.empty((n, 1), dtype=x2.dtype)
+
+        def run(rows):
+            xhat, out, rstd = self.xhat[rows], y[rows], self.rstd[rows]
+            xp.subtract(x2[rows], (x2[rows] @ self.ones)[:, None], out=xhat)
+            xp.multiply(xhat, xhat, out=out)
+            xp.matmul(out, self.ones, out=rstd[:, 0])  # variance
+            rstd += eps
+            xp.sqrt(rstd, out=rstd)
+            xp.reciprocal(rstd, out=rstd)
+            xhat *= rstd
+            if w is None:
+                out[...] = xhat
+            else:
+                xp.multiply(xhat, w.reshape(-1), out=out)
+            if b is not None:
+                out += b.reshape(-1)
+        cpu.map_chunks(run, self._chunks(x2))
         return y.reshape(x.shape)
 
+    def _chunks(self, x2):
+        return cpu.batch_chunks(*x2.shape) if self.xp is np else [slice(None)]
+
     def backward(self, gy):
+        xp, w = self.xp, self.w
         if self.fused:
-            gy2 = self.xp.ascontiguousarray(gy).reshape(self.x2.shape)
-            gx, gw, gb = cuda.layer_norm_backward(gy2, self.x2, self.w, self.mean, self.rstd)
-            return gx.reshape(self.shape), gw.reshape(self.w.shape), gb.reshape(self.w.shape), \
-                None, None
-        xp, xhat, w, ones = self.xp, self.xhat, self.w, self.ones
-        gy2 = gy.reshape(xhat.shape)
-        col = xp.ones(gy2.shape[0], dtype=gy2.dtype)
-        gw = (col @ (gy2 * xhat)).reshape(w.shape) if self.needs_grad[1] else None
-        gb = (col @ gy2).reshape(w.shape) if self.needs_grad[2] else None
-        if not self.needs_grad[0]:
-            return None, gw, gb, None, None
-        g = gy2 * w.reshape(-1) if w is not None else gy2.copy()
-        mean_g = _row_mean(xp, g, ones)
-        mean_gx = _row_mean(xp, g * xhat, ones)
-        g -= mean_g
-        xhat *= mean_gx  # xhat is not needed after this
-        g -= xhat
-        g *= self.rstd
-        return g.reshape(self.shape), gw, gb, None, None
+            gy2 = xp.ascontiguousarray(gy).reshape(self.x2.shape)
+            gx, gw, gb = cuda.layer_norm_backward(gy2, self.x2, w, self.mean, self.rstd)
+            return gx.reshape(self.shape), gw.reshape(w.shape), gb.reshape(w.shape), None, None
+        gy2 = gy.reshape(self.xhat.shape)
+        gx = xp.empty_like(gy2) if self.needs_grad[0] else None
+
+        def run(rows):
+            """(column sums of gy * xhat, of gy) over these rows; writes gx for them."""
+            g, xhat = gy2[rows], self.xhat[rows]
+            col = xp.ones(g.shape[0], dtype=g.dtype)
+            t = g * xhat
+            gw = col @ t if self.needs_grad[1] else None
+            gb = col @ g if self.needs_grad[2] else None
+            if gx is not None:
+                if w is not None:
+                    g = xp.multiply(g, w.reshape(-1), out=gx[rows])
+                else:
+                    g = gx[rows]
+                    g[...] = gy2[rows]
+                xp.multiply(g, xhat, out=t)
+                mean_gx = (t @ self.ones)[:, None]
+                g -= (g @ self.ones)[:, None]
+                xhat *= mean_gx  # xhat is not needed after this
+                g -= xhat
+                g *= self.rstd[rows]
+            return gw, gb
+        parts = cpu.map_chunks(run, self._chunks(gy2))
+        gw, gb = (None if p[0] is None else sum(p[1:], p[0]).reshape(w.shape)
+                  for p in zip(*parts))
+        gx = gx.reshape(self.shape) if gx is not None else None
+        return gx, gw, gb, None, None
 
 
 def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
