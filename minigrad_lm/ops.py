@@ -335,8 +335,8 @@ _GELU_C = 0.044715
 
 class Gelu(Function):
     """Exact: y = x Phi(x).  tanh: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
-    computed as x * sigmoid(2u) = x / (1 + exp(-2u)): one exp instead of tanh, in place, by
-    chunks that run on all cores on the CPU."""
+    computed as x * sigmoid(2u) = x / (1 + exp(-2u)): one exp instead of tanh, in place; on the
+    CPU by cache-sized blocks on all cores (kernels/cpu.py)."""
 
     def forward(self, x, approximate):
         xp = self.xp
@@ -359,13 +359,16 @@ class Gelu(Function):
                 xp.exp(d, out=d)
                 d += 1  # 1 / sigmoid(2u)
                 xp.divide(xs, d, out=y[sl])
-            cpu.map_chunks(run, self._chunks(x.size))
+            self._map(run, x.size)
             return y.reshape(self.shape)
         self.cdf = 0.5 * (1 + backend.erf(xp, x * _INV_SQRT_2))
         return x * self.cdf
 
-    def _chunks(self, n: int) -> list:
-        return cpu.batch_chunks(n, 1) if self.xp is np else [slice(None)]
+    def _map(self, fn, n: int) -> None:
+        if self.xp is np:
+            cpu.map_blocks(fn, n)
+        else:
+            fn(slice(None))
 
     def backward(self, gy):
         x, xp = self.x, self.xp
@@ -388,7 +391,7 @@ class Gelu(Function):
                 gs *= t
                 gs += s
                 gs *= gy[sl]
-            cpu.map_chunks(run, self._chunks(x.size))
+            self._map(run, x.size)
             return g.reshape(self.shape), None
         grad = self.cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
         return gy * grad, None

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from . import backend
-from .kernels import cuda
+from .kernels import cpu, cuda
 from .tensor import Tensor
 
 
@@ -51,6 +51,17 @@ class FlatGroup:
                 raise RuntimeError("optimizer: a parameter's array was replaced after the "
                                    "optimizer was created (e.g. by model.to(device)); create "
                                    "the optimizer after moving the model")
+
+    def adopt_assigned_grads(self) -> None:
+        """Copy gradients assigned by hand (p.grad = ...) into the flat buffer that the update
+        reads; p.grad becomes a view of it again, as after backward."""
+        for p in self.params:
+            if p.grad is not None and p.grad.data is not p._grad_view:
+                if p.grad.shape != p.shape:
+                    raise ValueError(f"optimizer: a gradient of shape {p.grad.shape} was "
+                                     f"assigned to a parameter of shape {p.shape}")
+                self.xp.copyto(p._grad_view, backend.to_device(p.grad.data, p.device))
+                p.grad = Tensor(p._grad_view)
 
     def scratch(self):
         """A temporary as large as the group, allocated once (not part of the saved state)."""
@@ -110,6 +121,7 @@ class Optimizer:
         self.step_count += 1
         for g, state in zip(self.groups, self.state):
             g.check_views()
+            g.adopt_assigned_grads()
             if g.all_have_grads():
                 self._update(g, state, slice(None))
             else:
@@ -193,29 +205,37 @@ class Adam(Optimizer):
                               self._buffer(group, state, "exp_avg_sq")[part], o["lr"], b1, b2,
                               o["eps"], o["weight_decay"], self.step_count, self.decoupled)
             return
-        p, g = group.data[part], group.grad[part]
-        if o["weight_decay"]:
-            if self.decoupled:
-                p *= 1 - o["lr"] * o["weight_decay"]
-            else:
-                g = g + o["weight_decay"] * p
-        m = self._buffer(group, state, "exp_avg")[part]
-        v = self._buffer(group, state, "exp_avg_sq")[part]
-        tmp = group.scratch()[part]  # one reused temporary: no allocation per step
-        t = self.step_count
-        m *= b1
-        xp.multiply(g, 1 - b1, out=tmp)
-        m += tmp
-        v *= b2
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v += tmp
-        xp.sqrt(v, out=tmp)
-        tmp *= 1 / math.sqrt(1 - b2 ** t)
-        tmp += o["eps"]
-        xp.divide(m, tmp, out=tmp)
-        tmp *= o["lr"] / (1 - b1 ** t)
-        p -= tmp
+        data, grad = group.data[part], group.grad[part]
+        exp_avg = self._buffer(group, state, "exp_avg")[part]
+        exp_avg_sq = self._buffer(group, state, "exp_avg_sq")[part]
+        scratch = group.scratch()[part]  # one reused temporary: no allocation per step
+        t, lr, wd = self.step_count, o["lr"], o["weight_decay"]
+        # p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps), as lr' m / (sqrt(v) + eps')
+        root_c2 = math.sqrt(1 - b2 ** t)
+        step_size, eps = lr * root_c2 / (1 - b1 ** t), o["eps"] * root_c2
+
+        def run(block):
+            p, g, m, v, tmp = (a[block] for a in (data, grad, exp_avg, exp_avg_sq, scratch))
+            if wd and self.decoupled:
+                p *= 1 - lr * wd
+            elif wd:
+                g = g + wd * p  # the L2 penalty
+            m *= b1
+            xp.multiply(g, 1 - b1, out=tmp)
+            m += tmp
+            v *= b2
+            xp.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp
+            xp.sqrt(v, out=tmp)
+            tmp += eps
+            xp.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp
+        if xp is np:
+            cpu.map_blocks(run, data.size)
+        else:
+            run(slice(None))
 
 
 class AdamW(Adam):

@@ -34,12 +34,29 @@ def test_attention_split_over_cpu_threads_matches_one_chunk(monkeypatch, causal)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)
 
 
+def split_into_blocks(monkeypatch, split: bool) -> None:
+    """Chunks on 2 threads and blocks of 4 elements, or one chunk in one block."""
+    monkeypatch.setattr(cpu, "_threads", 2 if split else 1)
+    monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", 0 if split else cpu.MIN_CHUNK_ELEMENTS)
+    monkeypatch.setattr(cpu, "BLOCK_ELEMENTS", 4 if split else 1 << 30)
+
+
+def test_map_blocks_covers_every_element_once(monkeypatch):
+    split_into_blocks(monkeypatch, True)
+    hits = np.zeros(19, int)
+
+    def visit(block):
+        assert block.stop - block.start <= 4
+        hits[block] += 1
+    cpu.map_blocks(visit, hits.size)
+    assert (hits == 1).all()
+
+
 def test_gelu_split_over_cpu_threads_matches_one_chunk(monkeypatch):
     x = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)
     results = []
-    for threads, min_elements in ((1, cpu.MIN_CHUNK_ELEMENTS), (2, 0)):
-        monkeypatch.setattr(cpu, "_threads", threads)
-        monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", min_elements)
+    for split in (False, True):
+        split_into_blocks(monkeypatch, split)
         t = mg.tensor(x, requires_grad=True)
         y = F.gelu(t, "tanh")
         y.backward(mg.tensor(x))
@@ -101,3 +118,22 @@ def test_layer_norm_split_over_cpu_threads_matches_one_chunk(monkeypatch, affine
     assert len(results[0]) == len(results[1]) == (4 if affine else 2)
     for split, whole in zip(results[1], results[0]):
         np.testing.assert_allclose(split, whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", [mg.optim.Adam, mg.optim.AdamW])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_in_blocks_on_threads_matches_one_block(monkeypatch, optimizer, weight_decay):
+    rng = np.random.default_rng(3)
+    init, grads = rng.standard_normal(23).astype(np.float32), \
+        rng.standard_normal((3, 23)).astype(np.float32)
+    results = []
+    for split in (False, True):
+        split_into_blocks(monkeypatch, split)
+        p = mg.tensor(init.copy(), requires_grad=True)
+        opt = optimizer([p], lr=0.1, weight_decay=weight_decay)
+        for g in grads:
+            p.grad = mg.tensor(g)
+            opt.step()
+        results.append(p.numpy())
+    assert not np.allclose(results[0], init)
+    np.testing.assert_array_equal(results[1], results[0])

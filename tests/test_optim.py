@@ -136,3 +136,18 @@ def test_param_groups_skip_decay_on_biases_norms_and_embeddings():
                and "emb" not in names[id(p)] for p in decay["params"])
     assert rest["weight_decay"] == 0.0
     assert len(decay["params"]) + len(rest["params"]) == len(model.parameters())
+
+
+def test_step_uses_gradients_assigned_by_hand():
+    """p.grad = ... (as in PyTorch) reaches the flat buffer the update reads."""
+    p = mg.tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    q = mg.tensor(np.array([3.0], np.float32), requires_grad=True)
+    opt = SGD([p, q], lr=0.5)
+    p.grad = mg.tensor(np.array([2.0, -2.0], np.float32))
+    (q * 4.0).sum().backward()
+    opt.step()
+    np.testing.assert_allclose(p.numpy(), [0.0, 3.0])
+    np.testing.assert_allclose(q.numpy(), [1.0])
+    p.grad = mg.tensor(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"shape \(3,\) was assigned to a parameter of shape"):
+        opt.step()
