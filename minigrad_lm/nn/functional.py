@@ -355,7 +355,7 @@ def _transposed_matmul(xp, a, b):
     return xp.matmul(xp.ascontiguousarray(b.swapaxes(-1, -2)), a).swapaxes(-1, -2)
 
 
-def _attention_backward(xp, go, q, k, v, p, dropped):
+def _attention_backward(xp, go, q, k, v, out, p, dropped):
     """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0)."""
     scale = p.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     pd = p if dropped is None else p * dropped
@@ -365,12 +365,15 @@ def _attention_backward(xp, go, q, k, v, p, dropped):
         gp *= dropped
     if xp is not np and cuda.supports(p, gp):
         cuda.softmax_backward_(p, gp, float(scale))
-    else:  # softmax backward, in place: gs = p * (gp - sum(gp * p))
-        inner = ((gp * p) @ xp.ones(p.shape[-1], dtype=p.dtype))[..., None]
-        gp -= inner
-        gp *= p
-        gp *= scale
-    return xp.matmul(gp, k), _transposed_matmul(xp, gp, q), gv
+        return xp.matmul(gp, k), _transposed_matmul(xp, gp, q), gv
+    # softmax backward in place, gs = p * (gp - sum_j gp p), where sum_j gp p = sum_d go out
+    # (a (T, D) product instead of a (T, T) one); the scale goes on the (T, D) results
+    gp -= (go * out).sum(axis=-1, keepdims=True)
+    gp *= p
+    gq, gk = xp.matmul(gp, k), _transposed_matmul(xp, gp, q)
+    gq *= scale
+    gk *= scale
+    return gq, gk, gv
 
 
 class _AttentionCore(Function):
@@ -394,7 +397,7 @@ class _AttentionCore(Function):
             qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
             o, p, dropped = _attention_forward(xp, *qkv, causal, part_mask, dropout_p)
             out[sl] = o
-            return qkv, p, dropped
+            return qkv, o, p, dropped
         self.chunks, self.saved = chunks, cpu.map_chunks(run, chunks)
         return out
 
@@ -403,8 +406,8 @@ class _AttentionCore(Function):
         xp = self.xp
 
         def run(args):
-            sl, (qkv, p, dropped) = args
-            grads = _attention_backward(xp, xp.ascontiguousarray(go[sl]), *qkv, p, dropped)
+            sl, (qkv, o, p, dropped) = args
+            grads = _attention_backward(xp, xp.ascontiguousarray(go[sl]), *qkv, o, p, dropped)
             for dst, g in zip((gq, gk, gv), grads):
                 dst[sl] = g
         cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
