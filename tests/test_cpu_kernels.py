@@ -1,5 +1,6 @@
-"""kernels/cpu.py: chunks of a kernel on several threads give the one-chunk results, and
-OpenBLAS's idle workers stop spinning once chunking is set up."""
+"""The CPU's ways of splitting work give the unsplit results: chunks on several threads and
+cache-sized blocks (kernels/cpu.py), causal attention by blocks of queries; and OpenBLAS's idle
+workers stop spinning once chunking is set up."""
 import os
 import subprocess
 import sys
@@ -50,6 +51,23 @@ def test_map_blocks_covers_every_element_once(monkeypatch):
         hits[block] += 1
     cpu.map_blocks(visit, hits.size)
     assert (hits == 1).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_causal_attention_by_query_blocks_matches_one_block(monkeypatch, threads):
+    rng = np.random.default_rng(4)
+    qkv, up = rng.standard_normal((3, 7, 12)), rng.standard_normal((3, 7, 4))
+    monkeypatch.setattr(cpu, "_threads", threads)
+    monkeypatch.setattr(cpu, "MIN_CHUNK_ELEMENTS", 0)
+    results = []
+    for rows in (1 << 20, 2):  # one block; blocks of queries 0-1, 2-3, 4-6
+        monkeypatch.setattr(F, "QUERY_BLOCK_ROWS", rows)
+        t = mg.tensor(qkv, requires_grad=True)
+        y = F.multi_head_attention(t, 2, causal=True)
+        y.backward(mg.tensor(up))
+        results.append((y.numpy(), t.grad.numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
 
 
 def test_gelu_split_over_cpu_threads_matches_one_chunk(monkeypatch):

@@ -376,13 +376,21 @@ def _attention_backward(xp, go, q, k, v, out, p, dropped):
     return gq, gk, gv
 
 
+# Causal attention on the CPU goes by blocks of about this many queries, each block attending
+# only to the keys up to its end: this skips most of the masked upper triangle, and the blocks'
+# (rows, keys) scores stay in cache. Forward+backward at config M's size (T=128, 2 blocks) went
+# from 13.7 to 12.6 ms, at T=512 (8 blocks) from 50 to 26 ms; blocks of 32 did worse.
+QUERY_BLOCK_ROWS = 64
+
+
 class _AttentionCore(Function):
     """Shared forward/backward of attention on (B, H, T, D) views, by chunks of the batch.
 
     On the CPU without dropout, chunks of the batch run concurrently (kernels/cpu.py). Each chunk
     makes its own contiguous q, k, v, writes its output and gradients straight into the caller's
     (possibly strided) views and keeps its own probabilities, so the head-splitting copies also
-    run in parallel and nothing is concatenated.
+    run in parallel and nothing is concatenated. Within a chunk, causal attention goes by blocks
+    of queries over the keys up to each block's end (QUERY_BLOCK_ROWS).
     """
 
     def _forward(self, q, k, v, causal, mask, dropout_p, out):
@@ -390,15 +398,26 @@ class _AttentionCore(Function):
         chunks = [slice(None)]
         if xp is np and not dropout_p and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
             chunks = cpu.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+        tq, tk = q.shape[-2], k.shape[-2]
+        blocks = [(slice(None), slice(None), 0)]  # (queries, keys, offset of the queries)
+        n_blocks = tq // QUERY_BLOCK_ROWS
+        if xp is np and causal and mask is None and tq == tk and n_blocks > 1:
+            ends = [tq * (i + 1) // n_blocks for i in range(n_blocks)]
+            blocks = [(slice(lo, hi), slice(0, hi), lo) for lo, hi in zip([0] + ends, ends)]
 
         def run(sl):
             part_mask = mask if mask is None or mask.ndim < q.ndim or mask.shape[0] == 1 \
                 else mask[sl]
             qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
-            o, p, dropped = _attention_forward(xp, *qkv, causal, part_mask, dropout_p)
-            out[sl] = o
-            return qkv, o, p, dropped
-        self.chunks, self.saved = chunks, cpu.map_chunks(run, chunks)
+            saved = []
+            for rows, keys, offset in blocks:
+                o, p, dropped = _attention_forward(
+                    xp, qkv[0][..., rows, :], qkv[1][..., keys, :], qkv[2][..., keys, :], causal,
+                    part_mask, dropout_p, offset)
+                out[sl][..., rows, :] = o
+                saved.append((o, p, dropped))
+            return qkv, saved
+        self.chunks, self.blocks, self.saved = chunks, blocks, cpu.map_chunks(run, chunks)
         return out
 
     def _backward(self, go, gq, gk, gv):
@@ -406,10 +425,25 @@ class _AttentionCore(Function):
         xp = self.xp
 
         def run(args):
-            sl, (qkv, o, p, dropped) = args
-            grads = _attention_backward(xp, xp.ascontiguousarray(go[sl]), *qkv, o, p, dropped)
-            for dst, g in zip((gq, gk, gv), grads):
-                dst[sl] = g
+            sl, ((q, k, v), saved) = args
+            go_part = xp.ascontiguousarray(go[sl])
+            if len(self.blocks) == 1:
+                for dst, g in zip((gq, gk, gv), _attention_backward(xp, go_part, q, k, v,
+                                                                    *saved[0])):
+                    dst[sl] = g
+                return
+            gk_part = gv_part = None
+            for (rows, keys, _), (o, p, dropped) in reversed(list(zip(self.blocks, saved))):
+                g_q, g_k, g_v = _attention_backward(xp, go_part[..., rows, :], q[..., rows, :],
+                                                    k[..., keys, :], v[..., keys, :], o, p,
+                                                    dropped)
+                gq[sl][..., rows, :] = g_q
+                if gk_part is None:  # the last block's keys are all keys
+                    gk_part, gv_part = g_k, g_v
+                else:
+                    gk_part[..., keys, :] += g_k
+                    gv_part[..., keys, :] += g_v
+            gk[sl], gv[sl] = gk_part, gv_part
         cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
         self.saved = None
         return gq, gk, gv
