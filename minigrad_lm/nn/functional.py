@@ -355,15 +355,21 @@ def _transposed_matmul(xp, a, b):
     return xp.matmul(xp.ascontiguousarray(b.swapaxes(-1, -2)), a).swapaxes(-1, -2)
 
 
+def _fused_softmax_backward(xp, p) -> bool:
+    """Whether a GPU kernel does the softmax backward (which then needs no attention output)."""
+    return xp is not np and cuda.supports(p)
+
+
 def _attention_backward(xp, go, q, k, v, out, p, dropped):
-    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0)."""
+    """Gradients of _attention_forward w.r.t. q, k, v (masked entries of p are 0); `out`, the
+    forward's output, is needed unless _fused_softmax_backward."""
     scale = p.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     pd = p if dropped is None else p * dropped
     gv = _transposed_matmul(xp, pd, go)
     gp = xp.matmul(go, v.swapaxes(-1, -2))
     if dropped is not None:
         gp *= dropped
-    if xp is not np and cuda.supports(p, gp):
+    if _fused_softmax_backward(xp, p):
         cuda.softmax_backward_(p, gp, float(scale))
         return xp.matmul(gp, k), _transposed_matmul(xp, gp, q), gv
     # softmax backward in place, gs = p * (gp - sum_j gp p), where sum_j gp p = sum_d go out
@@ -415,7 +421,7 @@ class _AttentionCore(Function):
                     xp, qkv[0][..., rows, :], qkv[1][..., keys, :], qkv[2][..., keys, :], causal,
                     part_mask, dropout_p, offset)
                 out[sl][..., rows, :] = o
-                saved.append((o, p, dropped))
+                saved.append((None if _fused_softmax_backward(xp, p) else o, p, dropped))
             return qkv, saved
         self.chunks, self.blocks, self.saved = chunks, blocks, cpu.map_chunks(run, chunks)
         return out
