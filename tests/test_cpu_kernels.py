@@ -70,6 +70,22 @@ def test_causal_attention_by_query_blocks_matches_one_block(monkeypatch, threads
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_split_over_cpu_threads_matches_one_chunk(monkeypatch, axis):
+    rng = np.random.default_rng(5)
+    x, up = rng.standard_normal((2, 5, 6)), rng.standard_normal((2, 5, 6))
+    results = []
+    for split in (False, True):
+        split_into_blocks(monkeypatch, split)
+        t = mg.tensor(x, requires_grad=True)
+        y = mg.softmax(t, axis)
+        y.backward(mg.tensor(up))
+        results.append((y.numpy(), t.grad.numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(results[0][0].sum(axis), 1.0)
+
+
 def test_gelu_split_over_cpu_threads_matches_one_chunk(monkeypatch):
     x = np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)
     results = []
