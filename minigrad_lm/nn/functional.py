@@ -433,11 +433,6 @@ class _AttentionCore(Function):
         def run(args):
             sl, ((q, k, v), saved) = args
             go_part = xp.ascontiguousarray(go[sl])
-            if len(self.blocks) == 1:
-                for dst, g in zip((gq, gk, gv), _attention_backward(xp, go_part, q, k, v,
-                                                                    *saved[0])):
-                    dst[sl] = g
-                return
             gk_part = gv_part = None
             for (rows, keys, _), (o, p, dropped) in reversed(list(zip(self.blocks, saved))):
                 g_q, g_k, g_v = _attention_backward(xp, go_part[..., rows, :], q[..., rows, :],
