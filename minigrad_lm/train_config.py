@@ -33,40 +33,55 @@ class TrainConfig:
     """
 
     task: str = "lm"
-    data: str | None = None
-    val_data: str | None = None
-    tokenizer: str = "char"
+    data: str | list[str] | None = None
+    val_data: str | list[str] | None = None
+    tokenizer: str | None = None
     out: str = "runs/default"
     device: str = "cpu"
     seed: int = 1337
-    max_steps: int = 2000
-    decay_steps: int = 2000
-    batch_size: int = 32
+    max_steps: int | None = None
+    decay_steps: int | None = None
+    batch_size: int | None = None
     grad_accum_steps: int = 1
-    context: int = 64
-    n_layer: int = 4
+    context: int | None = None
+    n_layer: int | None = None
     n_head: int = 4
     d_model: int = 128
-    dropout: float = 0.0
+    dropout: float | None = None
     norm: str = "pre"
     positional: str = "learned"
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 100
+    lr: float | None = None
+    min_lr: float | None = None
+    warmup_steps: int | None = None
     beta1: float = 0.9
     beta2: float = 0.99
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 250
+    eval_every: int | None = None
     eval_batches: int = 16
-    log_every: int = 100
+    log_every: int | None = None
     init_from: str | None = None
     peak_flops: float | None = None
     sample_tokens: int = 400
+    epochs: int | None = None
+    encoding: str = "utf-8"
+    val_every_nth: int | None = None
+    vocab_size: int | None = None
+    min_count: int = 1
+    lowercase: bool = False
+    attention: str | None = None
+    pooling: str = "mean"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _check_type(f.name, getattr(self, f.name)))
+        for name, value in TASK_DEFAULTS.get(self.task, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.task == "classify" and self.max_steps is None and self.epochs is None:
+            self.epochs = CLASSIFY_EPOCHS
+        if self.task == "lm" and self.max_steps is None:
+            self.max_steps = LM_STEPS
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
             if value is not None and not _in_range(value, low, high):
@@ -79,8 +94,38 @@ class TrainConfig:
                 )
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
-        if self.task == "classify" and (self.data is None or self.val_data is None):
-            raise ValueError("--task classify needs --data TRAIN_FILE and --val-data VAL_FILE")
+        self._check_task_options()
+
+    def _check_task_options(self) -> None:
+        if self.task == "classify":
+            if self.data is None:
+                raise ValueError("--task classify needs --data: a TSV/CSV file of sentences "
+                                 "and labels, or one file of sentences per class")
+            if self.val_data is None and self.val_every_nth is None:
+                raise ValueError("--task classify needs --val-data FILE(S) or --val-every-nth N "
+                                 "(every Nth line of --data held out for validation)")
+        else:
+            if self.epochs is not None:
+                raise ValueError("--epochs applies to --task classify; give a language model "
+                                 "--max-steps")
+            if self.attention == "bidirectional":
+                raise ValueError("--attention bidirectional applies to --task classify; a "
+                                 "language model is causal")
+            if isinstance(self.data, list) and self.val_data is None \
+                    and self.val_every_nth is None:
+                raise ValueError("several --data files: give --val-data or --val-every-nth N")
+        if self.val_data is not None and self.val_every_nth is not None:
+            raise ValueError("--val-data and --val-every-nth both say where validation comes "
+                             "from: choose one")
+        if self.epochs is not None and self.max_steps is not None:
+            raise ValueError(f"--epochs {self.epochs} and --max-steps {self.max_steps} both set "
+                             "the length of the run: choose one")
+        if self.pooling == "cls" and self.attention != "bidirectional":
+            raise ValueError("--pooling cls needs --attention bidirectional (a causal model "
+                             "shows the first token nothing else)")
+        if self.pooling == "cls" and self.tokenizer in ("char", "byte"):
+            raise ValueError(f"--pooling cls needs a [CLS] token: --tokenizer word or bpe, "
+                             f"not {self.tokenizer}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,9 +133,25 @@ class TrainConfig:
 
 CHOICES = {
     "task": ("lm", "classify"),
-    "tokenizer": ("char", "byte"),
+    "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
+    "attention": ("causal", "bidirectional"),
+    "pooling": ("mean", "cls", "last"),
+}
+
+LM_STEPS = 2000
+CLASSIFY_EPOCHS = 4
+# The options whose best value depends on the task, filled in where not given. The language
+# model's are nanoGPT's CPU recipe; the classifier's were measured on the Movie Review corpus
+# (see benchmarks/classify.py), against a bag-of-words baseline.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lm": {"tokenizer": "char", "decay_steps": 2000, "batch_size": 32, "context": 64,
+           "n_layer": 4, "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100,
+           "eval_every": 250, "log_every": 100, "attention": "causal"},
+    "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
+                 "dropout": 0.3, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
+                 "log_every": 100, "attention": "bidirectional"},
 }
 
 _INF = math.inf
@@ -118,6 +179,10 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "log_every": (1, _INF),
     "peak_flops": ((0.0,), _INF),
     "sample_tokens": (0, _INF),
+    "epochs": (1, _INF),
+    "val_every_nth": (2, _INF),
+    "vocab_size": (5, _INF),
+    "min_count": (1, _INF),
 }
 
 
@@ -143,8 +208,12 @@ _HINTS = typing.get_type_hints(TrainConfig)
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+PATH_LISTS = ("data", "val_data")  # one path, or several (one file per class)
+
+
 def _base_type(name: str) -> type:
-    """int, float or str: the field's type without its ``| None``."""
+    """int, float, bool or str: the field's type without its ``| None`` (and, for the path
+    options, without their ``| list[str]``)."""
     hint = _HINTS[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
@@ -165,8 +234,15 @@ def _check_type(name: str, value: Any) -> Any:
         return value
     if kind is str and isinstance(value, str):
         return value
-    noun = {int: "an integer", float: "a number", str: "a string"}[kind]
-    raise ValueError(f"{_flag(name)} must be {noun}, got {value!r}")
+    if kind is bool and isinstance(value, bool):
+        return value
+    if name in PATH_LISTS and isinstance(value, list) and value \
+            and all(isinstance(v, str) for v in value):
+        return value[0] if len(value) == 1 else value
+    noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+    if name in PATH_LISTS:
+        noun = "a path or a list of paths"
+    raise ValueError(f"{_flag(name)} must be {noun}, got {str(value)[:80]!r}")
 
 
 def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -217,11 +293,14 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 _HELP = {
-    "task": "lm: language modelling; classify: fine-tune a sequence classifier",
-    "data": "text file, folder of .txt files, or folder with train.bin/val.bin + vocab.json "
-    "(lm; default: the standard library's docstrings); TSV/CSV file (classify)",
-    "val_data": "validation text or TSV/CSV file (lm default: the last 10%% of --data)",
-    "tokenizer": "tokenizer for text data",
+    "task": "lm: language modelling; classify: train or fine-tune a sentence classifier",
+    "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
+    "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
+    "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
+    "in the order given)",
+    "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
+    "of --data)",
+    "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
     "out": "run folder: checkpoints, metrics.jsonl, train_config.json",
     "device": "cpu, cuda or cuda:N",
     "seed": "seed for initial weights, batches and dropout",
@@ -255,7 +334,36 @@ _HELP = {
     "checkpoint folder)",
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
+    "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
+    "of --max-steps",
+    "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
+    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
+    "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
+    "bpe 8000)",
+    "min_count": "word/bpe: leave out words seen fewer times than this",
+    "lowercase": "word/bpe: lower-case text before tokenizing",
+    "attention": "classify: bidirectional (an encoder: each token sees the whole sentence, "
+    "padding masked) or causal (a GPT body)",
+    "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
+    "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
 }
+
+
+def _default_text(name: str) -> str:
+    """`` (default: X)``, or the default of each task where they differ."""
+    default = getattr(TrainConfig, name)
+    per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
+    if name == "max_steps":
+        per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}"}
+    if name == "decay_steps":
+        per_task["classify"] = "the whole run"
+    if name == "epochs":
+        per_task = {"classify": CLASSIFY_EPOCHS}
+    if name == "eval_every":
+        per_task["classify"] = "twice an epoch"
+    if per_task:
+        return " (default: " + "; ".join(f"{t} {v}" for t, v in per_task.items()) + ")"
+    return "" if default is None else f" (default: {default})"
 
 
 _METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "device": "DEVICE",
@@ -270,12 +378,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     for name in _FIELD_NAMES:
         kind = _base_type(name)
-        default = getattr(TrainConfig, name)
-        help_text = _HELP[name] if default is None else f"{_HELP[name]} (default: {default})"
+        help_text = f"{_HELP[name]}{_default_text(name)}"
+        if kind is bool:
+            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+            continue
         parser.add_argument(
             _flag(name),
             dest=name,
             type=kind,
+            nargs="+" if name in PATH_LISTS else None,
             choices=CHOICES.get(name),
             metavar=None if name in CHOICES else _METAVARS.get(name, _TYPE_METAVARS.get(kind)),
             help=help_text,

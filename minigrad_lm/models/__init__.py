@@ -1,2 +1,3 @@
 """Models: GPT language model and sequence classifier."""
-from .gpt import GPT, GPTConfig, SequenceClassifier
+from .classifier import SequenceClassifier
+from .gpt import GPT, GPTConfig
