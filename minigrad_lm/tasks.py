@@ -306,6 +306,8 @@ class LMTask:
         return [head, self.tokenizer.decode(np.concatenate([prompt, new]))]
 
     def _sample_prompt(self) -> np.ndarray:
+        if isinstance(self.tokenizer, TrainedTokenizer):  # a line starts after a [SEP]
+            return np.array([self.tokenizer.token_id(SEP)], np.int64)
         if self.tokenizer is not None:
             try:
                 return self.tokenizer.encode("\n")
