@@ -11,7 +11,6 @@ import csv
 import functools
 import inspect
 import io
-import json
 import os
 import re
 import sysconfig
@@ -22,7 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import memory
 from .bpe import GPT2Tokenizer
+from .untrusted import parse_json, read_regular_bytes, reading, require_regular_file
 
 __all__ = [
     "ByteTokenizer",
@@ -265,9 +266,15 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
 # --------------------------------------------------------------------------------------------
 
 
+# Peak bytes of memory per byte of a text corpus while it is read and encoded (the str, its code
+# points, int64 ids and the searches of the char tokenizer): 37 measured on a 100 MB line.
+TEXT_MEMORY_PER_BYTE = 40
+
+
 def _read_utf8(path: Path) -> str:
-    """Strict UTF-8 (a leading BOM dropped, CRLF -> LF); the error names file and byte offset."""
-    raw = path.read_bytes()
+    """Strict UTF-8 (a leading BOM dropped, CRLF -> LF) from a regular file (``/dev/zero``
+    would never end); the error names file and byte offset."""
+    raw = read_regular_bytes(path, 1 << 62)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -287,9 +294,12 @@ def load_text(path: PathLike) -> str:
         files = sorted(f for f in p.iterdir() if f.suffix == ".txt" and f.is_file())
         if not files:
             raise ValueError(f"{p}: folder has no .txt files")
-        text = "\n".join(_read_utf8(f) for f in files)
     else:
-        text = _read_utf8(p)
+        files = [p]
+    size = sum(require_regular_file(f) for f in files)
+    memory.require(size * TEXT_MEMORY_PER_BYTE, f"about {TEXT_MEMORY_PER_BYTE} bytes per byte "
+                   "of text to read and encode it", f"{p}: a corpus of {size:,} bytes")
+    text = "\n".join(_read_utf8(f) for f in files)
     if not text.strip():
         raise ValueError(f"{p}: corpus is empty")
     return text
@@ -310,15 +320,10 @@ def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
                 'loaded (unsafe), provide vocab.json instead, e.g. {"vocab_size": 50304}'
             )
         raise FileNotFoundError(f"{vocab_path}: no such file (it gives the vocabulary size)")
-    try:
-        vocab = json.loads(_read_utf8(vocab_path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{vocab_path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    vocab = parse_json(read_regular_bytes(vocab_path, 256 << 20), str(vocab_path))
     if isinstance(vocab, dict) and "type" in vocab:
-        try:
+        with reading(str(vocab_path)):
             return vocab, tokenizer_from_dict(vocab).vocab_size
-        except ValueError as e:
-            raise ValueError(f"{vocab_path}: {e}") from None
     size = vocab.get("vocab_size") if isinstance(vocab, dict) else None
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
         raise ValueError(
@@ -396,13 +401,20 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
 
     The loss a model gets by ignoring context: a trained model must beat it.
     """
-    train = _as_ids(np.asarray(train_ids).reshape(-1), vocab_size)
-    val = _as_ids(np.asarray(val_ids).reshape(-1), vocab_size)
+    train, val = np.asarray(train_ids).reshape(-1), np.asarray(val_ids).reshape(-1)
     if val.size == 0:
         raise ValueError("unigram_baseline needs at least one validation token")
-    counts = np.bincount(train, minlength=vocab_size) + 1.0
+    # Chunks: a memory-mapped multi-GB train.bin is never copied whole (to int64, 4x its size).
+    counts = np.ones(vocab_size)
+    for lo in range(0, train.size, _CHUNK):
+        counts += np.bincount(_as_ids(train[lo:lo + _CHUNK], vocab_size), minlength=vocab_size)
     log_p = np.log(counts) - np.log(counts.sum())
-    return float(-log_p[val].mean())
+    total = sum(float(log_p[_as_ids(val[lo:lo + _CHUNK], vocab_size)].sum())
+                for lo in range(0, val.size, _CHUNK))
+    return -total / val.size
+
+
+_CHUNK = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +422,8 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
 # --------------------------------------------------------------------------------------------
 
 _INT = re.compile(r"[+-]?[0-9]+")
+# A label is a class number: a larger one is a typo or another column, not a 65537-class task.
+MAX_LABEL = 65535
 
 
 def _rows(path: Path, text: str) -> Iterable[tuple[int, list[str]]]:
@@ -441,8 +455,7 @@ def load_classification_rows(path: PathLike) -> tuple[list[str], np.ndarray, lis
     """Like :func:`load_classification_file`, plus each row's line number in the file, so
     that later problems with a row (e.g. an unknown character) can name its line too."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
+    require_regular_file(p)
     text_column = "text" if p.suffix.lower() == ".csv" else "sentence"
     rows = iter(_rows(p, _read_utf8(p)))
     header_line = next(rows, None)
@@ -468,6 +481,9 @@ def load_classification_rows(path: PathLike) -> tuple[list[str], np.ndarray, lis
             raise ValueError(f"{p}:{lineno}: empty {text_column}")
         if not _INT.fullmatch(label):
             raise ValueError(f"{p}:{lineno}: label {label!r} is not an integer")
+        if len(label) > len(str(MAX_LABEL)) + 1 or int(label) > MAX_LABEL:
+            raise ValueError(f"{p}:{lineno}: label {label[:24]} is too large (labels are class "
+                             f"numbers 0..{MAX_LABEL})")
         value = int(label)
         if value < 0:
             raise ValueError(f"{p}:{lineno}: label {value} is negative (labels must be >= 0)")

@@ -23,6 +23,7 @@ __all__ = [
     "InputError",
     "Int",
     "ListOf",
+    "MissingFileError",
     "MapOf",
     "Num",
     "Object",
@@ -52,6 +53,10 @@ class InputError(ValueError):
     """A file or value from the user is missing, malformed or out of range."""
 
 
+class MissingFileError(InputError, FileNotFoundError):
+    """No such file: an InputError that ``except FileNotFoundError`` catches too."""
+
+
 def short(value: Any) -> str:
     """``repr(value)`` cut to a few dozen characters (a 90 MB key must not become the error)."""
     return _REPR.repr(value)
@@ -69,7 +74,7 @@ def require_regular_file(path: str | os.PathLike[str], what: str = "file") -> in
     try:
         st = os.stat(name)
     except FileNotFoundError:
-        raise InputError(f"{name}: no such {what}") from None
+        raise MissingFileError(f"{name}: no such {what}") from None
     except OSError as e:
         raise InputError(f"{name}: cannot read ({e.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
@@ -87,11 +92,11 @@ def read_regular_bytes(path: str | os.PathLike[str], limit: int, what: str = "fi
         raise InputError(f"{name}: {size:,} bytes, more than the {limit:,} a {what} may have")
     try:
         with open(name, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)
     except OSError as e:
         raise InputError(f"{name}: cannot read ({e.strerror})") from None
-    if len(data) > limit:  # it grew after the check
-        raise InputError(f"{name}: more than the {limit:,} bytes a {what} may have")
+    if len(data) > size:  # it grew after the check
+        raise InputError(f"{name}: changed while it was read")
     return data
 
 
