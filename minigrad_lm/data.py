@@ -414,7 +414,7 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
     return -total / val.size
 
 
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20  # ids per chunk: 8 MB as int64
 
 
 # --------------------------------------------------------------------------------------------

@@ -271,10 +271,10 @@ class Str(Spec):
         self.choices, self.test, self.what = choices, test, what
 
     def check(self, value, source, where):
+        if self.choices is not None and (not isinstance(value, str) or value not in self.choices):
+            raise self.fail(source, where, "one of " + ", ".join(map(repr, self.choices)), value)
         if not isinstance(value, str) or (self.test is not None and not self.test(value)):
             raise self.fail(source, where, self.what, value)
-        if self.choices is not None and value not in self.choices:
-            raise self.fail(source, where, "one of " + ", ".join(map(repr, self.choices)), value)
         return value
 
 
