@@ -430,9 +430,12 @@ def _rows(path: Path, text: str) -> Iterable[tuple[int, list[str]]]:
     """(line number, fields) pairs, header first; blank lines are skipped."""
     if path.suffix.lower() == ".csv":
         reader = csv.reader(io.StringIO(text, newline=""))
-        for row in reader:
-            if row:
-                yield reader.line_num, row
+        try:
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+        except csv.Error as e:  # e.g. a field over csv's 128 KB limit: not a ValueError
+            raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     else:
         # GLUE TSVs are unquoted and sentences contain '"', so no csv dialect: split on tabs.
         for lineno, line in enumerate(text.split("\n"), start=1):

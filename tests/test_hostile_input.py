@@ -201,6 +201,14 @@ def test_a_label_too_large_for_an_integer_is_one_line(tmp_path, capsys):
             folder=tmp_path)
 
 
+def test_a_csv_field_over_the_csv_module_limit_is_one_line(tmp_path, capsys):
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text('text,label\n"' + "x" * 200_000 + '",1\nbad,0\n')
+    refused(capsys, train, ["--task", "classify", "--data", csv_file, "--val-data", csv_file,
+                            "--out", tmp_path / "new", *TINY], "train.csv:2", "malformed CSV",
+            folder=tmp_path)
+
+
 @pytest.mark.parametrize(("line", "fragments"), [
     ({"kind": "train", "step": "one", "loss": 1.0}, ("metrics.jsonl:", "key 'step'")),
     ({"kind": "train", "step": 1, "loss": "low"}, ("metrics.jsonl:", "key 'loss'")),
