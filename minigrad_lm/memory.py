@@ -66,7 +66,9 @@ def inference_bytes(config, batch: int = 1, num_classes: int | None = None) -> t
     t, c = config.context_length, config.d_model
     weights = FLOAT32 * parameter_count(config, num_classes)
     cache = FLOAT32 * batch * 2 * config.n_layer * t * c
-    acts = FLOAT32 * batch * t * (8 * c + config.n_head * t + config.vocab_size)
+    acts = FLOAT32 * batch * t * (8 * c + config.n_head * t)
+    # A language model's logits cover every position; a classifier's one pooled row.
+    acts += FLOAT32 * batch * (t * config.vocab_size if num_classes is None else num_classes)
     return weights + cache + acts, (f"weights {gib(weights)}, key/value cache and activations "
                                     f"{gib(cache + acts)}")
 

@@ -35,6 +35,7 @@ try:
 except ModuleNotFoundError:  # Windows: no advisory locks; one writer is then up to the user
     fcntl = None
 
+from . import memory
 from .checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -46,14 +47,13 @@ from .checkpoint import (
     sha256_file,
     write_checkpoint_dir,
 )
-from . import memory
-from .untrusted import (ANY, Bool, InputError, Int, ListOf, MapOf, Num, Object, Optional, Str,
-                        check, parse_json, reading, require_regular_file, short)
 from .bpe import GPT2Tokenizer, has_tokenizer_files
 from .data import tokenizer_from_dict
 from .models import GPT, GPTConfig, SequenceClassifier
 from .models.hf_gpt2 import EXPORT_ACTIVATIONS, config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
+from .untrusted import (ANY, Bool, InputError, Int, ListOf, MapOf, Num, Object, Optional, Str,
+                        check, parse_json, reading, require_regular_file, short)
 
 __all__ = [
     "BEST",
