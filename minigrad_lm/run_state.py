@@ -463,7 +463,12 @@ class RunLock:
         if fcntl is None or self.fd is not None:
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                             0o666)
+            except OSError as e:
+                raise InputError(f"--out {self.run_dir}: cannot create {LOCK} ({e.strerror})"
+                                 ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -472,6 +477,11 @@ class RunLock:
                 raise InputError(
                     f"--out {self.run_dir}: another training (pid {holder}) is writing this "
                     "run folder; wait for it to end or choose another --out") from None
+            except OSError:  # a filesystem without locks (some network mounts): go without
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                return
             # The holder may have removed the file between our open and flock: lock anew.
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
