@@ -28,6 +28,7 @@ __all__ = [
     "Num",
     "Object",
     "Optional",
+    "Spec",
     "Str",
     "check",
     "parse_json",
