@@ -114,12 +114,11 @@ def damaged(valid: bytes) -> st.SearchStrategy[bytes]:
 _CATEGORIES = [
     ("nested too deeply", r"nested (deeper|too deeply)"), ("not UTF-8", r"not UTF-8"),
     ("not finite", r"not a finite number|must be .*finite"),
-    ("malformed JSON", r"malformed JSON|not valid JSON|not a JSON record|invalid TOML"),
+    ("malformed JSON or TOML", r"malformed JSON|not valid JSON|not a JSON record|invalid TOML"),
     ("wrong type or range", r"expected |must be |is not an integer|too large|negative"),
     ("missing or unknown key", r"lacks|unknown (key|option)|unknown dtype|unknown tokenizer"),
     ("memory estimate", r"needs about"), ("checksum", r"corrupted|not listed"),
-    ("not safetensors", r"not a safetensors|truncated|trailing bytes|overlaps|gap|"
-                        r"data_offsets|header"),
+    ("not safetensors", r"\.safetensors: (not a safetensors|truncated|\d+ trailing|tensor )"),
     ("does not fit the model", r"does not (fit|match)|differs|vocabulary of"),
 ]
 
