@@ -20,8 +20,8 @@ from . import backend
 from .data import (
     ByteTokenizer,
     CharTokenizer,
-    default_corpus,
     LabeledRows,
+    default_corpus,
     encode_classification,
     load_labeled,
     load_text,
@@ -85,9 +85,9 @@ def _joined(data: str | list[str]) -> str:
 
 def _hold_out_lines(text: str, nth: int) -> tuple[str, str]:
     """(the text less its lines nth, 2 nth, ..., those lines), as classification splits."""
-    lines = text.split("\n")
-    return ("\n".join(l for i, l in enumerate(lines, 1) if i % nth),
-            "\n".join(l for i, l in enumerate(lines, 1) if not i % nth))
+    numbered = list(enumerate(text.split("\n"), 1))
+    return ("\n".join(line for n, line in numbered if n % nth),
+            "\n".join(line for n, line in numbered if not n % nth))
 
 
 def encode_text(tokenizer, text: str, name: str) -> np.ndarray:
