@@ -25,10 +25,11 @@ from minigrad_lm.models.hf_gpt2 import (
     save_gpt2,
 )
 from minigrad_lm.optim import AdamW, param_groups
-from minigrad_lm.run_state import checkpoint_files, save_checkpoint
+from minigrad_lm.run_state import checkpoint_files, read_checkpoint, save_checkpoint
 from minigrad_lm.sampling import generate
 from tests.cli_support import snapshot
 
+FIXTURES = Path(__file__).parent / "fixtures"
 TEXTS = [
     "Hello world! The quick brown fox jumps over the lazy dog.",
     "it's we'll they've I'd you're 'S don't",
@@ -415,6 +416,25 @@ def test_export_cli_writes_a_gpt2_tokenizer_beside_the_model(tmp_path):
     _, loaded_tok = load_pretrained_dir(out)
     assert loaded_tok == tok
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == 260
+
+
+def test_a_checkpoint_with_a_gpt2_bpe_tokenizer_of_the_first_format_loads_and_exports(tmp_path):
+    """fixtures/gpt2_bpe_tokenizer.json is a GPT-2 tokenizer as checkpoints stored it at first
+    ({"type": "gpt2_bpe", ...}, from a BPE trained on TEXTS); gpt2_bpe_ids.json holds what that
+    code encoded varied texts to."""
+    legacy = json.loads((FIXTURES / "gpt2_bpe_tokenizer.json").read_text(encoding="utf-8"))
+    expected = json.loads((FIXTURES / "gpt2_bpe_ids.json").read_text(encoding="utf-8"))
+    run = _checkpoint(tmp_path / "run", _model(vocab_size=expected["vocab_size"]),
+                      tokenizer_dict=legacy)
+    tok = read_checkpoint(str(run)).tokenizer
+    assert (tok.vocab_size, tok.eos_token_id) == (expected["vocab_size"], 0)
+    for text, ids in zip(expected["texts"], expected["ids"], strict=True):
+        assert tok.encode(text).tolist() == ids, text
+        assert tok.decode(ids) == text
+    assert export.main(["--ckpt", str(run), "--to-hf", str(tmp_path / "hf")]) == 0
+    _, exported = load_pretrained_dir(tmp_path / "hf")
+    for text, ids in zip(expected["texts"], expected["ids"]):
+        assert exported.encode(text).tolist() == ids, text
 
 
 # --------------------------------------------------------------------------------------------
