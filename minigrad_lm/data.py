@@ -23,8 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import memory
-from .bpe import GPT2Tokenizer
-from .tokenizer import TrainedTokenizer, is_hf_dict
+from .tokenizer import TrainedTokenizer, from_gpt2_bpe_dict, is_hf_dict
 from .untrusted import parse_json, read_regular_bytes, reading, require_regular_file
 
 __all__ = [
@@ -266,9 +265,9 @@ class ByteTokenizer:
 
 
 _TOKENIZERS: dict[str, Any] = {
-    "char": CharTokenizer,
-    "byte": ByteTokenizer,
-    "gpt2_bpe": GPT2Tokenizer,
+    "char": CharTokenizer.from_dict,
+    "byte": ByteTokenizer.from_dict,
+    "gpt2_bpe": from_gpt2_bpe_dict,  # our first format for GPT-2's; now a `tokenizers` BPE
 }
 
 
@@ -282,7 +281,7 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
         raise ValueError(
             f"unknown tokenizer type {kind!r}; expected one of {', '.join(sorted(_TOKENIZERS))}"
         )
-    return _TOKENIZERS[kind].from_dict(d)
+    return _TOKENIZERS[kind](d)
 
 
 # --------------------------------------------------------------------------------------------

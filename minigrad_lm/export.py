@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 
-from .bpe import GPT2Tokenizer
 from .cli import report_errors
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .run_state import read_checkpoint
@@ -60,8 +59,8 @@ def _export(args: argparse.Namespace) -> int:
     if ckpt.task != "lm":
         raise ValueError(f"{ckpt.path}: a {ckpt.task} checkpoint; only language models "
                          "(--task lm) can be exported as GPT-2")
-    kind = ckpt.tokenizer_dict.get("type")
-    tokenizer = GPT2Tokenizer.from_dict(ckpt.tokenizer_dict) if kind == "gpt2_bpe" else None
+    source = ckpt.tokenizer  # None for token ids that came without a tokenizer
+    tokenizer = source if getattr(source, "is_gpt2", False) else None
     config_to_hf(ckpt.model_config)  # refuse what GPT-2 cannot express before touching OUT
     out = args.to_hf
     _check_out(out, args.overwrite, (ckpt.path, args.ckpt))
@@ -77,10 +76,11 @@ def _export(args: argparse.Namespace) -> int:
           f"({model.num_parameters():,} parameters) from {ckpt.path}")
     if tokenizer is not None:
         print(f"wrote the GPT-2 BPE tokenizer ({tokenizer.vocab_size} tokens) beside it")
-    elif kind == "external":
+    elif source is None:
         print("note: the model was trained on token ids without a tokenizer; only the model "
               "was written", file=sys.stderr)
     else:
+        kind = getattr(source, "kind", None) or ckpt.tokenizer_dict.get("type")
         print(f"note: the checkpoint's {kind} tokenizer has no Hugging Face GPT-2 form; only "
               f"the model was written (its token ids are the {kind} tokenizer's)",
               file=sys.stderr)

@@ -47,12 +47,12 @@ from .checkpoint import (
     sha256_file,
     write_checkpoint_dir,
 )
-from .bpe import GPT2Tokenizer, has_tokenizer_files
 from .data import tokenizer_from_dict
 from .models import GPT, GPTConfig, SequenceClassifier
 from .models.classifier import POOLINGS
 from .models.hf_gpt2 import EXPORT_ACTIVATIONS, config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
+from .tokenizer import has_tokenizer_files, read_gpt2_tokenizer
 from .untrusted import (ANY, Bool, InputError, Int, ListOf, MapOf, Num, Object, Optional, Str,
                         check, parse_json, reading, require_regular_file, short)
 
@@ -416,7 +416,7 @@ def _read_hf_gpt2(path: str) -> Checkpoint:
         return Checkpoint(path, "lm", config, None, external_tokenizer_dict(config.vocab_size),
                           {}, {})
     with reading(os.path.join(path, "tokenizer.json")):
-        tokenizer = GPT2Tokenizer.from_dir(path)
+        tokenizer = read_gpt2_tokenizer(path)
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but "
                               f"config.json's vocabulary only {config.vocab_size}")

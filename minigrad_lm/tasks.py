@@ -36,7 +36,7 @@ from .nn import functional as F
 from .run_state import external_tokenizer_dict
 from .sampling import generate
 from .tensor import Tensor, no_grad
-from .tokenizer import SEP, TrainedTokenizer, is_hf_dict
+from .tokenizer import TrainedTokenizer, is_hf_dict
 from .train_config import TrainConfig
 
 __all__ = ["ClassifyTask", "LMTask", "make_task"]
@@ -94,11 +94,12 @@ def encode_text(tokenizer, text: str, name: str) -> np.ndarray:
     """Encode a corpus; an unknown character is reported by file and line, not offset. A
     learned (word or BPE) vocabulary encodes it line by line with [SEP] after each line, the
     line breaks that word tokens would otherwise lose."""
-    if isinstance(tokenizer, TrainedTokenizer):
-        sep = np.array([tokenizer.token_id(SEP)], np.int64)
+    sep = getattr(tokenizer, "sep_id", None)
+    if sep is not None:
         lines = [line for line in text.split("\n") if line.strip()]
+        ends = np.array([sep], np.int64)
         return np.concatenate([piece for ids in tokenizer.encode_batch(lines)
-                               for piece in (ids, sep)])
+                               for piece in (ids, ends)])
     try:
         return tokenizer.encode(text)
     except ValueError:
@@ -306,8 +307,9 @@ class LMTask:
         return [head, self.tokenizer.decode(np.concatenate([prompt, new]))]
 
     def _sample_prompt(self) -> np.ndarray:
-        if isinstance(self.tokenizer, TrainedTokenizer):  # a line starts after a [SEP]
-            return np.array([self.tokenizer.token_id(SEP)], np.int64)
+        sep = getattr(self.tokenizer, "sep_id", None)
+        if sep is not None:  # a line starts after a [SEP]
+            return np.array([sep], np.int64)
         if self.tokenizer is not None:
             try:
                 return self.tokenizer.encode("\n")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 import minigrad_lm as mg
 from minigrad_lm import export
-from minigrad_lm.bpe import GPT2Tokenizer, _pretokenizer, bytes_to_unicode
 from minigrad_lm.checkpoint import CheckpointError, load_safetensors, save_safetensors
 from minigrad_lm.data import ByteTokenizer
 from minigrad_lm.models import GPT, GPTConfig, SequenceClassifier
@@ -25,10 +25,17 @@ from minigrad_lm.models.hf_gpt2 import (
     save_gpt2,
 )
 from minigrad_lm.optim import AdamW, param_groups
-from minigrad_lm.run_state import checkpoint_files, save_checkpoint
+from minigrad_lm.run_state import checkpoint_files, read_checkpoint, save_checkpoint
 from minigrad_lm.sampling import generate
+from minigrad_lm.tokenizer import (
+    TrainedTokenizer,
+    gpt2_tokenizer,
+    read_gpt2_tokenizer,
+    write_gpt2_tokenizer,
+)
 from tests.cli_support import snapshot
 
+FIXTURES = Path(__file__).parent / "fixtures"
 TEXTS = [
     "Hello world! The quick brown fox jumps over the lazy dog.",
     "it's we'll they've I'd you're 'S don't",
@@ -280,7 +287,8 @@ def test_is_hf_gpt2_dir_and_load_pretrained_dir(tmp_path):
     assert tokenizer is None and loaded.config == model.config
     _bpe_files(hf)
     loaded, tokenizer = load_pretrained_dir(hf)
-    assert isinstance(tokenizer, GPT2Tokenizer) and tokenizer.vocab_size == 261
+    assert isinstance(tokenizer, TrainedTokenizer) and tokenizer.is_gpt2
+    assert tokenizer.vocab_size == 261
     (tmp_path / "ours").mkdir()
     (tmp_path / "ours" / "config.json").write_text('{"format": "minigrad_lm.checkpoint"}')
     (tmp_path / "bad").mkdir()
@@ -298,7 +306,7 @@ MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ã", "¼")]  # "Ã¼" is ü'
 
 def _bpe_files(folder: Path) -> Path:
     """vocab.json + merges.txt as GPT-2 ships them: 256 byte tokens, merges, <|endoftext|>."""
-    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     for a, b in MERGES:
         vocab[a + b] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
@@ -310,53 +318,85 @@ def _bpe_files(folder: Path) -> Path:
 
 
 def test_bpe_merges_and_round_trips_any_text(tmp_path):
-    tok = GPT2Tokenizer.from_dir(_bpe_files(tmp_path), engine="python")
-    vocab = tok.vocab
-    assert tok.vocab_size == 261 and tok.eos_token_id == 260
+    tok = read_gpt2_tokenizer(_bpe_files(tmp_path))
+    vocab = tok.hf.get_vocab()
+    assert tok.vocab_size == 261 and tok.eos_token_id == 260 and tok.is_gpt2
     assert tok.encode(" the").tolist() == [vocab["Ġthe"]]
     assert tok.encode("the").tolist() == [vocab["t"], vocab["he"]]
     assert tok.encode("ü").tolist() == [vocab["Ã¼"]]
     assert tok.encode("a<|endoftext|> the").tolist() == [vocab["a"], 260, vocab["Ġthe"]]
-    for text in TEXTS:
+    for text in TEXTS:  # <|endoftext|> decodes as its text, not dropped as a special token
         ids = tok.encode(text)
         assert ids.dtype == np.int64 and tok.decode(ids) == text
     assert tok.decode(tok.encode("é")[:1]) == "\ufffd"  # half a character: replaced, no error
-    with pytest.raises(ValueError, match="token id 261 at position 1"):
+    with pytest.raises(ValueError, match="token id 261 is out of range"):
         tok.decode([0, 261])
-    with pytest.raises(ValueError, match="lone surrogate"):
+    with pytest.raises(ValueError, match="position 1 is a lone surrogate"):
         tok.encode("a\ud800")
+    with pytest.raises(ValueError, match="position 0 of text 1 is a lone surrogate"):
+        tok.encode_batch(["a", "\udc80"])
 
 
-def test_pretokenizer_splits_like_gpt2():
-    split = _pretokenizer().findall
-    assert split("Hello world's  123 \n\n") == ["Hello", " world", "'s", " ", " 123", " \n\n"]
-    assert split("x²½ café!?  ") == ["x", "²½", " café", "!?", "  "]
-    assert split("a\x1cb") == ["a", "\x1c", "b"]  # not whitespace for GPT-2, unlike Python's \s
+def test_a_vocabulary_with_gaps_counts_up_to_its_largest_id():
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = gpt2_tokenizer({**vocab, "<|endoftext|>": 999}, [], ["<|endoftext|>"])
+    assert tok.vocab_size == 1000 and tok.eos_token_id == 999
+    assert tok.encode("a<|endoftext|>").tolist() == [vocab["a"], 999]
 
 
-def test_bpe_dict_round_trip_is_json_and_self_contained(tmp_path):
-    tok = GPT2Tokenizer.from_dir(_bpe_files(tmp_path), engine="python")
-    again = GPT2Tokenizer.from_dict(json.loads(json.dumps(tok.to_dict())), engine="python")
-    assert again == tok
+def test_gpt2_tokenizer_files_round_trip(tmp_path):
+    tok = read_gpt2_tokenizer(_bpe_files(tmp_path))
+    again = TrainedTokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))
+    assert again == tok and again.is_gpt2
     assert again.encode(TEXTS[2]).tolist() == tok.encode(TEXTS[2]).tolist()
-    tok.save_dir(tmp_path / "saved")
-    assert GPT2Tokenizer.from_dir(tmp_path / "saved", engine="python") == tok
+    write_gpt2_tokenizer(tok, tmp_path / "saved")
+    assert read_gpt2_tokenizer(tmp_path / "saved") == tok
     os.remove(tmp_path / "saved" / "tokenizer.json")  # vocab.json + merges.txt alone suffice
-    assert GPT2Tokenizer.from_dir(tmp_path / "saved", engine="python") == tok
+    assert read_gpt2_tokenizer(tmp_path / "saved") == tok
 
 
-def test_bpe_refuses_what_is_not_byte_level(tmp_path):
-    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+def _tokenizer_error(folder: Path, **files: str) -> str:
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name.replace("_", ".")).write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError) as e:
+        read_gpt2_tokenizer(folder)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_bpe_refuses_what_is_not_byte_level_naming_the_file(tmp_path):
+    vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
     with pytest.raises(ValueError, match="256 byte tokens are missing"):
-        GPT2Tokenizer({"a": 0}, [], engine="python")
+        gpt2_tokenizer({"a": 0}, [])
     with pytest.raises(ValueError, match="merge 0 .*'ab' is not in the vocabulary"):
-        GPT2Tokenizer(vocab, [("a", "b")], engine="python")
-    with pytest.raises(CheckpointError, match="no GPT-2 tokenizer"):
-        GPT2Tokenizer.from_dir(tmp_path)
-    (tmp_path / "tokenizer.json").write_text(json.dumps(
-        {"model": {"type": "WordPiece", "vocab": {}}}))
-    with pytest.raises(CheckpointError, match="not a GPT-2 byte-level BPE tokenizer"):
-        GPT2Tokenizer.from_dir(tmp_path)
+        gpt2_tokenizer(vocab, [("a", "b")])
+    with pytest.raises(ValueError, match=r"'x': 4294967296 is not token -> id in \[0, "):
+        gpt2_tokenizer({**vocab, "x": 2**32}, [])
+    with pytest.raises(ValueError, match=r"added tokens \['<\|endoftext\|>'\] are not in"):
+        gpt2_tokenizer(vocab, [], ["<|endoftext|>"])
+    assert "no GPT-2 tokenizer" in _tokenizer_error(tmp_path / "empty")
+    word_piece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).to_str()
+    msg = _tokenizer_error(tmp_path / "wp", tokenizer_json=word_piece)
+    assert msg.endswith("tokenizer.json: only WordLevel and BPE models are supported, not "
+                        "'WordPiece'")
+    msg = _tokenizer_error(tmp_path / "bad", tokenizer_json='{"model": {"type": "BPE"}}')
+    assert "bad/tokenizer.json: not a valid tokenizers document (Missing vocab" in msg
+    msg = _tokenizer_error(tmp_path / "old", tokenizer_json='{"type": "gpt2_bpe", "vocab": []}')
+    assert "old/tokenizer.json: a GPT-2 BPE tokenizer dict looks like" in msg
+    msg = _tokenizer_error(tmp_path / "pair", vocab_json=json.dumps(vocab),
+                           merges_txt="#version: 0.2\na b c\n")
+    assert msg.endswith("pair/merges.txt: merge 0 ('a b c') is not a pair of tokens")
+    msg = _tokenizer_error(tmp_path / "ids", vocab_json='{"a": -1}', merges_txt="")
+    assert msg.endswith("ids/vocab.json: vocabulary entry 'a': -1 is not token -> id in "
+                        f"[0, {2**31 - 2}]")
+    assert "vocab.json: expected a JSON object" in _tokenizer_error(
+        tmp_path / "list", vocab_json="[]", merges_txt="")
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "latin" / "merges.txt").write_bytes(b"#version: 0.2\n\xe9 t\n")
+    with pytest.raises(CheckpointError, match=r"merges.txt: not UTF-8 \(bad byte at offset 14"):
+        read_gpt2_tokenizer(tmp_path / "latin")
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,13 +448,42 @@ def test_export_cli_refuses_post_norm_and_classifiers_before_writing(tmp_path, c
 
 
 def test_export_cli_writes_a_gpt2_tokenizer_beside_the_model(tmp_path):
-    tok = GPT2Tokenizer.from_dir(_bpe_files(tmp_path / "tok"))
+    tok = read_gpt2_tokenizer(_bpe_files(tmp_path / "tok"))
     run = _checkpoint(tmp_path / "run", _model(vocab_size=261), tokenizer_dict=tok.to_dict())
     out = tmp_path / "hf"
     assert export.main(["--ckpt", str(run), "--to-hf", str(out)]) == 0
     _, loaded_tok = load_pretrained_dir(out)
     assert loaded_tok == tok
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == 260
+
+
+def test_export_cli_leaves_out_a_bpe_learned_here(tmp_path, capsys):
+    """Its prefix space and [SEP] lines are not GPT-2's, so transformers would read it wrong."""
+    tok = TrainedTokenizer.train("bpe", TEXTS, vocab_size=300)
+    run = _checkpoint(tmp_path / "run", _model(vocab_size=tok.vocab_size),
+                      tokenizer_dict=tok.to_dict())
+    assert export.main(["--ckpt", str(run), "--to-hf", str(tmp_path / "hf")]) == 0
+    assert "the checkpoint's bpe tokenizer has no Hugging Face" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors"]
+
+
+def test_a_checkpoint_with_a_gpt2_bpe_tokenizer_of_the_first_format_loads_and_exports(tmp_path):
+    """fixtures/gpt2_bpe_tokenizer.json is a GPT-2 tokenizer as checkpoints stored it at first
+    ({"type": "gpt2_bpe", ...}, from a BPE trained on TEXTS); gpt2_bpe_ids.json holds what that
+    code encoded varied texts to."""
+    legacy = json.loads((FIXTURES / "gpt2_bpe_tokenizer.json").read_text(encoding="utf-8"))
+    expected = json.loads((FIXTURES / "gpt2_bpe_ids.json").read_text(encoding="utf-8"))
+    run = _checkpoint(tmp_path / "run", _model(vocab_size=expected["vocab_size"]),
+                      tokenizer_dict=legacy)
+    tok = read_checkpoint(str(run)).tokenizer
+    assert (tok.vocab_size, tok.eos_token_id) == (expected["vocab_size"], 0)
+    for text, ids in zip(expected["texts"], expected["ids"], strict=True):
+        assert tok.encode(text).tolist() == ids, text
+        assert tok.decode(ids) == text
+    assert export.main(["--ckpt", str(run), "--to-hf", str(tmp_path / "hf")]) == 0
+    _, exported = load_pretrained_dir(tmp_path / "hf")
+    for text, ids in zip(expected["texts"], expected["ids"]):
+        assert exported.encode(text).tolist() == ids, text
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,35 +548,36 @@ def _trained_bpe(folder: Path):
     return tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
-def test_bpe_gives_the_ids_of_the_tokenizers_library(tmp_path):
+def test_vocab_and_merges_give_the_ids_of_the_tokenizers_library(tmp_path):
     reference = _trained_bpe(tmp_path / "tok")
-    from_json = GPT2Tokenizer.from_dir(tmp_path / "tok", engine="python")
     os.remove(tmp_path / "tok" / "tokenizer.json")
-    from_txt = GPT2Tokenizer.from_dir(tmp_path / "tok", engine="python")
-    fast = GPT2Tokenizer.from_dir(tmp_path / "tok", engine="tokenizers")
+    from_txt = read_gpt2_tokenizer(tmp_path / "tok")
     rng = np.random.default_rng(0)
     pieces = list("".join(TEXTS)) + [" ", "  ", "\n", "'s", "'", "S"]
     fuzz = ["".join(rng.choice(pieces, size=int(rng.integers(0, 30)))) for _ in range(300)]
     for text in TEXTS + fuzz:
         expected = reference.encode(text).ids
-        for tok in (from_json, from_txt, fast):
-            assert tok.encode(text).tolist() == expected, (tok, text)
+        assert from_txt.encode(text).tolist() == expected, text
         assert from_txt.decode(expected) == text
-    # What save_dir writes is read by tokenizers itself.
-    from_txt.save_dir(tmp_path / "saved")
-    again = type(reference).from_file(str(tmp_path / "saved" / "tokenizer.json"))
+    # What write_gpt2_tokenizer writes is read by tokenizers itself.
+    write_gpt2_tokenizer(from_txt, tmp_path / "saved")
+    again = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json"))
     assert again.encode(TEXTS[3]).ids == reference.encode(TEXTS[3]).ids
 
 
 def test_an_exported_tokenizer_loads_in_transformers(tmp_path):
     _, transformers = _transformers()
     _trained_bpe(tmp_path / "tok")
-    tok = GPT2Tokenizer.from_dir(tmp_path / "tok")
+    tok = read_gpt2_tokenizer(tmp_path / "tok")
     save_gpt2(_model(vocab_size=tok.vocab_size), tmp_path / "hf", tok)
-    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    slow = transformers.GPT2Tokenizer.from_pretrained(tmp_path / "hf")  # vocab.json, merges.txt
     for text in TEXTS:
-        assert hf_tok(text)["input_ids"] == tok.encode(text).tolist()
-    assert hf_tok.eos_token_id == tok.eos_token_id
+        for hf_tok in (fast, slow):
+            assert hf_tok(text)["input_ids"] == tok.encode(text).tolist(), (hf_tok, text)
+    assert fast.eos_token_id == slow.eos_token_id == tok.eos_token_id
+    with pytest.raises(TypeError, match=r"got TrainedTokenizer\(kind='word'"):
+        save_gpt2(_model(), tmp_path / "word", TrainedTokenizer.train("word", TEXTS))
 
 
 def test_cli_commands_take_a_hugging_face_folder(tmp_path):
@@ -515,16 +585,17 @@ def test_cli_commands_take_a_hugging_face_folder(tmp_path):
     from minigrad_lm import generate
     from tests.cli_support import run_train, write_corpus
 
-    tok = GPT2Tokenizer.from_dir(_bpe_files(tmp_path / "tok"))
+    tok = read_gpt2_tokenizer(_bpe_files(tmp_path / "tok"))
     hf_dir = tmp_path / "gpt2"
     _model(vocab_size=tok.vocab_size, context_length=16).save_pretrained(str(hf_dir))
-    tok.save_dir(str(hf_dir))
+    write_gpt2_tokenizer(tok, hf_dir)
     assert generate.main(["--ckpt", str(hf_dir), "--prompt", "the ü", "--max-new-tokens", "5",
                           "--seed", "0"]) == 0
     corpus = write_corpus(tmp_path, n_words=300)
     assert run_train("--init-from", hf_dir, "--data", corpus, "--out", tmp_path / "lm",
                      "--max-steps", "3", "--batch-size", "2", "--context", "16",
                      "--eval-every", "3", "--eval-batches", "1") == 0
+    assert read_checkpoint(str(tmp_path / "lm")).tokenizer == tok  # a tokenizers document
     rows = "sentence\tlabel\n" + "".join(f"the {w}\t{i % 2}\n" for i, w in
                                         enumerate(["good", "bad"] * 10))
     (tmp_path / "train.tsv").write_text(rows, encoding="utf-8")

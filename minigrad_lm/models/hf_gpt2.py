@@ -314,18 +314,18 @@ def load_gpt2(path: str | os.PathLike[str], dropout: float | None = None) -> GPT
 
 def save_gpt2(model: GPT, path: str | os.PathLike[str], tokenizer: Any = None) -> None:
     """Write ``model`` as a Hugging Face GPT-2 folder (``config.json`` + ``model.safetensors``)
-    that transformers' ``GPT2LMHeadModel.from_pretrained`` loads; a
-    :class:`~minigrad_lm.bpe.GPT2Tokenizer` is written beside it and gives the EOS id.
+    that transformers' ``GPT2LMHeadModel.from_pretrained`` loads; a GPT-2 tokenizer
+    (:attr:`~minigrad_lm.tokenizer.TrainedTokenizer.is_gpt2`) is written beside it and gives
+    the EOS id.
 
     Settings GPT-2 cannot express raise a ValueError before anything is written.
     """
-    from ..bpe import GPT2Tokenizer
+    from ..tokenizer import write_gpt2_tokenizer
 
     if not isinstance(model, GPT):
         raise TypeError(f"save_gpt2 needs a GPT, got {type(model).__name__}")
-    if tokenizer is not None and not isinstance(tokenizer, GPT2Tokenizer):
-        raise TypeError(f"only a GPT2Tokenizer can be saved with a GPT-2, got "
-                        f"{type(tokenizer).__name__}")
+    if tokenizer is not None and not getattr(tokenizer, "is_gpt2", False):
+        raise TypeError(f"only a GPT-2 tokenizer can be saved with a GPT-2, got {tokenizer!r}")
     eos = tokenizer.eos_token_id if tokenizer is not None else None
     hf_config = config_to_hf(model.config, eos)
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
@@ -337,7 +337,7 @@ def save_gpt2(model: GPT, path: str | os.PathLike[str], tokenizer: Any = None) -
                      to_hf_tensors(model.state_dict(), model.config), {"format": "pt"})
     atomic_write_json(os.path.join(folder, "config.json"), hf_config)
     if tokenizer is not None:
-        tokenizer.save_dir(folder)
+        write_gpt2_tokenizer(tokenizer, folder)
 
 
 def is_hf_gpt2_dir(path: str | os.PathLike[str]) -> bool:
@@ -353,13 +353,14 @@ def is_hf_gpt2_dir(path: str | os.PathLike[str]) -> bool:
 def load_pretrained_dir(path: str | os.PathLike[str], dropout: float | None = None
                         ) -> tuple[GPT, Any]:
     """``(model, tokenizer)`` from a Hugging Face GPT-2 folder; the tokenizer is a
-    :class:`~minigrad_lm.bpe.GPT2Tokenizer`, or None when the folder has no tokenizer files."""
-    from ..bpe import GPT2Tokenizer, has_tokenizer_files
+    :class:`~minigrad_lm.tokenizer.TrainedTokenizer`, or None when the folder has no tokenizer
+    files."""
+    from ..tokenizer import has_tokenizer_files, read_gpt2_tokenizer
 
     model = load_gpt2(path, dropout)
     if not has_tokenizer_files(path):
         return model, None
-    tokenizer = GPT2Tokenizer.from_dir(path)
+    tokenizer = read_gpt2_tokenizer(path)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise CheckpointError(f"{os.fspath(path)}: the tokenizer has {tokenizer.vocab_size} "
                               f"tokens but the model's vocabulary only "
