@@ -9,8 +9,9 @@ from .ops import (abs, argmax, argmin, broadcast_to, clip, concatenate, exp, exp
                   log_softmax, logsumexp, masked_fill, matmul, max, maximum, mean, min, minimum,
                   relu, reshape, sigmoid, softmax, split, sqrt, squeeze, stack, std, sum,
                   swapaxes, tanh, transpose, unsqueeze, var, where)
+from .recompute import checkpoint
 from .rng import manual_seed
-from .tensor import Function, Tensor, is_grad_enabled, no_grad
+from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 
 from . import models, nn, optim  # noqa: E402  (mg.nn.Linear, mg.optim.AdamW, mg.models.GPT)
 

@@ -106,12 +106,18 @@ class Optimizer:
             groups = [{"params": groups}]
         self.groups: list[FlatGroup] = []
         seen = set()
-        for g in groups:
+        for i, g in enumerate(groups):
             ps = list(g["params"])
             for p in ps:
                 if id(p) in seen:
                     raise ValueError("optimizer: a parameter appears in more than one group")
                 seen.add(id(p))
+            # frozen parameters (requires_grad=False) get no state and no share of the buffers
+            trainable = [p for p in ps if p.requires_grad]
+            if ps and not trainable:
+                raise ValueError(f"optimizer: all {len(ps)} parameters of group {i} are frozen "
+                                 "(requires_grad=False); leave the group out")
+            ps = trainable
             opts = {**self.defaults, **options, **{k: v for k, v in g.items() if k != "params"}}
             self.groups.append(FlatGroup(ps, opts))
         self.step_count = 0
@@ -294,14 +300,20 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    """Two groups: weight decay on Linear weights; none on biases, LayerNorm and embeddings."""
+    """Two groups: weight decay on Linear weights (and LoRA adapters); none on biases, LayerNorm
+    and embeddings. Frozen parameters are left out."""
     from .nn.layers import Linear
+    from .nn.lora import LoRALinear
 
     decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, Linear)}
+    decay_ids |= {id(p) for m in model.modules() if isinstance(m, LoRALinear)
+                  for p in (m.lora_A, m.lora_B)}
     no_decay_ids = {id(p) for name, p in model.named_parameters()
                     if "emb" in name or name.endswith("bias") or ".norm" in name
                     or name.startswith("ln_f")}
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("optimizer: every parameter of the model is frozen")
     decay = [p for p in params if id(p) in decay_ids and id(p) not in no_decay_ids]
     rest = [p for p in params if id(p) not in {id(q) for q in decay}]
     groups = [{"params": decay, "weight_decay": weight_decay}]

@@ -32,6 +32,19 @@ class no_grad(contextlib.ContextDecorator):
         return False
 
 
+class enable_grad(contextlib.ContextDecorator):
+    """Context manager and decorator: operations inside build a graph, even under no_grad."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev, _grad_enabled = _grad_enabled, True
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+
 def is_grad_enabled() -> bool:
     return _grad_enabled
 
@@ -375,8 +388,14 @@ def run_backward(root: Tensor, gradient=None, retain_graph: bool = False) -> Non
     if root._ctx is None:
         _leaf_accumulate(root, seed)
         return
-    grads = {id(root._ctx): seed}
-    for fn in _topological_order(root._ctx):
+    backprop(root._ctx, seed, retain_graph)
+
+
+def backprop(root_fn: Function, seed, retain_graph: bool = False) -> None:
+    """Propagate the gradient `seed` of root_fn's output to every leaf below it (unchecked:
+    run_backward checks the seed first)."""
+    grads = {id(root_fn): seed}
+    for fn in _topological_order(root_fn):
         gy = grads.pop(id(fn), None)
         if gy is None:  # no gradient reached it (e.g. only integer outputs used)
             if not retain_graph:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minigrad_lm as mg
-from minigrad_lm import ops
+from minigrad_lm import ops, recompute
 from minigrad_lm.nn import functional as F
 from minigrad_lm.tensor import Function
 from tests.helpers import T
@@ -74,13 +74,15 @@ ROWS = {
                   + F.scaled_dot_product_attention(q, k, v, dropout_p=0.3)),
     "QKVAttention": ([_rng.standard_normal((2, 130, 12))],
                      lambda qkv: F.multi_head_attention(qkv, 2, causal=True)),
+    "Checkpoint": ([X, Y], lambda a, b: mg.checkpoint(
+        lambda p, q: F.dropout(p * q, 0.5).exp() * p, a, b)),
 }
 
 
 def _functions():
     """Every concrete Function class the engine defines."""
     found = set()
-    for module in (ops, F):
+    for module in (ops, F, recompute):
         for name, obj in vars(module).items():
             if (inspect.isclass(obj) and issubclass(obj, Function) and obj is not Function
                     and obj.__module__ == module.__name__ and not name.startswith("_")):
