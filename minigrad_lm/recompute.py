@@ -13,7 +13,7 @@ recompute. A retained graph recomputes on every backward, so its second backward
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import backend, rng
 from .tensor import Function, Tensor, backprop, enable_grad, is_grad_enabled, no_grad
@@ -26,6 +26,8 @@ class Checkpoint(Function):
 
     def forward(self, *arrays, fn, is_tensor):
         record = any(self.needs_grad[:len(arrays)])
+        self.n_params = len(arrays) - len(is_tensor)
+        arrays = arrays[:len(is_tensor)]  # the parameters only make the graph record this
         devices = sorted({"cpu"} | {backend.device_of(a) for a, t in zip(arrays, is_tensor) if t})
         states = [(d, rng.snapshot(d)) for d in devices] if record else None
         with no_grad():
@@ -53,8 +55,9 @@ class Checkpoint(Function):
                 out.grad = Tensor(gy)
             else:
                 backprop(out._ctx, gy)
+        # the parameters got theirs from the inner backward
         return tuple(t.grad.data if isinstance(t, Tensor) and t.grad is not None else None
-                     for t in inputs)
+                     for t in inputs) + (None,) * self.n_params
 
 
 def _wrap(arrays, is_tensor, needs_grad=None):
@@ -64,16 +67,22 @@ def _wrap(arrays, is_tensor, needs_grad=None):
             for i, (a, t) in enumerate(zip(arrays, is_tensor))]
 
 
-def checkpoint(fn: Callable[..., Tensor], *args) -> Tensor:
+def checkpoint(fn: Callable[..., Tensor], *args, params: Iterable[Tensor] = ()) -> Tensor:
     """fn(*args) without keeping its intermediate activations: backward recomputes them.
 
     args may mix Tensors and other values (passed through). fn must return one Tensor and must
     not depend on state that changes between the forward and the backward (other than the
-    random generators, which are replayed). Parameters that fn uses get their gradients; as in
-    torch's reentrant checkpoint, that needs at least one Tensor argument that requires grad.
+    random generators, which are replayed). The parameters fn uses get their gradients from the
+    recomputation; list them in `params` (a Module's own are found) so that the backward runs
+    even when no argument requires grad, as with a frozen layer before fn (LoRA).
     """
     is_tensor = tuple(isinstance(a, Tensor) for a in args)
-    if is_grad_enabled() and not any(a.requires_grad for a in args if isinstance(a, Tensor)):
-        warnings.warn("checkpoint: no Tensor argument requires grad, so the parameters fn uses "
-                      "get no gradient; pass an input that requires grad", stacklevel=2)
-    return Checkpoint.apply(*args, fn=fn, is_tensor=is_tensor)
+    if not params and callable(getattr(fn, "parameters", None)):  # a Module
+        params = fn.parameters()
+    trainable = [p for p in params if p.requires_grad]
+    if is_grad_enabled() and not trainable and not any(
+            a.requires_grad for a in args if isinstance(a, Tensor)):
+        warnings.warn("checkpoint: no Tensor argument or listed parameter requires grad, so "
+                      "the parameters fn uses get no gradient; pass them as params=",
+                      stacklevel=2)
+    return Checkpoint.apply(*args, *trainable, fn=fn, is_tensor=is_tensor)

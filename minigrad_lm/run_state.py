@@ -39,6 +39,8 @@ from .data import tokenizer_from_dict
 from .models import GPT, GPTConfig, SequenceClassifier
 from .models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
+from .nn.lora import lora_layers, remove_lora
+from .adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
 
 __all__ = [
     "BEST",
@@ -93,8 +95,10 @@ def checkpoint_files(
     num_classes: int | None,
     optimizer: Any,
     state: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """Everything one checkpoint folder holds, as file name -> bytes."""
+    """Everything one checkpoint folder holds, as file name -> bytes; ``extra_files`` (a LoRA
+    run's adapter files) are checksummed with the rest."""
     opt = optimizer.state_dict()
     config = {
         "format": FORMAT,
@@ -111,6 +115,7 @@ def checkpoint_files(
         "optimizer.safetensors": safetensors_bytes(opt["buffers"]),
         "optimizer.json": (json_text(optimizer_meta) + "\n").encode(),
         "state.json": (json_text(state) + "\n").encode(),
+        **(extra_files or {}),
     }
     checksums = {name: _sha256(data) for name, data in files.items()}
     files[CHECKSUMS] = (json_text(checksums) + "\n").encode()
@@ -210,11 +215,27 @@ class Checkpoint:
         _verify(self.path, fname, self.checksums)
         return tensors
 
+    @property
+    def adapter_spec(self):
+        """The LoRA adapters this checkpoint's model has (a --lora-rank run), else None."""
+        if ADAPTER_CONFIG not in self.checksums:
+            return None
+        _verify(self.path, ADAPTER_CONFIG, self.checksums)
+        return read_adapter_spec(self.path)
+
     def load_weights(self, model: Module) -> None:
-        """Copy the weights into ``model`` in place (names, shapes and dtypes checked)."""
+        """Copy the weights into ``model`` in place (names, shapes and dtypes checked). The
+        weights of a LoRA run go into a model without adapters merged (W + alpha/r B A)."""
         name = os.path.join(self.path, "model.safetensors")
         if is_hf_gpt2_dir(self.path):
             model.load_state_dict(read_gpt2_state(self.path)[1])
+            return
+        spec = self.adapter_spec
+        if spec is not None and not lora_layers(model):
+            apply_spec(model, spec)
+            self.load_weights(model)
+            remove_lora(model, merge=True)
+            model.requires_grad_(True)
             return
         tensors = self._safetensors("model.safetensors")
         try:

@@ -63,6 +63,10 @@ class TrainConfig:
     init_from: str | None = None
     peak_flops: float | None = None
     sample_tokens: int = 400
+    recompute: str = "none"
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: str = "qkv"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -91,6 +95,7 @@ CHOICES = {
     "tokenizer": ("char", "byte"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
+    "recompute": ("none", "blocks", "attention"),
 }
 
 _INF = math.inf
@@ -118,6 +123,8 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "log_every": (1, _INF),
     "peak_flops": ((0.0,), _INF),
     "sample_tokens": (0, _INF),
+    "lora_rank": (0, 65536),
+    "lora_alpha": ((0.0,), 1e9),
 }
 
 
@@ -255,6 +262,15 @@ _HELP = {
     "checkpoint folder)",
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
+    "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
+    "layer's input (least memory, about a third more time), attention drops the attention "
+    "probabilities (the part that grows with context squared)",
+    "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
+    "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
+    "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",
+    "lora_alpha": "LoRA scale: the update is (alpha / rank) B A",
+    "lora_targets": "comma-separated Linear layers to adapt: qkv (attention's packed "
+    "query/key/value), out (attention output), fc and proj (feed-forward)",
 }
 
 

@@ -82,10 +82,28 @@ def test_no_graph_and_no_saved_state_without_grad():
     assert y._ctx is None and not y.requires_grad
 
 
-def test_warns_when_no_input_requires_grad_and_refuses_non_tensor_results():
-    lin = nn.Linear(3, 3)
-    with pytest.warns(UserWarning, match="no Tensor argument requires grad"):
-        mg.checkpoint(lin, mg.tensor(np.ones((2, 3))))
+def test_parameters_get_gradients_when_the_input_needs_none():
+    # a frozen layer before the checkpoint (LoRA): only the listed parameters need gradients
+    x = mg.tensor(np.random.default_rng(0).standard_normal((4, 3)))
+    grads = []
+    for recompute in (False, True):
+        mg.manual_seed(0)
+        lin = nn.Linear(3, 3)
+        block = lambda h: lin(h).tanh()  # noqa: E731
+        y = mg.checkpoint(block, x, params=lin.parameters()) if recompute else block(x)
+        y.sum().backward()
+        grads.append(lin.weight.grad.numpy())
+        if recompute:  # a Module's own parameters are found without params=
+            lin.weight.grad = None
+            mg.checkpoint(lin, x).sum().backward()
+            assert lin.weight.grad is not None
+    np.testing.assert_array_equal(*grads)
+
+
+def test_warns_when_nothing_requires_grad_and_refuses_non_tensor_results():
+    lin = nn.Linear(3, 3).requires_grad_(False)
+    with pytest.warns(UserWarning, match="no Tensor argument or listed parameter requires grad"):
+        mg.checkpoint(lambda h: lin(h), mg.tensor(np.ones((2, 3))))
     with pytest.raises(TypeError, match="must return one Tensor, got tuple"):
         mg.checkpoint(lambda a: (a, a), mg.tensor(np.ones(2), requires_grad=True))
 

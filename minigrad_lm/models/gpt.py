@@ -136,7 +136,8 @@ class GPT(Module):
         for i, layer in enumerate(self.layers):
             if blocks:
                 x = checkpoint(functools.partial(layer, causal=True, layer_index=i,
-                                                 key_padding_mask=key_padding_mask), x)
+                                                 key_padding_mask=key_padding_mask), x,
+                               params=layer.parameters())
             else:
                 x = layer(x, causal=True, key_padding_mask=key_padding_mask, cache=cache,
                           layer_index=i)
