@@ -1,7 +1,10 @@
 """Activation recompute (the idea of torch.utils.checkpoint): keep a function's inputs instead of
 its intermediates, and run it again during backward to get them back.
 
-    y = mg.checkpoint(block, x)          # block's activations are not kept; backward reruns it
+    from minigrad_lm.recompute import checkpoint     # torch.utils.checkpoint.checkpoint's place
+    y = checkpoint(block, x)             # block's activations are not kept; backward reruns it
+
+(mg.recompute.checkpoint from the package: mg.checkpoint is the checkpoint-file module.)
 
 The forward runs under no_grad, so none of its intermediate arrays stay alive; only the inputs
 are saved. Backward restores the random generators to their state before the forward (dropout

@@ -1,4 +1,4 @@
-"""mg.checkpoint: gradients identical to the plain graph (bit for bit on the CPU, dropout
+"""recompute.checkpoint: gradients identical to the plain graph (bit for bit on the CPU, dropout
 included), nothing of the forward kept but the inputs, and GPT's recompute settings."""
 import gc
 import weakref
@@ -12,7 +12,7 @@ import minigrad_lm as mg
 from minigrad_lm import nn
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.nn import functional as F
-from minigrad_lm.recompute import Checkpoint
+from minigrad_lm.recompute import Checkpoint, checkpoint
 from minigrad_lm.testing import arrays
 from tests.helpers import T
 
@@ -31,7 +31,7 @@ def _grads(use_checkpoint, x0, device, p_drop=0.3):
     block = _toy(lin, p_drop)
     y = x
     for _ in range(3):
-        y = mg.checkpoint(block, y, 0.5) if use_checkpoint else block(y, 0.5)
+        y = checkpoint(block, y, 0.5) if use_checkpoint else block(y, 0.5)
     loss = (y * y).sum()
     loss.backward()
     after = mg.rng.host().random()  # the stream continues where the plain graph leaves it
@@ -56,7 +56,7 @@ def test_same_gradients_on_any_device(device):
 @given(n=st.integers(1, 4), c=st.integers(2, 5), data=st.data())
 def test_gradcheck_through_a_checkpoint(device, n, c, data):
     x, w = data.draw(arrays((n, c))), data.draw(arrays((c, c)))
-    f = lambda a, b: mg.checkpoint(lambda u, v: (u @ v).tanh() * u, a, b).sum(0)  # noqa: E731
+    f = lambda a, b: checkpoint(lambda u, v: (u @ v).tanh() * u, a, b).sum(0)  # noqa: E731
     assert mg.gradcheck(f, [T(x, device), T(w, device)])
 
 
@@ -68,7 +68,7 @@ def test_only_the_inputs_are_kept():
         h = a.exp()
         seen.append(weakref.ref(h))
         return h.sum(axis=0)
-    y = mg.checkpoint(fn, x)
+    y = checkpoint(fn, x)
     gc.collect()
     assert isinstance(y._ctx, Checkpoint) and seen[0]() is None  # the intermediate is gone
     y.sum().backward()
@@ -78,7 +78,7 @@ def test_only_the_inputs_are_kept():
 def test_no_graph_and_no_saved_state_without_grad():
     x = mg.tensor(np.ones(3), requires_grad=True)
     with mg.no_grad():
-        y = mg.checkpoint(lambda a: a * 2, x)
+        y = checkpoint(lambda a: a * 2, x)
     assert y._ctx is None and not y.requires_grad
 
 
@@ -90,12 +90,12 @@ def test_parameters_get_gradients_when_the_input_needs_none():
         mg.manual_seed(0)
         lin = nn.Linear(3, 3)
         block = lambda h: lin(h).tanh()  # noqa: E731
-        y = mg.checkpoint(block, x, params=lin.parameters()) if recompute else block(x)
+        y = checkpoint(block, x, params=lin.parameters()) if recompute else block(x)
         y.sum().backward()
         grads.append(lin.weight.grad.numpy())
         if recompute:  # a Module's own parameters are found without params=
             lin.weight.grad = None
-            mg.checkpoint(lin, x).sum().backward()
+            checkpoint(lin, x).sum().backward()
             assert lin.weight.grad is not None
     np.testing.assert_array_equal(*grads)
 
@@ -103,9 +103,9 @@ def test_parameters_get_gradients_when_the_input_needs_none():
 def test_warns_when_nothing_requires_grad_and_refuses_non_tensor_results():
     lin = nn.Linear(3, 3).requires_grad_(False)
     with pytest.warns(UserWarning, match="no Tensor argument or listed parameter requires grad"):
-        mg.checkpoint(lambda h: lin(h), mg.tensor(np.ones((2, 3))))
+        checkpoint(lambda h: lin(h), mg.tensor(np.ones((2, 3))))
     with pytest.raises(TypeError, match="must return one Tensor, got tuple"):
-        mg.checkpoint(lambda a: (a, a), mg.tensor(np.ones(2), requires_grad=True))
+        checkpoint(lambda a: (a, a), mg.tensor(np.ones(2), requires_grad=True))
 
 
 def _gpt_grads(recompute, dropout=0.2):
