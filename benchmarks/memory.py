@@ -1,24 +1,248 @@
-"""Peak resident memory of a config-M training step, for one implementation per process.
+"""Peak memory and step time of a GPT train step (Adam): context length and width, activation
+recompute, LoRA against full fine-tuning, and PyTorch (torch.utils.checkpoint) side by side.
 
-    python -m benchmarks.memory minigrad|torch
+    python -m benchmarks.memory                  # the whole table (a few minutes on 2 cores)
+    python -m benchmarks.memory --quick          # smaller sizes, a smoke run
+    python -m benchmarks.memory minigrad|torch   # peak RSS of 3 config-M steps (benchmarks.run)
 
-Reads the kernel's high-water mark (VmHWM) rather than getrusage: ru_maxrss survives exec, so a
-child of a large benchmark process would report its parent's peak.
+Every measurement runs in a fresh process, so no allocator cache or high-water mark carries over.
+Memory: with MINIGRAD_MALLOC_TUNING=0 (glibc then returns freed blocks, so resident memory
+follows what is alive), after one warm step (Adam's state exists) the kernel's high-water mark
+is reset (/proc/self/clear_refs) and one more step runs: "step MiB" is that peak above the
+resident memory before it, the activations and temporaries of one step. "grad+opt MiB" counts
+the gradient buffers and optimizer state exactly (from the arrays). Time: a separate process
+with the normal allocator settings, median of a few steps. Compare ratios within one run.
 """
+from __future__ import annotations
+
+import argparse
 import json
+import os
+import subprocess
 import sys
 
-from .train_step import CONFIGS, minigrad_step_seconds, torch_step_seconds
+import numpy as np
+
+M = {"vocab": 65, "n_layer": 6, "n_head": 8, "d_model": 256, "batch": 16}
+GPT2_SMALL = {"vocab": 50257, "n_layer": 12, "n_head": 12, "d_model": 768, "batch": 2,
+              "context": 128, "context_length": 1024}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1])
 
 
 def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
+    """The kernel's high-water mark (VmHWM), not getrusage: ru_maxrss survives exec."""
+    return _status_kib("VmHWM") / 1024
 
 
-def main():
-    impl = sys.argv[1]
+def _reset_peak() -> float:
+    """Reset VmHWM to the current resident size; returns that size in MiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") / 1024
+
+
+# ---- one measurement (a child process) ---------------------------------------------------------
+
+def _batch(vocab: int, batch: int, context: int):
+    ids = np.random.default_rng(0).integers(0, vocab, (batch, context + 1))
+    return ids[:, :-1], ids[:, 1:]
+
+
+def _minigrad(spec: dict):
+    """(step function, gradient + optimizer bytes function, extras) for minigrad_lm."""
+    import minigrad_lm as mg
+    from minigrad_lm.models import GPT, GPTConfig
+    from minigrad_lm.nn.lora import add_lora, merge_lora
+    from minigrad_lm.optim import Adam
+
+    mg.manual_seed(0)
+    cfg = GPTConfig(vocab_size=spec["vocab"], n_layer=spec["n_layer"], n_head=spec["n_head"],
+                    d_model=spec["d_model"],
+                    context_length=spec.get("context_length", spec["context"]),
+                    recompute=spec["recompute"])
+    model = GPT(cfg)
+    if spec.get("lora_rank"):
+        add_lora(model, ["qkv"], spec["lora_rank"], 2.0 * spec["lora_rank"])
+    opt = Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = _batch(spec["vocab"], spec["batch"], spec["context"])
+
+    def step():
+        loss = model.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def state_bytes():
+        arrays = [g.grad for g in opt.groups] + [a for st in opt.state for a in st.values()]
+        arrays += [g._scratch for g in opt.groups if g._scratch is not None]
+        return sum(a.nbytes for a in arrays)
+
+    def extras():
+        if not spec.get("lora_rank"):
+            return {}
+        model.eval()
+        with mg.no_grad():
+            ids = x[:1, :32]
+            unmerged = model(ids).numpy()
+            merge_lora(model)
+            merged = model(ids).numpy()
+        return {"merged_logits_max_diff": float(np.abs(merged - unmerged).max())}
+    return step, state_bytes, extras
+
+
+def _torch(spec: dict):
+    import torch
+
+    import minigrad_lm as mg
+    from minigrad_lm.models import GPT, GPTConfig
+
+    from .torch_gpt import from_minigrad
+    mg.manual_seed(0)
+    cfg = GPTConfig(vocab_size=spec["vocab"], n_layer=spec["n_layer"], n_head=spec["n_head"],
+                    d_model=spec["d_model"],
+                    context_length=spec.get("context_length", spec["context"]))
+    tm = from_minigrad(GPT(cfg))
+    tm.recompute_blocks = spec["recompute"] == "blocks"
+    opt = torch.optim.Adam(tm.parameters(), lr=1e-4)
+    x, y = (torch.tensor(a) for a in _batch(spec["vocab"], spec["batch"], spec["context"]))
+
+    def step():
+        loss = tm.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def state_bytes():
+        grads = sum(p.grad.nbytes for p in tm.parameters() if p.grad is not None)
+        state = sum(v.nbytes for st in opt.state.values() for v in st.values()
+                    if torch.is_tensor(v) and v.ndim)
+        return grads + state
+    return step, state_bytes, lambda: {}
+
+
+def measure(spec: dict) -> dict:
+    """Run in a child: spec["what"] is "memory" or "time"."""
+    import statistics
+    import time
+
+    step, state_bytes, extras = (_torch if spec["impl"] == "torch" else _minigrad)(spec)
+    step()  # warm: Adam's state, the flat buffers, BLAS threads
+    if spec["what"] == "memory":
+        before = _reset_peak()
+        step()
+        return {"step_mib": peak_rss_mib() - before, "grad_opt_mib": state_bytes() / 2**20,
+                **extras()}
+    step()
+    times = []
+    for _ in range(spec.get("steps", 3)):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"step_ms": 1e3 * statistics.median(times)}
+
+
+def _child(spec: dict) -> dict:
+    env = dict(os.environ)
+    if spec["what"] == "memory":
+        env["MINIGRAD_MALLOC_TUNING"] = "0"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--one", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"benchmarks.memory child {spec} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_case(**spec) -> dict:
+    row = dict(spec)
+    for what in ("memory", "time"):
+        row.update(_child({**spec, "what": what}))
+    return row
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def cases(quick: bool):
+    """(section, spec) of every measurement."""
+    contexts, widths = ((64, 256), (128, 256)) if quick else ((128, 512), (128, 512))
+    target = contexts[-1]
+    for context in contexts:
+        for recompute in ("none", "blocks", "attention"):
+            yield "context", {**M, "context": context, "recompute": recompute}
+    for width in widths:
+        for recompute in ("none", "blocks"):
+            yield "width", {**M, "d_model": width, "context": 128, "recompute": recompute}
+    if _has_torch():
+        for recompute in ("none", "blocks"):
+            yield "torch", {**M, "impl": "torch", "context": target, "recompute": recompute}
+    small = GPT2_SMALL if not quick else {**GPT2_SMALL, "n_layer": 2}
+    for rank in (0, 8):
+        yield "lora", {**small, "recompute": "none", "lora_rank": rank}
+
+
+def _line(row: dict) -> str:
+    impl = row.get("impl", "minigrad")
+    name = (f"{impl:8s} L{row['n_layer']} d{row['d_model']:<4d} T{row['context']:<4d} "
+            f"B{row['batch']:<3d} recompute {row['recompute']:9s}"
+            + (f" lora r{row['lora_rank']}" if row.get("lora_rank") else
+               " full     " if "lora_rank" in row else ""))
+    return (f"{name} | step {row['step_mib']:7.1f} MiB | grad+opt {row['grad_opt_mib']:7.1f} "
+            f"MiB | {row['step_ms']:8.1f} ms")
+
+
+def _ratios(rows: list[dict]) -> list[str]:
+    def find(section, **kw):
+        return next(r for s, r in rows if s == section and all(r.get(k) == v
+                                                               for k, v in kw.items()))
+    out = []
+    target = max(r["context"] for s, r in rows if s == "context")
+    base = find("context", context=target, recompute="none")
+    for mode in ("blocks", "attention"):
+        r = find("context", context=target, recompute=mode)
+        out.append(f"recompute {mode} at T{target}: step memory x{r['step_mib'] / base['step_mib']:.2f}"
+                   f", step time x{r['step_ms'] / base['step_ms']:.2f}")
+    if any(s == "torch" for s, _ in rows):
+        t0, t1 = find("torch", recompute="none"), find("torch", recompute="blocks")
+        out.append(f"torch.utils.checkpoint blocks at T{target}: step memory "
+                   f"x{t1['step_mib'] / t0['step_mib']:.2f}, step time "
+                   f"x{t1['step_ms'] / t0['step_ms']:.2f}")
+    full, lora = find("lora", lora_rank=0), find("lora", lora_rank=8)
+    out.append(f"LoRA r8 (qkv) vs full fine-tuning: grad+opt memory "
+               f"{lora['grad_opt_mib'] / full['grad_opt_mib']:.2%}, step memory "
+               f"x{lora['step_mib'] / full['step_mib']:.2f}, step time "
+               f"x{lora['step_ms'] / full['step_ms']:.2f}; merged logits max diff "
+               f"{lora['merged_logits_max_diff']:.1e}")
+    return out
+
+
+def table(quick: bool, out_path: str | None) -> None:
+    rows = []
+    for section, spec in cases(quick):
+        row = run_case(impl="minigrad", **spec) if "impl" not in spec else run_case(**spec)
+        rows.append((section, row))
+        print(_line(row), flush=True)
+    summary = _ratios(rows)
+    print("\n".join(summary))
+    if out_path:
+        with open(out_path, "w") as f:
+            json.dump({"rows": [r for _, r in rows], "summary": summary}, f, indent=1)
+
+
+def legacy(impl: str) -> None:
+    """Peak RSS of 3 config-M steps of one implementation (the row benchmarks.run prints)."""
+    from .train_step import CONFIGS, minigrad_step_seconds, torch_step_seconds
     cfg, batch = CONFIGS["M"]
     if impl == "minigrad":
         baseline = peak_rss_mib()
@@ -31,6 +255,22 @@ def main():
         torch_step_seconds(model, cfg, batch, steps=3)
     peak = peak_rss_mib()
     print(json.dumps({"impl": impl, "peak_rss_mib": peak, "step_growth_mib": peak - baseline}))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("impl", nargs="?", choices=["minigrad", "torch"],
+                   help="only the config-M peak RSS of one implementation")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one measurement
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(json.loads(args.one))))
+    elif args.impl:
+        legacy(args.impl)
+    else:
+        table(args.quick, args.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The same GPT in PyTorch, with the same parameter names, for parity tests and benchmarks."""
 import torch
 import torch.nn.functional as TF
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -60,12 +61,16 @@ class TorchGPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight
+        self.recompute_blocks = False  # torch.utils.checkpoint around each Block
 
     def forward(self, idx):
         t = idx.shape[1]
         x = self.tok_emb(idx) + self.pos_emb.embedding(torch.arange(t, device=idx.device))
         for layer in self.layers:
-            x = layer(x)
+            if self.recompute_blocks and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return self.head(self.ln_f(x))
 
     def loss(self, idx, targets):

@@ -10,9 +10,11 @@ from .ops import (abs, argmax, argmin, broadcast_to, clip, concatenate, exp, exp
                   relu, reshape, sigmoid, softmax, split, sqrt, squeeze, stack, std, sum,
                   swapaxes, tanh, transpose, unsqueeze, var, where)
 from .rng import manual_seed
-from .tensor import Function, Tensor, is_grad_enabled, no_grad
+from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 
 from . import models, nn, optim  # noqa: E402  (mg.nn.Linear, mg.optim.AdamW, mg.models.GPT)
+# mg.recompute.checkpoint(fn, *args); not mg.checkpoint: that name is the checkpoint-file module
+from . import recompute  # noqa: E402
 
 backend.tune_host_allocator()
 

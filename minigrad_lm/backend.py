@@ -196,3 +196,28 @@ def erf(xp: ModuleType, x):
     erfc = np.exp(-big * big) * np.where(big < 8.0, mid, tail)
     out = np.where(a <= 1.0, inner, 1.0 - erfc)
     return np.copysign(out, x64).astype(x.dtype, copy=False)
+
+
+def peak_memory_bytes(device: str) -> int:
+    """Peak memory of this process on `device`: the host's resident-set high-water mark
+    (VmHWM) on the CPU, the bytes the CuPy memory pool holds on a GPU (it caches what it
+    allocated, so it only grows: its size is the peak of what the arrays needed, rounded up)."""
+    if device == "cpu":
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    cp = cupy()
+    with cp.cuda.Device(int(device.split(":")[1])):
+        return int(cp.get_default_memory_pool().total_bytes())
+
+
+def memory_text(nbytes: int) -> str:
+    """1536 MiB -> '1.50 GiB', 300 MiB -> '300 MiB'."""
+    mib = nbytes / 2**20
+    return f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"

@@ -368,8 +368,11 @@ class World:
         layout = [[(tuple(p.shape), str(p.dtype)) for p in g.params] for g in optimizer.groups]
         self.check_same(layout, "built a different model",
                         "every rank must see the same data and tokenizer")
-        names, step = self.comm.bcast(
-            ([sorted(state) for state in optimizer.state], optimizer.step_count), root=0)
+        names, step, steps = self.comm.bcast(
+            ([sorted(state) for state in optimizer.state], optimizer.step_count,
+             [g.steps for g in optimizer.groups]), root=0)
+        for g, counts in zip(optimizer.groups, steps):
+            g.steps = counts.copy()
         arrays = [g.data for g in optimizer.groups]
         for g, state, keys in zip(optimizer.groups, optimizer.state, names):
             for key in keys:

@@ -9,6 +9,12 @@ model was trained with a GPT-2 BPE tokenizer; a char or byte tokenizer has no Hu
 GPT-2 form, so only the model is written and a note says so. A model GPT-2 cannot express
 (post-norm, sinusoidal positions, no biases, untied head) is refused, naming the setting.
 A non-empty OUT is refused unless --overwrite; nothing is written before every check passed.
+
+LoRA: a checkpoint of a --lora-rank run (or --adapter DIR, a PEFT adapter folder loaded onto
+--ckpt, which may be a base checkpoint or a GPT-2 folder) is written as the base model plus
+adapter_model.safetensors + adapter_config.json, which transformers + peft load
+(PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(OUT), OUT)); --merge-lora writes
+one plain GPT-2 with the adapters folded into its weights instead.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import argparse
 import os
 import sys
 
+from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_files, apply_spec, load_adapter
+from .checkpoint import atomic_write_bytes
 from .cli import report_errors
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
-from .run_state import read_checkpoint
+from .nn.lora import remove_lora
+from .run_state import make_model, read_checkpoint
 
 __all__ = ["main"]
 
@@ -34,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="run folder (uses best/, else latest/) or checkpoint folder")
     p.add_argument("--to-hf", required=True, metavar="OUT",
                    help="folder to write the Hugging Face GPT-2 model into")
+    p.add_argument("--adapter", metavar="DIR",
+                   help="LoRA adapter folder (adapter_config.json + adapter_model.safetensors) "
+                   "to load onto --ckpt")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="fold the LoRA adapters into the weights: one plain GPT-2, no adapter "
+                   "files")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty OUT, replacing the model and tokenizer files")
     return p
@@ -64,16 +79,28 @@ def _export(args: argparse.Namespace) -> int:
     config_to_hf(ckpt.model_config)  # refuse what GPT-2 cannot express before touching OUT
     out = args.to_hf
     _check_out(out, args.overwrite, (ckpt.path, args.ckpt))
-    model = ckpt.build_model()
+    model, spec = _model_with_adapters(ckpt, args.adapter)
+    if spec is None and args.merge_lora:
+        raise ValueError(f"--merge-lora: {ckpt.path} has no LoRA adapters (train with "
+                         "--lora-rank or pass --adapter DIR)")
+    adapter = None if spec is None or args.merge_lora else adapter_files(
+        model, spec, os.path.abspath(out))
+    remove_lora(model, merge=args.merge_lora)
     if os.path.isdir(out):
-        for name in _STALE_FILES:
+        for name in (*_STALE_FILES, ADAPTER_CONFIG, ADAPTER_WEIGHTS):
             if os.path.isfile(os.path.join(out, name)):
                 os.unlink(os.path.join(out, name))
     save_gpt2(model, out, tokenizer)
+    for name, data in (adapter or {}).items():
+        atomic_write_bytes(os.path.join(out, name), data)
     c = ckpt.model_config
     print(f"wrote {out}: GPT-2 with {c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, "
           f"vocabulary {c.vocab_size}, context {c.context_length} "
           f"({model.num_parameters():,} parameters) from {ckpt.path}")
+    if spec is not None:
+        print(f"LoRA rank {spec.rank} on {', '.join(spec.targets)}: "
+              + ("merged into the weights" if args.merge_lora else
+                 f"wrote {ADAPTER_WEIGHTS} + {ADAPTER_CONFIG} beside the base model (PEFT)"))
     if tokenizer is not None:
         print(f"wrote the GPT-2 BPE tokenizer ({tokenizer.vocab_size} tokens) beside it")
     elif source is None:
@@ -85,6 +112,21 @@ def _export(args: argparse.Namespace) -> int:
               f"the model was written (its token ids are the {kind} tokenizer's)",
               file=sys.stderr)
     return 0
+
+
+def _model_with_adapters(ckpt, adapter: str | None):
+    """The checkpoint's model with its LoRA layers unmerged (a --lora-rank run's, or those of
+    the --adapter folder loaded onto it), and their LoraSpec (None without adapters)."""
+    spec = ckpt.adapter_spec
+    if spec is not None and adapter is not None:
+        raise ValueError(f"--adapter: {ckpt.path} already has LoRA adapters; export it alone")
+    model = make_model(ckpt.task, ckpt.model_config, ckpt.num_classes)
+    if spec is not None:
+        apply_spec(model, spec)  # the checkpoint's weights then load with the adapters apart
+    ckpt.load_weights(model)
+    if adapter is not None:
+        spec = load_adapter(model, adapter)
+    return model.eval(), spec
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,7 @@ class Div(Function):
 
 
 class PowScalar(Function):
-    """y = x ** p for a constant p;  dx = p * x ** (p - 1)"""
+    """y = x ** p for a constant p;  dx = p * x ** (p - 1), 0 for p = 0 (as torch)"""
 
     def forward(self, x, p):
         self.x, self.p = x, p
@@ -150,11 +150,16 @@ class PowScalar(Function):
 
     def backward(self, gy):
         x, p = self.x, self.p
+        if p == 0:  # 0 * 0 ** -1 would be NaN at x = 0
+            return self.xp.zeros_like(gy), None
         return gy * (p * x ** (p - 1)), None
 
 
 class Pow(Function):
-    """y = a ** b;  da = b * a ** (b - 1),  db = y * log(a)"""
+    """y = a ** b;  da = b * a ** (b - 1),  db = y * log(a).
+
+    Where torch defines the limits, so do we: da = 0 where b = 0, db = 0 where a = 0 and b >= 0
+    (0 * log 0 would be NaN)."""
 
     def forward(self, a, b):
         y = a ** b
@@ -162,9 +167,14 @@ class Pow(Function):
         return y
 
     def backward(self, gy):
-        a, b, y = self.a, self.b, self.y
-        ga = gy * b * a ** (b - 1) if self.needs_grad[0] else None
-        gb = gy * y * self.xp.log(a) if self.needs_grad[1] else None
+        a, b, y, xp = self.a, self.b, self.y, self.xp
+        zero = gy.dtype.type(0)
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):  # the masked-out limits warn
+            if self.needs_grad[0]:
+                ga = xp.where(b == 0, zero, gy * b * a ** (b - 1))
+            if self.needs_grad[1]:
+                gb = xp.where((a == 0) & (b >= 0), zero, gy * y * xp.log(a))
         return ga, gb
 
 

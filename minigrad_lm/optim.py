@@ -43,6 +43,9 @@ class FlatGroup:
             p.grad = None
         self._views = [p.data for p in params]
         self._scratch = None
+        # updates each parameter has received (torch counts per parameter: one whose gradient
+        # arrives late gets a fully bias-corrected first step)
+        self.steps = np.zeros(len(params), dtype=np.int64)
 
     def check_views(self) -> None:
         """Refuse to update parameters that were replaced after the optimizer was built."""
@@ -69,13 +72,25 @@ class FlatGroup:
             self._scratch = self.xp.empty_like(self.data)
         return self._scratch
 
-    def all_have_grads(self) -> bool:
-        return all(p.grad is not None for p in self.params)
-
-    def segments_with_grads(self):
-        """(lo, hi) of each parameter that received a gradient, for the rare partial update."""
-        return [(int(lo), int(hi)) for p, lo, hi in
-                zip(self.params, self.offsets[:-1], self.offsets[1:]) if p.grad is not None]
+    def count_step(self) -> list[tuple[slice, int]]:
+        """Count a step for the parameters that have a gradient; return the parts of the buffer
+        to update with their step number: the whole buffer when all parameters are in step
+        (the usual case), else one part per run of neighbours with gradients and equal steps."""
+        has = [p.grad is not None for p in self.params]
+        if all(has):
+            self.steps += 1
+            if self.steps[0] == self.steps[-1] and (self.steps == self.steps[0]).all():
+                return [(slice(None), int(self.steps[0]))]
+        else:
+            self.steps[has] += 1
+        parts: list[tuple[slice, int]] = []
+        for i in np.flatnonzero(has):
+            lo, hi, t = int(self.offsets[i]), int(self.offsets[i + 1]), int(self.steps[i])
+            if parts and parts[-1][0].stop == lo and parts[-1][1] == t:
+                parts[-1] = (slice(parts[-1][0].start, hi), t)
+            else:
+                parts.append((slice(lo, hi), t))
+        return parts
 
 
 class Optimizer:
@@ -91,12 +106,18 @@ class Optimizer:
             groups = [{"params": groups}]
         self.groups: list[FlatGroup] = []
         seen = set()
-        for g in groups:
+        for i, g in enumerate(groups):
             ps = list(g["params"])
             for p in ps:
                 if id(p) in seen:
                     raise ValueError("optimizer: a parameter appears in more than one group")
                 seen.add(id(p))
+            # frozen parameters (requires_grad=False) get no state and no share of the buffers
+            trainable = [p for p in ps if p.requires_grad]
+            if ps and not trainable:
+                raise ValueError(f"optimizer: all {len(ps)} parameters of group {i} are frozen "
+                                 "(requires_grad=False); leave the group out")
+            ps = trainable
             opts = {**self.defaults, **options, **{k: v for k, v in g.items() if k != "params"}}
             self.groups.append(FlatGroup(ps, opts))
         self.step_count = 0
@@ -122,13 +143,11 @@ class Optimizer:
         for g, state in zip(self.groups, self.state):
             g.check_views()
             g.adopt_assigned_grads()
-            if g.all_have_grads():
-                self._update(g, state, slice(None))
-            else:
-                for lo, hi in g.segments_with_grads():
-                    self._update(g, state, slice(lo, hi))
+            for part, t in g.count_step():
+                self._update(g, state, part, t)
 
-    def _update(self, group: FlatGroup, state: dict, part: slice) -> None:
+    def _update(self, group: FlatGroup, state: dict, part: slice, t: int) -> None:
+        """Update group.data[part], whose parameters are at their t-th step (t >= 1)."""
         raise NotImplementedError(f"{type(self).__name__}._update is abstract")
 
     def _buffer(self, group: FlatGroup, state: dict, name: str):
@@ -138,13 +157,17 @@ class Optimizer:
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """{"step": int, "param_groups": [options], "buffers": {"g0.exp_avg": ndarray, ...}}."""
+        """{"step": int, "param_groups": [options], "buffers": {"g0.exp_avg": ndarray, ...}};
+        "g0.step" holds group 0's per-parameter step counts (int64)."""
         buffers = {f"g{i}.{name}": backend.to_numpy(arr).copy()
                    for i, st in enumerate(self.state) for name, arr in st.items()}
+        buffers.update({f"g{i}.step": g.steps.copy() for i, g in enumerate(self.groups)})
         groups = [{k: v for k, v in g.options.items()} for g in self.groups]
         return {"step": self.step_count, "param_groups": groups, "buffers": buffers}
 
     def load_state_dict(self, state: dict) -> None:
+        """Copy a state_dict() in; one without per-parameter steps (written before they
+        existed) gives its global step to every parameter."""
         groups = state["param_groups"]
         if len(groups) != len(self.groups):
             raise ValueError(f"optimizer state has {len(groups)} parameter groups, this "
@@ -153,15 +176,24 @@ class Optimizer:
             g.options.update({k: (tuple(v) if isinstance(v, list) else v)
                               for k, v in opts.items()})
             self.state[i] = {}
+            steps = np.full(len(g.params), int(state["step"]), dtype=np.int64)
             for key, arr in state["buffers"].items():
                 prefix, name = key.split(".", 1)
                 if prefix != f"g{i}":
+                    continue
+                if name == "step":
+                    if arr.shape != steps.shape or arr.dtype.kind not in "iu" or (arr < 0).any():
+                        raise ValueError(f"optimizer state {key} has shape {arr.shape}, "
+                                         f"expected {steps.shape}: one step count >= 0 per "
+                                         f"parameter (got dtype {arr.dtype})")
+                    steps = arr.astype(np.int64)
                     continue
                 if arr.shape != g.data.shape:
                     raise ValueError(f"optimizer state {key} has shape {arr.shape}, expected "
                                      f"{g.data.shape}")
                 self.state[i][name] = backend.to_device(np.array(arr, dtype=g.data.dtype),
                                                         backend.device_of(g.data))
+            g.steps = steps
         self.step_count = int(state["step"])
 
 
@@ -170,14 +202,14 @@ class SGD(Optimizer):
 
     defaults = {"lr": 1e-2, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
 
-    def _update(self, group, state, part):
+    def _update(self, group, state, part, t):
         o = group.options
         p, g = group.data[part], group.grad[part]
         if o["weight_decay"]:
             g = g + o["weight_decay"] * p
         if o["momentum"]:
             buf = self._buffer(group, state, "momentum")[part]
-            if self.step_count == 1:
+            if t == 1:
                 buf[...] = g
             else:
                 buf *= o["momentum"]
@@ -195,7 +227,7 @@ class Adam(Optimizer):
     defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
     decoupled = False
 
-    def _update(self, group, state, part):
+    def _update(self, group, state, part, t):
         o = group.options
         xp = group.xp
         b1, b2 = o["betas"]
@@ -203,13 +235,13 @@ class Adam(Optimizer):
             cuda.adam_update_(group.data[part], group.grad[part],
                               self._buffer(group, state, "exp_avg")[part],
                               self._buffer(group, state, "exp_avg_sq")[part], o["lr"], b1, b2,
-                              o["eps"], o["weight_decay"], self.step_count, self.decoupled)
+                              o["eps"], o["weight_decay"], t, self.decoupled)
             return
         data, grad = group.data[part], group.grad[part]
         exp_avg = self._buffer(group, state, "exp_avg")[part]
         exp_avg_sq = self._buffer(group, state, "exp_avg_sq")[part]
         scratch = group.scratch()[part]  # one reused temporary: no allocation per step
-        t, lr, wd = self.step_count, o["lr"], o["weight_decay"]
+        lr, wd = o["lr"], o["weight_decay"]
         # p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps), as lr' m / (sqrt(v) + eps')
         root_c2 = math.sqrt(1 - b2 ** t)
         step_size, eps = lr * root_c2 / (1 - b1 ** t), o["eps"] * root_c2
@@ -268,14 +300,20 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    """Two groups: weight decay on Linear weights; none on biases, LayerNorm and embeddings."""
+    """Two groups: weight decay on Linear weights (and LoRA adapters); none on biases, LayerNorm
+    and embeddings. Frozen parameters are left out."""
     from .nn.layers import Linear
+    from .nn.lora import LoRALinear
 
     decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, Linear)}
+    decay_ids |= {id(p) for m in model.modules() if isinstance(m, LoRALinear)
+                  for p in (m.lora_A, m.lora_B)}
     no_decay_ids = {id(p) for name, p in model.named_parameters()
                     if "emb" in name or name.endswith("bias") or ".norm" in name
                     or name.startswith("ln_f")}
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("optimizer: every parameter of the model is frozen")
     decay = [p for p in params if id(p) in decay_ids and id(p) not in no_decay_ids]
     rest = [p for p in params if id(p) not in {id(q) for q in decay}]
     groups = [{"params": decay, "weight_decay": weight_decay}]

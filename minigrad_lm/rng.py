@@ -50,3 +50,21 @@ def set_state(state: dict) -> None:
     _seed = int(state["seed"])
     _host.bit_generator.state = state["bit_generator"]
     _device_generators.clear()
+
+
+def snapshot(device: str):
+    """The state of `device`'s generator, for restore(): a recomputed forward replays the same
+    dropout masks (minigrad_lm.recompute)."""
+    gen = for_device(device)
+    if device == "cpu":
+        return gen.bit_generator.state
+    # CuPy keeps its cuRAND states in one device array (about 13 MB on an H200): copy it
+    return gen.bit_generator._state.copy()
+
+
+def restore(device: str, state) -> None:
+    gen = for_device(device)
+    if device == "cpu":
+        gen.bit_generator.state = state
+    else:
+        gen.bit_generator._state[...] = state

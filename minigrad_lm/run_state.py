@@ -55,6 +55,8 @@ from .nn import Module
 from .tokenizer import has_tokenizer_files, read_gpt2_tokenizer
 from .untrusted import (ANY, Bool, InputError, Int, ListOf, MapOf, Num, Object, Optional, Str,
                         check, parse_json, reading, require_regular_file, short)
+from .nn.lora import lora_layers, remove_lora
+from .adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
 
 __all__ = [
     "BEST",
@@ -93,7 +95,7 @@ MODEL_SPEC = Object({
     "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
     "positional": Str(("learned", "sinusoidal")), "tie_weights": Bool(),
     "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
-    "causal": Bool(),
+    "causal": Bool(), "recompute": Str(("none", "blocks", "attention")),
 })
 CONFIG_SPEC = Object({
     "format": Str(), "version": ANY, "task": Str(TASKS), "model": MODEL_SPEC,
@@ -151,8 +153,10 @@ def checkpoint_files(
     optimizer: Any,
     state: dict[str, Any],
     pooling: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """Everything one checkpoint folder holds, as file name -> bytes."""
+    """Everything one checkpoint folder holds, as file name -> bytes; ``extra_files`` (a LoRA
+    run's adapter files) are checksummed with the rest."""
     opt = optimizer.state_dict()
     config = {
         "format": FORMAT,
@@ -171,6 +175,7 @@ def checkpoint_files(
         "optimizer.safetensors": safetensors_bytes(opt["buffers"]),
         "optimizer.json": (json_text(optimizer_meta) + "\n").encode(),
         "state.json": (json_text(state) + "\n").encode(),
+        **(extra_files or {}),
     }
     checksums = {name: _sha256(data) for name, data in files.items()}
     files[CHECKSUMS] = (json_text(checksums) + "\n").encode()
@@ -273,9 +278,25 @@ class Checkpoint:
             return read_gpt2_state(self.path)[1]  # names and shapes checked against config.json
         return self._safetensors("model.safetensors")
 
+    @property
+    def adapter_spec(self):
+        """The LoRA adapters this checkpoint's model has (a --lora-rank run), else None."""
+        if ADAPTER_CONFIG not in self.checksums:
+            return None
+        _verify(self.path, ADAPTER_CONFIG, self.checksums)
+        return read_adapter_spec(self.path)
+
     def load_weights(self, model: Module, state: dict | None = None) -> None:
-        """Copy the weights into ``model`` in place (names, shapes and dtypes checked)."""
+        """Copy the weights into ``model`` in place (names, shapes and dtypes checked). The
+        weights of a LoRA run go into a model without adapters merged (W + alpha/r B A)."""
         name = os.path.join(self.path, "model.safetensors")
+        spec = self.adapter_spec
+        if spec is not None and not lora_layers(model):
+            apply_spec(model, spec)
+            self.load_weights(model, state)
+            remove_lora(model, merge=True)
+            model.requires_grad_(True)
+            return
         try:
             model.load_state_dict(self._state_dict() if state is None else state)
         except KeyError as e:

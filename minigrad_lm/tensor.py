@@ -32,6 +32,19 @@ class no_grad(contextlib.ContextDecorator):
         return False
 
 
+class enable_grad(contextlib.ContextDecorator):
+    """Context manager and decorator: operations inside build a graph, even under no_grad."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev, _grad_enabled = _grad_enabled, True
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+
 def is_grad_enabled() -> bool:
     return _grad_enabled
 
@@ -43,12 +56,15 @@ class Function:
     they are) and `backward(gy)` returning one gradient per positional argument (None where an
     argument is not a Tensor or needs no gradient; `self.needs_grad[i]` says which are needed).
     `self.xp` is the array module of the inputs. Save only what backward needs.
+    backward may consume its saved arrays (reuse them as output storage) unless `self.retained`:
+    the engine sets it when the graph is retained, and a later backward will need them again.
     """
 
     xp: Any
     # Per argument: does it need a gradient? Without a graph (no_grad, constants) forward sees
     # this all-False default, so it can skip saving what only backward would use.
     needs_grad: tuple = (False,) * 16
+    retained: bool = False  # backward(retain_graph=True) is running: keep the saved arrays
     parents: tuple | None  # per argument: producing Function, leaf Tensor, or None
     shapes: tuple
 
@@ -103,18 +119,20 @@ class Function:
 
 
 def unbroadcast(grad, shape: tuple):
-    """Sum a broadcast gradient back to `shape` (the one place that undoes broadcasting)."""
+    """Sum a broadcast gradient back to `shape` (the one place that undoes broadcasting).
+
+    Only broadcasting is undone: a gradient of another shape (a buggy backward's (3, 2) for a
+    (2, 3) input) is an error, never a reshape."""
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
-    if lead < 0:
+    if lead < 0 or any(n != 1 and n != g for n, g in zip(shape, grad.shape[lead:])):
         raise RuntimeError(f"gradient of shape {grad.shape} cannot reduce to shape {shape}")
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
-    grad = grad.reshape(shape)
-    return grad
+    return grad.reshape(shape)
 
 
 class Tensor:
@@ -370,13 +388,21 @@ def run_backward(root: Tensor, gradient=None, retain_graph: bool = False) -> Non
     if root._ctx is None:
         _leaf_accumulate(root, seed)
         return
-    grads = {id(root._ctx): seed}
-    for fn in _topological_order(root._ctx):
+    backprop(root._ctx, seed, retain_graph)
+
+
+def backprop(root_fn: Function, seed, retain_graph: bool = False) -> None:
+    """Propagate the gradient `seed` of root_fn's output to every leaf below it (unchecked:
+    run_backward checks the seed first)."""
+    grads = {id(root_fn): seed}
+    for fn in _topological_order(root_fn):
         gy = grads.pop(id(fn), None)
         if gy is None:  # no gradient reached it (e.g. only integer outputs used)
             if not retain_graph:
                 fn.release()
             continue
+        if retain_graph:
+            fn.retained = True
         gxs = fn.backward(gy)
         for parent, need, shape, gx in zip(fn.parents, fn.needs_grad, fn.shapes, gxs):
             if not need or gx is None:

@@ -39,6 +39,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import backend, distributed, memory, rng
+from .adapters import LoraSpec, adapter_files, apply_spec, parse_targets
+from .backend import memory_text
 from .checkpoint import CheckpointError, atomic_write_json, atomic_write_text, json_text
 from .cli import USAGE_ERROR, report_errors
 from .distributed import CollectiveError, World
@@ -205,7 +207,8 @@ def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) ->
     language model can start a bidirectional classifier), or the options'."""
     causal = cfg.attention == "causal"
     if source is not None:
-        return dataclasses.replace(source.model_config, dropout=cfg.dropout, causal=causal)
+        return dataclasses.replace(source.model_config, dropout=cfg.dropout, causal=causal,
+                                   recompute=cfg.recompute)
     return GPTConfig(
         causal=causal,
         vocab_size=vocab_size,
@@ -216,7 +219,15 @@ def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) ->
         dropout=cfg.dropout,
         norm_first=cfg.norm == "pre",
         positional=cfg.positional,
+        recompute=cfg.recompute,
     )
+
+
+def _lora_spec(cfg: TrainConfig) -> LoraSpec | None:
+    """The adapters a --lora-rank run trains (None: the whole model trains)."""
+    if not cfg.lora_rank:
+        return None
+    return LoraSpec(cfg.lora_rank, cfg.lora_alpha, parse_targets(cfg.lora_targets))
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,6 +512,7 @@ class Trainer:
         rank_rngs = self.world.gather(rng.get_state())
         self._resync_drifted_replicas()
         if self.world.is_root:
+            spec = _lora_spec(self.cfg)
             files = checkpoint_files(
                 self.model,
                 task=self.task.name,
@@ -510,6 +522,8 @@ class Trainer:
                 optimizer=self.optimizer,
                 state=self._state(rank_rngs),
                 pooling=self.cfg.pooling if self.task.name == "classify" else None,
+                extra_files=None if spec is None else adapter_files(self.model, spec,
+                                                                    self.cfg.init_from),
             )
             write_checkpoints(self.cfg.out, files, best)
         self.saved_step = self.step
@@ -538,9 +552,12 @@ class Trainer:
         if improved:
             self.best_score, self.best_step = metrics[self.task.best_metric], self.step
         self._save(best=improved)
-        log.write(json_text({"kind": "eval", "step": self.step, **metrics}, indent=None) + "\n")
+        peak = backend.peak_memory_bytes(self.device)
+        log.write(json_text({"kind": "eval", "step": self.step, **metrics,
+                             "peak_memory_bytes": peak}, indent=None) + "\n")
         log.flush()
-        return self.task.eval_line(self.step, metrics) + (" | best, saved" if improved else "")
+        return (self.task.eval_line(self.step, metrics) + f" | peak mem {memory_text(peak)}"
+                + (" | best, saved" if improved else ""))
 
     # ---- the loop -------------------------------------------------------------------------
     def _log_line(self, record: dict) -> str:
@@ -623,6 +640,9 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
         init.load_weights(model if cfg.task == "lm" else model.body)
+    spec = _lora_spec(cfg)
+    if spec is not None:  # before the optimizer, which then holds the adapters only
+        apply_spec(model, spec)
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
@@ -706,6 +726,14 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
     elif cfg.grad_accum_steps > 1:
         print(f"gradient accumulation: {cfg.grad_accum_steps} micro-batches of "
               f"{cfg.batch_size} per step (batch {trainer.global_batch})")
+    spec = _lora_spec(cfg)
+    if spec is not None:
+        trainable = trainer.model.num_trainable_parameters()
+        print(f"LoRA rank {spec.rank} (alpha {spec.alpha:g}) on {', '.join(spec.targets)}: "
+              f"{trainable:,} trainable parameters "
+              f"({trainable / trainer.model.num_parameters():.2%}), the rest frozen")
+    if cfg.recompute != "none":
+        print(f"recompute: {cfg.recompute} (activations recomputed in backward)")
     if init is not None:
         print(f"initialized from {init.path}")
     if resume is not None:

@@ -72,6 +72,10 @@ class TrainConfig:
     lowercase: bool = False
     attention: str | None = None
     pooling: str = "mean"
+    recompute: str = "none"
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: str = "qkv"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -137,6 +141,7 @@ CHOICES = {
     "positional": ("learned", "sinusoidal"),
     "attention": ("causal", "bidirectional"),
     "pooling": ("mean", "cls", "last"),
+    "recompute": ("none", "blocks", "attention"),
 }
 
 LM_STEPS = 2000
@@ -183,6 +188,8 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "val_every_nth": (2, _INF),
     "vocab_size": (5, _INF),
     "min_count": (1, _INF),
+    "lora_rank": (0, 65536),
+    "lora_alpha": ((0.0,), 1e9),
 }
 
 
@@ -361,6 +368,15 @@ _HELP = {
     "padding masked) or causal (a GPT body)",
     "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
     "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
+    "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
+    "layer's input (least memory, about a third more time), attention drops the attention "
+    "probabilities (the part that grows with context squared)",
+    "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
+    "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
+    "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",
+    "lora_alpha": "LoRA scale: the update is (alpha / rank) B A",
+    "lora_targets": "comma-separated Linear layers to adapt: qkv (attention's packed "
+    "query/key/value), out (attention output), fc and proj (feed-forward)",
 }
 
 

@@ -19,15 +19,18 @@ def layer_norm(x, w, b, eps=1e-5):
     return (x - mu) / (var + eps).sqrt() * w + b
 
 
-def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
+def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
     c = logits.shape[-1]
     logp = logits.reshape(-1, c).log_softmax(-1)
     t = np.asarray(targets).reshape(-1)
     keep = t != ignore_index
-    rows = np.nonzero(keep)[0]
-    picked = logp[rows, t[keep]]
-    per_row = -(1 - label_smoothing) * picked - (label_smoothing / c) * logp[rows].sum(axis=-1)
-    return per_row.mean()
+    picked = logp[np.arange(t.size), np.where(keep, t, 0)]
+    per_row = -(1 - label_smoothing) * picked - (label_smoothing / c) * logp.sum(axis=-1)
+    per_row = per_row * keep.astype(logits.dtype)  # ignored rows count for nothing
+    if reduction == "none":
+        return per_row.reshape(np.asarray(targets).shape)
+    total = per_row.sum()
+    return total if reduction == "sum" else total * (1.0 / max(int(keep.sum()), 1))
 
 
 def attention(q, k, v, causal=False, mask=None):

@@ -231,3 +231,29 @@ def test_gradcheck_reports_input_element_and_values():
     with pytest.raises(mg.GradcheckError, match=r"input 0 .* element \(\d,\): analytic .* vs "
                                                 r"numeric"):
         mg.gradcheck(lambda t: WrongExp.apply(t), [x])
+
+
+def test_unbroadcast_reduces_and_checks_the_shape():
+    from minigrad_lm.tensor import unbroadcast
+    g = np.arange(24.0).reshape(4, 3, 2)
+    np.testing.assert_array_equal(unbroadcast(g, (3, 1)), g.sum(axis=(0, 2))[:, None])
+    np.testing.assert_array_equal(unbroadcast(g, (1, 2)), g.sum(axis=(0, 1))[None])
+    for wrong in ((2, 3), (3, 2, 4), (6,), (1, 6)):
+        with pytest.raises(RuntimeError, match=r"cannot reduce to shape"):
+            unbroadcast(g, wrong)
+    with pytest.raises(RuntimeError, match=r"gradient of shape \(3, 2\) cannot reduce to shape "
+                                           r"\(2, 3\)"):
+        unbroadcast(np.ones((3, 2)), (2, 3))
+
+
+def test_a_backward_returning_a_wrong_shape_is_an_error():
+    class Transposing(mg.Function):  # a buggy op: its gradient has the shape of its output
+        def forward(self, x):
+            return x.T.copy()
+
+        def backward(self, gy):
+            return (gy,)
+
+    x = mg.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"\(3, 2\) cannot reduce to shape \(2, 3\)"):
+        Transposing.apply(x).sum().backward()

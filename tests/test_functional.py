@@ -60,6 +60,24 @@ def test_cross_entropy_with_ignore_index_and_smoothing(device, n, c, smoothing, 
     assert mg.gradcheck(fused, [T(logits, device)])
 
 
+@given(n=st.integers(2, 5), c=st.integers(2, 5), smoothing=st.sampled_from([0.0, 0.1]),
+       reduction=st.sampled_from(["sum", "none"]), data=st.data())
+def test_cross_entropy_sum_and_none_with_ignored_rows(device, n, c, smoothing, reduction, data):
+    logits = data.draw(arrays((n, c), low=-3, high=3))
+    targets = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
+    ignored = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n - 1, unique=True))
+    targets[ignored] = -100
+    fused = lambda z: F.cross_entropy(z, targets, label_smoothing=smoothing,  # noqa: E731
+                                      reduction=reduction)
+    composite = lambda z: ref.cross_entropy(z, targets, label_smoothing=smoothing,  # noqa: E731
+                                            reduction=reduction)
+    assert_same_values_and_grads(fused, composite, [logits], device)
+    assert mg.gradcheck(fused, [T(logits, device)])
+    z = T(logits, device, requires_grad=True)
+    fused(z).sum().backward()
+    assert not z.grad.numpy()[ignored].any()  # ignored rows get no gradient at all
+
+
 def test_cross_entropy_reductions_and_3d_input(device):
     rng = np.random.default_rng(0)
     logits, t = rng.standard_normal((2, 3, 5)), rng.integers(0, 5, (2, 3))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import minigrad_lm as mg
 from minigrad_lm.testing import (arrays, broadcastable_pairs, positive_arrays, separated_arrays,
                                  shape_and_axis, shapes)
-from tests.helpers import check_op
+from tests.helpers import T, check_op
 
 
 def _erf(x):
@@ -231,3 +231,51 @@ def matmul_case(draw):
 def test_matmul_batched_broadcasting(device, case, data):
     a, b = data.draw(arrays(case[0])), data.draw(arrays(case[1]))
     check_op(lambda x, y: x @ y, np.matmul, [a, b], device)
+
+
+def _grads(fn, *arrays_, device="cpu"):
+    ts = [T(np.asarray(a, dtype=np.float64), device, requires_grad=True) for a in arrays_]
+    fn(*ts).sum().backward()
+    return [t.grad.numpy() for t in ts]
+
+
+def test_pow_gradients_at_zero_base_are_finite_as_in_torch(device):
+    # d/db a**b = a**b log a is 0 * -inf at a = 0; torch defines it as 0 (for b >= 0), and
+    # d/da = b a**(b-1) as 0 where b = 0
+    a, b = [0.0, 0.0, 0.0, 2.0], [2.0, 0.0, 0.5, 1.5]
+    ga, gb = _grads(lambda x, y: x ** y, a, b, device=device)
+    np.testing.assert_allclose(ga, [0.0, 0.0, np.inf, 1.5 * np.sqrt(2)])
+    np.testing.assert_allclose(gb, [0.0, 0.0, 0.0, 2 ** 1.5 * np.log(2)])
+    (gx,) = _grads(lambda x: x ** 0, [0.0, 3.0], device=device)
+    np.testing.assert_array_equal(gx, [0.0, 0.0])
+
+
+def test_pow_gradients_at_zero_base_match_torch():
+    torch = pytest.importorskip("torch")
+    a = np.array([0.0, 0.0, 0.0, 0.0, 2.0, 0.5])
+    b = np.array([2.0, 0.0, 1.0, 3.0, 1.5, 0.0])
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    (ta ** tb).sum().backward()
+    ga, gb = _grads(lambda x, y: x ** y, a, b)
+    np.testing.assert_allclose(ga, ta.grad.numpy())
+    np.testing.assert_allclose(gb, tb.grad.numpy())
+
+
+def test_max_min_ties_share_the_gradient_equally(device):
+    x = [[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]]
+    (g,) = _grads(lambda t: t.max(axis=1), x, device=device)
+    np.testing.assert_allclose(g, [[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    (g,) = _grads(lambda t: t.min(axis=0, keepdims=True), x, device=device)
+    np.testing.assert_allclose(g, [[1, 0, 0], [0, 1, 1]])
+    (g,) = _grads(lambda t: t.max(), x, device=device)
+    np.testing.assert_allclose(g, [[0, 0.5, 0.5], [0, 0, 0]])
+    (g,) = _grads(lambda t: t.min(), x, device=device)
+    np.testing.assert_allclose(g, [[1, 0, 0], [0, 0, 0]])
+
+
+def test_maximum_minimum_ties_send_half_the_gradient_to_each_side(device):
+    a, b = [1.0, 2.0, 3.0], [1.0, 5.0, -1.0]
+    for fn, wa in ((mg.maximum, [0.5, 0, 1]), (mg.minimum, [0.5, 1, 0])):
+        ga, gb = _grads(fn, a, b, device=device)
+        np.testing.assert_allclose(ga, wa)
+        np.testing.assert_allclose(gb, 1 - np.array(wa))

@@ -151,3 +151,69 @@ def test_step_uses_gradients_assigned_by_hand():
     p.grad = mg.tensor(np.zeros(3, np.float32))
     with pytest.raises(ValueError, match=r"shape \(3,\) was assigned to a parameter of shape"):
         opt.step()
+
+
+def _late_joiner_run(make_opt, params, grads_of):
+    """Steps where params[1] gets its first gradient only at the third step."""
+    opt = make_opt(params)
+    for step in range(5):
+        opt.zero_grad()
+        for i, p in enumerate(params):
+            if i == 0 or step >= 2:
+                p.grad = grads_of(p, step, i)
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD"])
+def test_a_parameter_whose_gradient_arrives_late_gets_a_full_first_update(name):
+    # torch counts steps per parameter: the late one's first Adam update is lr * sign(g)
+    torch = pytest.importorskip("torch")
+    kw = {"lr": 0.1, "weight_decay": 0.01}
+    kw.update({"betas": (0.9, 0.95)} if name != "SGD" else {"momentum": 0.9})
+    g = np.random.default_rng(0).standard_normal((5, 2, 3))
+    init = np.random.default_rng(1).standard_normal((2, 3))
+    ours = [nn.Parameter(init[i].copy()) for i in range(2)]
+    theirs = [torch.tensor(init[i].copy(), requires_grad=True) for i in range(2)]
+    import minigrad_lm.optim as optim
+    _late_joiner_run(lambda ps: getattr(optim, name)(ps, **kw), ours,
+                     lambda p, s, i: mg.tensor(g[s, i]))
+    _late_joiner_run(lambda ps: getattr(torch.optim, name)(ps, **kw), theirs,
+                     lambda p, s, i: torch.tensor(g[s, i]))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_late_parameter_first_update_is_lr_times_sign():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(2))
+    opt = Adam([a, b], lr=0.1, eps=0.0)
+    for step in range(3):
+        opt.zero_grad()
+        a.grad = mg.tensor(np.array([1.0, -1.0]))
+        if step == 2:
+            b.grad = mg.tensor(np.array([3.0, -0.5]))
+        opt.step()
+    np.testing.assert_allclose(b.numpy(), [-0.1, 0.1])
+
+
+def test_state_dict_keeps_per_parameter_steps_and_old_states_load():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))
+    opt = AdamW([a, b], lr=0.1)
+    for step in range(3):
+        opt.zero_grad()
+        a.grad = mg.tensor(np.ones(2))
+        if step == 2:
+            b.grad = mg.tensor(np.ones(3))
+        opt.step()
+    state = opt.state_dict()
+    np.testing.assert_array_equal(state["buffers"]["g0.step"], [3, 1])
+    fresh = AdamW([nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))], lr=0.1)
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.groups[0].steps, [3, 1])
+    # a state written before per-parameter steps: one global step, given to every parameter
+    old = {**state, "buffers": {k: v for k, v in state["buffers"].items() if k != "g0.step"}}
+    fresh.load_state_dict(old)
+    np.testing.assert_array_equal(fresh.groups[0].steps, [3, 3])
+    bad = {**state, "buffers": {**state["buffers"], "g0.step": np.array([1, 2, 3])}}
+    with pytest.raises(ValueError, match=r"g0.step has shape \(3,\), expected \(2,\)"):
+        fresh.load_state_dict(bad)

@@ -3,6 +3,7 @@ a bidirectional encoder)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -15,7 +16,11 @@ from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
 from ..nn.module import Module, ModuleList, Parameter
 from ..nn.transformer import (LearnedPositionalEncoding, SinusoidalPositionalEncoding,
                               TransformerLayer, positions)
-from ..tensor import Tensor
+from ..recompute import checkpoint
+from ..tensor import Tensor, is_grad_enabled
+
+
+RECOMPUTE = ("none", "blocks", "attention")
 
 
 @dataclass
@@ -35,6 +40,9 @@ class GPTConfig:
     activation: str = "gelu_tanh"  # GPT-2's; "gelu" (exact) and "relu" also work
     layer_norm_eps: float = 1e-5
     causal: bool = True  # False: a bidirectional encoder (each token sees the whole sentence)
+    # activations recomputed in backward instead of kept (a training setting, not the shape):
+    # "blocks" keeps each layer's input only; "attention" drops the (T, T) probabilities
+    recompute: str = "none"
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
@@ -47,6 +55,9 @@ class GPTConfig:
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got "
                              f"{self.positional!r}")
+        if self.recompute not in RECOMPUTE:
+            raise ValueError(f"GPTConfig.recompute must be one of {', '.join(RECOMPUTE)}, got "
+                             f"{self.recompute!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -85,6 +96,8 @@ class GPT(Module):
         self.head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.head.weight = self.tok_emb.weight
+        for layer in self.layers:
+            layer.attn.recompute = c.recompute == "attention"
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -123,9 +136,16 @@ class GPT(Module):
         x = F.Embedding.apply(self.tok_emb.weight, ids)
         x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)
+        blocks = self.config.recompute == "blocks" and cache is None and is_grad_enabled()
+        causal = self.config.causal
         for i, layer in enumerate(self.layers):
-            x = layer(x, causal=self.config.causal, key_padding_mask=key_padding_mask,
-                      cache=cache, layer_index=i)
+            if blocks:
+                x = checkpoint(functools.partial(layer, causal=causal, layer_index=i,
+                                                 key_padding_mask=key_padding_mask), x,
+                               params=layer.parameters())
+            else:
+                x = layer(x, causal=causal, key_padding_mask=key_padding_mask, cache=cache,
+                          layer_index=i)
         if cache is not None:
             cache.length += t
         return self.ln_f(x)

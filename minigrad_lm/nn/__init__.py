@@ -2,6 +2,7 @@
 from . import functional
 from .attention import KVCache, MultiHeadAttention
 from .layers import GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear, ReLU
+from .lora import LoRALinear, add_lora, merge_lora, remove_lora
 from .module import Module, ModuleList, Parameter, Sequential
 from .transformer import (LearnedPositionalEncoding, SinusoidalPositionalEncoding,
                           TransformerLayer)

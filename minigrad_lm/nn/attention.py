@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor, no_grad
+from ..recompute import checkpoint
+from ..tensor import Tensor, is_grad_enabled, no_grad
 from . import functional as F
 from .layers import Dropout, Linear
 from .module import Module
@@ -53,13 +54,18 @@ class MultiHeadAttention(Module):
         self.qkv = Linear(d_model, 3 * d_model, bias)  # rows: [W_q; W_k; W_v]
         self.out = Linear(d_model, d_model, bias)
         self.attn_dropout = Dropout(dropout)
+        self.recompute = False  # recompute the attention core in backward (keeps qkv only)
 
     def forward(self, x: Tensor, causal: bool = False, key_padding_mask=None,
                 cache: KVCache | None = None, layer_index: int = 0) -> Tensor:
         if cache is not None:
             return self._cached(x, cache, layer_index)
         p = self.attn_dropout.p if self.training else 0.0
-        y = F.multi_head_attention(self.qkv(x), self.n_heads, causal, key_padding_mask, p)
+        if self.recompute and is_grad_enabled():
+            y = checkpoint(F.multi_head_attention, self.qkv(x), self.n_heads, causal,
+                           key_padding_mask, p)
+        else:
+            y = F.multi_head_attention(self.qkv(x), self.n_heads, causal, key_padding_mask, p)
         return self.out(y)
 
     @no_grad()

@@ -121,8 +121,8 @@ class LayerNorm(Function):
                 xp.multiply(g, xhat, out=t)
                 mean_gx = (t @ self.ones)[:, None]
                 g -= (g @ self.ones)[:, None]
-                xhat *= mean_gx  # xhat is not needed after this
-                g -= xhat
+                xp.multiply(xhat, mean_gx, out=t)  # t is free again; xhat stays intact
+                g -= t
                 g *= self.rstd[rows]
             return gw, gb
         parts = cpu.map_chunks(run, self._chunks(gy2))
@@ -203,7 +203,7 @@ class CrossEntropy(Function):
                 None, None, None, None
         xp, p = self.xp, self.p
         n, c = p.shape
-        g = p  # reuse the saved softmax: this Function runs backward once
+        g = p.copy() if self.retained else p  # reuse the saved softmax unless needed again
         g[xp.arange(n), self.t] -= 1 - self.smoothing
         if self.smoothing:
             g -= self.smoothing / c
@@ -446,7 +446,6 @@ class _AttentionCore(Function):
                     gv_part[..., keys, :] += g_v
             gk[sl], gv[sl] = gk_part, gv_part
         cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
-        self.saved = None
         return gq, gk, gv
 
 

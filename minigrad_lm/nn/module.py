@@ -90,6 +90,16 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def requires_grad_(self, flag: bool = True) -> "Module":
+        """Freeze (False) or unfreeze every parameter: a frozen one gets no gradient, and an
+        optimizer created afterwards keeps no state for it."""
+        for p in self.parameters():
+            p.requires_grad_(flag)
+        return self
+
+    def num_trainable_parameters(self) -> int:
+        return int(sum(p.size for p in self.parameters() if p.requires_grad))
+
     def to(self, device: str) -> "Module":
         """Move every parameter (and tensor buffer) to `device`, in place."""
         device = backend.normalize_device(device)
