@@ -263,8 +263,8 @@ _HELP = {
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
     "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
-    "layer's input (least memory, about a third more time), attention drops the attention "
-    "probabilities (the part that grows with context squared)",
+    "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
+    "more time), attention drops the attention probabilities (grows with context squared)",
     "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
     "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
     "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",
