@@ -10,8 +10,10 @@ Memory: with MINIGRAD_MALLOC_TUNING=0 (glibc then returns freed blocks, so resid
 follows what is alive), after one warm step (Adam's state exists) the kernel's high-water mark
 is reset (/proc/self/clear_refs) and one more step runs: "step MiB" is that peak above the
 resident memory before it, the activations and temporaries of one step. "grad+opt MiB" counts
-the gradient buffers and optimizer state exactly (from the arrays). Time: a separate process
-with the normal allocator settings, median of a few steps. Compare ratios within one run.
+the gradient buffers and optimizer state exactly (from the arrays). Time: one process per group
+(the variants of one size: recompute none/blocks/attention, or full/LoRA), with the normal
+allocator settings, the variants taking turns step by step (benchmarks.harness), so the drift of
+a shared machine slows them alike; medians. Compare ratios within a group.
 """
 from __future__ import annotations
 
@@ -125,43 +127,43 @@ def _torch(spec: dict):
     return step, state_bytes, lambda: {}
 
 
-def measure(spec: dict) -> dict:
-    """Run in a child: spec["what"] is "memory" or "time"."""
-    import statistics
-    import time
+def _build(spec: dict):
+    return (_torch if spec["impl"] == "torch" else _minigrad)(spec)
 
-    step, state_bytes, extras = (_torch if spec["impl"] == "torch" else _minigrad)(spec)
-    step()  # warm: Adam's state, the flat buffers, BLAS threads
-    if spec["what"] == "memory":
+
+def measure(job: dict):
+    """Run in a child: {"memory": spec} -> that spec's memory; {"time": [spec, ...]} -> their
+    median step times, the variants taking turns."""
+    if "memory" in job:
+        step, state_bytes, extras = _build(job["memory"])
+        step()  # warm: Adam's state, the flat buffers, BLAS threads
         before = _reset_peak()
         step()
         return {"step_mib": peak_rss_mib() - before, "grad_opt_mib": state_bytes() / 2**20,
                 **extras()}
-    step()
-    times = []
-    for _ in range(spec.get("steps", 3)):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return {"step_ms": 1e3 * statistics.median(times)}
+    from .harness import interleaved_medians
+    steps = {i: _build(spec)[0] for i, spec in enumerate(job["time"])}
+    medians = interleaved_medians(steps, repeats=job.get("steps", 3), block=1, warmup=2)
+    return [1e3 * medians[i] for i in range(len(steps))]
 
 
-def _child(spec: dict) -> dict:
+def _child(job: dict, tuned: bool = True):
     env = dict(os.environ)
-    if spec["what"] == "memory":
+    if not tuned:
         env["MINIGRAD_MALLOC_TUNING"] = "0"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--one", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--one", json.dumps(job)],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
-        raise RuntimeError(f"benchmarks.memory child {spec} failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"benchmarks.memory child {job} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_case(**spec) -> dict:
-    row = dict(spec)
-    for what in ("memory", "time"):
-        row.update(_child({**spec, "what": what}))
-    return row
+def run_group(specs: list[dict]) -> list[dict]:
+    """Memory of each variant (a process each), then their times (one process, in turns)."""
+    rows = [{**spec, **_child({"memory": spec}, tuned=False)} for spec in specs]
+    for row, ms in zip(rows, _child({"time": specs})):
+        row["step_ms"] = ms
+    return rows
 
 
 # ---- the table -------------------------------------------------------------------------------
@@ -174,26 +176,32 @@ def _has_torch() -> bool:
         return False
 
 
-def cases(quick: bool):
-    """(section, spec) of every measurement."""
+SECTIONS = ("context", "width", "torch", "lora")
+
+
+def groups(quick: bool, sections=SECTIONS):
+    """(section, [variant specs timed together]) of every measurement."""
     contexts, widths = ((64, 256), (128, 256)) if quick else ((128, 512), (128, 512))
-    target = contexts[-1]
-    for context in contexts:
-        for recompute in ("none", "blocks", "attention"):
-            yield "context", {**M, "context": context, "recompute": recompute}
-    for width in widths:
-        for recompute in ("none", "blocks"):
-            yield "width", {**M, "d_model": width, "context": 128, "recompute": recompute}
-    if _has_torch():
-        for recompute in ("none", "blocks"):
-            yield "torch", {**M, "impl": "torch", "context": target, "recompute": recompute}
-    small = GPT2_SMALL if not quick else {**GPT2_SMALL, "n_layer": 2}
-    for rank in (0, 8):
-        yield "lora", {**small, "recompute": "none", "lora_rank": rank}
+    modes = ("none", "blocks", "attention")
+    mg_ = {**M, "impl": "minigrad"}
+    if "context" in sections:
+        for context in contexts:
+            yield "context", [{**mg_, "context": context, "recompute": r} for r in modes]
+    if "width" in sections:
+        for width in widths:
+            yield "width", [{**mg_, "d_model": width, "context": 128, "recompute": r}
+                            for r in modes[:2]]
+    if "torch" in sections and _has_torch():
+        yield "torch", [{**M, "impl": "torch", "context": contexts[-1], "recompute": r}
+                        for r in modes[:2]]
+    if "lora" in sections:
+        small = GPT2_SMALL if not quick else {**GPT2_SMALL, "n_layer": 2}
+        yield "lora", [{**small, "impl": "minigrad", "recompute": "none", "lora_rank": r}
+                       for r in (0, 8)]
 
 
 def _line(row: dict) -> str:
-    impl = row.get("impl", "minigrad")
+    impl = row["impl"]
     name = (f"{impl:8s} L{row['n_layer']} d{row['d_model']:<4d} T{row['context']:<4d} "
             f"B{row['batch']:<3d} recompute {row['recompute']:9s}"
             + (f" lora r{row['lora_rank']}" if row.get("lora_rank") else
@@ -207,17 +215,20 @@ def _ratios(rows: list[dict]) -> list[str]:
         return next(r for s, r in rows if s == section and all(r.get(k) == v
                                                                for k, v in kw.items()))
     out = []
-    target = max(r["context"] for s, r in rows if s == "context")
-    base = find("context", context=target, recompute="none")
-    for mode in ("blocks", "attention"):
+    sections = {s for s, _ in rows}
+    target = max(r["context"] for s, r in rows if s in ("context", "torch"))
+    for mode in ("blocks", "attention") if "context" in sections else ():
+        base = find("context", context=target, recompute="none")
         r = find("context", context=target, recompute=mode)
         out.append(f"recompute {mode} at T{target}: step memory x{r['step_mib'] / base['step_mib']:.2f}"
                    f", step time x{r['step_ms'] / base['step_ms']:.2f}")
-    if any(s == "torch" for s, _ in rows):
+    if "torch" in sections:
         t0, t1 = find("torch", recompute="none"), find("torch", recompute="blocks")
         out.append(f"torch.utils.checkpoint blocks at T{target}: step memory "
                    f"x{t1['step_mib'] / t0['step_mib']:.2f}, step time "
                    f"x{t1['step_ms'] / t0['step_ms']:.2f}")
+    if "lora" not in sections:
+        return out
     full, lora = find("lora", lora_rank=0), find("lora", lora_rank=8)
     out.append(f"LoRA r8 (qkv) vs full fine-tuning: grad+opt memory "
                f"{lora['grad_opt_mib'] / full['grad_opt_mib']:.2%}, step memory "
@@ -227,12 +238,12 @@ def _ratios(rows: list[dict]) -> list[str]:
     return out
 
 
-def table(quick: bool, out_path: str | None) -> None:
+def table(quick: bool, out_path: str | None, sections=SECTIONS) -> None:
     rows = []
-    for section, spec in cases(quick):
-        row = run_case(impl="minigrad", **spec) if "impl" not in spec else run_case(**spec)
-        rows.append((section, row))
-        print(_line(row), flush=True)
+    for section, specs in groups(quick, sections):
+        for row in run_group(specs):
+            rows.append((section, row))
+            print(_line(row), flush=True)
     summary = _ratios(rows)
     print("\n".join(summary))
     if out_path:
@@ -263,6 +274,8 @@ def main(argv=None):
                    help="only the config-M peak RSS of one implementation")
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one measurement
     args = p.parse_args(argv)
     if args.one:
@@ -270,7 +283,7 @@ def main(argv=None):
     elif args.impl:
         legacy(args.impl)
     else:
-        table(args.quick, args.out)
+        table(args.quick, args.out, args.sections.split(","))
 
 
 if __name__ == "__main__":

@@ -677,6 +677,9 @@ def _start_identical(trainer: Trainer, world: World) -> None:
                          "every machine must see the same --data (and Python, for the "
                          "default corpus)")
     world.sync_optimizer(trainer.optimizer)
+    # frozen parameters (a LoRA run's base) are in no optimizer buffer: send them too
+    world.broadcast_([p.data.reshape(-1) for p in trainer.model.parameters()
+                      if not p.requires_grad])
     trainer.step = trainer.saved_step = world.bcast(trainer.step)
 
 

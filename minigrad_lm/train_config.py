@@ -369,8 +369,8 @@ _HELP = {
     "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
     "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
     "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
-    "layer's input (least memory, about a third more time), attention drops the attention "
-    "probabilities (the part that grows with context squared)",
+    "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
+    "more time), attention drops the attention probabilities (grows with context squared)",
     "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
     "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
     "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",

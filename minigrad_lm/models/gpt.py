@@ -139,7 +139,9 @@ class GPT(Module):
         blocks = self.config.recompute == "blocks" and cache is None and is_grad_enabled()
         causal = self.config.causal
         for i, layer in enumerate(self.layers):
-            if blocks:
+            # not the last layer: backward needs its activations at once, so recomputing them
+            # would cost time and save no peak memory
+            if blocks and i < len(self.layers) - 1:
                 x = checkpoint(functools.partial(layer, causal=causal, layer_index=i,
                                                  key_padding_mask=key_padding_mask), x,
                                params=layer.parameters())
