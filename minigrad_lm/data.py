@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .bpe import GPT2Tokenizer
+from .tokenizer import TrainedTokenizer, is_hf_dict
 
 __all__ = [
     "ByteTokenizer",
@@ -153,8 +154,16 @@ def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
+UNKNOWN_CHAR = "\ufffd"  # the Unicode replacement character
+
+
 class CharTokenizer:
-    """One token per Unicode character; token id = index in ``chars``."""
+    """One token per Unicode character; token id = index in ``chars``.
+
+    A vocabulary that holds U+FFFD (the replacement character; training runs add it) encodes
+    any character it lacks as that token, so a model trained on one text still reads another;
+    one without it refuses unknown characters.
+    """
 
     def __init__(self, chars: Sequence[str]) -> None:
         chars = list(chars)
@@ -170,26 +179,33 @@ class CharTokenizer:
         # Sorted code points + their ids let encode use one vectorized binary search.
         self._order = np.argsort(self._points, kind="stable")
         self._sorted_points = self._points[self._order]
+        self._unknown_id = chars.index(UNKNOWN_CHAR) if UNKNOWN_CHAR in chars else None
 
     @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        """Vocabulary = the sorted distinct characters of ``text``."""
-        return cls(sorted(set(text)))
+    def from_text(cls, text: str, unknown: bool = False) -> CharTokenizer:
+        """Vocabulary = the sorted distinct characters of ``text`` (and, with ``unknown``,
+        U+FFFD to stand for every other character)."""
+        return cls(sorted(set(text) | ({UNKNOWN_CHAR} if unknown else set())))
 
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
 
     def encode(self, text: str) -> np.ndarray:
-        """int64 ids; an unknown character is a ValueError naming it and its position."""
+        """int64 ids; an unknown character is U+FFFD's id, or without it a ValueError naming
+        the character and its position."""
         points = _codepoints(text)
         slot = np.searchsorted(self._sorted_points, points)
         slot_clipped = np.minimum(slot, len(self._sorted_points) - 1)
         unknown = self._sorted_points[slot_clipped] != points
+        ids = self._order[slot_clipped].astype(np.int64)
         if unknown.any():
-            pos = int(np.argmax(unknown))
-            raise ValueError(f"character {text[pos]!r} at position {pos} is not in the vocabulary")
-        return self._order[slot_clipped].astype(np.int64)
+            if self._unknown_id is None:
+                pos = int(np.argmax(unknown))
+                raise ValueError(
+                    f"character {text[pos]!r} at position {pos} is not in the vocabulary")
+            ids[unknown] = self._unknown_id
+        return ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         arr = _as_ids(ids, self.vocab_size)
@@ -251,7 +267,10 @@ _TOKENIZERS: dict[str, Any] = {
 
 
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
-    """Rebuild a tokenizer from its ``to_dict()`` form (e.g. read back from a checkpoint)."""
+    """Rebuild a tokenizer from its ``to_dict()`` form (e.g. read back from a checkpoint): one
+    of ours, or a ``tokenizers`` document (a word or BPE vocabulary learned from the data)."""
+    if is_hf_dict(d):
+        return TrainedTokenizer.from_dict(d)
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in _TOKENIZERS:
         raise ValueError(

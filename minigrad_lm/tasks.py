@@ -171,7 +171,7 @@ class LMTask:
         elif self.cfg.tokenizer == "char":
             # Validation characters join the vocabulary: they are known now, and an error
             # about them would only stop the run.
-            tokenizer = CharTokenizer.from_text(text + (val_text or ""))
+            tokenizer = CharTokenizer.from_text(text + (val_text or ""), unknown=True)
         else:
             tokenizer = ByteTokenizer()
         ids = _encode_text(tokenizer, text, name)
