@@ -6,7 +6,8 @@ one, plus ``metrics.jsonl`` (one JSON record per line) and ``train_config.json``
 folder holds only safetensors and JSON, never a pickle:
 
 - ``model.safetensors``: the weights (``state_dict()`` names);
-- ``config.json``: format tag, task (``lm`` or ``classify``), GPT config, number of classes;
+- ``config.json``: format tag, task (``lm``, ``classify`` or ``translate``), model config (GPT
+  or encoder-decoder), number of classes;
 - ``tokenizer.json``: the tokenizer's ``to_dict()``, or ``{"type": "external", "vocab_size": N}``
   for token ids that came without a tokenizer;
 - ``optimizer.safetensors`` + ``optimizer.json``: AdamW moment buffers, its step and options;
@@ -36,7 +37,7 @@ from .checkpoint import (
 )
 from .bpe import GPT2Tokenizer, has_tokenizer_files
 from .data import tokenizer_from_dict
-from .models import GPT, GPTConfig, SequenceClassifier
+from .models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from .models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
 
@@ -61,7 +62,8 @@ VERSION = 1
 LATEST, BEST = "latest", "best"
 METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
-TASKS = ("lm", "classify")
+TASKS = ("lm", "classify", "translate")
+MODEL_CONFIGS = {"lm": GPTConfig, "classify": GPTConfig, "translate": Seq2SeqConfig}
 
 
 def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
@@ -69,8 +71,12 @@ def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
     return {"type": "external", "vocab_size": vocab_size}
 
 
-def make_model(task: str, config: GPTConfig, num_classes: int | None = None) -> Module:
-    """A fresh GPT for ``lm``, or a :class:`SequenceClassifier` on a fresh GPT body."""
+def make_model(task: str, config: GPTConfig | Seq2SeqConfig,
+               num_classes: int | None = None) -> Module:
+    """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
+    :class:`Seq2SeqTransformer` for ``translate``."""
+    if task == "translate":
+        return Seq2SeqTransformer(config)
     body = GPT(config)
     return body if task == "lm" else SequenceClassifier(body, num_classes)
 
@@ -192,7 +198,7 @@ class Checkpoint:
 
     path: str
     task: str
-    model_config: GPTConfig
+    model_config: GPTConfig | Seq2SeqConfig
     num_classes: int | None
     tokenizer_dict: dict[str, Any]
     state: dict[str, Any]
@@ -260,7 +266,8 @@ def _read_verified_json(folder: str, fname: str, checksums: dict[str, str]) -> A
     return value
 
 
-def _read_config(folder: str, checksums: dict[str, str]) -> tuple[str, GPTConfig, int | None]:
+def _read_config(folder: str, checksums: dict[str, str]
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None]:
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -275,7 +282,7 @@ def _read_config(folder: str, checksums: dict[str, str]) -> tuple[str, GPTConfig
         raise CheckpointError(f"{name}: unknown task {task!r}")
     model = config.get("model")
     try:
-        model_config = GPTConfig.from_dict(model if isinstance(model, dict) else {})
+        model_config = MODEL_CONFIGS[task].from_dict(model if isinstance(model, dict) else {})
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
     num_classes = config.get("num_classes")

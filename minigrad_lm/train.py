@@ -352,17 +352,22 @@ class Trainer:
         self.model_config, self.optimizer, self.batch_rng = model_config, optimizer, batch_rng
         self.world = world
         self.step = start_step
-        self.best_val_loss, self.best_step = best
+        # the eval metric that picks best/, and whether higher is better
+        self.best_key, self.higher_is_better = getattr(task, "best_by", ("val_loss", False))
+        self.best_score, self.best_step = best
         self.peak_flops = peak_flops
         self.saved_step = start_step  # a resumed run's latest/ is at its first step
         self.params = model.parameters()
         # The global batch is cut into equal micro-batches (grad-accum-steps per rank), so its
         # mean loss and gradient are the means of theirs.
         self.micro_batches = cfg.grad_accum_steps * world.size
-        self.global_batch = cfg.batch_size * self.micro_batches
-        per_rank = cfg.batch_size * cfg.grad_accum_steps
+        # A micro-batch is batch-size rows, or what a task says (translate: one token batch).
+        self.micro_rows = getattr(task, "rows_per_micro_batch", cfg.batch_size)
+        self.global_batch = self.micro_rows * self.micro_batches
+        per_rank = self.micro_rows * cfg.grad_accum_steps
         self.rows = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
         self.tokens_per_step = self.global_batch * cfg.context
+        self.count_tokens = getattr(task, "count_tokens", None)  # when batches vary in size
         self.recent: list[dict] = []  # train records since the last log line
         self.started = time.perf_counter()
 
@@ -377,13 +382,15 @@ class Trainer:
         # Every rank draws the whole global batch, so the sampler's state never depends on the
         # number of ranks, then keeps its own rows.
         picks = self.task.draw(self.batch_rng, self.global_batch)[self.rows]
-        loss_sum = 0.0
+        loss_sum, tokens = 0.0, 0
         for k in range(cfg.grad_accum_steps):
-            batch = self.task.batch_at(picks[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+            batch = self.task.batch_at(picks[k * self.micro_rows:(k + 1) * self.micro_rows])
             loss = self.task.loss(self.model, batch)
             loss.backward()  # accumulates into the optimizer's flat gradient buffers
             loss_sum += loss.item()  # read after backward: on a GPU the whole step is queued
+            tokens += self.count_tokens(batch) if self.count_tokens else 0
         value = world.sum(loss_sum) / self.micro_batches
+        tokens = world.sum(tokens) if self.count_tokens else self.tokens_per_step
         if not math.isfinite(value):
             raise CollectiveError(
                 f"the loss became {value} at step {self.step + 1}; lower --lr or raise "
@@ -397,7 +404,7 @@ class Trainer:
         self.optimizer.step()
         seconds = time.perf_counter() - start
         self.step += 1
-        tokens_per_s = self.tokens_per_step / seconds
+        tokens_per_s = tokens / seconds
         record = {
             "kind": "train",
             "step": self.step,
@@ -405,6 +412,7 @@ class Trainer:
             "lr": lr,
             "grad_norm": norm,
             "step_seconds": seconds,
+            "tokens": tokens,
             "tokens_per_s": tokens_per_s,
             "mfu": self._mfu(tokens_per_s),
             "time": time.perf_counter() - self.started,
@@ -423,7 +431,7 @@ class Trainer:
             "step": self.step,
             "rng": rng.get_state(),
             "batch_rng": self.batch_rng.bit_generator.state,
-            "best_val_loss": self.best_val_loss,
+            f"best_{self.best_key}": self.best_score,
             "best_step": self.best_step,
             "train_config": self.cfg.to_dict(),
             "world_size": self.world.size,
@@ -469,9 +477,11 @@ class Trainer:
         if self.cfg.peak_flops is None:
             # Other work on the machine can only make a measurement too low: keep the highest.
             self.peak_flops = max(self.peak_flops, measure_peak_flops(self.device, 0.1))
-        improved = self.best_val_loss is None or metrics["val_loss"] < self.best_val_loss
+        score = metrics[self.best_key]
+        improved = self.best_score is None or (
+            score > self.best_score if self.higher_is_better else score < self.best_score)
         if improved:
-            self.best_val_loss, self.best_step = metrics["val_loss"], self.step
+            self.best_score, self.best_step = score, self.step
         self._save(best=improved)
         log.write(json_text({"kind": "eval", "step": self.step, **metrics}, indent=None) + "\n")
         log.flush()
@@ -482,7 +492,7 @@ class Trainer:
         """Loss and speed averaged over the steps since the previous log line."""
         loss = float(np.mean([r["loss"] for r in self.recent]))
         seconds = sum(r["step_seconds"] for r in self.recent)
-        tokens_per_s = len(self.recent) * self.tokens_per_step / seconds
+        tokens_per_s = sum(r["tokens"] for r in self.recent) / seconds
         self.recent.clear()
         return (
             f"step {record['step']:>{len(str(self.cfg.max_steps))}}/{self.cfg.max_steps} | "
@@ -531,7 +541,8 @@ class Trainer:
         out = self.cfg.out
         print(
             f"done: {self.step} steps in {_duration(time.perf_counter() - self.started)}; best "
-            f"val loss {self.best_val_loss:.4f} at step {self.best_step}; checkpoints in "
+            f"{self.best_key.replace('_', ' ')} {self.best_score:.4f} at step {self.best_step}; "
+            "checkpoints in "
             f"{os.path.join(out, BEST)} and {os.path.join(out, LATEST)}"
         )
         for line in self.task.finish(self.model):
@@ -546,7 +557,10 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     its weights, optimizer state and step from :func:`_start_identical`.
     """
     rng.manual_seed(cfg.seed)
-    model_config = _gpt_config(cfg, task.vocab_size, resume or init)
+    if cfg.task == "translate" and resume is None:
+        model_config = task.model_config()
+    else:
+        model_config = _gpt_config(cfg, task.vocab_size, resume or init)
     model = make_model(cfg.task, model_config, task.num_classes)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
@@ -559,7 +573,8 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     start_step, best = 0, (None, None)
     if resume is not None:
         _restore_random_state(resume, batch_rng, world.rank)
-        best = (resume.state.get("best_val_loss"), resume.state.get("best_step"))
+        key = getattr(task, "best_by", ("val_loss",))[0]
+        best = (resume.state.get(f"best_{key}"), resume.state.get("best_step"))
     if resume is not None and world.is_root:
         resume.load_weights(model)
         resume.load_optimizer(optimizer)
@@ -660,6 +675,10 @@ def _train(args: argparse.Namespace, world: World) -> int:
     def build() -> Trainer:
         task = make_task(cfg, source.tokenizer_dict if source else None,
                          resume.num_classes if resume is not None else None)
+        if cfg.epochs is not None:
+            steps = math.ceil(cfg.epochs * task.batches_per_epoch / (cfg.grad_accum_steps *
+                                                                      world.size))
+            cfg.max_steps = cfg.decay_steps = max(1, steps)
         return _build(cfg, task, device, resume, init, world)
 
     trainer = world.agree(build)

@@ -33,9 +33,9 @@ class TrainConfig:
     """
 
     task: str = "lm"
-    data: str | None = None
+    data: str | None = None  # translate: [source file, target file]
     val_data: str | None = None
-    tokenizer: str = "char"
+    tokenizer: str | None = None  # char; bpe for translate
     out: str = "runs/default"
     device: str = "cpu"
     seed: int = 1337
@@ -63,10 +63,21 @@ class TrainConfig:
     init_from: str | None = None
     peak_flops: float | None = None
     sample_tokens: int = 400
+    vocab_size: int | None = None
+    d_ff: int | None = None
+    embeddings: str = "shared"
+    batch_tokens: int = 4096
+    label_smoothing: float = 0.1
+    beam_size: int = 4
+    length_penalty: float = 1.0
+    epochs: float | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _check_type(f.name, getattr(self, f.name)))
+        if self.tokenizer is None:
+            self.tokenizer = "bpe" if self.task == "translate" else "char"
+        _check_translate(self)
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
             if value is not None and not _in_range(value, low, high):
@@ -87,10 +98,11 @@ class TrainConfig:
 
 
 CHOICES = {
-    "task": ("lm", "classify"),
-    "tokenizer": ("char", "byte"),
+    "task": ("lm", "classify", "translate"),
+    "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
+    "embeddings": ("shared", "separate"),
 }
 
 _INF = math.inf
@@ -118,7 +130,45 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "log_every": (1, _INF),
     "peak_flops": ((0.0,), _INF),
     "sample_tokens": (0, _INF),
+    "vocab_size": (8, _INF),
+    "d_ff": (1, _INF),
+    "batch_tokens": (1, _INF),
+    "label_smoothing": (0.0, (1.0,)),
+    "beam_size": (1, _INF),
+    "length_penalty": (0.0, _INF),
+    "epochs": ((0.0,), _INF),
 }
+
+# Fields that hold one path, or (translate) a [source, target] pair of paths.
+_PATH_PAIRS = ("data", "val_data")
+_TRANSLATE_ONLY = ("epochs",)
+_LEARNED_TOKENIZERS = ("word", "bpe")
+
+
+def _check_translate(cfg: TrainConfig) -> None:
+    """Two files for --data/--val-data with translate, one otherwise; its other rules."""
+    if cfg.task != "translate":
+        for name in _PATH_PAIRS:
+            if isinstance(getattr(cfg, name), list):
+                raise ValueError(f"{_flag(name)} takes one path for --task {cfg.task}")
+        for name in _TRANSLATE_ONLY:
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"{_flag(name)} is an option of --task translate")
+        if cfg.tokenizer in _LEARNED_TOKENIZERS:
+            raise ValueError(f"--tokenizer {cfg.tokenizer} is for --task translate; "
+                             f"--task {cfg.task} reads char or byte")
+        return
+    for name in _PATH_PAIRS:
+        value = getattr(cfg, name)
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ValueError(f"--task translate needs {_flag(name)} SOURCE_FILE TARGET_FILE "
+                             "(two line-aligned files)")
+    if cfg.tokenizer not in _LEARNED_TOKENIZERS:
+        raise ValueError(f"--task translate learns its vocabulary: --tokenizer "
+                         f"{' or '.join(_LEARNED_TOKENIZERS)}, not {cfg.tokenizer}")
+    if cfg.init_from is not None:
+        raise ValueError("--init-from starts from a language model; --task translate trains "
+                         "an encoder-decoder from scratch")
 
 
 def _in_range(value: float, low: Any, high: Any) -> bool:
@@ -159,6 +209,11 @@ def _check_type(name: str, value: Any) -> Any:
     kind = _base_type(name)
     if value is None and _optional(name):
         return None
+    if name in _PATH_PAIRS and isinstance(value, (list, tuple)):
+        if not 1 <= len(value) <= 2 or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{_flag(name)} takes one path, or two for --task translate; got "
+                             f"{value!r}")
+        return value[0] if len(value) == 1 else list(value)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -217,11 +272,15 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 _HELP = {
-    "task": "lm: language modelling; classify: fine-tune a sequence classifier",
+    "task": "lm: language modelling; classify: fine-tune a sequence classifier; translate: "
+    "train an encoder-decoder Transformer on parallel text",
     "data": "text file, folder of .txt files, or folder with train.bin/val.bin + vocab.json "
-    "(lm; default: the standard library's docstrings); TSV/CSV file (classify)",
-    "val_data": "validation text or TSV/CSV file (lm default: the last 10%% of --data)",
-    "tokenizer": "tokenizer for text data",
+    "(lm; default: the standard library's docstrings); TSV/CSV file (classify); SOURCE_FILE "
+    "TARGET_FILE, line-aligned, gzip or not (translate)",
+    "val_data": "validation text or TSV/CSV file (lm default: the last 10%% of --data); "
+    "SOURCE_FILE TARGET_FILE (translate)",
+    "tokenizer": "tokenizer for text data (default: char; bpe for translate, which learns a "
+    "word or bpe vocabulary from --data)",
     "out": "run folder: checkpoints, metrics.jsonl, train_config.json",
     "device": "cpu, cuda or cuda:N",
     "seed": "seed for initial weights, batches and dropout",
@@ -255,6 +314,17 @@ _HELP = {
     "checkpoint folder)",
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
+    "vocab_size": "size of a learned vocabulary (--tokenizer word or bpe; default: 30000 "
+    "words, 8000 BPE tokens)",
+    "d_ff": "feed-forward width (translate; default: 4 x --d-model)",
+    "embeddings": "translate: one embedding table for source and target, or one each (the "
+    "output layer is tied to the target's)",
+    "batch_tokens": "translate: tokens per batch (source + target, padding included)",
+    "label_smoothing": "translate: label smoothing of the training loss",
+    "beam_size": "translate: beam size of the val BLEU decoding (1: greedy)",
+    "length_penalty": "translate: beam hypotheses are ranked by log p / length ** this",
+    "epochs": "translate: train for this many passes' worth of batches over --data (sets "
+    "--max-steps and --decay-steps)",
 }
 
 
@@ -276,6 +346,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
             _flag(name),
             dest=name,
             type=kind,
+            nargs="+" if name in _PATH_PAIRS else None,
             choices=CHOICES.get(name),
             metavar=None if name in CHOICES else _METAVARS.get(name, _TYPE_METAVARS.get(kind)),
             help=help_text,
