@@ -66,6 +66,15 @@ def _until_eos(tokens: np.ndarray, eos_id: int) -> list[int]:
     return tokens[: hits[0] if hits.size else len(tokens)].tolist()
 
 
+def _top(scores: np.ndarray, m: int) -> np.ndarray:
+    """Per row, the columns of the m highest scores, best first (ties: lower column first, as
+    argmax breaks them); a partial sort, since rows hold beams x vocabulary entries."""
+    m = min(m, scores.shape[1])
+    part = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+    order = np.lexsort((part, -np.take_along_axis(scores, part, 1)), axis=1)
+    return np.take_along_axis(part, order, 1)
+
+
 def beam_search(state, eos_id: int, max_steps, beam_size: int,
                 length_penalty: float = 1.0) -> list[list[int]]:
     """Best hypothesis per sentence by log p / length ** length_penalty (length counts eos),
@@ -91,7 +100,7 @@ def beam_search(state, eos_id: int, max_steps, beam_size: int,
         at_limit = np.repeat(step >= limits, scores.shape[1])
         logp[at_limit] = np.where(np.arange(vocab) == eos_id, logp[at_limit], -np.inf)
         cand = (scores[:, :, None] + logp.reshape(n, scores.shape[1], vocab)).reshape(n, -1)
-        top = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # enough to refill k beams
+        top = _top(cand, 2 * k)  # enough to refill k beams
         rows, tokens, new_scores = [], [], np.full((n, k), -np.inf)
         for b in range(n):
             beams = 0
