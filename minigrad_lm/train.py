@@ -1,18 +1,21 @@
-"""Train a GPT language model, or fine-tune a sentence classifier on a GPT body.
+"""Train a GPT language model, fine-tune a sentence classifier on a GPT body, or train an
+encoder-decoder translation model.
 
     python -m minigrad_lm.train                      # char-level GPT on stdlib docstrings
     python -m minigrad_lm.train --data input.txt --out runs/mine
     python -m minigrad_lm.train --out runs/mine --resume --max-steps 3000
     python -m minigrad_lm.train --task classify --data train.tsv --val-data dev.tsv \\
         --init-from runs/default --out runs/sst2
+    python -m minigrad_lm.train --task translate --data train.de train.en \\
+        --val-data val.de val.en --out runs/de-en
     mpiexec -n 2 python -m minigrad_lm.train --distributed --out runs/dp   # data-parallel
 
-The run folder (--out) gets crash-safe checkpoints in latest/ and best/ (by val loss), a
-metrics.jsonl record per step and train_config.json. SIGINT or SIGTERM finishes the current
-step, saves latest/ and exits with status 130 or 143. On the NumPy backend --resume continues
-bit-identically: the weights, optimizer, step and every random state are in the checkpoint, and
-the learning rate depends on the step alone (never on --max-steps), so --max-steps 20 followed
-by --resume --max-steps 40 ends exactly where one 40-step run does.
+The run folder (--out) gets crash-safe checkpoints in latest/ and best/ (by val loss; by val
+BLEU for translate), a metrics.jsonl record per step and train_config.json. SIGINT or SIGTERM
+finishes the current step, saves latest/ and exits with status 130 or 143. On the NumPy backend
+--resume continues bit-identically: the weights, optimizer, step and every random state are in
+the checkpoint, and the learning rate depends on the step alone (never on --max-steps), so
+--max-steps 20 followed by --resume --max-steps 40 ends exactly where one 40-step run does.
 
 With --distributed (see :mod:`minigrad_lm.distributed`) each step's global batch of
 batch-size x grad-accum-steps x ranks sequences is drawn from the one seeded stream exactly as a

@@ -61,7 +61,8 @@ def read_lines(path: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_parallel(src_path: str, tgt_path: str) -> tuple[list[str], list[str], list[int], list[int]]:
+def read_parallel(src_path: str, tgt_path: str
+                  ) -> tuple[list[str], list[str], list[int], list[int]]:
     """(sources, targets, their line numbers, line numbers of skipped pairs with an empty
     side) of two line-aligned files."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)

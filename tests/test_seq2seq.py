@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 import minigrad_lm as mg
 from minigrad_lm.decoding import DecodeOptions, beam_search, greedy, translate_ids
 from minigrad_lm.models import Seq2SeqConfig, Seq2SeqTransformer
-from minigrad_lm.nn.seq2seq_layers import (MultiHeadCrossAttention, TransformerDecoderLayer,
-                                           cross_attention)
+from minigrad_lm.nn.seq2seq_layers import TransformerDecoderLayer, cross_attention
 from tests.test_nn import to_float64, x64
 
 PAD, BOS, EOS = 0, 1, 2
