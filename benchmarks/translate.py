@@ -167,15 +167,14 @@ class _Torch:
 
 
 def _train(impl, task, cfg, steps: int, log_every: int) -> dict:
-    rng = np.random.default_rng([cfg.seed, 1])  # the training CLI's batch stream
     seconds, tokens, losses = 0.0, 0, []
     for step in range(steps):
-        batch = task.batch_at(task.draw(rng, 1))
+        batch = task.batch_at(task.draw(None, 1, step))
         lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, steps)
         t0 = time.perf_counter()
         losses.append(impl.step(batch, lr, cfg))
         seconds += time.perf_counter() - t0
-        tokens += task.count_tokens(batch)
+        tokens += task.tokens(batch)
         if (step + 1) % log_every == 0:
             print(f"  {impl.name} step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.3f}"
                   f" | {tokens / seconds:,.0f} tok/s | {seconds / 60:.1f} min", flush=True)
@@ -196,10 +195,9 @@ def _estimate_steps(task, cfg, minutes: float) -> int:
     """Steps that fit in `minutes`, from the median of a few timed steps of a throwaway model."""
     mg.manual_seed(cfg.seed + 1)
     probe = _Ours(Seq2SeqTransformer(task.model_config()), cfg)
-    rng = np.random.default_rng([cfg.seed, 99])
     times = []
-    for _ in range(8):
-        batch = task.batch_at(task.draw(rng, 1))
+    for step in range(8):
+        batch = task.batch_at(task.draw(None, 1, step))
         t0 = time.perf_counter()
         probe.step(batch, cfg.lr, cfg)
         times.append(time.perf_counter() - t0)
@@ -227,6 +225,8 @@ def main(argv=None) -> int:
     print(*task.describe(), sep="\n")
     print(f"data ready in {time.perf_counter() - t0:.1f}s")
     steps = args.steps or _estimate_steps(task, cfg, args.minutes)
+    if cfg.warmup_steps > steps // 5:  # a short run still reaches its peak learning rate
+        cfg.warmup_steps = max(1, steps // 5)
     mg.manual_seed(cfg.seed)
     model = Seq2SeqTransformer(task.model_config())
     impls = [_Ours(model, cfg)]

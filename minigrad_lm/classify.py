@@ -1,25 +1,28 @@
-"""Classify sentences with a fine-tuned classifier checkpoint.
+"""Classify sentences with a trained classifier checkpoint.
 
     python -m minigrad_lm.classify --ckpt runs/sst2 "a gripping, funny film" "dull and slow"
+    python -m minigrad_lm.classify --ckpt runs/mr --file reviews.txt --encoding latin-1
 
-Prints one line per sentence: the predicted label, a tab, and its probability. Without sentence
-arguments, each line of stdin is one sentence. --ckpt takes a run folder (its best/ checkpoint,
-else latest/) or a checkpoint folder. Sentences longer than the model's context keep their
-first context tokens, as in training.
+Prints one line per sentence: the predicted label, a tab, and its probability. Sentences come
+from the arguments, else from --file (one a line; ``-`` is stdin), else from stdin. --ckpt
+takes a run folder (its best/ checkpoint, else latest/) or a checkpoint folder. Sentences
+longer than the model's context keep their first context tokens, as in training.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import CheckpointError
 from .cli import check_device, report_errors
-from .data import encode_classification
+from .data import decode_text, read_text
 from .ops import softmax
 from .run_state import read_checkpoint
+from .tasks import encode_sentences
 from .tensor import no_grad
 
 __all__ = ["main", "predict"]
@@ -27,26 +30,43 @@ __all__ = ["main", "predict"]
 BATCH = 64
 
 
-def predict(model, tokenizer, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, tokenizer, sentences: list[str],
+            names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities of those labels) for ``sentences``."""
     context = model.body.config.context_length
-    names = [f"sentence {i + 1}" for i in range(len(sentences))]
-    ids, lengths = encode_classification(sentences, tokenizer, context, names)
+    names = names or [f"sentence {i + 1}" for i in range(len(sentences))]
+    ids, lengths, _ = encode_sentences(tokenizer, sentences, context, model.pooling, names)
     probs = []
     with no_grad():
         for lo in range(0, len(sentences), BATCH):
-            logits = model(ids[lo:lo + BATCH], lengths[lo:lo + BATCH])
+            width = int(lengths[lo:lo + BATCH].max())
+            logits = model(ids[lo:lo + BATCH, :width], lengths[lo:lo + BATCH])
             probs.append(softmax(logits, axis=-1).numpy())
     p = np.concatenate(probs).astype(np.float64)
     labels = p.argmax(axis=-1)
     return labels, p[np.arange(len(labels)), labels]
 
 
+def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The sentences to classify and, from a file, their ``file:line`` names."""
+    if args.sentences:
+        return args.sentences, None
+    if args.file is not None and args.file != "-":
+        text, where = read_text(Path(args.file), args.encoding), args.file
+    else:
+        text, where = decode_text(sys.stdin.buffer.read(), args.encoding, "stdin"), "stdin"
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    return [line for _, line in numbered], [f"{where}:{n}" for n, _ in numbered]
+
+
 def _classify(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.sentences and args.file is not None:
+        raise ValueError("give sentences as arguments or --file, not both")
+    sentences, names = _sentences(args)
     if not sentences:
-        raise ValueError("no sentences: give them as arguments or one per line on stdin")
+        raise ValueError("no sentences: give them as arguments, with --file, or one per line "
+                         "on stdin")
     ckpt = read_checkpoint(args.ckpt)
     if ckpt.task != "classify":
         raise CheckpointError(
@@ -54,7 +74,7 @@ def _classify(args: argparse.Namespace) -> int:
             "python -m minigrad_lm.train --task classify"
         )
     model = ckpt.build_model(device)
-    labels, probs = predict(model, ckpt.tokenizer, sentences)
+    labels, probs = predict(model, ckpt.tokenizer, sentences, names)
     for label, prob in zip(labels, probs, strict=True):
         print(f"{label}\t{prob:.4f}")
     return 0
@@ -67,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, metavar="DIR",
                         help="run folder (uses best/, else latest/) or checkpoint folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("sentences", nargs="*", help="sentences to classify (default: stdin)")
+    parser.add_argument("--file", metavar="FILE",
+                        help="classify each line of FILE (- for stdin)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of --file or stdin (default: utf-8)")
+    parser.add_argument("sentences", nargs="*", help="sentences to classify (default: --file, "
+                        "else stdin)")
     args = parser.parse_args(argv)
     return report_errors(lambda: _classify(args))
 

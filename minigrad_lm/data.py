@@ -18,6 +18,7 @@ import sysconfig
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,9 +32,13 @@ __all__ = [
     "Tokenizer",
     "default_corpus",
     "encode_classification",
-    "load_classification_file",
+    "LabeledRows",
+    "load_class_files",
+    "load_labeled",
     "load_classification_rows",
     "load_text",
+    "decode_text",
+    "read_text",
     "load_token_folder",
     "read_vocab_json",
     "sample_batch",
@@ -284,21 +289,30 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_utf8(path: Path) -> str:
-    """Strict UTF-8 (a leading BOM dropped, CRLF -> LF); the error names file and byte offset."""
-    raw = path.read_bytes()
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A whole text file in ``encoding`` (a leading BOM dropped, CRLF -> LF). Bytes that are
+    not valid in it are an error naming the file, the line and the flag that picks another."""
+    return decode_text(path.read_bytes(), encoding, str(path))
+
+
+def decode_text(raw: bytes, encoding: str, name: str) -> str:
+    """:func:`read_text` for bytes that came from ``name`` (a file, stdin)."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode(encoding)
+    except LookupError:
+        raise ValueError(f"--encoding {encoding!r}: not an encoding Python knows") from None
     except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
         raise ValueError(
-            f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte offset {e.start})"
+            f"{name}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x}); give the "
+            "file's encoding with --encoding (e.g. --encoding latin-1)"
         ) from None
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
-def load_text(path: PathLike) -> str:
-    """A UTF-8 text file, or every ``.txt`` file directly in a folder (sorted, joined by
-    newlines). Windows line endings become ``\\n`` so they do not enter the vocabulary."""
+def load_text(path: PathLike, encoding: str = "utf-8") -> str:
+    """A text file, or every ``.txt`` file directly in a folder (sorted, joined by newlines).
+    Windows line endings become ``\\n`` so they do not enter the vocabulary."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -306,9 +320,9 @@ def load_text(path: PathLike) -> str:
         files = sorted(f for f in p.iterdir() if f.suffix == ".txt" and f.is_file())
         if not files:
             raise ValueError(f"{p}: folder has no .txt files")
-        text = "\n".join(_read_utf8(f) for f in files)
+        text = "\n".join(read_text(f, encoding) for f in files)
     else:
-        text = _read_utf8(p)
+        text = read_text(p, encoding)
     if not text.strip():
         raise ValueError(f"{p}: corpus is empty")
     return text
@@ -330,7 +344,7 @@ def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
             )
         raise FileNotFoundError(f"{vocab_path}: no such file (it gives the vocabulary size)")
     try:
-        vocab = json.loads(_read_utf8(vocab_path))
+        vocab = json.loads(read_text(vocab_path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{vocab_path}:{e.lineno}: malformed JSON ({e.msg})") from None
     if isinstance(vocab, dict) and "type" in vocab:
@@ -429,6 +443,35 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
 # --------------------------------------------------------------------------------------------
 
 _INT = re.compile(r"[+-]?[0-9]+")
+MAX_LABEL = 1_000_000  # far above any real label set; stops a typo from building a huge head
+
+
+@dataclass
+class LabeledRows:
+    """Sentences with integer labels, and where each came from (``file:line``) for errors."""
+
+    texts: list[str]
+    labels: np.ndarray
+    files: list[str]
+    lines: np.ndarray  # line number of each row in its file, from 1
+    file_index: np.ndarray  # which of ``files`` each row is from
+
+    def names(self) -> list[str]:
+        return [f"{self.files[i]}:{n}" for i, n in zip(self.file_index, self.lines)]
+
+    def take(self, keep: np.ndarray) -> LabeledRows:
+        return LabeledRows([t for t, k in zip(self.texts, keep) if k], self.labels[keep],
+                           self.files, self.lines[keep], self.file_index[keep])
+
+    def hold_out_every(self, nth: int) -> tuple[LabeledRows, LabeledRows]:
+        """(rows kept for training, validation rows): line numbers nth, 2 nth, ... of each
+        file are validation, so the split never depends on how the files were ordered."""
+        val = self.lines % nth == 0
+        if not val.any() or val.all():
+            empty = "validation" if not val.any() else "training"
+            raise ValueError(f"--val-every-nth {nth} leaves no {empty} rows in "
+                             f"{', '.join(self.files)}")
+        return self.take(~val), self.take(val)
 
 
 def _rows(path: Path, text: str) -> Iterable[tuple[int, list[str]]]:
@@ -445,25 +488,25 @@ def _rows(path: Path, text: str) -> Iterable[tuple[int, list[str]]]:
                 yield lineno, line.split("\t")
 
 
-def load_classification_file(path: PathLike) -> tuple[list[str], np.ndarray]:
+def _regular_file(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if not p.is_file():
+        raise ValueError(f"{p}: not a regular file")
+    return p
+
+
+def load_classification_rows(path: PathLike, encoding: str = "utf-8") -> LabeledRows:
     """Texts and int64 labels from a GLUE-style TSV (``sentence``, ``label`` columns) or a
     ``.csv`` file (``text``, ``label`` columns). Extra columns are ignored.
 
     Errors name the file and line: missing columns, wrong field count, empty text, a label
-    that is not a non-negative integer, no rows.
+    that is not a non-negative integer (or is absurdly large), no rows.
     """
-    texts, labels, _ = load_classification_rows(path)
-    return texts, labels
-
-
-def load_classification_rows(path: PathLike) -> tuple[list[str], np.ndarray, list[int]]:
-    """Like :func:`load_classification_file`, plus each row's line number in the file, so
-    that later problems with a row (e.g. an unknown character) can name its line too."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
+    p = _regular_file(path)
     text_column = "text" if p.suffix.lower() == ".csv" else "sentence"
-    rows = iter(_rows(p, _read_utf8(p)))
+    rows = iter(_rows(p, read_text(p, encoding)))
     header_line = next(rows, None)
     if header_line is None:
         raise ValueError(f"{p}: empty file, expected a header with {text_column!r} and 'label'")
@@ -471,9 +514,11 @@ def load_classification_rows(path: PathLike) -> tuple[list[str], np.ndarray, lis
     names = [h.strip() for h in header]
     missing = [c for c in (text_column, "label") if c not in names]
     if missing:
+        hint = ("; for one file of sentences per class, give the files as "
+                "--data FILE0 FILE1 ..." if len(names) == 1 else "")
         raise ValueError(
             f"{p}:{lineno}: header lacks column(s) {', '.join(map(repr, missing))} "
-            f"(found {', '.join(map(repr, names))})"
+            f"(found {', '.join(repr(n[:40]) for n in names[:8])}){hint}"
         )
     t_col, l_col = names.index(text_column), names.index("label")
     texts: list[str] = []
@@ -486,16 +531,47 @@ def load_classification_rows(path: PathLike) -> tuple[list[str], np.ndarray, lis
         if not sentence.strip():
             raise ValueError(f"{p}:{lineno}: empty {text_column}")
         if not _INT.fullmatch(label):
-            raise ValueError(f"{p}:{lineno}: label {label!r} is not an integer")
-        value = int(label)
-        if value < 0:
-            raise ValueError(f"{p}:{lineno}: label {value} is negative (labels must be >= 0)")
+            raise ValueError(f"{p}:{lineno}: label {label[:40]!r} is not an integer")
+        if len(label) > 8 or not 0 <= int(label) <= MAX_LABEL:
+            raise ValueError(f"{p}:{lineno}: label {label[:40]} is outside 0..{MAX_LABEL:,}")
         texts.append(sentence)
-        labels.append(value)
+        labels.append(int(label))
         lines.append(lineno)
     if not texts:
         raise ValueError(f"{p}: no rows after the header")
-    return texts, np.array(labels, dtype=np.int64), lines
+    return LabeledRows(texts, np.array(labels, dtype=np.int64), [str(p)],
+                       np.array(lines, dtype=np.int64), np.zeros(len(texts), np.int64))
+
+
+def load_class_files(paths: Sequence[PathLike], encoding: str = "utf-8") -> LabeledRows:
+    """One sentence per line, one file per class: the lines of ``paths[i]`` get label i
+    (the layout of the Movie Review corpus, ``rt-polarity.neg`` and ``.pos``). Blank lines
+    are skipped."""
+    texts: list[str] = []
+    labels, lines, index = [], [], []
+    for i, path in enumerate(paths):
+        p = _regular_file(path)
+        found = 0
+        for lineno, line in enumerate(read_text(p, encoding).split("\n"), start=1):
+            if line.strip():
+                texts.append(line)
+                labels.append(i)
+                lines.append(lineno)
+                index.append(i)
+                found += 1
+        if not found:
+            raise ValueError(f"{p}: no sentences (every line is blank)")
+    return LabeledRows(texts, np.array(labels, dtype=np.int64), [str(p) for p in paths],
+                       np.array(lines, dtype=np.int64), np.array(index, dtype=np.int64))
+
+
+def load_labeled(data: str | Sequence[str], encoding: str = "utf-8") -> LabeledRows:
+    """A TSV/CSV file of sentences and labels, or (two or more paths) one file per class."""
+    if isinstance(data, str):
+        return load_classification_rows(data, encoding)
+    if len(data) == 1:
+        return load_classification_rows(data[0], encoding)
+    return load_class_files(data, encoding)
 
 
 def encode_classification(
@@ -503,26 +579,33 @@ def encode_classification(
     tokenizer: Tokenizer,
     context: int,
     names: Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``ids`` (N, context) int64 and ``lengths`` (N,) int64 for a batch of texts.
+    prefix: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``ids`` (N, context) int64, ``lengths`` (N,) int64 and how many texts were cut.
 
-    Each text keeps its first ``context`` tokens and is right-padded with id 0; since 0 is
-    also a real token, ``lengths`` (the unpadded length, >= 1) is what marks the padding.
-    Errors call text ``i`` by ``names[i]`` (e.g. ``"train.tsv:12"``), else ``"text i"``.
+    Each text, after the ``prefix`` ids (e.g. a [CLS] token), keeps its first tokens up to
+    ``context`` and is right-padded with id 0; since 0 may also be a real token, ``lengths``
+    (the unpadded length, >= 1) is what marks the padding. Errors call text ``i`` by
+    ``names[i]`` (e.g. ``"train.tsv:12"``), else ``"text i"``.
     """
     if context < 1:
         raise ValueError(f"context must be >= 1, got {context}")
     ids = np.zeros((len(texts), context), dtype=np.int64)
     lengths = np.zeros(len(texts), dtype=np.int64)
+    batch = getattr(tokenizer, "encode_batch", None)
+    encoded = batch(texts) if batch is not None else None
+    cut = 0
     for i, text in enumerate(texts):
         name = names[i] if names is not None else f"text {i}"
         try:
-            tokens = tokenizer.encode(text)
+            tokens = encoded[i] if encoded is not None else tokenizer.encode(text)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
         if len(tokens) == 0:
             raise ValueError(f"{name} encodes to no tokens")
+        tokens = np.concatenate([np.asarray(prefix, np.int64), tokens]) if prefix else tokens
         n = min(len(tokens), context)
+        cut += len(tokens) > context
         ids[i, :n] = tokens[:n]
         lengths[i] = n
-    return ids, lengths
+    return ids, lengths, cut

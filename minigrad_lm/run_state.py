@@ -38,6 +38,7 @@ from .checkpoint import (
 from .bpe import GPT2Tokenizer, has_tokenizer_files
 from .data import tokenizer_from_dict
 from .models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
+from .models.classifier import POOLINGS
 from .models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
 
@@ -71,14 +72,14 @@ def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
     return {"type": "external", "vocab_size": vocab_size}
 
 
-def make_model(task: str, config: GPTConfig | Seq2SeqConfig,
-               num_classes: int | None = None) -> Module:
+def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | None = None,
+               pooling: str = "mean") -> Module:
     """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
     :class:`Seq2SeqTransformer` for ``translate``."""
     if task == "translate":
         return Seq2SeqTransformer(config)
     body = GPT(config)
-    return body if task == "lm" else SequenceClassifier(body, num_classes)
+    return body if task == "lm" else SequenceClassifier(body, num_classes, pooling)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,6 +100,7 @@ def checkpoint_files(
     num_classes: int | None,
     optimizer: Any,
     state: dict[str, Any],
+    pooling: str | None = None,
 ) -> dict[str, bytes]:
     """Everything one checkpoint folder holds, as file name -> bytes."""
     opt = optimizer.state_dict()
@@ -109,6 +111,8 @@ def checkpoint_files(
         "model": model_config.to_dict(),
         "num_classes": num_classes,
     }
+    if pooling is not None:
+        config["pooling"] = pooling
     optimizer_meta = {"step": opt["step"], "param_groups": opt["param_groups"]}
     files = {
         "model.safetensors": safetensors_bytes(dict(model.state_dict())),
@@ -203,6 +207,7 @@ class Checkpoint:
     tokenizer_dict: dict[str, Any]
     state: dict[str, Any]
     checksums: dict[str, str]
+    pooling: str = "mean"
 
     @property
     def tokenizer(self):
@@ -232,7 +237,7 @@ class Checkpoint:
 
     def build_model(self, device: str = "cpu") -> Module:
         """The model with the checkpoint's weights, on ``device``, in eval mode."""
-        model = make_model(self.task, self.model_config, self.num_classes)
+        model = make_model(self.task, self.model_config, self.num_classes, self.pooling)
         model.to(device)
         self.load_weights(model)
         return model.eval()
@@ -267,7 +272,7 @@ def _read_verified_json(folder: str, fname: str, checksums: dict[str, str]) -> A
 
 
 def _read_config(folder: str, checksums: dict[str, str]
-                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None]:
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None, str]:
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -288,7 +293,10 @@ def _read_config(folder: str, checksums: dict[str, str]
     num_classes = config.get("num_classes")
     if task == "classify" and (not isinstance(num_classes, int) or num_classes < 2):
         raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got {num_classes!r}")
-    return task, model_config, num_classes
+    pooling = config.get("pooling", "mean")  # checkpoints before the choice pooled by mean
+    if pooling not in POOLINGS:
+        raise CheckpointError(f"{name}: unknown pooling {str(pooling)[:40]!r}")
+    return task, model_config, num_classes, pooling
 
 
 def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
@@ -318,12 +326,13 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
         return _read_hf_gpt2(path)
     folder = find_checkpoint(path, prefer)
     checksums = _read_checksums(folder)
-    task, model_config, num_classes = _read_config(folder, checksums)
+    task, model_config, num_classes, pooling = _read_config(folder, checksums)
     tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
     state = _read_verified_json(folder, "state.json", checksums)
     if not isinstance(state, dict):
         raise CheckpointError(f"{folder}/state.json: expected a JSON object")
-    return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums)
+    return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums,
+                      pooling)
 
 
 def _read_hf_gpt2(path: str) -> Checkpoint:

@@ -10,12 +10,12 @@ encoder-decoder translation model.
         --val-data val.de val.en --out runs/de-en
     mpiexec -n 2 python -m minigrad_lm.train --distributed --out runs/dp   # data-parallel
 
-The run folder (--out) gets crash-safe checkpoints in latest/ and best/ (by val loss; by val
-BLEU for translate), a metrics.jsonl record per step and train_config.json. SIGINT or SIGTERM
-finishes the current step, saves latest/ and exits with status 130 or 143. On the NumPy backend
---resume continues bit-identically: the weights, optimizer, step and every random state are in
-the checkpoint, and the learning rate depends on the step alone (never on --max-steps), so
---max-steps 20 followed by --resume --max-steps 40 ends exactly where one 40-step run does.
+The run folder (--out) gets crash-safe checkpoints in latest/ and best/ (by val loss), a
+metrics.jsonl record per step and train_config.json. SIGINT or SIGTERM finishes the current
+step, saves latest/ and exits with status 130 or 143. On the NumPy backend --resume continues
+bit-identically: the weights, optimizer, step and every random state are in the checkpoint, and
+the learning rate depends on the step alone (never on --max-steps), so --max-steps 20 followed
+by --resume --max-steps 40 ends exactly where one 40-step run does.
 
 With --distributed (see :mod:`minigrad_lm.distributed`) each step's global batch of
 batch-size x grad-accum-steps x ranks sequences is drawn from the one seeded stream exactly as a
@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -131,7 +132,9 @@ def _adopt_model(cfg: TrainConfig, source: Checkpoint, explicit: dict, what: str
             f"{what} {source.path} was trained with a different model: {', '.join(conflicts)}"
         )
     values = {**cfg.to_dict(), **fields}
-    if "dropout" not in explicit:
+    if "dropout" not in explicit and source.task == cfg.task:
+        # The checkpoint's own task keeps its dropout; a new task (a classifier on a
+        # pretrained language model) takes that task's default.
         values["dropout"] = source.model_config.dropout
     return TrainConfig(**values)
 
@@ -156,6 +159,14 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     return source, saved
 
 
+def _without_replaced_length(saved: dict, explicit: dict) -> dict:
+    """The saved options, less the run length that a resumed run is newly given (--epochs
+    replaces a saved --max-steps and the reverse)."""
+    replaced = {"epochs": "max_steps", "max_steps": "epochs"}
+    drop = {replaced[k] for k in replaced if k in explicit}
+    return {k: v for k, v in saved.items() if k not in drop}
+
+
 def _settings(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
     """(config, checkpoint to resume, checkpoint to initialize from)."""
     if args.resume and args.overwrite:
@@ -170,7 +181,7 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None,
     out = explicit.get("out", TrainConfig.out)
     if args.resume:
         resume, saved = _resume_source(out, explicit)
-        cfg = TrainConfig(**{**saved, **explicit, "out": out})
+        cfg = TrainConfig(**{**_without_replaced_length(saved, explicit), **explicit, "out": out})
         return _adopt_model(cfg, resume, explicit, "--resume: checkpoint"), resume, None
     cfg = TrainConfig(**explicit)
     if cfg.init_from is None:
@@ -184,9 +195,13 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None,
 
 
 def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) -> GPTConfig:
+    """The model's shape: a checkpoint's (with this run's dropout and attention, so a causal
+    language model can start a bidirectional classifier), or the options'."""
+    causal = cfg.attention == "causal"
     if source is not None:
-        return dataclasses.replace(source.model_config, dropout=cfg.dropout)
+        return dataclasses.replace(source.model_config, dropout=cfg.dropout, causal=causal)
     return GPTConfig(
+        causal=causal,
         vocab_size=vocab_size,
         context_length=cfg.context,
         n_layer=cfg.n_layer,
@@ -343,20 +358,42 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+@dataclass(frozen=True)
+class RunLength:
+    """How long the run is and when it evaluates, in optimizer steps: given, or (--epochs)
+    worked out from the number of training rows and the global batch."""
+
+    max_steps: int
+    decay_steps: int
+    eval_every: int
+    steps_per_epoch: int | None = None
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, task, global_batch: int) -> RunLength:
+        per_epoch = None
+        max_steps = cfg.max_steps
+        if cfg.epochs is not None:
+            per_epoch = math.ceil(task.train_rows / global_batch)
+            max_steps = cfg.epochs * per_epoch
+        eval_every = cfg.eval_every
+        if eval_every is None:  # twice an epoch: the best checkpoint is picked often enough
+            eval_every = max(1, math.ceil((per_epoch or max_steps) / 2))
+        return cls(max_steps, cfg.decay_steps or max_steps, eval_every, per_epoch)
+
+
 class Trainer:
     """The training loop with evaluation, checkpoints, logs, progress bar and signals.
 
     Every rank runs it in lockstep; rank 0 alone evaluates, logs and writes checkpoints.
     """
 
-    def __init__(self, cfg, task, model, model_config, optimizer, batch_rng, start_step,
-                 best, device, peak_flops, world: World):
-        self.cfg, self.task, self.model, self.device = cfg, task, model, device
+    def __init__(self, cfg, length: RunLength, task, model, model_config, optimizer,
+                 batch_rng, start_step, best, device, peak_flops, world: World):
+        self.cfg, self.length, self.task, self.model, self.device = (cfg, length, task, model,
+                                                                     device)
         self.model_config, self.optimizer, self.batch_rng = model_config, optimizer, batch_rng
         self.world = world
         self.step = start_step
-        # the eval metric that picks best/, and whether higher is better
-        self.best_key, self.higher_is_better = getattr(task, "best_by", ("val_loss", False))
         self.best_score, self.best_step = best
         self.peak_flops = peak_flops
         self.saved_step = start_step  # a resumed run's latest/ is at its first step
@@ -364,36 +401,31 @@ class Trainer:
         # The global batch is cut into equal micro-batches (grad-accum-steps per rank), so its
         # mean loss and gradient are the means of theirs.
         self.micro_batches = cfg.grad_accum_steps * world.size
-        # A micro-batch is batch-size rows, or what a task says (translate: one token batch).
-        self.micro_rows = getattr(task, "rows_per_micro_batch", cfg.batch_size)
-        self.global_batch = self.micro_rows * self.micro_batches
-        per_rank = self.micro_rows * cfg.grad_accum_steps
+        self.global_batch = cfg.batch_size * self.micro_batches
+        per_rank = cfg.batch_size * cfg.grad_accum_steps
         self.rows = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
-        self.tokens_per_step = self.global_batch * cfg.context
-        self.count_tokens = getattr(task, "count_tokens", None)  # when batches vary in size
         self.recent: list[dict] = []  # train records since the last log line
         self.started = time.perf_counter()
 
     # ---- one step ------------------------------------------------------------------------
     def _train_step(self) -> dict:
         cfg, world = self.cfg, self.world
-        lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps)
+        lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.length.decay_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
         self.optimizer.zero_grad()
         # Every rank draws the whole global batch, so the sampler's state never depends on the
         # number of ranks, then keeps its own rows.
-        picks = self.task.draw(self.batch_rng, self.global_batch)[self.rows]
+        picks = self.task.draw(self.batch_rng, self.global_batch, self.step)[self.rows]
         loss_sum, tokens = 0.0, 0
         for k in range(cfg.grad_accum_steps):
-            batch = self.task.batch_at(picks[k * self.micro_rows:(k + 1) * self.micro_rows])
+            batch = self.task.batch_at(picks[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+            tokens += self.task.tokens(batch)
             loss = self.task.loss(self.model, batch)
             loss.backward()  # accumulates into the optimizer's flat gradient buffers
             loss_sum += loss.item()  # read after backward: on a GPU the whole step is queued
-            tokens += self.count_tokens(batch) if self.count_tokens else 0
         value = world.sum(loss_sum) / self.micro_batches
-        tokens = world.sum(tokens) if self.count_tokens else self.tokens_per_step
         if not math.isfinite(value):
             raise CollectiveError(
                 f"the loss became {value} at step {self.step + 1}; lower --lr or raise "
@@ -407,6 +439,7 @@ class Trainer:
         self.optimizer.step()
         seconds = time.perf_counter() - start
         self.step += 1
+        tokens *= world.size  # the other ranks' batches are as large (or nearly: classify)
         tokens_per_s = tokens / seconds
         record = {
             "kind": "train",
@@ -434,7 +467,8 @@ class Trainer:
             "step": self.step,
             "rng": rng.get_state(),
             "batch_rng": self.batch_rng.bit_generator.state,
-            f"best_{self.best_key}": self.best_score,
+            "best_metric": self.task.best_metric,
+            "best_score": self.best_score,
             "best_step": self.best_step,
             "train_config": self.cfg.to_dict(),
             "world_size": self.world.size,
@@ -456,6 +490,7 @@ class Trainer:
                 num_classes=self.task.num_classes,
                 optimizer=self.optimizer,
                 state=self._state(rank_rngs),
+                pooling=self.cfg.pooling if self.task.name == "classify" else None,
             )
             write_checkpoints(self.cfg.out, files, best)
         self.saved_step = self.step
@@ -480,11 +515,9 @@ class Trainer:
         if self.cfg.peak_flops is None:
             # Other work on the machine can only make a measurement too low: keep the highest.
             self.peak_flops = max(self.peak_flops, measure_peak_flops(self.device, 0.1))
-        score = metrics[self.best_key]
-        improved = self.best_score is None or (
-            score > self.best_score if self.higher_is_better else score < self.best_score)
+        improved = self.task.improves(metrics, self.best_score)
         if improved:
-            self.best_score, self.best_step = score, self.step
+            self.best_score, self.best_step = metrics[self.task.best_metric], self.step
         self._save(best=improved)
         log.write(json_text({"kind": "eval", "step": self.step, **metrics}, indent=None) + "\n")
         log.flush()
@@ -498,7 +531,7 @@ class Trainer:
         tokens_per_s = sum(r["tokens"] for r in self.recent) / seconds
         self.recent.clear()
         return (
-            f"step {record['step']:>{len(str(self.cfg.max_steps))}}/{self.cfg.max_steps} | "
+            f"step {record['step']:>{len(str(self.length.max_steps))}}/{self.length.max_steps} | "
             f"loss {loss:.4f} | lr {record['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
             f"MFU {self._mfu(tokens_per_s):.1%}"
         )
@@ -507,11 +540,11 @@ class Trainer:
         """Train to ``max_steps``; return the exit status (0, or 128 + signal number)."""
         cfg, world, stop = self.cfg, self.world, _StopRequest(self.world.is_root)
         root = world.is_root
-        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=self.length.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    mininterval=0.5, file=sys.stderr, disable=not root)
         metrics = open(os.path.join(cfg.out, METRICS), "a") if root else nullcontext()
         with _stop_on_signals(stop), bar, metrics as log:
-            while self.step < cfg.max_steps:
+            while self.step < self.length.max_steps:
                 record = self._train_step()
                 # A signal may reach only some ranks: all stop at the same step.
                 signum = int(world.max(stop.signum or 0))
@@ -525,7 +558,7 @@ class Trainer:
                                     mfu=f"{record['mfu']:.1%}", refresh=False)
                     if self.step % cfg.log_every == 0:
                         _say(self._log_line(record))
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                if self.step % self.length.eval_every == 0 or self.step == self.length.max_steps:
                     line = self._evaluate_and_save(log)
                     if line is not None:
                         _say(line)
@@ -544,11 +577,11 @@ class Trainer:
         out = self.cfg.out
         print(
             f"done: {self.step} steps in {_duration(time.perf_counter() - self.started)}; best "
-            f"{self.best_key.replace('_', ' ')} {self.best_score:.4f} at step {self.best_step}; "
-            "checkpoints in "
-            f"{os.path.join(out, BEST)} and {os.path.join(out, LATEST)}"
+            f"{self.task.best_metric.replace('_', ' ')} {self.best_score:.4f} at step "
+            f"{self.best_step}; checkpoints in {os.path.join(out, BEST)} and "
+            f"{os.path.join(out, LATEST)}"
         )
-        for line in self.task.finish(self.model):
+        for line in self.task.finish(self.model, self.best_score):
             print(line)
 
 
@@ -560,11 +593,12 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     its weights, optimizer state and step from :func:`_start_identical`.
     """
     rng.manual_seed(cfg.seed)
-    if cfg.task == "translate" and resume is None:
-        model_config = task.model_config()
+    if cfg.task == "translate":  # an encoder-decoder, always trained from scratch
+        model_config = (dataclasses.replace(resume.model_config, dropout=cfg.dropout)
+                        if resume is not None else task.model_config())
     else:
         model_config = _gpt_config(cfg, task.vocab_size, resume or init)
-    model = make_model(cfg.task, model_config, task.num_classes)
+    model = make_model(cfg.task, model_config, task.num_classes, cfg.pooling)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
         init.load_weights(model if cfg.task == "lm" else model.body)
@@ -576,20 +610,23 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     start_step, best = 0, (None, None)
     if resume is not None:
         _restore_random_state(resume, batch_rng, world.rank)
-        key = getattr(task, "best_by", ("val_loss",))[0]
-        best = (resume.state.get(f"best_{key}"), resume.state.get("best_step"))
+        # Checkpoints from before the best score was named kept the best val loss.
+        best = (resume.state.get("best_score", resume.state.get("best_val_loss")),
+                resume.state.get("best_step"))
+    length = RunLength.of(cfg, task, cfg.batch_size * cfg.grad_accum_steps * world.size)
     if resume is not None and world.is_root:
         resume.load_weights(model)
         resume.load_optimizer(optimizer)
         start_step = _resumed_step(resume, optimizer)
-        if start_step >= cfg.max_steps:
+        if start_step >= length.max_steps:
+            more = "--epochs" if cfg.epochs is not None else "--max-steps"
             raise ValueError(
-                f"--resume: {resume.path} is at step {start_step}, not below --max-steps "
-                f"{cfg.max_steps}; raise --max-steps to train further"
+                f"--resume: {resume.path} is at step {start_step}, not below the run's "
+                f"{length.max_steps} steps; raise {more} to train further"
             )
     peak = cfg.peak_flops or (measure_peak_flops(device) if world.is_root else math.nan)
-    return Trainer(cfg, task, model, model_config, optimizer, batch_rng, start_step, best,
-                   device, peak, world)
+    return Trainer(cfg, length, task, model, model_config, optimizer, batch_rng, start_step,
+                   best, device, peak, world)
 
 
 def _start_identical(trainer: Trainer, world: World) -> None:
@@ -655,10 +692,14 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
         note = _world_note(cfg, resume, world)
         if note is not None:
             print(note)
-    if cfg.max_steps > cfg.decay_steps:
+    length = trainer.length
+    if length.max_steps > length.decay_steps:
         print(f"note: the learning rate reaches --min-lr {cfg.min_lr:g} at step "
-              f"{cfg.decay_steps} (--decay-steps) and stays there")
-    print(f"training {cfg.max_steps - trainer.step} steps; run folder {cfg.out}", flush=True)
+              f"{length.decay_steps} (--decay-steps) and stays there")
+    epochs = (f" ({cfg.epochs} epochs of {length.steps_per_epoch})"
+              if length.steps_per_epoch else "")
+    print(f"training {length.max_steps - trainer.step} steps{epochs}, evaluating every "
+          f"{length.eval_every}; run folder {cfg.out}", flush=True)
 
 
 def _plan(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
@@ -678,10 +719,6 @@ def _train(args: argparse.Namespace, world: World) -> int:
     def build() -> Trainer:
         task = make_task(cfg, source.tokenizer_dict if source else None,
                          resume.num_classes if resume is not None else None)
-        if cfg.epochs is not None:
-            steps = math.ceil(cfg.epochs * task.batches_per_epoch / (cfg.grad_accum_steps *
-                                                                      world.size))
-            cfg.max_steps = cfg.decay_steps = max(1, steps)
         return _build(cfg, task, device, resume, init, world)
 
     trainer = world.agree(build)

@@ -33,51 +33,63 @@ class TrainConfig:
     """
 
     task: str = "lm"
-    data: str | None = None  # translate: [source file, target file]
-    val_data: str | None = None
-    tokenizer: str | None = None  # char; bpe for translate
+    data: str | list[str] | None = None
+    val_data: str | list[str] | None = None
+    tokenizer: str | None = None
     out: str = "runs/default"
     device: str = "cpu"
     seed: int = 1337
-    max_steps: int = 2000
-    decay_steps: int = 2000
-    batch_size: int = 32
+    max_steps: int | None = None
+    decay_steps: int | None = None
+    batch_size: int | None = None
     grad_accum_steps: int = 1
-    context: int = 64
-    n_layer: int = 4
+    context: int | None = None
+    n_layer: int | None = None
     n_head: int = 4
     d_model: int = 128
-    dropout: float = 0.0
+    dropout: float | None = None
     norm: str = "pre"
     positional: str = "learned"
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 100
+    lr: float | None = None
+    min_lr: float | None = None
+    warmup_steps: int | None = None
     beta1: float = 0.9
     beta2: float = 0.99
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 250
+    eval_every: int | None = None
     eval_batches: int = 16
-    log_every: int = 100
+    log_every: int | None = None
     init_from: str | None = None
     peak_flops: float | None = None
     sample_tokens: int = 400
+    epochs: int | None = None
+    encoding: str = "utf-8"
+    val_every_nth: int | None = None
     vocab_size: int | None = None
+    min_count: int = 1
+    lowercase: bool = False
+    attention: str | None = None
+    pooling: str = "mean"
     d_ff: int | None = None
     embeddings: str = "shared"
     batch_tokens: int = 4096
     label_smoothing: float = 0.1
     beam_size: int = 4
     length_penalty: float = 1.0
-    epochs: float | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _check_type(f.name, getattr(self, f.name)))
-        if self.tokenizer is None:
-            self.tokenizer = "bpe" if self.task == "translate" else "char"
-        _check_translate(self)
+        for name, value in TASK_DEFAULTS.get(self.task, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.task == "classify" and self.max_steps is None and self.epochs is None:
+            self.epochs = CLASSIFY_EPOCHS
+        if self.task == "lm" and self.max_steps is None:
+            self.max_steps = LM_STEPS
+        if self.task == "translate" and self.max_steps is None and self.epochs is None:
+            self.epochs = TRANSLATE_EPOCHS
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
             if value is not None and not _in_range(value, low, high):
@@ -90,8 +102,40 @@ class TrainConfig:
                 )
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
-        if self.task == "classify" and (self.data is None or self.val_data is None):
-            raise ValueError("--task classify needs --data TRAIN_FILE and --val-data VAL_FILE")
+        self._check_task_options()
+
+    def _check_task_options(self) -> None:
+        if self.task == "classify":
+            if self.data is None:
+                raise ValueError("--task classify needs --data: a TSV/CSV file of sentences "
+                                 "and labels, or one file of sentences per class")
+            if self.val_data is None and self.val_every_nth is None:
+                raise ValueError("--task classify needs --val-data FILE(S) or --val-every-nth N "
+                                 "(every Nth line of --data held out for validation)")
+        elif self.task == "translate":
+            _check_translate(self)
+        else:
+            if self.epochs is not None:
+                raise ValueError("--epochs applies to --task classify or translate; give a "
+                                 "language model --max-steps")
+            if self.attention == "bidirectional":
+                raise ValueError("--attention bidirectional applies to --task classify; a "
+                                 "language model is causal")
+            if isinstance(self.data, list) and self.val_data is None \
+                    and self.val_every_nth is None:
+                raise ValueError("several --data files: give --val-data or --val-every-nth N")
+        if self.val_data is not None and self.val_every_nth is not None:
+            raise ValueError("--val-data and --val-every-nth both say where validation comes "
+                             "from: choose one")
+        if self.epochs is not None and self.max_steps is not None:
+            raise ValueError(f"--epochs {self.epochs} and --max-steps {self.max_steps} both set "
+                             "the length of the run: choose one")
+        if self.pooling == "cls" and self.attention != "bidirectional":
+            raise ValueError("--pooling cls needs --attention bidirectional (a causal model "
+                             "shows the first token nothing else)")
+        if self.pooling == "cls" and self.tokenizer in ("char", "byte"):
+            raise ValueError(f"--pooling cls needs a [CLS] token: --tokenizer word or bpe, "
+                             f"not {self.tokenizer}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,7 +146,28 @@ CHOICES = {
     "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
+    "attention": ("causal", "bidirectional"),
+    "pooling": ("mean", "cls", "last"),
     "embeddings": ("shared", "separate"),
+}
+
+LM_STEPS = 2000
+CLASSIFY_EPOCHS = 4
+TRANSLATE_EPOCHS = 10
+# The options whose best value depends on the task, filled in where not given. The language
+# model's are nanoGPT's CPU recipe; the classifier's were measured on the Movie Review corpus
+# (see benchmarks/classify.py), against a bag-of-words baseline.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lm": {"tokenizer": "char", "decay_steps": 2000, "batch_size": 32, "context": 64,
+           "n_layer": 4, "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100,
+           "eval_every": 250, "log_every": 100, "attention": "causal"},
+    "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
+                 "dropout": 0.3, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
+                 "log_every": 100, "attention": "bidirectional"},
+    # translate: a batch_size of 1 token-count batch (of --batch-tokens) per micro-batch
+    "translate": {"tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
+                  "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 200,
+                  "log_every": 100},
 }
 
 _INF = math.inf
@@ -130,35 +195,23 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "log_every": (1, _INF),
     "peak_flops": ((0.0,), _INF),
     "sample_tokens": (0, _INF),
-    "vocab_size": (8, _INF),
+    "epochs": (1, _INF),
+    "val_every_nth": (2, _INF),
+    "vocab_size": (5, _INF),
+    "min_count": (1, _INF),
     "d_ff": (1, _INF),
     "batch_tokens": (1, _INF),
     "label_smoothing": (0.0, (1.0,)),
     "beam_size": (1, _INF),
     "length_penalty": (0.0, _INF),
-    "epochs": ((0.0,), _INF),
 }
 
-# Fields that hold one path, or (translate) a [source, target] pair of paths.
-_PATH_PAIRS = ("data", "val_data")
-_TRANSLATE_ONLY = ("epochs",)
 _LEARNED_TOKENIZERS = ("word", "bpe")
 
 
 def _check_translate(cfg: TrainConfig) -> None:
-    """Two files for --data/--val-data with translate, one otherwise; its other rules."""
-    if cfg.task != "translate":
-        for name in _PATH_PAIRS:
-            if isinstance(getattr(cfg, name), list):
-                raise ValueError(f"{_flag(name)} takes one path for --task {cfg.task}")
-        for name in _TRANSLATE_ONLY:
-            if getattr(cfg, name) is not None:
-                raise ValueError(f"{_flag(name)} is an option of --task translate")
-        if cfg.tokenizer in _LEARNED_TOKENIZERS:
-            raise ValueError(f"--tokenizer {cfg.tokenizer} is for --task translate; "
-                             f"--task {cfg.task} reads char or byte")
-        return
-    for name in _PATH_PAIRS:
+    """Two files each for --data and --val-data, a learned vocabulary, a fresh model."""
+    for name in ("data", "val_data"):
         value = getattr(cfg, name)
         if not (isinstance(value, list) and len(value) == 2):
             raise ValueError(f"--task translate needs {_flag(name)} SOURCE_FILE TARGET_FILE "
@@ -169,6 +222,9 @@ def _check_translate(cfg: TrainConfig) -> None:
     if cfg.init_from is not None:
         raise ValueError("--init-from starts from a language model; --task translate trains "
                          "an encoder-decoder from scratch")
+    if cfg.attention is not None:
+        raise ValueError("--attention applies to --task classify (translate's encoder is "
+                         "bidirectional and its decoder causal)")
 
 
 def _in_range(value: float, low: Any, high: Any) -> bool:
@@ -193,8 +249,12 @@ _HINTS = typing.get_type_hints(TrainConfig)
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+PATH_LISTS = ("data", "val_data")  # one path, or several (one file per class)
+
+
 def _base_type(name: str) -> type:
-    """int, float or str: the field's type without its ``| None``."""
+    """int, float, bool or str: the field's type without its ``| None`` (and, for the path
+    options, without their ``| list[str]``)."""
     hint = _HINTS[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
@@ -209,19 +269,21 @@ def _check_type(name: str, value: Any) -> Any:
     kind = _base_type(name)
     if value is None and _optional(name):
         return None
-    if name in _PATH_PAIRS and isinstance(value, (list, tuple)):
-        if not 1 <= len(value) <= 2 or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{_flag(name)} takes one path, or two for --task translate; got "
-                             f"{value!r}")
-        return value[0] if len(value) == 1 else list(value)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind is str and isinstance(value, str):
         return value
-    noun = {int: "an integer", float: "a number", str: "a string"}[kind]
-    raise ValueError(f"{_flag(name)} must be {noun}, got {value!r}")
+    if kind is bool and isinstance(value, bool):
+        return value
+    if name in PATH_LISTS and isinstance(value, list) and value \
+            and all(isinstance(v, str) for v in value):
+        return value[0] if len(value) == 1 else value
+    noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+    if name in PATH_LISTS:
+        noun = "a path or a list of paths"
+    raise ValueError(f"{_flag(name)} must be {noun}, got {str(value)[:80]!r}")
 
 
 def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -272,15 +334,15 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 _HELP = {
-    "task": "lm: language modelling; classify: fine-tune a sequence classifier; translate: "
-    "train an encoder-decoder Transformer on parallel text",
-    "data": "text file, folder of .txt files, or folder with train.bin/val.bin + vocab.json "
-    "(lm; default: the standard library's docstrings); TSV/CSV file (classify); SOURCE_FILE "
-    "TARGET_FILE, line-aligned, gzip or not (translate)",
-    "val_data": "validation text or TSV/CSV file (lm default: the last 10%% of --data); "
-    "SOURCE_FILE TARGET_FILE (translate)",
-    "tokenizer": "tokenizer for text data (default: char; bpe for translate, which learns a "
-    "word or bpe vocabulary from --data)",
+    "task": "lm: language modelling; classify: train or fine-tune a sentence classifier; "
+    "translate: train an encoder-decoder Transformer on parallel text",
+    "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
+    "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
+    "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
+    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
+    "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
+    "of --data); translate: SOURCE_FILE TARGET_FILE",
+    "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
     "out": "run folder: checkpoints, metrics.jsonl, train_config.json",
     "device": "cpu, cuda or cuda:N",
     "seed": "seed for initial weights, batches and dropout",
@@ -314,18 +376,45 @@ _HELP = {
     "checkpoint folder)",
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
-    "vocab_size": "size of a learned vocabulary (--tokenizer word or bpe; default: 30000 "
-    "words, 8000 BPE tokens)",
-    "d_ff": "feed-forward width (translate; default: 4 x --d-model)",
+    "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
+    "of --max-steps; translate: passes over the token batches",
+    "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
+    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
+    "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
+    "bpe 8000)",
+    "min_count": "word/bpe: leave out words seen fewer times than this",
+    "lowercase": "word/bpe: lower-case text before tokenizing",
+    "attention": "classify: bidirectional (an encoder: each token sees the whole sentence, "
+    "padding masked) or causal (a GPT body)",
+    "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
+    "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
+    "d_ff": "translate: feed-forward width (default: 4 x --d-model)",
     "embeddings": "translate: one embedding table for source and target, or one each (the "
     "output layer is tied to the target's)",
-    "batch_tokens": "translate: tokens per batch (source + target, padding included)",
+    "batch_tokens": "translate: tokens per batch (source + target, padding included); "
+    "--batch-size counts such batches per micro-batch",
     "label_smoothing": "translate: label smoothing of the training loss",
     "beam_size": "translate: beam size of the val BLEU decoding (1: greedy)",
     "length_penalty": "translate: beam hypotheses are ranked by log p / length ** this",
-    "epochs": "translate: train for this many passes' worth of batches over --data (sets "
-    "--max-steps and --decay-steps)",
 }
+
+
+def _default_text(name: str) -> str:
+    """`` (default: X)``, or the default of each task where they differ."""
+    default = getattr(TrainConfig, name)
+    per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
+    if name == "max_steps":
+        per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}",
+                    "translate": f"--epochs {TRANSLATE_EPOCHS}"}
+    if name == "decay_steps":
+        per_task["classify"] = per_task["translate"] = "the whole run"
+    if name == "epochs":
+        per_task = {"classify": CLASSIFY_EPOCHS, "translate": TRANSLATE_EPOCHS}
+    if name == "eval_every":
+        per_task["classify"] = per_task["translate"] = "twice an epoch"
+    if per_task:
+        return " (default: " + "; ".join(f"{t} {v}" for t, v in per_task.items()) + ")"
+    return "" if default is None else f" (default: {default})"
 
 
 _METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "device": "DEVICE",
@@ -340,13 +429,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     for name in _FIELD_NAMES:
         kind = _base_type(name)
-        default = getattr(TrainConfig, name)
-        help_text = _HELP[name] if default is None else f"{_HELP[name]} (default: {default})"
+        help_text = f"{_HELP[name]}{_default_text(name)}"
+        if kind is bool:
+            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+            continue
         parser.add_argument(
             _flag(name),
             dest=name,
             type=kind,
-            nargs="+" if name in _PATH_PAIRS else None,
+            nargs="+" if name in PATH_LISTS else None,
             choices=CHOICES.get(name),
             metavar=None if name in CHOICES else _METAVARS.get(name, _TYPE_METAVARS.get(kind)),
             help=help_text,

@@ -9,10 +9,9 @@ file. One vocabulary (``--tokenizer bpe`` or ``word``, learned from both sides o
 data) serves source and target; the decoder starts at ``[CLS]`` and stops at ``[SEP]``.
 
 Batches hold up to ``--batch-tokens`` tokens (source + target, padding included): pairs sorted
-by length are cut into batches once, so padding stays low, and each step draws one batch at
-random per micro-batch from the run's seeded stream (an exact function of the saved random
-state, so ``--resume`` continues bit-identically). ``--epochs E`` trains for E times as many
-batches as the training set has.
+by length are cut into batches once, so padding stays low, and each epoch visits every batch
+once in a new seeded order (``--batch-size`` batches per micro-batch, 1 by default). The order
+is a function of the step alone, so ``--resume`` continues bit-identically, mid-epoch too.
 """
 
 from __future__ import annotations
@@ -28,14 +27,14 @@ from .decoding import DecodeOptions, translate_ids
 from .distributed import LOCAL, World
 from .models.seq2seq import Seq2SeqConfig
 from .nn import functional as F
-from .tasks import EVAL_STREAM, _evaluating, _fingerprint
+from .tasks import EPOCH_STREAM, EVAL_STREAM, _evaluating, _fingerprint, _new_tokenizer
 from .tensor import Tensor
 from .tokenizer import SEP, TrainedTokenizer
 from .train_config import TrainConfig
 
 __all__ = ["TranslateTask", "bleu", "read_lines", "read_parallel"]
 
-SHUFFLE_STREAM = 4  # ties between equally long pairs are broken by this stream of the seed
+SHUFFLE_STREAM = 5  # ties between equally long pairs are broken by this stream of the seed
 EXAMPLES = 3
 
 
@@ -111,8 +110,7 @@ class TranslateTask:
 
     name = "translate"
     num_classes = None
-    rows_per_micro_batch = 1  # each micro-batch is one token-count batch
-    best_by = ("val_bleu", True)  # (metric, higher is better) that picks best/
+    best_metric = "val_bleu"
 
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
         self.cfg = cfg
@@ -122,8 +120,7 @@ class TranslateTask:
         if source_tokenizer is not None:
             self.tokenizer = TrainedTokenizer.from_dict(source_tokenizer)
         else:
-            self.tokenizer = TrainedTokenizer.train(cfg.tokenizer, train_src + train_tgt,
-                                                    cfg.vocab_size)
+            self.tokenizer = _new_tokenizer(cfg, train_src + train_tgt)
         self.tokenizer_dict = self.tokenizer.to_dict()
         self.vocab_size = self.tokenizer.vocab_size
         self.pad, self.bos, self.eos = (self.tokenizer.pad_id, self.tokenizer.cls_id,
@@ -146,6 +143,7 @@ class TranslateTask:
                                      order_rng)
         self.val_batches = token_batches(*self._lengths(self.val_src_ids, self.val_tgt_ids),
                                          cfg.batch_tokens, order_rng)
+        self.train_rows = len(self.batches)  # the Trainer's epochs count batches
 
     def _encode(self, lines: list[str], eos: bool = True) -> list[np.ndarray]:
         ids = self.tokenizer.encode_batch(lines)
@@ -167,10 +165,6 @@ class TranslateTask:
             dropout=cfg.dropout, norm_first=cfg.norm == "pre", positional=cfg.positional,
             share_embeddings=cfg.embeddings == "shared", pad_id=self.pad, bos_id=self.bos,
             eos_id=self.eos)
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.batches)
 
     def describe(self) -> list[str]:
         cfg = self.cfg
@@ -194,9 +188,17 @@ class TranslateTask:
                          f"{cfg.context} tokens")
         return lines
 
-    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """The batches of one step (the step's one random draw)."""
-        return rng.integers(0, len(self.batches), size=size)
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.cfg.seed, EPOCH_STREAM, epoch]).permutation(
+            len(self.batches))
+
+    def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
+        """The ``size`` batches of step ``step``: the next ones in the concatenation of the
+        epochs' orders (a function of the step alone, so resuming mid-epoch is exact)."""
+        n, start = len(self.batches), step * size
+        first, last = start // n, (start + size - 1) // n
+        order = np.concatenate([self._epoch_order(e) for e in range(first, last + 1)])
+        return order[start - first * n:start - first * n + size]
 
     def _pad(self, rows: np.ndarray, src, tgt) -> tuple[np.ndarray, ...]:
         """(source, decoder input, decoder target) arrays of these pairs, padded."""
@@ -212,7 +214,7 @@ class TranslateTask:
         rows = np.concatenate([self.batches[b] for b in picks])
         return self._pad(rows, self.src, self.tgt)
 
-    def count_tokens(self, batch) -> int:
+    def tokens(self, batch) -> int:
         """Real (not padding) source and target tokens of a batch."""
         src, _, tgt_out = batch
         return int((src != self.pad).sum() + (tgt_out != self.pad).sum())
@@ -254,12 +256,16 @@ class TranslateTask:
                                            self.val_tgt)
         return metrics
 
+    @staticmethod
+    def improves(metrics: dict[str, Any], best: float | None) -> bool:
+        return best is None or metrics["val_bleu"] > best
+
     def eval_line(self, step: int, m: dict[str, Any]) -> str:
         return (f"step {step}: train {m['train_loss']:.4f} | val {m['val_loss']:.4f} "
                 f"(ppl {m['val_ppl']:.2f}) | val BLEU {m['val_bleu']:.2f} "
                 f"(beam {self.cfg.beam_size})")
 
-    def finish(self, model) -> list[str]:
+    def finish(self, model, best: float | None) -> list[str]:
         """A few val sentences with their references and the trained model's translations."""
         with _evaluating(model):
             hyps = self.translate(model, self.val_src_ids[:EXAMPLES])

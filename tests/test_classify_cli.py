@@ -75,7 +75,10 @@ def test_classifier_learns_a_separable_task(clf_run, capsys):
     assert max(r["val_acc"] for r in evals) >= 0.9
     best = read_checkpoint(str(clf_run / "best"))
     assert best.task == "classify" and best.num_classes == 2
-    assert best.state["best_val_loss"] == min(r["val_loss"] for r in evals)
+    assert best.state["best_metric"] == "val_acc"
+    assert best.state["best_score"] == max(r["val_acc"] for r in evals)
+    assert best.state["step"] == next(r["step"] for r in evals
+                                      if r["val_acc"] == best.state["best_score"])
 
 
 def test_classify_cli_prints_label_and_probability(clf_run, capsys):
@@ -155,8 +158,8 @@ def test_bad_classification_files(case, tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
-def test_unknown_character_with_a_pretrained_tokenizer_names_the_line(tmp_path, clf_run, data,
-                                                                     capsys):
+def test_text_a_pretrained_tokenizer_never_saw_is_read_as_unknown(tmp_path, clf_run, data,
+                                                                  capsys):
     rows = sentiment_rows(5, seed=5) + [("a great café", 1)]
     write_tsv(tmp_path / "dev.tsv", rows)
     capsys.readouterr()
@@ -170,21 +173,203 @@ def test_unknown_character_with_a_pretrained_tokenizer_names_the_line(tmp_path, 
     (tmp_path / "lm.txt").write_text(synthetic_text() + " ".join(POSITIVE + NEGATIVE) + "\n")
     assert run_train("--data", tmp_path / "lm.txt", "--out", lm, "--max-steps", "1", *TINY,
                      "--context", "48") == 0
-    capsys.readouterr()
     assert run_train("--task", "classify", "--data", data / "train.tsv", "--val-data",
-                     tmp_path / "dev.tsv", "--init-from", lm, "--out", tmp_path / "run") == 2
-    assert_one_line_error(capsys.readouterr().err, "dev.tsv:7: character 'é'")
+                     tmp_path / "dev.tsv", "--init-from", lm, "--out", tmp_path / "run",
+                     "--max-steps", "1", "--peak-flops", "1e11") == 0
+    tokenizer = read_checkpoint(str(tmp_path / "run")).tokenizer
+    assert tokenizer.decode(tokenizer.encode("café")) == "caf\ufffd"
+
+
+def test_classify_reads_a_file_in_its_encoding(clf_run, tmp_path, capsys):
+    (tmp_path / "reviews.txt").write_bytes("a great café\n\nthe awful default\n".encode("latin-1"))
+    assert classify_cli.main(["--ckpt", str(clf_run), "--file", str(tmp_path / "reviews.txt"),
+                              "--encoding", "latin-1"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["1", "0"]
 
 
 def test_classify_cli_errors(clf_run, tmp_path, capsys):
+    (tmp_path / "latin.txt").write_bytes("fine\ncafé\n".encode("latin-1"))
     lm = tmp_path / "lm"
     (tmp_path / "lm.txt").write_text(synthetic_text())
     assert run_train("--data", tmp_path / "lm.txt", "--out", lm, "--max-steps", "1", *TINY) == 0
     for argv, message in [
         (["--ckpt", str(lm), "some sentence"], "not a classifier"),
-        (["--ckpt", str(clf_run), "a café"], "sentence 1: character 'é'"),
         (["--ckpt", str(tmp_path / "nothing"), "x"], "no checkpoint at"),
+        (["--ckpt", str(clf_run), "--file", str(tmp_path / "latin.txt")],
+         "latin.txt:2: not valid utf-8 (byte 0xe9); give the file's encoding with --encoding"),
+        (["--ckpt", str(clf_run), "--file", str(tmp_path / "latin.txt"), "x"],
+         "give sentences as arguments or --file, not both"),
     ]:
         capsys.readouterr()
         assert classify_cli.main(argv) == 2
         assert_one_line_error(capsys.readouterr().err, message)
+
+
+# --------------------------------------------------------------------------------------------
+# Real-data features: files per class, encodings, learned tokenizers, epochs, evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def write_class_files(folder: Path, n: int = 60, seed: int = 6) -> list[Path]:
+    """Movie-Review layout: one Latin-1 file of sentences per class."""
+    rows = sentiment_rows(n, seed)
+    paths = [folder / "neg.txt", folder / "pos.txt"]
+    for label, path in enumerate(paths):
+        lines = [s + (" café" if i % 3 == 0 else "") for i, (s, y) in enumerate(rows)
+                 if y == label]
+        path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    return paths
+
+
+def test_class_files_encoding_word_tokenizer_and_epochs(tmp_path, capsys):
+    import tokenizers
+
+    neg, pos = write_class_files(tmp_path)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert run_train(*CLASSIFY, "--data", neg, pos, "--val-every-nth", "5", "--encoding",
+                     "latin-1", "--tokenizer", "word", "--epochs", "3", "--out", out) == 0
+    printed = capsys.readouterr().out
+    rows = sum(1 for p in (neg, pos) for n, _ in enumerate(p.read_bytes().splitlines(), 1)
+               if n % 5)
+    per_epoch = -(-rows // 16)
+    assert f"training {3 * per_epoch} steps (3 epochs of {per_epoch})" in printed
+    assert "val (every 5th line held out)" in printed
+    evals = [r for r in read_metrics(str(out)) if r["kind"] == "eval"]
+    assert evals[-1]["step"] == 3 * per_epoch and len(evals) >= 3  # at least once an epoch
+    opened = tokenizers.Tokenizer.from_file(str(out / "best" / "tokenizer.json"))
+    assert opened.token_to_id("café") is not None and opened.token_to_id("[CLS]") == 2
+    ckpt = read_checkpoint(str(out))
+    assert ckpt.tokenizer.kind == "word" and not ckpt.model_config.causal
+
+
+def test_an_epoch_visits_every_row_once_in_a_seeded_order(tmp_path):
+    from minigrad_lm.tasks import ClassifyTask
+    from minigrad_lm.train_config import TrainConfig
+
+    neg, pos = write_class_files(tmp_path, n=40)
+    cfg = TrainConfig(task="classify", data=[str(neg), str(pos)], val_every_nth=4,
+                      encoding="latin-1", context=48)
+    task = ClassifyTask(cfg, None, None)
+    n, size = task.train_rows, 7
+    picks = np.concatenate([task.draw(None, size, step) for step in range(3 * n // size + 1)])
+    for epoch in range(3):
+        assert sorted(picks[epoch * n:(epoch + 1) * n].tolist()) == list(range(n))
+    assert picks[:n].tolist() != picks[n:2 * n].tolist()  # a new order each epoch
+    again = ClassifyTask(cfg, None, None)
+    assert again.draw(None, size, 5).tolist() == task.draw(None, size, 5).tolist()
+
+
+def test_resuming_mid_epoch_ends_where_the_uninterrupted_run_does(tmp_path):
+    train, dev = write_tsv(tmp_path / "train.tsv", sentiment_rows(70, 7)), \
+        write_tsv(tmp_path / "dev.tsv", sentiment_rows(20, 8))
+    common = [*CLASSIFY, "--data", train, "--val-data", dev, "--decay-steps", "15",
+              "--dropout", "0.2", "--eval-every", "4"]
+    assert run_train(*common, "--epochs", "3", "--out", tmp_path / "whole") == 0
+    assert run_train(*common, "--max-steps", "7", "--out", tmp_path / "split") == 0  # epoch 2
+    assert run_train(*common, "--epochs", "3", "--out", tmp_path / "split", "--resume") == 0
+    whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]
+    split = load_safetensors(tmp_path / "split" / "latest" / "model.safetensors")[0]
+    for name, value in whole.items():
+        np.testing.assert_array_equal(split[name], value, err_msg=name)
+
+
+def test_a_classifier_stuck_at_the_majority_class_is_warned_about(tmp_path, capsys):
+    rows = sentiment_rows(40, 9)
+    train = write_tsv(tmp_path / "train.tsv", [(s, 1) for s, _ in rows[:30]] + rows[30:])
+    dev = write_tsv(tmp_path / "dev.tsv", [(s, 1) for s, _ in rows[:10]])
+    capsys.readouterr()
+    assert run_train(*CLASSIFY, "--data", train, "--val-data", dev, "--max-steps", "2",
+                     "--out", tmp_path / "run") == 0
+    out = capsys.readouterr().out
+    assert "majority-class baseline: val accuracy 100.0%" in out
+    assert "warning: the best val accuracy, " in out and "has not learned the task" in out
+
+
+def test_cls_pooling_on_a_bpe_vocabulary(tmp_path, data):
+    out = tmp_path / "run"
+    assert run_train(*CLASSIFY, "--data", data / "train.tsv", "--val-data", data / "dev.tsv",
+                     "--tokenizer", "bpe", "--vocab-size", "300", "--pooling", "cls",
+                     "--max-steps", "3", "--out", out) == 0
+    ckpt = read_checkpoint(str(out))
+    assert ckpt.pooling == "cls" and ckpt.tokenizer.kind == "bpe"
+    model = ckpt.build_model()
+    labels, _ = classify_cli.predict(model, ckpt.tokenizer, ["a good film", "an awful one"])
+    assert labels.shape == (2,)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pooling", "cls", "--tokenizer", "char"], "--pooling cls needs a [CLS] token"),
+    (["--pooling", "cls", "--attention", "causal"], "--pooling cls needs --attention "
+     "bidirectional"),
+    (["--val-every-nth", "3"], "--val-data and --val-every-nth both say"),
+    (["--epochs", "2", "--max-steps", "5"], "--epochs 2 and --max-steps 5 both set"),
+    (["--encoding", "latin-9000"], "--encoding 'latin-9000': not an encoding"),
+])
+def test_bad_classification_options(data, tmp_path, capsys, argv, message):
+    capsys.readouterr()
+    assert run_train(*CLASSIFY, "--data", data / "train.tsv", "--val-data", data / "dev.tsv",
+                     "--out", tmp_path / "run", *argv) == 2
+    assert_one_line_error(capsys.readouterr().err, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_lm_options_that_only_classification_has(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(synthetic_text())
+    for argv, message in [(["--epochs", "2"], "--epochs applies to --task classify"),
+                          (["--attention", "bidirectional"], "a language model is causal")]:
+        capsys.readouterr()
+        assert run_train("--data", corpus, "--out", tmp_path / "run", *TINY, *argv) == 2
+        assert_one_line_error(capsys.readouterr().err, message)
+
+
+def test_evaluate_a_classifier_and_a_language_model(clf_run, data, tmp_path):
+    import json
+
+    result = run_module("minigrad_lm.evaluate", "--ckpt", clf_run, "--data", data / "dev.tsv",
+                        "--json")
+    assert result.returncode == 0, result.stderr
+    m = json.loads(result.stdout)
+    assert m["task"] == "classify" and m["rows"] == 80
+    best = [r for r in read_metrics(str(clf_run)) if r["kind"] == "eval"
+            and r["step"] == read_checkpoint(str(clf_run)).state["step"]][0]
+    assert m["accuracy"] == best["val_acc"] and m["loss"] == pytest.approx(best["val_loss"],
+                                                                         rel=1e-5)
+    line = run_module("minigrad_lm.evaluate", "--ckpt", clf_run, "--data", data / "dev.tsv")
+    assert line.stdout.startswith(f"{data / 'dev.tsv'}: 80 rows | loss ") and "accuracy" in \
+        line.stdout
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(synthetic_text())
+    lm = tmp_path / "lm"
+    assert run_train("--data", corpus, "--out", lm, "--max-steps", "2", *TINY,
+                     "--tokenizer", "word") == 0
+    result = run_module("minigrad_lm.evaluate", "--ckpt", lm, "--data", corpus, "--json")
+    assert result.returncode == 0, result.stderr
+    m = json.loads(result.stdout)
+    assert m["task"] == "lm" and m["tokens"] % 16 == 0
+    assert m["perplexity"] == pytest.approx(np.exp(m["loss"])) and 0 <= m["accuracy"] <= 1
+    bad = run_module("minigrad_lm.evaluate", "--ckpt", clf_run, "--data", tmp_path / "none.tsv")
+    assert bad.returncode == 2
+    assert_one_line_error(bad.stderr, "none.tsv: no such file")
+
+
+def test_pretrained_word_language_model_starts_a_bidirectional_classifier(tmp_path, data):
+    lines = [s for s, _ in sentiment_rows(200, seed=10)]
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
+    lm = tmp_path / "lm"
+    assert run_train("--data", tmp_path / "text.txt", "--val-every-nth", "10", "--out", lm,
+                     "--max-steps", "3", *TINY, "--context", "48", "--tokenizer", "word") == 0
+    clf = tmp_path / "clf"
+    assert run_train("--task", "classify", "--data", data / "train.tsv", "--val-data",
+                     data / "dev.tsv", "--init-from", lm, "--out", clf, "--max-steps", "1",
+                     "--lr", "1e-12", "--min-lr", "0", "--weight-decay", "0",
+                     "--peak-flops", "1e11") == 0
+    ckpt = read_checkpoint(str(clf))
+    assert not ckpt.model_config.causal and ckpt.tokenizer_dict == read_checkpoint(
+        str(lm)).tokenizer_dict
+    lm_weights = load_safetensors(lm / "latest" / "model.safetensors")[0]
+    clf_weights = load_safetensors(clf / "latest" / "model.safetensors")[0]
+    for name, value in lm_weights.items():
+        assert np.allclose(clf_weights["body." + name], value, atol=1e-6), name

@@ -18,7 +18,9 @@ from minigrad_lm.data import (
     CharTokenizer,
     default_corpus,
     encode_classification,
-    load_classification_file,
+    load_class_files,
+    load_classification_rows,
+    load_labeled,
     load_text,
     load_token_folder,
     read_vocab_json,
@@ -178,9 +180,11 @@ def test_load_text_file_and_folder(tmp_path):
 def test_load_text_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.txt: no such file"):
         load_text(tmp_path / "missing.txt")
-    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 ok")
-    with pytest.raises(ValueError, match=r"latin1\.txt: not UTF-8 \(byte 0xe9 at byte offset 3\)"):
+    (tmp_path / "latin1.txt").write_bytes(b"ok\ncaf\xe9 ok")
+    with pytest.raises(ValueError, match=r"latin1\.txt:2: not valid utf-8 \(byte 0xe9\); give "
+                       r"the file's encoding with --encoding \(e\.g\. --encoding latin-1\)"):
         load_text(tmp_path / "latin1.txt")
+    assert load_text(tmp_path / "latin1.txt", encoding="latin-1") == "ok\ncafé ok"
     (tmp_path / "empty.txt").write_text(" \n")
     with pytest.raises(ValueError, match=r"empty\.txt: corpus is empty"):
         load_text(tmp_path / "empty.txt")
@@ -339,17 +343,18 @@ def test_unigram_baseline():
 def test_load_glue_tsv(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text('sentence\tlabel\tidx\r\na "quoted", fine film \t1\t0\r\n\ndull\t0\t1\n')
-    texts, labels = load_classification_file(path)
-    assert texts == ['a "quoted", fine film ', "dull"]
-    assert labels.dtype == np.int64 and labels.tolist() == [1, 0]
+    rows = load_classification_rows(path)
+    assert rows.texts == ['a "quoted", fine film ', "dull"]
+    assert rows.labels.dtype == np.int64 and rows.labels.tolist() == [1, 0]
+    assert rows.names() == [f"{path}:2", f"{path}:4"]
 
 
 def test_load_csv(tmp_path):
     path = tmp_path / "reviews.csv"
     path.write_text('label,text\n2,"great, really\nlong"\n0,bad\n', encoding="utf-8-sig")
-    texts, labels = load_classification_file(path)
-    assert texts == ["great, really\nlong", "bad"]
-    assert labels.tolist() == [2, 0]
+    rows = load_classification_rows(path)
+    assert rows.texts == ["great, really\nlong", "bad"]
+    assert rows.labels.tolist() == [2, 0]
 
 
 @pytest.mark.parametrize(
@@ -361,7 +366,12 @@ def test_load_csv(tmp_path):
             r"dev\.tsv:7: label 'pos' is not an integer",
         ),
         ("dev.tsv", "sentence\tlabel\nok\t1.0\n", r"dev\.tsv:2: label '1\.0' is not an integer"),
-        ("dev.tsv", "sentence\tlabel\nok\t-1\n", r"dev\.tsv:2: label -1 is negative"),
+        ("dev.tsv", "sentence\tlabel\nok\t-1\n", r"dev\.tsv:2: label -1 is outside 0\.\.1,000,000"),
+        ("dev.tsv", "sentence\tlabel\nok\t99999999999999999999999\n",
+         r"dev\.tsv:2: label 99999999999999999999999 is outside"),
+        ("dev.tsv", "sentence\tlabel\nok\t1000001\n", r"dev\.tsv:2: label 1000001 is outside"),
+        ("neg.txt", "one sentence\n", r"neg\.txt:1: header lacks .*one file of sentences per "
+         r"class, give the files as --data FILE0 FILE1"),
         (
             "test.tsv",
             "index\tsentence\n0\tok\n",
@@ -380,22 +390,60 @@ def test_classification_file_errors(tmp_path, name, content, match):
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(ValueError, match=match):
-        load_classification_file(path)
+        load_classification_rows(path)
 
 
 def test_classification_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dev\.tsv: no such file"):
-        load_classification_file(tmp_path / "dev.tsv")
+        load_classification_rows(tmp_path / "dev.tsv")
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_classification_rows(tmp_path)
+
+
+def test_class_per_file_labels_by_position_and_every_nth_line_held_out(tmp_path):
+    neg, pos = tmp_path / "neg.txt", tmp_path / "pos.txt"
+    neg.write_text("".join(f"bad {i}\n" for i in range(1, 11)), encoding="latin-1")
+    pos.write_text("good 1\n\ngood 3\ngood 4\n", encoding="latin-1")
+    rows = load_labeled([str(neg), str(pos)], encoding="latin-1")
+    assert rows.labels.tolist() == [0] * 10 + [1] * 3  # the blank line is skipped
+    assert rows.names()[-1] == f"{pos}:4"
+    train, val = rows.hold_out_every(2)
+    assert val.texts == ["bad 2", "bad 4", "bad 6", "bad 8", "bad 10", "good 4"]
+    assert train.texts == ["bad 1", "bad 3", "bad 5", "bad 7", "bad 9", "good 1", "good 3"]
+    assert val.names()[-1] == f"{pos}:4" and train.labels.tolist() == [0] * 5 + [1] * 2
+    with pytest.raises(ValueError, match="--val-every-nth 20 leaves no validation rows"):
+        rows.hold_out_every(20)
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence\tlabel\nfine\t1\n")
+    assert load_labeled([str(tsv)]).labels.tolist() == load_labeled(str(tsv)).labels.tolist() == [1]
+
+
+def test_class_files_errors_name_the_file_line_and_flag(tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="blank.txt: no sentences"):
+        load_class_files([latin, blank], encoding="latin-1")
+    with pytest.raises(ValueError, match=r"latin\.txt:2: not valid utf-8 \(byte 0xe9\); give "
+                       r"the file's encoding with --encoding"):
+        load_class_files([latin, latin])
+    with pytest.raises(ValueError, match="--encoding 'klingon': not an encoding"):
+        load_class_files([latin, latin], encoding="klingon")
+    assert load_class_files([latin, latin], encoding="latin-1").texts[1] == "café"
 
 
 def test_encode_classification_truncates_and_pads():
     tok = CharTokenizer.from_text("abcdef")
-    ids, lengths = encode_classification(["abcdef", "fa", "c"], tok, context=4)
-    assert ids.dtype == lengths.dtype == np.int64
+    ids, lengths, cut = encode_classification(["abcdef", "fa", "c"], tok, context=4)
+    assert ids.dtype == lengths.dtype == np.int64 and cut == 1
     np.testing.assert_array_equal(ids, [[0, 1, 2, 3], [5, 0, 0, 0], [2, 0, 0, 0]])
     np.testing.assert_array_equal(lengths, [4, 2, 1])
-    ids, lengths = encode_classification([], tok, context=4)
-    assert ids.shape == (0, 4) and lengths.shape == (0,)
+    ids, lengths, cut = encode_classification(["fa", "abc"], tok, context=3, prefix=[4])
+    np.testing.assert_array_equal(ids, [[4, 5, 0], [4, 0, 1]])
+    assert lengths.tolist() == [3, 3] and cut == 1
+    ids, lengths, cut = encode_classification([], tok, context=4)
+    assert ids.shape == (0, 4) and lengths.shape == (0,) and cut == 0
 
 
 def test_encode_classification_errors():

@@ -167,8 +167,13 @@ def test_cli_crops_long_prompts_and_says_so(lm_run, capsys):
     assert out.startswith(("the file " * 10)[-16:])
 
 
+def test_cli_reads_a_prompt_character_the_corpus_lacked_as_unknown(lm_run, capsys):
+    code, out, _ = _generate(capsys, "--ckpt", lm_run, "--prompt", "naïve", "--max-new-tokens",
+                             "3", "--seed", "0")
+    assert code == 0 and out.startswith("na\ufffdve")
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--prompt", "naïve"], "character 'ï' at position 2 is not in the vocabulary"),
     (["--prompt", ""], "--prompt is empty"),
     (["--device", "gpu"], "unknown device 'gpu'"),
     (["--temperature", "-1"], "temperature must be >= 0"),

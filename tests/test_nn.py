@@ -57,24 +57,52 @@ def test_gpt_loss_gradcheck_every_parameter(device, positional, norm_first):
     assert mg.gradcheck(lambda *ps: model.loss(ids, targets), model.parameters())
 
 
-def test_classifier_gradcheck_and_shapes(device):
+@pytest.mark.parametrize("causal, pooling", [(True, "mean"), (True, "last"), (False, "mean"),
+                                             (False, "cls"), (False, "last")])
+def test_classifier_gradcheck_and_shapes(device, causal, pooling):
     mg.manual_seed(3)
-    body = GPT(GPTConfig(vocab_size=5, context_length=4, n_layer=1, n_head=1, d_model=4))
-    for pooling in ("mean", "last"):
-        clf = to_float64(SequenceClassifier(body, 3, pooling), device)
-        ids = np.array([[1, 2, 0, 0], [3, 4, 1, 2]])
-        lengths = np.array([2, 4])
-        assert clf(ids, lengths).shape == (2, 3)
-        assert mg.gradcheck(lambda *ps: clf(ids, lengths), clf.parameters())
+    body = GPT(GPTConfig(vocab_size=5, context_length=4, n_layer=1, n_head=1, d_model=4,
+                         causal=causal))
+    clf = to_float64(SequenceClassifier(body, 3, pooling), device)
+    ids = np.array([[1, 2, 0, 0], [3, 4, 1, 2]])
+    lengths = np.array([2, 4])
+    assert clf(ids, lengths).shape == (2, 3)
+    assert mg.gradcheck(lambda *ps: clf(ids, lengths), clf.parameters())
 
 
-def test_classifier_ignores_padding():
+@pytest.mark.parametrize("causal", [True, False])
+def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(causal):
     mg.manual_seed(4)
-    clf = SequenceClassifier(GPT(GPTConfig(vocab_size=7, context_length=6, n_layer=1, n_head=1,
-                                           d_model=8)), 2)
-    a = clf(np.array([[1, 2, 3, 0, 0, 0]]), np.array([3])).numpy()
-    b = clf(np.array([[1, 2, 3, 6, 5, 4]]), np.array([3])).numpy()
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    clf = SequenceClassifier(GPT(GPTConfig(vocab_size=7, context_length=6, n_layer=2, n_head=2,
+                                           d_model=8, causal=causal)), 2).eval()
+    sentences = [[1, 2, 3], [4, 5, 6, 1, 2], [3]]
+    alone = [clf(np.array([s]), np.array([len(s)])).numpy()[0] for s in sentences]
+    padded = np.array([s + [6] * (6 - len(s)) for s in sentences])  # pads are real ids
+    batch = clf(padded, np.array([len(s) for s in sentences])).numpy()
+    np.testing.assert_allclose(batch, np.stack(alone), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+def test_pooling_picks_the_right_hidden_states(pooling):
+    """Values, not gradients: an off-by-one position still has a fine gradient."""
+    mg.manual_seed(5)
+    clf = SequenceClassifier(GPT(GPTConfig(vocab_size=9, context_length=5, n_layer=1, n_head=1,
+                                           d_model=6, causal=False)), 3, pooling).eval()
+    ids, lengths = np.array([[2, 3, 4, 0, 0], [5, 6, 7, 8, 1]]), np.array([3, 5])
+    keep = np.arange(5)[None] < lengths[:, None]
+    h = clf.body.body(ids, key_padding_mask=keep).numpy()
+    pooled = {"mean": np.stack([h[0, :3].mean(0), h[1].mean(0)]),
+              "cls": h[:, 0],
+              "last": np.stack([h[0, 2], h[1, 4]])}[pooling]
+    w, b = clf.classifier.weight.numpy(), clf.classifier.bias.numpy()
+    np.testing.assert_allclose(clf(ids, lengths).numpy(), pooled @ w.T + b, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_classifier_refuses_cls_pooling_on_a_causal_body():
+    body = GPT(GPTConfig(vocab_size=5, context_length=4, n_layer=1, n_head=1, d_model=4))
+    with pytest.raises(ValueError, match="pooling 'cls' needs a bidirectional body"):
+        SequenceClassifier(body, 2, "cls")
 
 
 def test_overfit_tiny_gpt_memorises_a_sequence():

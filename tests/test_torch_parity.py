@@ -47,11 +47,14 @@ def test_multi_head_attention_matches_torch(causal):
     close(ours.out.weight.grad, ref.out_proj.weight.grad)
 
 
-def test_post_norm_layer_matches_torch_encoder_layer():
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_encoder_layer_matches_torch_encoder_layer(norm_first, padded):
     mg.manual_seed(1)
-    ours = nn.TransformerLayer(16, 4, d_ff=32, norm_first=False, activation="gelu")
+    ours = nn.TransformerLayer(16, 4, d_ff=32, norm_first=norm_first, activation="gelu")
     ref = torch.nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, dropout=0.0,
-                                           activation="gelu", batch_first=True, norm_first=False)
+                                           activation="gelu", batch_first=True,
+                                           norm_first=norm_first)
     pairs = [(ours.attn.qkv.weight, ref.self_attn.in_proj_weight),
              (ours.attn.qkv.bias, ref.self_attn.in_proj_bias),
              (ours.attn.out.weight, ref.self_attn.out_proj.weight),
@@ -65,9 +68,12 @@ def test_post_norm_layer_matches_torch_encoder_layer():
             b.copy_(tt(a.numpy()))
     ref.train()  # keep torch on its reference (non-fused) path
     x = np.random.default_rng(0).standard_normal((2, 6, 16)).astype(np.float32)
+    keep = np.array([[True] * 6, [True] * 4 + [False] * 2]) if padded else None
     xa, xb = mg.tensor(x, requires_grad=True), tt(x, grad=True)
-    ya, yb = ours(xa), ref(xb)
+    ya = ours(xa, key_padding_mask=keep)
+    yb = ref(xb, src_key_padding_mask=None if keep is None else tt(~keep))
     close(ya, yb)
+    # torch's padded rows are scored too (attending to the real keys): compare all rows.
     ya.sum().backward()
     yb.sum().backward()
     close(xa.grad, xb.grad)

@@ -269,7 +269,7 @@ BAD_RUNS = {
     "existing run": ([], "already holds a training run"),
     "incompatible resume": (["--resume", "--max-steps", "20", "--n-layer", "2"],
                             "--n-layer 2 (checkpoint: 1)"),
-    "resume past max steps": (["--resume"], "is at step 12, not below --max-steps 12"),
+    "resume past max steps": (["--resume"], "is at step 12, not below the run's 12 steps; raise --max-steps"),
     "init-from incompatible": ([*FRESH, "--init-from", "{run}", "--d-model", "32"],
                                "--d-model 32 (checkpoint: 16)"),
     "init-from a file": ([*FRESH, "--init-from", "{run}/latest/model.safetensors"], "is a file"),

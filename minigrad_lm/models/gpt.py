@@ -1,4 +1,5 @@
-"""GPT language model and a sequence classifier on its body."""
+"""GPT: the decoder-only Transformer language model (and, with ``causal=False``, the body of
+a bidirectional encoder)."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,7 @@ class GPTConfig:
     tie_weights: bool = True
     activation: str = "gelu_tanh"  # GPT-2's; "gelu" (exact) and "relu" also work
     layer_norm_eps: float = 1e-5
+    causal: bool = True  # False: a bidirectional encoder (each token sees the whole sentence)
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
@@ -99,7 +101,9 @@ class GPT(Module):
                 p.data[...] = rng.host().standard_normal(p.shape) * s
 
     def body(self, idx, key_padding_mask=None, cache: KVCache | None = None) -> Tensor:
-        """Hidden states (B, T, d_model) after the final LayerNorm."""
+        """Hidden states (B, T, d_model) after the final LayerNorm; ``key_padding_mask``
+        (B, T) is True for real tokens (needed by a bidirectional body, where padding would
+        otherwise be attended to)."""
         ids = idx.data if isinstance(idx, Tensor) else idx
         if not hasattr(ids, "ndim"):
             ids = np.asarray(ids)
@@ -120,8 +124,8 @@ class GPT(Module):
         x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)
         for i, layer in enumerate(self.layers):
-            x = layer(x, causal=True, key_padding_mask=key_padding_mask, cache=cache,
-                      layer_index=i)
+            x = layer(x, causal=self.config.causal, key_padding_mask=key_padding_mask,
+                      cache=cache, layer_index=i)
         if cache is not None:
             cache.length += t
         return self.ln_f(x)
@@ -150,45 +154,3 @@ class GPT(Module):
         c = self.config
         return (f"n_layer={c.n_layer}, n_head={c.n_head}, d_model={c.d_model}, "
                 f"vocab={c.vocab_size}, context={c.context_length}")
-
-
-class SequenceClassifier(Module):
-    """A GPT body (pretrained or fresh) with a new linear head over pooled hidden states.
-
-    pooling="mean" averages the real tokens (lengths given); "last" takes the last real token.
-    """
-
-    def __init__(self, body: GPT, num_classes: int, pooling: str = "mean"):
-        super().__init__()
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"SequenceClassifier: pooling must be 'mean' or 'last', got "
-                             f"{pooling!r}")
-        if num_classes < 2:
-            raise ValueError(f"SequenceClassifier: need at least 2 classes, got {num_classes}")
-        self.body, self.num_classes, self.pooling = body, num_classes, pooling
-        self.classifier = Linear(body.config.d_model, num_classes)
-        self.classifier.weight.data[...] = rng.host().standard_normal(
-            self.classifier.weight.shape) * 0.02
-        self.classifier.bias.data[...] = 0
-
-    def parameters(self) -> list[Parameter]:
-        """Parameters used for classification (the body's unused LM head is left out)."""
-        head = id(self.body.head.weight)
-        shared = self.body.config.tie_weights
-        return [p for _, p in self.named_parameters() if shared or id(p) != head]
-
-    def forward(self, idx, lengths=None) -> Tensor:
-        """Class logits (B, num_classes) for ids (B, T); lengths (B,) mark the real tokens."""
-        ids = idx.data if isinstance(idx, Tensor) else idx
-        xp = backend.array_module(self.classifier.weight.data)
-        b, t = ids.shape
-        lens = xp.full((b,), t) if lengths is None else xp.asarray(
-            backend.to_device(np.asarray(backend.to_numpy(lengths)), self.classifier.weight.device))
-        keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
-        h = self.body.body(ids, key_padding_mask=None)  # causal: padding never affects real tokens
-        if self.pooling == "last":
-            pooled = h[xp.arange(b), lens - 1]
-        else:
-            w = (keep / lens[:, None]).astype(h.dtype)[:, :, None]  # (B, T, 1)
-            pooled = ops.sum(h * Tensor(w), axis=1)
-        return self.classifier(pooled)

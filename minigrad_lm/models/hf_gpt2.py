@@ -133,6 +133,8 @@ def config_to_hf(config: GPTConfig, eos_token_id: int | None = None) -> dict[str
         problems.append("tie_weights=False (GPT-2's LM head is the token embedding)")
     if config.activation not in EXPORT_ACTIVATIONS:
         problems.append(f"activation={config.activation!r}")
+    if not config.causal:
+        problems.append("causal=False (GPT-2 attends to earlier tokens only)")
     if problems:
         raise ValueError("cannot export as GPT-2: " + "; ".join(problems))
     return {
