@@ -164,10 +164,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
                  "dropout": 0.3, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
                  "log_every": 100, "attention": "bidirectional"},
-    # translate: a batch_size of 1 token-count batch (of --batch-tokens) per micro-batch
+    # translate: a batch_size of 1 token-count batch (of --batch-tokens) per micro-batch; the
+    # attention named is the encoder's (the decoder's is causal)
     "translate": {"tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
                   "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 200,
-                  "log_every": 100},
+                  "log_every": 100, "attention": "bidirectional"},
 }
 
 _INF = math.inf
@@ -222,9 +223,9 @@ def _check_translate(cfg: TrainConfig) -> None:
     if cfg.init_from is not None:
         raise ValueError("--init-from starts from a language model; --task translate trains "
                          "an encoder-decoder from scratch")
-    if cfg.attention is not None:
-        raise ValueError("--attention applies to --task classify (translate's encoder is "
-                         "bidirectional and its decoder causal)")
+    if cfg.attention != "bidirectional":
+        raise ValueError("--attention causal: translate's encoder is bidirectional (its decoder "
+                         "is causal)")
 
 
 def _in_range(value: float, low: Any, high: Any) -> bool:

@@ -13,14 +13,15 @@ import pytest
 
 from minigrad_lm import translate as translate_cli
 from minigrad_lm.run_state import read_checkpoint, read_metrics
-from minigrad_lm.translate_task import bleu, read_lines, read_parallel, token_batches
+from minigrad_lm.train_config import TrainConfig
+from minigrad_lm.translate_task import TranslateTask, bleu, read_lines
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot
 
 WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
 MODEL = ["--tokenizer", "word", "--n-layer", "1", "--n-head", "2", "--d-model", "32",
          "--context", "12", "--batch-tokens", "300", "--positional", "sinusoidal",
          "--warmup-steps", "10", "--lr", "5e-3", "--label-smoothing", "0", "--beam-size", "1",
-         "--log-every", "1000", "--peak-flops", "1e11", "--eval-batches", "2"]
+         "--dropout", "0", "--log-every", "1000", "--peak-flops", "1e11", "--eval-batches", "2"]
 
 
 def sentences(n: int, seed: int) -> list[str]:
@@ -65,7 +66,8 @@ def test_a_tiny_copy_task_is_learned_to_high_bleu(copy_run, data):
     train = [r for r in read_metrics(copy_run) if r["kind"] == "train"]
     assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in train)
     state = json.loads((copy_run / "best" / "state.json").read_text())
-    assert state["best_val_bleu"] == max(r["val_bleu"] for r in evals)
+    assert state["best_metric"] == "val_bleu"
+    assert state["best_score"] == max(r["val_bleu"] for r in evals)
     assert read_checkpoint(copy_run).task == "translate"
 
 
@@ -103,14 +105,22 @@ def test_resume_continues_bit_identically(data, tmp_path):
     assert la == lb and len(la) == 12
 
 
-def test_epochs_set_the_number_of_steps(data, tmp_path, capsys):
-    assert run_train(*args(data, tmp_path / "e", "--epochs", "0.5", "--eval-every", "1000")) == 0
-    cfg = json.loads((tmp_path / "e" / "train_config.json").read_text())
-    src, tgt, _, _ = read_parallel(*map(str, data[0]))
-    lengths = (np.array([len(s.split()) + 1 for s in src]), np.array([len(t.split()) + 1
-                                                                      for t in tgt]))
-    n = len(token_batches(*lengths, 300, np.random.default_rng(0)))
-    assert cfg["max_steps"] == cfg["decay_steps"] == int(np.ceil(n / 2))
+def test_an_epoch_visits_every_token_batch_once(data, tmp_path, capsys):
+    (train_src, train_tgt), (val_src, val_tgt) = data
+    cfg = TrainConfig(task="translate", data=[str(train_src), str(train_tgt)],
+                      val_data=[str(val_src), str(val_tgt)], tokenizer="word", context=12,
+                      batch_tokens=300, epochs=2)
+    task = TranslateTask(cfg, None)
+    n = len(task.batches)
+    assert n == task.train_rows > 5
+    first = np.concatenate([task.draw(None, 1, step) for step in range(n)])
+    second = np.concatenate([task.draw(None, 1, step) for step in range(n, 2 * n)])
+    assert sorted(first) == sorted(second) == list(range(n)) and list(first) != list(second)
+    assert list(task.draw(None, 3, 1)) == list(np.concatenate([first, second])[3:6])
+    rows = np.concatenate(task.batches)
+    assert sorted(rows) == list(range(len(task.src)))  # every pair in exactly one batch
+    assert run_train(*args(data, tmp_path / "e", "--epochs", "1")) == 0
+    assert f"training {n} steps (1 epochs of {n})" in capsys.readouterr().out
 
 
 def test_parallel_files_empty_lines_are_skipped_and_counted(tmp_path, capsys, data):
