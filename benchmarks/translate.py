@@ -1,14 +1,16 @@
 """Multi30k De->En: minigrad_lm's encoder-decoder against torch.nn.Transformer, side by side.
 
-    python -m benchmarks.translate                  # ~12 min of training for ours, same steps torch
+    python -m benchmarks.translate                  # ~12 min of our training, same steps torch
     python -m benchmarks.translate --minutes 30     # the issue's budget
     python -m benchmarks.translate --steps 200 --no-torch
 
 Both train the same architecture from the same initial weights (copied), on the same BPE
-vocabulary and the same token-count batches in the same order, with the same AdamW groups,
-learning-rate schedule and gradient clipping: the step count comes from --steps, or from
---minutes and a short timing of our step. Both are then scored on the whole val set: loss, and
-sacrebleu BLEU of beam search (the project's beam search; for torch over a re-run decoder).
+vocabulary and the same token-count batches in the same order (the training CLI's epochs),
+with the same AdamW groups, learning-rate schedule and gradient clipping, taking turns step by
+step so that this shared machine's drift slows both alike. The step count comes from --steps,
+or from --minutes (of our training time) and a short timing of our step. Both are then scored
+on the whole val set: loss, and sacrebleu BLEU of beam search (the project's beam search; for
+torch over a re-run decoder, as torch.nn.Transformer has no cache).
 Tokens/s counts real source + target tokens over pure training time. Reads
 ../shared/data/multi30k relative to the repository root and skips with a message when absent.
 """
@@ -38,7 +40,7 @@ DATA = REPO.parent / "shared" / "data" / "multi30k"
 RESULTS = REPO / "benchmarks" / "results" / "translate_cpu.json"
 
 # The default translation config of this benchmark (flags of python -m minigrad_lm.train).
-DEFAULT = dict(tokenizer="bpe", vocab_size=8000, context=64, n_layer=3, n_head=4, d_model=256,
+DEFAULT = dict(tokenizer="bpe", vocab_size=8000, context=128, n_layer=3, n_head=4, d_model=256,
                d_ff=1024, dropout=0.1, norm="pre", positional="sinusoidal", batch_tokens=4096,
                label_smoothing=0.1, lr=1.5e-3, min_lr=1e-4, warmup_steps=200, beta1=0.9,
                beta2=0.98, weight_decay=0.01, grad_clip=1.0, beam_size=4, length_penalty=1.0,
@@ -166,28 +168,37 @@ class _Torch:
         return total / tokens
 
 
-def _train(impl, task, cfg, steps: int, log_every: int) -> dict:
-    seconds, tokens, losses = 0.0, 0, []
+def _train(impls, task, cfg, steps: int, log_every: int) -> dict:
+    """Train every implementation for `steps` steps, taking turns step by step, so that the
+    drift of this shared machine slows them alike."""
+    stats = {i.name: {"seconds": 0.0, "tokens": 0, "losses": []} for i in impls}
     for step in range(steps):
         batch = task.batch_at(task.draw(None, 1, step))
         lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, steps)
-        t0 = time.perf_counter()
-        losses.append(impl.step(batch, lr, cfg))
-        seconds += time.perf_counter() - t0
-        tokens += task.tokens(batch)
+        for impl in impls:
+            st = stats[impl.name]
+            t0 = time.perf_counter()
+            st["losses"].append(impl.step(batch, lr, cfg))
+            st["seconds"] += time.perf_counter() - t0
+            st["tokens"] += task.tokens(batch)
         if (step + 1) % log_every == 0:
-            print(f"  {impl.name} step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.3f}"
-                  f" | {tokens / seconds:,.0f} tok/s | {seconds / 60:.1f} min", flush=True)
-    return {"steps": steps, "train_seconds": seconds, "tokens": tokens,
-            "tokens_per_s": tokens / seconds, "final_train_loss": float(np.mean(losses[-50:]))}
+            print(f"  step {step + 1}/{steps}: " + " | ".join(
+                f"{n} loss {np.mean(st['losses'][-log_every:]):.3f}, "
+                f"{st['tokens'] / st['seconds']:,.0f} tok/s, {st['seconds'] / 60:.1f} min"
+                for n, st in stats.items()), flush=True)
+    return {n: {"steps": steps, "train_seconds": st["seconds"], "tokens": st["tokens"],
+                "tokens_per_s": st["tokens"] / st["seconds"],
+                "final_train_loss": float(np.mean(st["losses"][-50:]))}
+            for n, st in stats.items()}
 
 
-def _score(impl, task, cfg) -> dict:
+def _score(impl, task, cfg, limit: int | None) -> dict:
     t0 = time.perf_counter()
     val_loss = impl.val_loss(task)
     options = DecodeOptions(beam_size=cfg.beam_size, length_penalty=cfg.length_penalty)
-    hyps = [task.tokenizer.decode(h).strip() for h in impl.translate(task.val_src_ids, options)]
-    return {"val_loss": val_loss, "val_bleu": bleu(hyps, task.val_tgt),
+    hyps = [task.tokenizer.decode(h).strip()
+            for h in impl.translate(task.val_src_ids[:limit], options)]
+    return {"val_loss": val_loss, "val_bleu": bleu(hyps, task.val_tgt[:limit]),
             "eval_seconds": time.perf_counter() - t0, "examples": hyps[:4]}
 
 
@@ -215,6 +226,8 @@ def main(argv=None) -> int:
     for name in ("d_model", "n_layer", "vocab_size", "batch_tokens", "warmup_steps"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--val-limit", type=int, help="BLEU of the first N val pairs only (a "
+                        "quick check of the benchmark itself)")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found (Multi30k; see ../shared/data/README.md)")
@@ -237,11 +250,9 @@ def main(argv=None) -> int:
     print(f"model: {model.num_parameters():,} parameters; {steps} steps; config {cfg.to_dict()}")
     results = {"machine": machine(), "config": {**DEFAULT, **{k: getattr(cfg, k)
                                                                for k in DEFAULT}}}
+    trained = _train(impls, task, cfg, steps, args.log_every)
     for impl in impls:
-        print(f"training {impl.name}", flush=True)
-        r = _train(impl, task, cfg, steps, args.log_every)
-        r.update(_score(impl, task, cfg))
-        results[impl.name] = r
+        r = results[impl.name] = {**trained[impl.name], **_score(impl, task, cfg, args.val_limit)}
         print(f"{impl.name}: val BLEU {r['val_bleu']:.2f}, val loss {r['val_loss']:.3f}, "
               f"{r['tokens_per_s']:,.0f} tok/s, {r['train_seconds'] / 60:.1f} min", flush=True)
     _report(results, task, [i.name for i in impls])
@@ -260,9 +271,9 @@ def _report(results: dict, task, names: list[str]) -> None:
                  for n in names]
         print(f"| {label} | " + " | ".join(cells) + " |")
     for i in range(3):
-        print(f"\nsource:    {task.val_src[i]}\nreference: {task.val_tgt[i]}")
+        print(f"\nsource:      {task.val_src[i]}\nreference:   {task.val_tgt[i]}")
         for n in names:
-            print(f"{n + ':':<11}{results[n]['examples'][i]}")
+            print(f"{n + ':':<13}{results[n]['examples'][i]}")
 
 
 if __name__ == "__main__":
