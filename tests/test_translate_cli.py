@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad_lm import translate as translate_cli
-from minigrad_lm.run_state import read_checkpoint, read_metrics
-from minigrad_lm.train_config import TrainConfig
-from minigrad_lm.translate_task import TranslateTask, bleu, read_lines
-from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot
+pytest.importorskip("sacrebleu")
+
+from minigrad_lm import translate as translate_cli  # noqa: E402
+from minigrad_lm.run_state import read_checkpoint, read_metrics  # noqa: E402
+from minigrad_lm.train_config import TrainConfig  # noqa: E402
+from minigrad_lm.translate_task import TranslateTask, bleu, read_lines  # noqa: E402
+from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
 
 WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
 MODEL = ["--tokenizer", "word", "--n-layer", "1", "--n-head", "2", "--d-model", "32",
