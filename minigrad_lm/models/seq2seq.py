@@ -121,11 +121,11 @@ class Seq2SeqTransformer(Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """Xavier-uniform matrices (torch.nn.Transformer), zero biases, embeddings N(0, 1/d)
-        so that x sqrt(d) gives unit-variance inputs (fairseq)."""
+        """Xavier-uniform matrices (torch.nn.Transformer), zero biases, token (and learned
+        position) embeddings N(0, 1/d), so that x sqrt(d) gives unit-variance inputs (fairseq)."""
         d = self.config.d_model
         for name, p in self.named_parameters():
-            if name.endswith("emb.weight") or name == "head.weight":
+            if "emb." in name or name == "head.weight":
                 p.data[...] = rng.host().standard_normal(p.shape) / math.sqrt(d)
             elif name.endswith("bias"):
                 p.data[...] = 0
