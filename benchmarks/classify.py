@@ -2,7 +2,7 @@
 default classifier from scratch and after in-domain language-model pretraining, next to
 bag-of-words logistic regressions.
 
-    python -m benchmarks.classify [--mr ../shared/data/mr] [--lm-steps 1500]
+    python -m benchmarks.classify [--mr ../shared/data/mr] [--lm-steps 800]
         [--out benchmarks/results/classify_mr.json]
 
 MR's split (the shared data's README): lines 10, 20, 30, ... of each file are validation (1,066
@@ -82,7 +82,7 @@ def _train(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mr", type=Path, default=DEFAULT_MR, help="folder of the MR files")
-    parser.add_argument("--lm-steps", type=int, default=1500,
+    parser.add_argument("--lm-steps", type=int, default=800,
                         help="pretraining steps of the language model")
     parser.add_argument("--out", default="benchmarks/results/classify_mr.json")
     args = parser.parse_args(argv)
@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             "scratch": ["--task", "classify", *data, "--out", f"{tmp}/scratch"],
             "lm": ["--task", "lm", *data, "--tokenizer", "word", "--n-layer", "2",
                    "--dropout", "0.1", "--max-steps", str(args.lm_steps), "--decay-steps",
-                   str(args.lm_steps), "--eval-every", "500", "--sample-tokens", "0",
+                   str(args.lm_steps), "--eval-every", "200", "--sample-tokens", "0",
                    "--out", f"{tmp}/lm"],
             "pretrained": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",
                            "--out", f"{tmp}/pretrained"],
+            "pretrained_causal": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",
+                                  "--attention", "causal", "--out", f"{tmp}/pretrained_causal"],
         }
         for name, run_argv in runs.items():
             print(f"{name}: python -m minigrad_lm.train {' '.join(run_argv)}", flush=True)
@@ -121,9 +123,10 @@ def _print_table(r: dict) -> None:
     for name, score in (r["baselines"] or {}).items():
         print(f"| bag of words, logistic regression ({name}) | {score:.3f} | | |")
     lm = r["lm"]
-    for name, label in (("scratch", "default classifier, from scratch"),
-                        ("pretrained", "default classifier after LM pretraining "
-                         f"({lm['steps']} steps, {lm['seconds'] / 60:.1f} min)")):
+    pretraining = f"LM pretraining ({lm['steps']} steps, {lm['seconds'] / 60:.1f} min)"
+    for name, label in (("scratch", "default classifier (bidirectional), from scratch"),
+                        ("pretrained", f"default classifier after {pretraining}"),
+                        ("pretrained_causal", f"causal classifier after {pretraining}")):
         run = r[name]
         print(f"| {label} | {run['val_acc']:.3f} (step {run['best_step']}) | "
               f"{run['seconds'] / 60:.1f} min | {run['tokens_per_s']:,.0f} |")

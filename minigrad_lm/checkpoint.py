@@ -7,6 +7,7 @@ untrusted source can at worst be refused with a :class:`CheckpointError`, never 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -16,6 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from .untrusted import InputError, parse_json, read_json_file, require_regular_file, short
 
 __all__ = [
     "CheckpointError",
@@ -28,6 +31,7 @@ __all__ = [
     "resolve_checkpoint_dir",
     "safetensors_bytes",
     "save_safetensors",
+    "sha256_file",
     "write_checkpoint_dir",
 ]
 
@@ -68,7 +72,7 @@ _WRITE_CODES: dict[tuple[str, int], str] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file or folder is missing, malformed or not what it claims to be."""
 
 
@@ -165,26 +169,25 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json_text(obj) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; every problem is a :class:`CheckpointError` naming file and line."""
-    name = os.fspath(path)
+def read_json(path: str | os.PathLike[str], spec: Any = None) -> Any:
+    """Read a JSON file of a checkpoint (bounded, depth-guarded, checked against ``spec``, see
+    :func:`minigrad_lm.untrusted.read_json_file`); every problem is a :class:`CheckpointError`
+    naming file, line or key."""
     try:
-        with open(name, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"{name}: no such file") from None
-    except OSError as e:
-        raise CheckpointError(f"{name}: cannot read ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{name}: not UTF-8 (bad byte at offset {e.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{name}:{e.lineno}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})"
-        ) from None
+        return read_json_file(path, spec)
+    except CheckpointError:
+        raise
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The file's SHA-256, read in chunks (a multi-GB weights file is never held whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,19 +276,6 @@ def _sniff(prefix: bytes) -> str:
     return ""
 
 
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {token}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def _parse_header(name: str, raw: bytes, prefix: bytes) -> dict[str, Any]:
     # The foreign-format hint is only given on failure: a valid header length can begin with
     # the same bytes as a pickle.
@@ -297,9 +287,10 @@ def _parse_header(name: str, raw: bytes, prefix: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{bad} (header is not UTF-8 at byte {8 + e.start}{hint})") from None
     try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except ValueError as e:  # JSONDecodeError and the two hooks above
-        raise CheckpointError(f"{bad} (header is not valid JSON: {e}{hint})") from None
+        header = parse_json(text, name, duplicates=False)
+    except InputError as e:
+        why = str(e).removeprefix(f"{name}: ")
+        raise CheckpointError(f"{bad} (header is not valid JSON: {why}{hint})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{bad} (header is a JSON {type(header).__name__}, not an object)")
     return header
@@ -310,18 +301,18 @@ def _is_int(x: Any) -> bool:
 
 
 def _check_entry(name: str, key: str, entry: Any) -> tuple[str, tuple[int, ...], int, int]:
-    where = f"{name}: tensor {key!r}"
+    where = f"{name}: tensor {short(key)}"
     if not isinstance(entry, dict):
         raise CheckpointError(f"{where}: header entry is not a JSON object")
     missing = {"dtype", "shape", "data_offsets"} - entry.keys()
     if missing:
         raise CheckpointError(f"{where}: header entry lacks {', '.join(sorted(missing))}")
     code = entry["dtype"]
-    if code not in _FILE_DTYPES:
-        raise CheckpointError(f"{where}: unknown dtype {code!r}")
+    if not isinstance(code, str) or code not in _FILE_DTYPES:
+        raise CheckpointError(f"{where}: unknown dtype {short(code)}")
     shape = entry["shape"]
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative ints")
+        raise CheckpointError(f"{where}: shape {short(shape)} is not a list of non-negative ints")
     offsets = entry["data_offsets"]
     if (
         not isinstance(offsets, list)
@@ -329,13 +320,13 @@ def _check_entry(name: str, key: str, entry: Any) -> tuple[str, tuple[int, ...],
         or not all(_is_int(o) for o in offsets)
         or not 0 <= offsets[0] <= offsets[1]
     ):
-        raise CheckpointError(f"{where}: data_offsets {offsets!r} are not [begin, end]")
+        raise CheckpointError(f"{where}: data_offsets {short(offsets)} are not [begin, end]")
     begin, end = offsets
     nbytes = math.prod(shape) * _FILE_DTYPES[code].itemsize
     if end - begin != nbytes:
         raise CheckpointError(
-            f"{where}: data_offsets {offsets} span {end - begin} bytes but dtype {code} "
-            f"and shape {shape} need {nbytes}"
+            f"{where}: data_offsets {short(offsets)} span {end - begin} bytes but dtype {code} "
+            f"and shape {short(shape)} need {nbytes}"
         )
     return code, tuple(shape), begin, end
 
@@ -348,7 +339,12 @@ def _read_tensor(
         f.seek(start)
         got = f.readinto(arr.reshape(-1).view(np.uint8))
         if got != arr.nbytes:  # the file shrank under us
-            raise CheckpointError(f"{name}: truncated while reading tensor {key!r}")
+            raise CheckpointError(f"{name}: truncated while reading tensor {short(key)}")
+    return _widen(arr, code)
+
+
+def _widen(arr: np.ndarray, code: str) -> np.ndarray:
+    """The stored bits as a numpy array: BF16 -> float32, BOOL bytes -> bool."""
     # astype and in-place shifts keep 0-d results arrays (a plain ufunc would give a scalar).
     if code == "BF16":
         wide = arr.astype(np.uint32)
@@ -360,6 +356,12 @@ def _read_tensor(
 
 
 def _open_checkpoint(name: str) -> BinaryIO:
+    if os.path.isdir(name):
+        raise CheckpointError(f"{name}: is a directory, not a safetensors file")
+    try:
+        require_regular_file(name)  # a FIFO or device would block or read forever
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
     try:
         return open(name, "rb")
     except FileNotFoundError:
@@ -371,66 +373,82 @@ def _open_checkpoint(name: str) -> BinaryIO:
 
 
 def load_safetensors(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], mmap: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file after validating its header against the file size.
 
     Returns ``(tensors, metadata)``. Each array is a fresh, writable, C-contiguous copy that
     owns its memory (nothing stays mapped to the file, so the file may be replaced at once).
-    BF16 tensors come back as float32. Every problem raises :class:`CheckpointError`.
+    With ``mmap=True`` the arrays are read-only views of the mapped file instead (BF16 and BOOL
+    excepted): loading weights then never holds a second copy of them. Our writers replace a
+    file by renaming, which leaves a mapping valid. BF16 tensors come back as float32. Every
+    problem raises :class:`CheckpointError`.
     """
     name = os.fspath(path)
     with _open_checkpoint(name) as f:
-        size = os.fstat(f.fileno()).st_size
-        prefix = f.read(8)
-        if size == 0:
-            raise CheckpointError(f"{name}: empty file, not a safetensors file")
-        if len(prefix) < 8:
-            raise CheckpointError(f"{name}: not a safetensors file (only {size} bytes, truncated?)")
-        header_len = int.from_bytes(prefix, "little")
-        if header_len > size - 8:
-            foreign = _sniff(prefix)
-            raise CheckpointError(
-                f"{name}: not a safetensors file ({foreign})"
-                if foreign
-                else f"{name}: not a safetensors file (header length {header_len} exceeds "
-                f"file size {size}; truncated?)"
-            )
-        if header_len > MAX_HEADER_BYTES:
-            raise CheckpointError(
-                f"{name}: not a safetensors file (header length {header_len} exceeds the "
-                f"{MAX_HEADER_BYTES}-byte limit)"
-            )
-        header = _parse_header(name, f.read(header_len), prefix)
-        metadata = header.pop("__metadata__", {})
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise CheckpointError(f"{name}: __metadata__ is not an object of strings")
-        entries = {key: _check_entry(name, key, entry) for key, entry in header.items()}
+        entries, metadata, data_start, data_size = _read_layout(f, name)
+        if mmap:
+            region = (np.memmap(f, dtype=np.uint8, mode="r", offset=data_start,
+                                shape=(data_size,)) if data_size else np.empty(0, np.uint8))
+            tensors = {key: _widen(region[begin:end].view(_FILE_DTYPES[code]).reshape(shape),
+                                   code)
+                       for key, (code, shape, begin, end) in entries.items()}
+        else:
+            tensors = {
+                key: _read_tensor(f, name, key, code, shape, data_start + begin)
+                for key, (code, shape, begin, _) in entries.items()
+            }
+    return tensors, metadata
 
-        data_start = 8 + header_len
-        data_size = size - data_start
-        layout = sorted(entries.items(), key=lambda item: (item[1][2], item[1][3]))
-        expected = 0
-        for key, (_, _, begin, end) in layout:
-            if end > data_size:
-                raise CheckpointError(
-                    f"{name}: truncated (tensor {key!r} ends at data byte {end} but the "
-                    f"data region has only {data_size} bytes)"
-                )
-            if begin != expected:
-                problem = "overlaps the previous tensor" if begin < expected else "leaves a gap"
-                raise CheckpointError(f"{name}: tensor {key!r} at data byte {begin} {problem}")
-            expected = end
-        if expected != data_size:
-            raise CheckpointError(
-                f"{name}: {data_size - expected} trailing bytes after the last tensor"
-            )
 
-        tensors = {
-            key: _read_tensor(f, name, key, code, shape, data_start + begin)
-            for key, (code, shape, begin, _) in entries.items()
-        }
-    return tensors, dict(metadata)
+def _read_layout(f: BinaryIO, name: str) -> tuple[dict, dict[str, str], int, int]:
+    """(entries, metadata, data start, data size) of a safetensors file, every header entry
+    checked against the others and the file size before any tensor is read."""
+    size = os.fstat(f.fileno()).st_size
+    prefix = f.read(8)
+    if size == 0:
+        raise CheckpointError(f"{name}: empty file, not a safetensors file")
+    if len(prefix) < 8:
+        raise CheckpointError(f"{name}: not a safetensors file (only {size} bytes, truncated?)")
+    header_len = int.from_bytes(prefix, "little")
+    if header_len > size - 8:
+        foreign = _sniff(prefix)
+        raise CheckpointError(
+            f"{name}: not a safetensors file ({foreign})"
+            if foreign
+            else f"{name}: not a safetensors file (header length {header_len} exceeds "
+            f"file size {size}; truncated?)"
+        )
+    if header_len > MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"{name}: not a safetensors file (header length {header_len} exceeds the "
+            f"{MAX_HEADER_BYTES}-byte limit)"
+        )
+    header = _parse_header(name, f.read(header_len), prefix)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{name}: __metadata__ is not an object of strings")
+    entries = {key: _check_entry(name, key, entry) for key, entry in header.items()}
+
+    data_start = 8 + header_len
+    data_size = size - data_start
+    layout = sorted(entries.items(), key=lambda item: (item[1][2], item[1][3]))
+    expected = 0
+    for key, (_, _, begin, end) in layout:
+        if end > data_size:
+            raise CheckpointError(
+                f"{name}: truncated (tensor {short(key)} ends at data byte {end} but the "
+                f"data region has only {data_size} bytes)"
+            )
+        if begin != expected:
+            problem = "overlaps the previous tensor" if begin < expected else "leaves a gap"
+            raise CheckpointError(f"{name}: tensor {short(key)} at data byte {begin} {problem}")
+        expected = end
+    if expected != data_size:
+        raise CheckpointError(
+            f"{name}: {data_size - expected} trailing bytes after the last tensor"
+        )
+    return entries, dict(metadata), data_start, data_size
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def _classify(args: argparse.Namespace) -> int:
             f"{ckpt.path}: a {ckpt.task} checkpoint, not a classifier; train one with "
             "python -m minigrad_lm.train --task classify"
         )
-    model = ckpt.build_model(device)
+    model = ckpt.build_model(device, batch=BATCH)
     labels, probs = predict(model, ckpt.tokenizer, sentences, names)
     for label, prob in zip(labels, probs, strict=True):
         print(f"{label}\t{prob:.4f}")

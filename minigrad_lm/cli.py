@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 from . import backend
 
-__all__ = ["USAGE_ERROR", "check_device", "report_errors"]
+__all__ = ["USAGE_ERROR", "check_device", "error_line", "report_errors"]
 
 # argparse's own exit status for bad usage; every user error of the tools exits with it too.
 USAGE_ERROR = 2
+# An error quotes file names and values; a hostile file must not turn it into megabytes.
+MAX_ERROR_CHARS = 600
 
 
 def check_device(name: str) -> str:
@@ -25,17 +27,30 @@ def check_device(name: str) -> str:
     return device
 
 
-def report_errors(run: Callable[[], int]) -> int:
-    """Run a tool; a user error (bad file, bad value, bad checkpoint) becomes one
-    ``error: ...`` line on stderr and exit status 2 instead of a traceback.
+def error_line(error: BaseException) -> str:
+    """``error: ...`` on one line, at most MAX_ERROR_CHARS long."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, MemoryError) and not isinstance(error, ValueError):
+        text = f"out of memory ({text})"  # an allocation that failed despite the estimates
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}... ({len(text):,} characters)"
+    return f"error: {text}"
 
-    ValueError covers CheckpointError and bad values; OSError covers missing or unreadable
-    files. Anything else is a bug and keeps its traceback.
+
+def report_errors(run: Callable[[], int]) -> int:
+    """Run a tool; a user error (bad file, bad value, bad checkpoint, a model too large for
+    the memory) becomes one ``error: ...`` line on stderr and exit status 2, not a traceback.
+
+    The readers of every file turn whatever a malformed one provokes into an InputError (a
+    ValueError) naming the file, so ValueError covers them, CheckpointError and bad values;
+    OSError covers missing or unreadable files; OverflowError a number too large for an
+    array; MemoryError a refused estimate or a failed allocation. Anything else is a bug and
+    keeps its traceback.
     """
     try:
         return run()
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError, OverflowError, MemoryError) as e:
+        print(error_line(e), file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

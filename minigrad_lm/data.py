@@ -11,7 +11,6 @@ import csv
 import functools
 import inspect
 import io
-import json
 import os
 import re
 import sysconfig
@@ -23,8 +22,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import memory
 from .bpe import GPT2Tokenizer
 from .tokenizer import TrainedTokenizer, is_hf_dict
+from .untrusted import parse_json, read_regular_bytes, reading, require_regular_file
 
 __all__ = [
     "ByteTokenizer",
@@ -289,10 +290,16 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
 # --------------------------------------------------------------------------------------------
 
 
+# Peak bytes of memory per byte of a text corpus while it is read and encoded (the str, its code
+# points, int64 ids and the searches of the char tokenizer): 37 measured on a 100 MB line.
+TEXT_MEMORY_PER_BYTE = 40
+
+
 def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """A whole text file in ``encoding`` (a leading BOM dropped, CRLF -> LF). Bytes that are
-    not valid in it are an error naming the file, the line and the flag that picks another."""
-    return decode_text(path.read_bytes(), encoding, str(path))
+    """A whole regular text file (``/dev/zero`` would never end) in ``encoding``, a leading BOM
+    dropped, CRLF -> LF. Bytes that are not valid in it are an error naming the file, the line
+    and the flag that picks another encoding."""
+    return decode_text(read_regular_bytes(path, 1 << 62), encoding, str(path))
 
 
 def decode_text(raw: bytes, encoding: str, name: str) -> str:
@@ -320,9 +327,12 @@ def load_text(path: PathLike, encoding: str = "utf-8") -> str:
         files = sorted(f for f in p.iterdir() if f.suffix == ".txt" and f.is_file())
         if not files:
             raise ValueError(f"{p}: folder has no .txt files")
-        text = "\n".join(read_text(f, encoding) for f in files)
     else:
-        text = read_text(p, encoding)
+        files = [p]
+    size = sum(require_regular_file(f) for f in files)
+    memory.require(size * TEXT_MEMORY_PER_BYTE, f"about {TEXT_MEMORY_PER_BYTE} bytes per byte "
+                   "of text to read and encode it", f"{p}: a corpus of {size:,} bytes")
+    text = "\n".join(read_text(f, encoding) for f in files)
     if not text.strip():
         raise ValueError(f"{p}: corpus is empty")
     return text
@@ -343,15 +353,10 @@ def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
                 'loaded (unsafe), provide vocab.json instead, e.g. {"vocab_size": 50304}'
             )
         raise FileNotFoundError(f"{vocab_path}: no such file (it gives the vocabulary size)")
-    try:
-        vocab = json.loads(read_text(vocab_path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{vocab_path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    vocab = parse_json(read_regular_bytes(vocab_path, 256 << 20), str(vocab_path))
     if isinstance(vocab, dict) and "type" in vocab:
-        try:
+        with reading(str(vocab_path)):
             return vocab, tokenizer_from_dict(vocab).vocab_size
-        except ValueError as e:
-            raise ValueError(f"{vocab_path}: {e}") from None
     size = vocab.get("vocab_size") if isinstance(vocab, dict) else None
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
         raise ValueError(
@@ -429,13 +434,20 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
 
     The loss a model gets by ignoring context: a trained model must beat it.
     """
-    train = _as_ids(np.asarray(train_ids).reshape(-1), vocab_size)
-    val = _as_ids(np.asarray(val_ids).reshape(-1), vocab_size)
+    train, val = np.asarray(train_ids).reshape(-1), np.asarray(val_ids).reshape(-1)
     if val.size == 0:
         raise ValueError("unigram_baseline needs at least one validation token")
-    counts = np.bincount(train, minlength=vocab_size) + 1.0
+    # Chunks: a memory-mapped multi-GB train.bin is never copied whole (to int64, 4x its size).
+    counts = np.ones(vocab_size)
+    for lo in range(0, train.size, _CHUNK):
+        counts += np.bincount(_as_ids(train[lo:lo + _CHUNK], vocab_size), minlength=vocab_size)
     log_p = np.log(counts) - np.log(counts.sum())
-    return float(-log_p[val].mean())
+    total = sum(float(log_p[_as_ids(val[lo:lo + _CHUNK], vocab_size)].sum())
+                for lo in range(0, val.size, _CHUNK))
+    return -total / val.size
+
+
+_CHUNK = 1 << 20  # ids per chunk: 8 MB as int64
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,7 +455,8 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
 # --------------------------------------------------------------------------------------------
 
 _INT = re.compile(r"[+-]?[0-9]+")
-MAX_LABEL = 1_000_000  # far above any real label set; stops a typo from building a huge head
+# A label is a class number: a larger one is a typo or another column, not a 65537-class task.
+MAX_LABEL = 65535
 
 
 @dataclass
@@ -478,23 +491,17 @@ def _rows(path: Path, text: str) -> Iterable[tuple[int, list[str]]]:
     """(line number, fields) pairs, header first; blank lines are skipped."""
     if path.suffix.lower() == ".csv":
         reader = csv.reader(io.StringIO(text, newline=""))
-        for row in reader:
-            if row:
-                yield reader.line_num, row
+        try:
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+        except csv.Error as e:  # e.g. a field over csv's 128 KB limit: not a ValueError
+            raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     else:
         # GLUE TSVs are unquoted and sentences contain '"', so no csv dialect: split on tabs.
         for lineno, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 yield lineno, line.split("\t")
-
-
-def _regular_file(path: PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
-    if not p.is_file():
-        raise ValueError(f"{p}: not a regular file")
-    return p
 
 
 def load_classification_rows(path: PathLike, encoding: str = "utf-8") -> LabeledRows:
@@ -504,7 +511,7 @@ def load_classification_rows(path: PathLike, encoding: str = "utf-8") -> Labeled
     Errors name the file and line: missing columns, wrong field count, empty text, a label
     that is not a non-negative integer (or is absurdly large), no rows.
     """
-    p = _regular_file(path)
+    p = Path(path)
     text_column = "text" if p.suffix.lower() == ".csv" else "sentence"
     rows = iter(_rows(p, read_text(p, encoding)))
     header_line = next(rows, None)
@@ -532,8 +539,11 @@ def load_classification_rows(path: PathLike, encoding: str = "utf-8") -> Labeled
             raise ValueError(f"{p}:{lineno}: empty {text_column}")
         if not _INT.fullmatch(label):
             raise ValueError(f"{p}:{lineno}: label {label[:40]!r} is not an integer")
-        if len(label) > 8 or not 0 <= int(label) <= MAX_LABEL:
-            raise ValueError(f"{p}:{lineno}: label {label[:40]} is outside 0..{MAX_LABEL:,}")
+        if len(label) > len(str(MAX_LABEL)) + 1 or int(label) > MAX_LABEL:
+            raise ValueError(f"{p}:{lineno}: label {label[:24]} is too large (labels are class "
+                             f"numbers 0..{MAX_LABEL})")
+        if int(label) < 0:
+            raise ValueError(f"{p}:{lineno}: label {int(label)} is negative (labels must be >= 0)")
         texts.append(sentence)
         labels.append(int(label))
         lines.append(lineno)
@@ -550,7 +560,7 @@ def load_class_files(paths: Sequence[PathLike], encoding: str = "utf-8") -> Labe
     texts: list[str] = []
     labels, lines, index = [], [], []
     for i, path in enumerate(paths):
-        p = _regular_file(path)
+        p = Path(path)
         found = 0
         for lineno, line in enumerate(read_text(p, encoding).split("\n"), start=1):
             if line.strip():

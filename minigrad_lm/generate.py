@@ -9,22 +9,51 @@ each new token cost attention over the context instead of a re-run of the whole 
 
 Prompts longer than the model's context are cropped to their last context tokens. With a char
 tokenizer, a character the training text never had is an error; a byte tokenizer encodes any
-text (as UTF-8 bytes).
+text (as UTF-8 bytes). Tokens are printed as they are generated, so Ctrl-C keeps what came out;
+only ids the tokenizer can decode are sampled (a model's vocabulary may be padded beyond it).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TextIO
 
 import numpy as np
 
 from .checkpoint import CheckpointError
 from .cli import check_device, report_errors
 from .run_state import read_checkpoint
-from .sampling import generate
+from .sampling import check_options, generate
 
 __all__ = ["main"]
+
+# A token can end inside a UTF-8 character (byte-level tokenizers): its text waits for the
+# tokens that complete it, at most this many.
+HOLD_TOKENS = 8
+
+
+class _TextStream:
+    """Writes the text of token ids as they arrive."""
+
+    def __init__(self, tokenizer, out: TextIO) -> None:
+        self.tokenizer, self.out, self.pending = tokenizer, out, []
+
+    def add(self, token: int) -> None:
+        self.pending.append(token)
+        text = self.tokenizer.decode(np.array(self.pending, dtype=np.int64))
+        if not text.endswith("\ufffd") or len(self.pending) >= HOLD_TOKENS:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+        self.pending = []
+
+    def finish(self) -> None:
+        if self.pending:
+            self._write(self.tokenizer.decode(np.array(self.pending, dtype=np.int64)))
+        self._write("\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +86,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    check_options(args.temperature, args.top_k, args.top_p)  # before any output
     ckpt = read_checkpoint(args.ckpt)
     if ckpt.task != "lm":
         raise CheckpointError(
@@ -81,10 +111,16 @@ def _generate(args: argparse.Namespace) -> int:
               "model's context)", file=sys.stderr)
         prompt = prompt[-context:]
     model = ckpt.build_model(device)
-    new = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   use_cache=not args.no_cache)
-    print(tokenizer.decode(np.concatenate([prompt, new])))
+    stream = _TextStream(tokenizer, sys.stdout)
+    stream.out.write(tokenizer.decode(prompt))
+    try:
+        generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
+                 top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                 use_cache=not args.no_cache,
+                 vocab_limit=min(tokenizer.vocab_size, ckpt.model_config.vocab_size),
+                 on_token=stream.add)
+    finally:
+        stream.finish()  # an error or Ctrl-C keeps the text produced so far
     return 0
 
 

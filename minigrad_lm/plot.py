@@ -9,11 +9,13 @@ Reads DIR/metrics.jsonl. Needs matplotlib, an optional extra: pip install "minig
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
 import numpy as np
 
+from .checkpoint import atomic_write_bytes
 from .cli import report_errors
 from .run_state import read_metrics
 
@@ -35,7 +37,11 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_losses(records: list[dict], path: str, title: str) -> None:
-    """Per-step train loss (raw and smoothed) and each evaluation's train/val loss."""
+    """Per-step train loss (raw and smoothed) and each evaluation's train/val loss.
+
+    The image goes through a temporary file renamed over ``path``: a symlink planted at
+    ``path`` is replaced, never followed to overwrite its target.
+    """
     try:
         import matplotlib
     except ModuleNotFoundError:
@@ -55,18 +61,21 @@ def plot_losses(records: list[dict], path: str, title: str) -> None:
         window = max(1, len(losses) // 50)
         ax.plot(steps, _smooth(losses, window), color="tab:blue", label="train (per step)")
     if evals:
-        steps = [r["step"] for r in evals]
-        ax.plot(steps, [r["train_loss"] for r in evals], "o--", color="tab:green",
-                label="train (eval)")
-        ax.plot(steps, [r["val_loss"] for r in evals], "o-", color="tab:orange", label="val")
+        scored = [r for r in evals if r.get("train_loss") is not None]
+        ax.plot([r["step"] for r in scored], [r["train_loss"] for r in scored], "o--",
+                color="tab:green", label="train (eval)")
+        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-",
+                color="tab:orange", label="val")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -15,16 +15,28 @@ folder holds only safetensors and JSON, never a pickle:
   training configuration;
 - ``checksums.json``: the SHA-256 of every other file. The formats catch truncation and foreign
   files, but a flipped byte inside the weights would load silently without it.
+
+Every JSON file is checked against the shape it must have (:mod:`minigrad_lm.untrusted`) and the
+model's memory is estimated from its config (:mod:`minigrad_lm.memory`) before anything is
+built, so a hand-edited or hostile checkpoint is refused with one message naming file and key.
+One process at a time trains into a run folder: :class:`RunLock`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
+try:
+    import fcntl
+except ModuleNotFoundError:  # Windows: no advisory locks; one writer is then up to the user
+    fcntl = None
+
+from . import memory
 from .checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -33,20 +45,24 @@ from .checkpoint import (
     read_json,
     resolve_checkpoint_dir,
     safetensors_bytes,
+    sha256_file,
     write_checkpoint_dir,
 )
 from .bpe import GPT2Tokenizer, has_tokenizer_files
 from .data import tokenizer_from_dict
 from .models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from .models.classifier import POOLINGS
-from .models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
+from .models.hf_gpt2 import EXPORT_ACTIVATIONS, config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
+from .untrusted import (ANY, Bool, InputError, Int, ListOf, MapOf, Num, Object, Optional, Str,
+                        check, parse_json, reading, require_regular_file, short)
 
 __all__ = [
     "BEST",
     "LATEST",
     "METRICS",
     "Checkpoint",
+    "RunLock",
     "checkpoint_files",
     "external_tokenizer_dict",
     "find_checkpoint",
@@ -63,8 +79,56 @@ VERSION = 1
 LATEST, BEST = "latest", "best"
 METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
+LOCK = "train.lock"
 TASKS = ("lm", "classify", "translate")
-MODEL_CONFIGS = {"lm": GPTConfig, "classify": GPTConfig, "translate": Seq2SeqConfig}
+# Sizes above these are no model anyone trains here; the memory estimate refuses far less.
+MAX_SIZE = 2**31 - 1
+MAX_CLASSES = 65536
+# A metrics.jsonl line is a few hundred bytes; a longer one is not a record of ours.
+MAX_METRICS_LINE = 1 << 20
+
+# The shapes of the JSON files (see minigrad_lm.untrusted): checked before any value is used.
+MODEL_SPEC = Object({
+    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
+    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
+    "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
+    "positional": Str(("learned", "sinusoidal")), "tie_weights": Bool(),
+    "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
+    "causal": Bool(),
+})
+SEQ2SEQ_MODEL_SPEC = Object({
+    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
+    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
+    "d_ff": Int(1, MAX_SIZE), "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
+    "positional": Str(("learned", "sinusoidal")), "share_embeddings": Bool(),
+    "tie_weights": Bool(), "activation": Str(tuple(EXPORT_ACTIVATIONS)),
+    "layer_norm_eps": Num(above=0.0), "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
+    "eos_id": Int(0, MAX_SIZE),
+})
+MODELS = {"lm": (GPTConfig, MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
+          "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC)}  # config class and shape by task
+CONFIG_SPEC = Object({
+    "format": Str(), "version": ANY, "task": Str(TASKS), "model": MapOf(ANY),
+    "num_classes": Optional(Int(2, MAX_CLASSES)), "pooling": Str(POOLINGS),
+}, required=("format", "version", "task", "model"))
+EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)},
+                                 required=("type", "vocab_size"))
+# One of ours has a "type"; a `tokenizers` document (a learned word/BPE vocabulary) a "model".
+TOKENIZER_SPEC = Object({"type": Str(), "model": MapOf(ANY)}, extra=True)
+STATE_SPEC = Object({
+    "step": Int(0), "rng": MapOf(ANY), "batch_rng": MapOf(ANY),
+    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc", "val_bleu")),
+    "best_score": Optional(Num()), "best_step": Optional(Int(0)),
+    "train_config": MapOf(ANY), "world_size": Int(1, 1 << 24), "rank_rngs": ListOf(MapOf(ANY)),
+}, extra=True)
+CHECKSUMS_SPEC = MapOf(Str(test=lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+                           what="a SHA-256 in hex"), what="an object of file name -> SHA-256")
+OPTIMIZER_SPEC = Object({"step": Int(0), "param_groups": ListOf(MapOf(ANY))},
+                        required=("step",), extra=True)
+METRICS_SPEC = Object({
+    "kind": Str(), "step": Int(0), "loss": Optional(Num()), "train_loss": Optional(Num()),
+    "val_loss": Optional(Num()),
+}, required=("step",), extra=True)
 
 
 def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
@@ -75,7 +139,8 @@ def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
 def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | None = None,
                pooling: str = "mean") -> Module:
     """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
-    :class:`Seq2SeqTransformer` for ``translate``."""
+    :class:`Seq2SeqTransformer` for ``translate`` (check the memory first:
+    :func:`minigrad_lm.memory.require`)."""
     if task == "translate":
         return Seq2SeqTransformer(config)
     body = GPT(config)
@@ -179,20 +244,15 @@ def _read_checksums(folder: str) -> dict[str, str]:
     name = os.path.join(folder, CHECKSUMS)
     if not os.path.exists(name):
         raise CheckpointError(f"{folder}: incomplete checkpoint (no {CHECKSUMS})")
-    sums = read_json(name)
-    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
-        raise CheckpointError(f"{name}: expected an object of file name -> SHA-256")
-    return sums
+    return read_json(name, CHECKSUMS_SPEC)
 
 
 def _verify(folder: str, fname: str, checksums: dict[str, str]) -> None:
-    """Refuse a file whose bytes are not the ones that were saved."""
+    """Refuse a file whose bytes are not the ones that were saved (hashed in chunks)."""
     path = os.path.join(folder, fname)
     if fname not in checksums:
         raise CheckpointError(f"{path}: not listed in {CHECKSUMS}")
-    with open(path, "rb") as f:
-        actual = _sha256(f.read())
-    if actual != checksums[fname]:
+    if sha256_file(path) != checksums[fname]:
         raise CheckpointError(f"{path}: corrupted (its SHA-256 does not match {CHECKSUMS})")
 
 
@@ -214,48 +274,67 @@ class Checkpoint:
         """The tokenizer, or None when the model was trained on external token ids."""
         if self.tokenizer_dict.get("type") == "external":
             return None
-        return tokenizer_from_dict(self.tokenizer_dict)
+        with reading(os.path.join(self.path, "tokenizer.json")):
+            return tokenizer_from_dict(self.tokenizer_dict)
 
     def _safetensors(self, fname: str):
-        tensors, _ = load_safetensors(os.path.join(self.path, fname))
+        """The header is checked first, then the checksum (streamed); the arrays stay mapped."""
+        tensors, _ = load_safetensors(os.path.join(self.path, fname), mmap=True)
         _verify(self.path, fname, self.checksums)
         return tensors
 
-    def load_weights(self, model: Module) -> None:
+    def _state_dict(self) -> dict:
+        if is_hf_gpt2_dir(self.path):
+            return read_gpt2_state(self.path)[1]  # names and shapes checked against config.json
+        return self._safetensors("model.safetensors")
+
+    def load_weights(self, model: Module, state: dict | None = None) -> None:
         """Copy the weights into ``model`` in place (names, shapes and dtypes checked)."""
         name = os.path.join(self.path, "model.safetensors")
-        if is_hf_gpt2_dir(self.path):
-            model.load_state_dict(read_gpt2_state(self.path)[1])
-            return
-        tensors = self._safetensors("model.safetensors")
         try:
-            model.load_state_dict(tensors)
+            model.load_state_dict(self._state_dict() if state is None else state)
         except KeyError as e:
             raise CheckpointError(f"{name}: does not fit config.json ({e.args[0]})") from None
         except ValueError as e:
             raise CheckpointError(f"{name}: does not fit config.json ({e})") from None
 
-    def build_model(self, device: str = "cpu") -> Module:
-        """The model with the checkpoint's weights, on ``device``, in eval mode."""
+    def check_memory(self, device: str = "cpu", batch: int = 1) -> None:
+        """Refuse a model too large for ``device`` before anything is allocated."""
+        nbytes, detail = memory.inference_bytes(self.model_config, batch, self.num_classes)
+        c = self.model_config
+        memory.require(nbytes, detail, f"{self.path}: the model of config.json (vocabulary "
+                       f"{c.vocab_size}, context {c.context_length}, {c.n_layer} layers, d_model "
+                       f"{c.d_model})", device)
+
+    def build_model(self, device: str = "cpu", batch: int = 1) -> Module:
+        """The model with the checkpoint's weights, on ``device``, in eval mode; its memory is
+        estimated and its weights are read and checked before it is built."""
+        self.check_memory(device, batch)
+        state = self._state_dict()
         model = make_model(self.task, self.model_config, self.num_classes, self.pooling)
         model.to(device)
-        self.load_weights(model)
+        self.load_weights(model, state)
         return model.eval()
 
     def load_optimizer(self, optimizer: Any) -> None:
         """Restore AdamW's buffers and step count; its options (lr, betas, ...) stay as set."""
         buffers = self._safetensors("optimizer.safetensors")
-        meta = _read_verified_json(self.path, "optimizer.json", self.checksums)
-        step = meta.get("step") if isinstance(meta, dict) else None
+        meta = _read_verified_json(self.path, "optimizer.json", self.checksums, OPTIMIZER_SPEC)
+        step = meta["step"]
         where = os.path.join(self.path, "optimizer.safetensors")
-        if not isinstance(step, int) or step < 0:
-            raise CheckpointError(f"{self.path}/optimizer.json: expected {{'step': int, ...}}")
         groups = {f"g{i}" for i in range(len(optimizer.param_groups))}
         stray = sorted(k for k in buffers if k.split(".", 1)[0] not in groups)
         if stray:
             raise CheckpointError(
-                f"{where}: buffers {stray} belong to no parameter group of this model's "
-                f"optimizer ({len(groups)} groups)"
+                f"{where}: buffers {short(stray)} belong to no parameter group of this "
+                f"model's optimizer ({len(groups)} groups)"
+            )
+        # After a step every group has its moments: none would silently restart Adam's.
+        empty = sorted(groups - {k.split(".", 1)[0] for k in buffers})
+        if step > 0 and empty:
+            raise CheckpointError(
+                f"{where}: no moment buffers for parameter group(s) {', '.join(empty)}, but "
+                f"optimizer.json says step {step}"
             )
         try:
             optimizer.load_state_dict(
@@ -265,10 +344,27 @@ class Checkpoint:
             raise CheckpointError(f"{where}: {e}") from None
 
 
-def _read_verified_json(folder: str, fname: str, checksums: dict[str, str]) -> Any:
-    value = read_json(os.path.join(folder, fname))
+def _read_verified_json(folder: str, fname: str, checksums: dict[str, str],
+                        spec: Any = None) -> Any:
+    """The file's checksum first, then its shape: a corrupt byte is reported as corruption."""
     _verify(folder, fname, checksums)
-    return value
+    return read_json(os.path.join(folder, fname), spec)
+
+
+def _foreign_config(folder: str) -> str | None:
+    """Why ``folder/config.json`` is not one of ours (e.g. a Llama model), or None; read
+    before checksums.json so that a foreign folder is not called an incomplete checkpoint."""
+    name = os.path.join(folder, "config.json")
+    config = read_json(name)
+    if not isinstance(config, dict):
+        return f"{name}: expected a JSON object, got {short(config)}"
+    if config.get("format") == FORMAT:
+        return None
+    kind = config.get("model_type")
+    if kind is not None:
+        return (f"{name}: a Hugging Face model of model_type {short(kind)}; only GPT-2 "
+                "(model_type 'gpt2') and minigrad_lm checkpoints can be read")
+    return f"{name}: not a minigrad_lm checkpoint config (no format {FORMAT!r})"
 
 
 def _read_config(folder: str, checksums: dict[str, str]
@@ -279,38 +375,32 @@ def _read_config(folder: str, checksums: dict[str, str]
         raise CheckpointError(f"{name}: not a minigrad_lm checkpoint config")
     if config.get("version") != VERSION:
         raise CheckpointError(
-            f"{name}: checkpoint format version {config.get('version')!r}, this code reads "
-            f"version {VERSION}"
+            f"{name}: checkpoint format version {short(config.get('version'))}, this code "
+            f"reads version {VERSION}"
         )
-    task = config.get("task")
-    if task not in TASKS:
-        raise CheckpointError(f"{name}: unknown task {task!r}")
-    model = config.get("model")
+    config = check(config, CONFIG_SPEC, name)
+    task = config["task"]
+    config_class, model_spec = MODELS[task]
+    model_spec.check(config["model"], name, "model")
     try:
-        model_config = MODEL_CONFIGS[task].from_dict(model if isinstance(model, dict) else {})
+        model_config = config_class.from_dict(config["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
     num_classes = config.get("num_classes")
-    if task == "classify" and (not isinstance(num_classes, int) or num_classes < 2):
-        raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got {num_classes!r}")
-    pooling = config.get("pooling", "mean")  # checkpoints before the choice pooled by mean
-    if pooling not in POOLINGS:
-        raise CheckpointError(f"{name}: unknown pooling {str(pooling)[:40]!r}")
-    return task, model_config, num_classes, pooling
+    if task == "classify" and num_classes is None:
+        raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got null")
+    # Checkpoints from before the choice pooled by the mean.
+    return task, model_config, num_classes, config.get("pooling", "mean")
 
 
 def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
     name = os.path.join(folder, "tokenizer.json")
-    tok = _read_verified_json(folder, "tokenizer.json", checksums)
-    if not isinstance(tok, dict):
-        raise CheckpointError(f"{name}: expected a JSON object")
+    tok = _read_verified_json(folder, "tokenizer.json", checksums, TOKENIZER_SPEC)
     if tok.get("type") == "external":
-        size = tok.get("vocab_size")
+        size = check(tok, EXTERNAL_TOKENIZER_SPEC, name)["vocab_size"]
     else:
-        try:
+        with reading(name):
             size = tokenizer_from_dict(tok).vocab_size
-        except ValueError as e:
-            raise CheckpointError(f"{name}: {e}") from None
     if size != vocab_size:
         raise CheckpointError(
             f"{name}: vocabulary of {size} tokens, but config.json says {vocab_size}"
@@ -325,12 +415,13 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
     if is_hf_gpt2_dir(path):
         return _read_hf_gpt2(path)
     folder = find_checkpoint(path, prefer)
+    foreign = _foreign_config(folder)
+    if foreign is not None:
+        raise CheckpointError(foreign)
     checksums = _read_checksums(folder)
     task, model_config, num_classes, pooling = _read_config(folder, checksums)
     tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
-    state = _read_verified_json(folder, "state.json", checksums)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{folder}/state.json: expected a JSON object")
+    state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
     return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums,
                       pooling)
 
@@ -338,9 +429,15 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
 def _read_hf_gpt2(path: str) -> Checkpoint:
     config_file = os.path.join(path, "config.json")
     config = config_from_hf(read_json(config_file), source=config_file)
-    tokenizer = (GPT2Tokenizer.from_dir(path).to_dict() if has_tokenizer_files(path)
-                 else external_tokenizer_dict(config.vocab_size))
-    return Checkpoint(path, "lm", config, None, tokenizer, {}, {})
+    if not has_tokenizer_files(path):
+        return Checkpoint(path, "lm", config, None, external_tokenizer_dict(config.vocab_size),
+                          {}, {})
+    with reading(os.path.join(path, "tokenizer.json")):
+        tokenizer = GPT2Tokenizer.from_dir(path)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but "
+                              f"config.json's vocabulary only {config.vocab_size}")
+    return Checkpoint(path, "lm", config, None, tokenizer.to_dict(), {}, {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,27 +446,90 @@ def _read_hf_gpt2(path: str) -> Checkpoint:
 
 
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``; a torn last line (a crash mid-write) is
-    skipped, any other bad line is an error naming it."""
+    """The records of ``run_dir/metrics.jsonl``, each checked (METRICS_SPEC) and read a line
+    at a time; a torn last line (a crash mid-write) is skipped, any other bad line is an error
+    naming it."""
     path = os.path.join(run_dir, METRICS)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no such file (is {run_dir} a training run folder?)")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    records = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno >= len(lines) - 1:  # only the final line can be torn
-                break
-            raise ValueError(f"{path}:{lineno}: not a JSON record") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise ValueError(f"{path}:{lineno}: a record needs an integer 'step'")
-        records.append(record)
+    require_regular_file(path)
+    records, torn = [], None
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(iter(lambda: f.readline(MAX_METRICS_LINE + 1), b""), 1):
+            if not line.strip():
+                continue
+            if torn is not None:  # a bad line with records after it is no torn write
+                raise torn
+            if len(line) > MAX_METRICS_LINE:
+                raise InputError(f"{path}:{lineno}: longer than {MAX_METRICS_LINE:,} bytes, "
+                                 "not a record")
+            try:
+                record = parse_json(line, f"{path}:{lineno}")
+            except InputError as e:
+                torn = InputError(f"{path}:{lineno}: not a JSON record ({e})")
+                continue
+            records.append(check(record, METRICS_SPEC, f"{path}:{lineno}"))
     return records
+
+
+# --------------------------------------------------------------------------------------------
+# One writer per run folder
+# --------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``train.lock``, holding the owner's pid) while one
+    process trains into it; a second writer is refused, naming the holder.
+
+    It is an ``flock``: the kernel drops it when its process ends, however it ends, so a lock
+    file a crash left behind is stale and simply taken over.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir, self.path, self.fd = run_dir, os.path.join(run_dir, LOCK), None
+
+    def acquire(self) -> None:
+        if fcntl is None or self.fd is not None:
+            return
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                             0o666)
+            except OSError as e:
+                raise InputError(f"--out {self.run_dir}: cannot create {LOCK} ({e.strerror})"
+                                 ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise InputError(
+                    f"--out {self.run_dir}: another training (pid {holder}) is writing this "
+                    "run folder; wait for it to end or choose another --out") from None
+            except OSError:  # a filesystem without locks (some network mounts): go without
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                return
+            # The holder may have removed the file between our open and flock: lock anew.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
 
 
 def truncate_metrics(run_dir: str, step: int) -> None:

@@ -21,7 +21,7 @@ from .models import GPT
 from .nn import KVCache
 from .tensor import no_grad
 
-__all__ = ["filter_probs", "generate", "next_window_start"]
+__all__ = ["check_options", "filter_probs", "generate", "next_window_start"]
 
 
 def filter_probs(
@@ -55,7 +55,7 @@ def filter_probs(
     return probs
 
 
-def _check_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
+def check_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
     if not temperature >= 0:  # also refuses NaN
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -87,6 +87,8 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    vocab_limit: int | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Sample ``max_new_tokens`` token ids (int64, 1-D) continuing ``prompt_ids`` (1-D).
 
@@ -94,8 +96,15 @@ def generate(
     model's context is cropped to its last ``context_length`` tokens. The model runs in eval
     mode (no dropout) and is put back in its previous mode afterwards. ``seed`` seeds a private
     generator, so sampling never disturbs the training random streams.
+
+    ``vocab_limit`` restricts sampling to ids below it: a model's embedding is often padded
+    beyond its tokenizer's vocabulary (50257 -> 50304), and an id the tokenizer cannot decode
+    must never come out. ``on_token`` is called with each id as soon as it is drawn.
     """
-    _check_options(temperature, top_k, top_p)
+    check_options(temperature, top_k, top_p)
+    vocab = model.config.vocab_size
+    if vocab_limit is not None and not 1 <= vocab_limit <= vocab:
+        raise ValueError(f"vocab_limit must be in [1, {vocab}], got {vocab_limit}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     context = model.config.context_length
@@ -107,8 +116,10 @@ def generate(
     model.eval()
     try:
         with no_grad():
-            new = _generate_loop(model, seq, max_new_tokens, rng, use_cache,
-                                 lambda row: filter_probs(row, temperature, top_k, top_p))
+            new = _generate_loop(
+                model, seq, max_new_tokens, rng, use_cache,
+                lambda row: filter_probs(row[:vocab_limit], temperature, top_k, top_p),
+                on_token or (lambda token: None))
     finally:
         model.train(was_training)
     return np.array(new, dtype=np.int64)
@@ -121,6 +132,7 @@ def _generate_loop(
     rng: np.random.Generator,
     use_cache: bool,
     to_probs: Callable[[np.ndarray], np.ndarray],
+    on_token: Callable[[int], None],
 ) -> list[int]:
     """Extend ``seq`` in place by ``max_new_tokens`` sampled ids; return those ids."""
     context = model.config.context_length
@@ -139,4 +151,5 @@ def _generate_loop(
         token = _sample(to_probs(backend.to_numpy(logits.data[0, -1])), rng)
         seq.append(token)
         new.append(token)
+        on_token(token)
     return new

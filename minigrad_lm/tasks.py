@@ -20,8 +20,8 @@ from . import backend
 from .data import (
     ByteTokenizer,
     CharTokenizer,
-    default_corpus,
     LabeledRows,
+    default_corpus,
     encode_classification,
     load_labeled,
     load_text,
@@ -88,9 +88,9 @@ def _joined(data: str | list[str]) -> str:
 
 def _hold_out_lines(text: str, nth: int) -> tuple[str, str]:
     """(the text less its lines nth, 2 nth, ..., those lines), as classification splits."""
-    lines = text.split("\n")
-    return ("\n".join(l for i, l in enumerate(lines, 1) if i % nth),
-            "\n".join(l for i, l in enumerate(lines, 1) if not i % nth))
+    numbered = list(enumerate(text.split("\n"), 1))
+    return ("\n".join(line for n, line in numbered if n % nth),
+            "\n".join(line for n, line in numbered if not n % nth))
 
 
 def encode_text(tokenizer, text: str, name: str) -> np.ndarray:
@@ -309,6 +309,8 @@ class LMTask:
         return [head, self.tokenizer.decode(np.concatenate([prompt, new]))]
 
     def _sample_prompt(self) -> np.ndarray:
+        if isinstance(self.tokenizer, TrainedTokenizer):  # a line starts after a [SEP]
+            return np.array([self.tokenizer.token_id(SEP)], np.int64)
         if self.tokenizer is not None:
             try:
                 return self.tokenizer.encode("\n")

@@ -107,7 +107,11 @@ class TrainedTokenizer:
             bad = int(arr.max() if arr.max() >= self.vocab_size else arr.min())
             raise ValueError(f"token id {bad} is out of range for a vocabulary of "
                              f"{self.vocab_size}")
-        return self.hf.decode([int(i) for i in arr], skip_special_tokens=True)
+        # [SEP] ends a line of a language-model corpus (see tasks.encode_text): a line break.
+        cuts = np.flatnonzero(arr == self.token_id(SEP))
+        pieces = np.split(arr, cuts)
+        return "\n".join(self.hf.decode([int(i) for i in piece], skip_special_tokens=True)
+                         for piece in pieces)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.hf.to_str())

@@ -34,13 +34,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-from . import backend, distributed, rng
+from . import backend, distributed, memory, rng
 from .checkpoint import CheckpointError, atomic_write_json, atomic_write_text, json_text
 from .cli import USAGE_ERROR, report_errors
 from .distributed import CollectiveError, World
@@ -51,6 +52,7 @@ from .run_state import (
     LATEST,
     METRICS,
     Checkpoint,
+    RunLock,
     checkpoint_files,
     make_model,
     read_checkpoint,
@@ -144,7 +146,10 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     if not os.path.isdir(os.path.join(out, LATEST)) and not os.path.isdir(
         os.path.join(out, LATEST + ".old")
     ):
-        raise CheckpointError(f"--resume: no checkpoint to resume in {out} (no {LATEST}/ folder)")
+        never = (" (the run there stopped before its first checkpoint: start it again without "
+                 "--resume)" if _has_run_files(out) else "")
+        raise CheckpointError(
+            f"--resume: no checkpoint to resume in {out} (no {LATEST}/ folder){never}")
     source = read_checkpoint(os.path.join(out, LATEST))
     saved = source.state.get("train_config")
     if not isinstance(saved, dict):
@@ -167,8 +172,10 @@ def _without_replaced_length(saved: dict, explicit: dict) -> dict:
     return {k: v for k, v in saved.items() if k not in drop}
 
 
-def _settings(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
-    """(config, checkpoint to resume, checkpoint to initialize from)."""
+def _settings(args: argparse.Namespace, claim: Callable[[str], None]
+              ) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
+    """(config, checkpoint to resume, checkpoint to initialize from); ``claim(out)`` locks
+    the run folder before a checkpoint in it is read."""
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
                          "choose one")
@@ -179,6 +186,8 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None,
                          "continues the run in --out: choose one")
     explicit = {**(read_config_file(args.config) if args.config else {}), **cli}
     out = explicit.get("out", TrainConfig.out)
+    if isinstance(out, str):
+        claim(out)
     if args.resume:
         resume, saved = _resume_source(out, explicit)
         cfg = TrainConfig(**{**_without_replaced_length(saved, explicit), **explicit, "out": out})
@@ -218,10 +227,16 @@ def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) ->
 # --------------------------------------------------------------------------------------------
 
 
+def _has_run_files(out: str) -> bool:
+    return any(os.path.lexists(os.path.join(out, f)) for f in RUN_FILES)
+
+
 def _refuse_existing_run(out: str) -> None:
+    """A run with a checkpoint is never replaced unasked; one that stopped before its first
+    checkpoint (a diverged loss, a crash) has nothing to resume, so a new run may start."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out}: exists and is not a folder")
-    if run_has_checkpoint(out) or any(os.path.exists(os.path.join(out, f)) for f in RUN_FILES):
+    if run_has_checkpoint(out):
         raise ValueError(
             f"--out {out} already holds a training run; pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out"
@@ -240,11 +255,18 @@ def _clear_run(out: str) -> None:
             os.unlink(os.path.join(out, name))
 
 
-def _prepare_run_dir(cfg: TrainConfig, resume_step: int | None, overwrite: bool) -> None:
+def _prepare_run_dir(cfg: TrainConfig, resume_step: int | None, overwrite: bool,
+                     lock: RunLock) -> None:
     """Called once everything is validated, so a refused run never changes ``--out``."""
+    os.makedirs(cfg.out, exist_ok=True)
+    lock.acquire()  # held since the start when --out existed; else another run may have begun
+    if resume_step is None and not overwrite:
+        _refuse_existing_run(cfg.out)
+        if _has_run_files(cfg.out):
+            print(f"note: {cfg.out} holds a run that stopped before its first checkpoint; "
+                  "starting it again")
     if overwrite:
         _clear_run(cfg.out)
-    os.makedirs(cfg.out, exist_ok=True)
     metrics = os.path.join(cfg.out, METRICS)
     if resume_step is not None and os.path.exists(metrics):
         truncate_metrics(cfg.out, resume_step)
@@ -596,8 +618,15 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     if cfg.task == "translate":  # an encoder-decoder, always trained from scratch
         model_config = (dataclasses.replace(resume.model_config, dropout=cfg.dropout)
                         if resume is not None else task.model_config())
+        rows = cfg.batch_size * max(1, cfg.batch_tokens // cfg.context)  # a token batch's rows
     else:
         model_config = _gpt_config(cfg, task.vocab_size, resume or init)
+        rows = cfg.batch_size
+    nbytes, detail = memory.training_bytes(model_config, rows, cfg.context, task.num_classes)
+    classes = f", {task.num_classes} classes" if task.num_classes else ""
+    memory.require(nbytes, detail, f"training a model of {model_config.n_layer} layers, d_model "
+                   f"{model_config.d_model}, vocabulary {model_config.vocab_size}{classes}",
+                   device)
     model = make_model(cfg.task, model_config, task.num_classes, cfg.pooling)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
@@ -644,8 +673,8 @@ def _world_note(cfg: TrainConfig, resume: Checkpoint, world: World) -> str | Non
     saved_ranks = resume.state.get("world_size", 1)
     if saved_ranks == world.size:
         return None
-    saved = resume.state["train_config"]
-    saved_batch = saved["batch_size"] * saved.get("grad_accum_steps", 1) * saved_ranks
+    saved = TrainConfig(**check_fields(resume.state["train_config"], resume.path))
+    saved_batch = saved.batch_size * saved.grad_accum_steps * saved_ranks
     batch = cfg.batch_size * cfg.grad_accum_steps * world.size
     head = (f"note: {resume.path} was written by {saved_ranks} rank(s) and resumes on "
             f"{world.size}")
@@ -702,9 +731,10 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
           f"{length.eval_every}; run folder {cfg.out}", flush=True)
 
 
-def _plan(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
+def _plan(args: argparse.Namespace, claim: Callable[[str], None]
+          ) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
     """The validated settings and checkpoints (rank 0 reads them for every rank)."""
-    cfg, resume, init = _settings(args)
+    cfg, resume, init = _settings(args, claim)
     backend.normalize_device(cfg.device)
     if resume is None and not args.overwrite:
         _refuse_existing_run(cfg.out)
@@ -712,7 +742,24 @@ def _plan(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None, Che
 
 
 def _train(args: argparse.Namespace, world: World) -> int:
-    cfg, resume, init = world.from_root(lambda: _plan(args))
+    """Rank 0 holds the run folder's lock from its first look into the folder to the end."""
+    locks: list[RunLock] = []
+
+    def claim(out: str) -> None:
+        locks.append(RunLock(out))
+        if os.path.isdir(out):
+            locks[0].acquire()
+
+    try:
+        return _train_locked(args, world, claim, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_locked(args: argparse.Namespace, world: World, claim: Callable[[str], None],
+                  locks: list[RunLock]) -> int:
+    cfg, resume, init = world.from_root(lambda: _plan(args, claim))
     device = world.use_device(cfg.device)
     source = resume or init
 
@@ -725,7 +772,7 @@ def _train(args: argparse.Namespace, world: World) -> int:
     _start_identical(trainer, world)
     if world.is_root:
         # Everything is validated: only now may the run folder change.
-        _prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite)
+        _prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite, locks[0])
         _print_header(trainer, resume, init)
     return trainer.run()
 

@@ -99,12 +99,14 @@ def test_classify_reads_stdin_through_python_dash_m(clf_run):
     assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["1", "0"]
 
 
-def test_init_from_a_language_model_reuses_its_body_and_tokenizer(tmp_path, data):
-    text = synthetic_text() + " ".join(POSITIVE + NEGATIVE) + "\n"
-    (tmp_path / "lm.txt").write_text(text)
+@pytest.mark.parametrize("lm_options", [[], ["--tokenizer", "word", "--val-every-nth", "10"]],
+                         ids=["char", "word"])
+def test_init_from_a_language_model_reuses_its_body_and_tokenizer(tmp_path, data, lm_options):
+    lines = [s for s, _ in sentiment_rows(200, seed=10)]
+    (tmp_path / "lm.txt").write_text("\n".join(lines) + "\n")
     lm = tmp_path / "lm"
     assert run_train("--data", tmp_path / "lm.txt", "--out", lm, "--max-steps", "3",
-                     *TINY, "--context", "48") == 0
+                     *TINY, "--context", "48", *lm_options) == 0
     clf = tmp_path / "clf"
     # A near-zero learning rate leaves the body where --init-from put it.
     assert run_train("--task", "classify", "--data", data / "train.tsv", "--val-data",
@@ -114,6 +116,7 @@ def test_init_from_a_language_model_reuses_its_body_and_tokenizer(tmp_path, data
     ckpt = read_checkpoint(str(clf))
     assert ckpt.tokenizer_dict == read_checkpoint(str(lm)).tokenizer_dict
     assert ckpt.model_config.d_model == 16 and ckpt.model_config.context_length == 48
+    assert not ckpt.model_config.causal  # a causal language model starts an encoder
     lm_weights = load_safetensors(lm / "latest" / "model.safetensors")[0]
     clf_weights = load_safetensors(clf / "latest" / "model.safetensors")[0]
     for name, value in lm_weights.items():
@@ -353,23 +356,3 @@ def test_evaluate_a_classifier_and_a_language_model(clf_run, data, tmp_path):
     bad = run_module("minigrad_lm.evaluate", "--ckpt", clf_run, "--data", tmp_path / "none.tsv")
     assert bad.returncode == 2
     assert_one_line_error(bad.stderr, "none.tsv: no such file")
-
-
-def test_pretrained_word_language_model_starts_a_bidirectional_classifier(tmp_path, data):
-    lines = [s for s, _ in sentiment_rows(200, seed=10)]
-    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
-    lm = tmp_path / "lm"
-    assert run_train("--data", tmp_path / "text.txt", "--val-every-nth", "10", "--out", lm,
-                     "--max-steps", "3", *TINY, "--context", "48", "--tokenizer", "word") == 0
-    clf = tmp_path / "clf"
-    assert run_train("--task", "classify", "--data", data / "train.tsv", "--val-data",
-                     data / "dev.tsv", "--init-from", lm, "--out", clf, "--max-steps", "1",
-                     "--lr", "1e-12", "--min-lr", "0", "--weight-decay", "0",
-                     "--peak-flops", "1e11") == 0
-    ckpt = read_checkpoint(str(clf))
-    assert not ckpt.model_config.causal and ckpt.tokenizer_dict == read_checkpoint(
-        str(lm)).tokenizer_dict
-    lm_weights = load_safetensors(lm / "latest" / "model.safetensors")[0]
-    clf_weights = load_safetensors(clf / "latest" / "model.safetensors")[0]
-    for name, value in lm_weights.items():
-        assert np.allclose(clf_weights["body." + name], value, atol=1e-6), name

@@ -27,6 +27,8 @@ def test_word_tokenizer_round_trips_and_maps_unseen_words_to_unk():
     assert ids.dtype == np.int64 and len(ids) == 4 and ids.min() >= len(SPECIAL_TOKENS)
     assert tok.decode(ids) == "the film is good"
     np.testing.assert_array_equal(tok.encode("the zebra"), [tok.token_id("the"), 1])
+    lines = np.concatenate([tok.encode("the film"), [3], tok.encode("is good")])
+    assert tok.decode(lines) == "the film\nis good"  # [SEP] ends a line
 
 
 def test_word_tokenizer_min_count_lowercase_and_size():

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import memory
 from ..checkpoint import (
     CheckpointError,
     atomic_write_json,
@@ -23,6 +24,7 @@ from ..checkpoint import (
     read_json,
     save_safetensors,
 )
+from ..untrusted import Bool, Int, MapOf, Num, Object, Optional, Str, check, short
 from .gpt import GPT, GPTConfig
 
 __all__ = ["config_from_hf", "config_to_hf", "from_hf_tensors", "is_hf_gpt2_dir",
@@ -43,6 +45,20 @@ HF_DEFAULTS: dict[str, Any] = {
     "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
     "add_cross_attention": False, "tie_word_embeddings": True,
 }
+
+# What the keys we read must hold; the many other keys of a transformers config pass unread.
+_SIZE = Int(1, 2**31 - 1)
+HF_CONFIG_SPEC = Object({
+    "model_type": Str(), "vocab_size": _SIZE, "n_positions": _SIZE, "n_embd": _SIZE,
+    "n_layer": _SIZE, "n_head": _SIZE, "n_inner": Optional(_SIZE),
+    "activation_function": Str(), "resid_pdrop": Num(0.0, 1.0), "embd_pdrop": Num(0.0, 1.0),
+    "attn_pdrop": Num(0.0, 1.0), "layer_norm_epsilon": Num(above=0.0),
+    "scale_attn_weights": Bool(), "scale_attn_by_inverse_layer_idx": Bool(),
+    "reorder_and_upcast_attn": Bool(), "add_cross_attention": Bool(),
+    "tie_word_embeddings": Bool(),
+}, extra=True)
+INDEX_SPEC = Object({"weight_map": MapOf(Str(), what="an object of tensor name -> shard file")},
+                    required=("weight_map",), extra=True)
 
 # (GPT-2 name inside block i, our name inside layer i, stored transposed as a Conv1D weight)
 _LAYER_TENSORS = (
@@ -88,7 +104,7 @@ def config_from_hf(hf: dict[str, Any], dropout: float | None = None,
         raise CheckpointError(f"{source}: expected a JSON object")
     if hf.get("model_type") != "gpt2":
         raise CheckpointError(f"{source}: model_type {hf.get('model_type')!r} is not 'gpt2'")
-    c = {**HF_DEFAULTS, **hf}
+    c = check({**HF_DEFAULTS, **hf}, HF_CONFIG_SPEC, source)
     problems = []
     if c["activation_function"] not in HF_ACTIVATIONS:
         problems.append(f"activation_function={c['activation_function']!r} (supported: "
@@ -250,18 +266,15 @@ def _few(names: list[str], limit: int = 6) -> str:
 def _read_weights(folder: str) -> tuple[dict[str, np.ndarray], str]:
     single = os.path.join(folder, "model.safetensors")
     if os.path.isfile(single):
-        return load_safetensors(single)[0], single
+        return load_safetensors(single, mmap=True)[0], single
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.isfile(index):
-        meta = read_json(index)
-        weight_map = meta.get("weight_map") if isinstance(meta, dict) else None
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: lacks a 'weight_map' object")
+        weight_map = read_json(index, INDEX_SPEC)["weight_map"]
         tensors: dict[str, np.ndarray] = {}
         for shard in sorted(set(weight_map.values())):
-            if not isinstance(shard, str) or os.path.basename(shard) != shard:
-                raise CheckpointError(f"{index}: shard {shard!r} is not a file name")
-            tensors.update(load_safetensors(os.path.join(folder, shard))[0])
+            if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+                raise CheckpointError(f"{index}: shard {short(shard)} is not a file name")
+            tensors.update(load_safetensors(os.path.join(folder, shard), mmap=True)[0])
         return tensors, index
     pickles = [f for f in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
                if os.path.isfile(os.path.join(folder, f))]
@@ -283,6 +296,9 @@ def read_gpt2_state(path: str | os.PathLike[str], dropout: float | None = None
                               "with config.json and model.safetensors)")
     config_path = os.path.join(folder, "config.json")
     config = config_from_hf(read_json(config_path), dropout, config_path)
+    nbytes, detail = memory.inference_bytes(config)
+    memory.require(nbytes, detail, f"{config_path}: GPT-2 with n_embd {config.d_model}, "
+                   f"{config.n_layer} layers, vocabulary {config.vocab_size}")
     tensors, source = _read_weights(folder)
     return config, from_hf_tensors(tensors, config, source)
 
