@@ -6,7 +6,8 @@ one, plus ``metrics.jsonl`` (one JSON record per line) and ``train_config.json``
 folder holds only safetensors and JSON, never a pickle:
 
 - ``model.safetensors``: the weights (``state_dict()`` names);
-- ``config.json``: format tag, task (``lm`` or ``classify``), GPT config, number of classes;
+- ``config.json``: format tag, task (``lm``, ``classify`` or ``translate``), model config (GPT
+  or encoder-decoder), number of classes;
 - ``tokenizer.json``: the tokenizer's ``to_dict()``, or ``{"type": "external", "vocab_size": N}``
   for token ids that came without a tokenizer;
 - ``optimizer.safetensors`` + ``optimizer.json``: AdamW moment buffers, its step and options;
@@ -48,7 +49,7 @@ from .checkpoint import (
     write_checkpoint_dir,
 )
 from .data import tokenizer_from_dict
-from .models import GPT, GPTConfig, SequenceClassifier
+from .models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from .models.classifier import POOLINGS
 from .models.hf_gpt2 import EXPORT_ACTIVATIONS, config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from .nn import Module
@@ -81,7 +82,7 @@ LATEST, BEST = "latest", "best"
 METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
 LOCK = "train.lock"
-TASKS = ("lm", "classify")
+TASKS = ("lm", "classify", "translate")
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
 MAX_CLASSES = 65536
@@ -97,8 +98,19 @@ MODEL_SPEC = Object({
     "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
     "causal": Bool(), "recompute": Str(("none", "blocks", "attention")),
 })
+SEQ2SEQ_MODEL_SPEC = Object({
+    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
+    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
+    "d_ff": Int(1, MAX_SIZE), "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
+    "positional": Str(("learned", "sinusoidal")), "share_embeddings": Bool(),
+    "tie_weights": Bool(), "activation": Str(tuple(EXPORT_ACTIVATIONS)),
+    "layer_norm_eps": Num(above=0.0), "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
+    "eos_id": Int(0, MAX_SIZE),
+})
+MODELS = {"lm": (GPTConfig, MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
+          "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC)}  # config class and shape by task
 CONFIG_SPEC = Object({
-    "format": Str(), "version": ANY, "task": Str(TASKS), "model": MODEL_SPEC,
+    "format": Str(), "version": ANY, "task": Str(TASKS), "model": MapOf(ANY),
     "num_classes": Optional(Int(2, MAX_CLASSES)), "pooling": Str(POOLINGS),
 }, required=("format", "version", "task", "model"))
 EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)},
@@ -107,7 +119,7 @@ EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)}
 TOKENIZER_SPEC = Object({"type": Str(), "model": MapOf(ANY)}, extra=True)
 STATE_SPEC = Object({
     "step": Int(0), "rng": MapOf(ANY), "batch_rng": MapOf(ANY),
-    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc")),
+    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc", "val_bleu")),
     "best_score": Optional(Num()), "best_step": Optional(Int(0)),
     "train_config": MapOf(ANY), "world_size": Int(1, 1 << 24), "rank_rngs": ListOf(MapOf(ANY)),
 }, extra=True)
@@ -126,10 +138,13 @@ def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
     return {"type": "external", "vocab_size": vocab_size}
 
 
-def make_model(task: str, config: GPTConfig, num_classes: int | None = None,
+def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | None = None,
                pooling: str = "mean") -> Module:
-    """A fresh GPT for ``lm``, or a :class:`SequenceClassifier` on a fresh GPT body (check
-    the memory first: :func:`minigrad_lm.memory.require`)."""
+    """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
+    :class:`Seq2SeqTransformer` for ``translate`` (check the memory first:
+    :func:`minigrad_lm.memory.require`)."""
+    if task == "translate":
+        return Seq2SeqTransformer(config)
     body = GPT(config)
     return body if task == "lm" else SequenceClassifier(body, num_classes, pooling)
 
@@ -252,7 +267,7 @@ class Checkpoint:
 
     path: str
     task: str
-    model_config: GPTConfig
+    model_config: GPTConfig | Seq2SeqConfig
     num_classes: int | None
     tokenizer_dict: dict[str, Any]
     state: dict[str, Any]
@@ -374,7 +389,7 @@ def _foreign_config(folder: str) -> str | None:
 
 
 def _read_config(folder: str, checksums: dict[str, str]
-                 ) -> tuple[str, GPTConfig, int | None, str]:
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None, str]:
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -386,8 +401,10 @@ def _read_config(folder: str, checksums: dict[str, str]
         )
     config = check(config, CONFIG_SPEC, name)
     task = config["task"]
+    config_class, model_spec = MODELS[task]
+    model_spec.check(config["model"], name, "model")
     try:
-        model_config = GPTConfig.from_dict(config["model"])
+        model_config = config_class.from_dict(config["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
     num_classes = config.get("num_classes")

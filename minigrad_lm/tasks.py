@@ -56,6 +56,9 @@ def make_task(cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int 
     ``--init-from`` checkpoint, ``num_classes`` from a resumed classifier."""
     if cfg.task == "lm":
         return LMTask(cfg, source_tokenizer)
+    if cfg.task == "translate":
+        from .translate_task import TranslateTask  # it builds on this module's helpers
+        return TranslateTask(cfg, source_tokenizer)
     return ClassifyTask(cfg, source_tokenizer, num_classes)
 
 

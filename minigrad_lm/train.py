@@ -1,10 +1,13 @@
-"""Train a GPT language model, or fine-tune a sentence classifier on a GPT body.
+"""Train a GPT language model, fine-tune a sentence classifier on a GPT body, or train an
+encoder-decoder translation model.
 
     python -m minigrad_lm.train                      # char-level GPT on stdlib docstrings
     python -m minigrad_lm.train --data input.txt --out runs/mine
     python -m minigrad_lm.train --out runs/mine --resume --max-steps 3000
     python -m minigrad_lm.train --task classify --data train.tsv --val-data dev.tsv \\
         --init-from runs/default --out runs/sst2
+    python -m minigrad_lm.train --task translate --data train.de train.en \\
+        --val-data val.de val.en --out runs/de-en
     mpiexec -n 2 python -m minigrad_lm.train --distributed --out runs/dp   # data-parallel
 
 The run folder (--out) gets crash-safe checkpoints in latest/ and best/ (by val loss), a
@@ -629,9 +632,14 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     its weights, optimizer state and step from :func:`_start_identical`.
     """
     rng.manual_seed(cfg.seed)
-    model_config = _gpt_config(cfg, task.vocab_size, resume or init)
-    nbytes, detail = memory.training_bytes(model_config, cfg.batch_size, cfg.context,
-                                           task.num_classes)
+    if cfg.task == "translate":  # an encoder-decoder, always trained from scratch
+        model_config = (dataclasses.replace(resume.model_config, dropout=cfg.dropout)
+                        if resume is not None else task.model_config())
+        rows = cfg.batch_size * max(1, cfg.batch_tokens // cfg.context)  # a token batch's rows
+    else:
+        model_config = _gpt_config(cfg, task.vocab_size, resume or init)
+        rows = cfg.batch_size
+    nbytes, detail = memory.training_bytes(model_config, rows, cfg.context, task.num_classes)
     classes = f", {task.num_classes} classes" if task.num_classes else ""
     memory.require(nbytes, detail, f"training a model of {model_config.n_layer} layers, d_model "
                    f"{model_config.d_model}, vocabulary {model_config.vocab_size}{classes}",

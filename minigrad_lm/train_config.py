@@ -76,6 +76,12 @@ class TrainConfig:
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_targets: str = "qkv"
+    d_ff: int | None = None
+    embeddings: str = "shared"
+    batch_tokens: int = 4096
+    label_smoothing: float = 0.1
+    beam_size: int = 4
+    length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -87,6 +93,8 @@ class TrainConfig:
             self.epochs = CLASSIFY_EPOCHS
         if self.task == "lm" and self.max_steps is None:
             self.max_steps = LM_STEPS
+        if self.task == "translate" and self.max_steps is None and self.epochs is None:
+            self.epochs = TRANSLATE_EPOCHS
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name, choices in CHOICES.items():
@@ -107,10 +115,12 @@ class TrainConfig:
             if self.val_data is None and self.val_every_nth is None:
                 raise ValueError("--task classify needs --val-data FILE(S) or --val-every-nth N "
                                  "(every Nth line of --data held out for validation)")
+        elif self.task == "translate":
+            _check_translate(self)
         else:
             if self.epochs is not None:
-                raise ValueError("--epochs applies to --task classify; give a language model "
-                                 "--max-steps")
+                raise ValueError("--epochs applies to --task classify or translate; give a "
+                                 "language model --max-steps")
             if self.attention == "bidirectional":
                 raise ValueError("--attention bidirectional applies to --task classify; a "
                                  "language model is causal")
@@ -135,17 +145,19 @@ class TrainConfig:
 
 
 CHOICES = {
-    "task": ("lm", "classify"),
+    "task": ("lm", "classify", "translate"),
     "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
     "attention": ("causal", "bidirectional"),
     "pooling": ("mean", "cls", "last"),
     "recompute": ("none", "blocks", "attention"),
+    "embeddings": ("shared", "separate"),
 }
 
 LM_STEPS = 2000
 CLASSIFY_EPOCHS = 3
+TRANSLATE_EPOCHS = 10
 # The options whose best value depends on the task, filled in where not given. The language
 # model's are nanoGPT's CPU recipe; the classifier's were measured on the Movie Review corpus
 # (see benchmarks/classify.py), against a bag-of-words baseline.
@@ -156,6 +168,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
                  "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
                  "log_every": 100, "attention": "bidirectional"},
+    # translate: a batch_size of 1 token-count batch (of --batch-tokens) per micro-batch; the
+    # attention named is the encoder's (the decoder's is causal)
+    "translate": {"tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
+                  "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 200,
+                  "log_every": 100, "attention": "bidirectional"},
 }
 
 _INF = math.inf
@@ -190,7 +207,32 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "min_count": (1, _INF),
     "lora_rank": (0, 65536),
     "lora_alpha": ((0.0,), 1e9),
+    "d_ff": (1, _INF),
+    "batch_tokens": (1, _INF),
+    "label_smoothing": (0.0, (1.0,)),
+    "beam_size": (1, _INF),
+    "length_penalty": (0.0, _INF),
 }
+
+_LEARNED_TOKENIZERS = ("word", "bpe")
+
+
+def _check_translate(cfg: TrainConfig) -> None:
+    """Two files each for --data and --val-data, a learned vocabulary, a fresh model."""
+    for name in ("data", "val_data"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ValueError(f"--task translate needs {_flag(name)} SOURCE_FILE TARGET_FILE "
+                             "(two line-aligned files)")
+    if cfg.tokenizer not in _LEARNED_TOKENIZERS:
+        raise ValueError(f"--task translate learns its vocabulary: --tokenizer "
+                         f"{' or '.join(_LEARNED_TOKENIZERS)}, not {cfg.tokenizer}")
+    if cfg.init_from is not None:
+        raise ValueError("--init-from starts from a language model; --task translate trains "
+                         "an encoder-decoder from scratch")
+    if cfg.attention != "bidirectional":
+        raise ValueError("--attention causal: translate's encoder is bidirectional (its decoder "
+                         "is causal)")
 
 
 def _in_range(value: float, low: Any, high: Any) -> bool:
@@ -315,13 +357,14 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 _HELP = {
-    "task": "lm: language modelling; classify: train or fine-tune a sentence classifier",
+    "task": "lm: language modelling; classify: train or fine-tune a sentence classifier; "
+    "translate: train an encoder-decoder Transformer on parallel text",
     "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
     "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
     "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
-    "in the order given)",
+    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
     "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
-    "of --data)",
+    "of --data); translate: SOURCE_FILE TARGET_FILE",
     "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
     "out": "run folder: checkpoints, metrics.jsonl, train_config.json",
     "device": "cpu, cuda or cuda:N",
@@ -357,7 +400,7 @@ _HELP = {
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
     "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
-    "of --max-steps",
+    "of --max-steps; translate: passes over the token batches",
     "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
     "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
     "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
@@ -377,6 +420,14 @@ _HELP = {
     "lora_alpha": "LoRA scale: the update is (alpha / rank) B A",
     "lora_targets": "comma-separated Linear layers to adapt: qkv (attention's packed "
     "query/key/value), out (attention output), fc and proj (feed-forward)",
+    "d_ff": "translate: feed-forward width (default: 4 x --d-model)",
+    "embeddings": "translate: one embedding table for source and target, or one each (the "
+    "output layer is tied to the target's)",
+    "batch_tokens": "translate: tokens per batch (source + target, padding included); "
+    "--batch-size counts such batches per micro-batch",
+    "label_smoothing": "translate: label smoothing of the training loss",
+    "beam_size": "translate: beam size of the val BLEU decoding (1: greedy)",
+    "length_penalty": "translate: beam hypotheses are ranked by log p / length ** this",
 }
 
 
@@ -385,13 +436,14 @@ def _default_text(name: str) -> str:
     default = getattr(TrainConfig, name)
     per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
     if name == "max_steps":
-        per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}"}
+        per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}",
+                    "translate": f"--epochs {TRANSLATE_EPOCHS}"}
     if name == "decay_steps":
-        per_task["classify"] = "the whole run"
+        per_task["classify"] = per_task["translate"] = "the whole run"
     if name == "epochs":
-        per_task = {"classify": CLASSIFY_EPOCHS}
+        per_task = {"classify": CLASSIFY_EPOCHS, "translate": TRANSLATE_EPOCHS}
     if name == "eval_every":
-        per_task["classify"] = "twice an epoch"
+        per_task["classify"] = per_task["translate"] = "twice an epoch"
     if per_task:
         return " (default: " + "; ".join(f"{t} {v}" for t, v in per_task.items()) + ")"
     return "" if default is None else f" (default: {default})"

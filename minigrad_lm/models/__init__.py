@@ -1,3 +1,4 @@
-"""Models: GPT language model and sequence classifier."""
+"""Models: GPT language model, sequence classifier, encoder-decoder Transformer."""
 from .classifier import SequenceClassifier
 from .gpt import GPT, GPTConfig
+from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer

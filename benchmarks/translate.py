@@ -1,0 +1,280 @@
+"""Multi30k De->En: minigrad_lm's encoder-decoder against torch.nn.Transformer, side by side.
+
+    python -m benchmarks.translate                  # ~12 min of our training, same steps torch
+    python -m benchmarks.translate --minutes 30     # the issue's budget
+    python -m benchmarks.translate --steps 200 --no-torch
+
+Both train the same architecture from the same initial weights (copied), on the same BPE
+vocabulary and the same token-count batches in the same order (the training CLI's epochs),
+with the same AdamW groups, learning-rate schedule and gradient clipping, taking turns step by
+step so that this shared machine's drift slows both alike. The step count comes from --steps,
+or from --minutes (of our training time) and a short timing of our step. Both are then scored
+on the whole val set: loss, and sacrebleu BLEU of beam search (the project's beam search; for
+torch over a re-run decoder, as torch.nn.Transformer has no cache).
+Tokens/s counts real source + target tokens over pure training time. Reads
+../shared/data/multi30k relative to the repository root and skips with a message when absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import minigrad_lm as mg
+from minigrad_lm.decoding import DecodeOptions, translate_ids
+from minigrad_lm.distributed import LOCAL
+from minigrad_lm.models import Seq2SeqTransformer
+from minigrad_lm.optim import AdamW, clip_grad_norm_, lr_at, param_groups
+from minigrad_lm.train_config import TrainConfig
+from minigrad_lm.translate_task import TranslateTask, bleu
+
+from .harness import machine
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "multi30k"
+RESULTS = REPO / "benchmarks" / "results" / "translate_cpu.json"
+
+# The default translation config of this benchmark (flags of python -m minigrad_lm.train).
+DEFAULT = dict(tokenizer="bpe", vocab_size=8000, context=128, n_layer=3, n_head=4, d_model=256,
+               d_ff=1024, dropout=0.1, norm="pre", positional="sinusoidal", batch_tokens=4096,
+               label_smoothing=0.1, lr=1.5e-3, min_lr=1e-4, warmup_steps=200, beta1=0.9,
+               beta2=0.98, weight_decay=0.01, grad_clip=1.0, beam_size=4, length_penalty=1.0,
+               seed=1337)
+
+
+def _config(args) -> TrainConfig:
+    values = {**DEFAULT, **{k: v for k, v in vars(args).items() if k in DEFAULT and v is not None}}
+    return TrainConfig(task="translate", data=[str(DATA / "train.de.gz"),
+                                               str(DATA / "train.en.gz")],
+                       val_data=[str(DATA / "val.de.gz"), str(DATA / "val.en.gz")], **values)
+
+
+class _Ours:
+    name = "minigrad_lm"
+
+    def __init__(self, model, cfg):
+        self.model = model
+        self.opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                         betas=(cfg.beta1, cfg.beta2))
+        self.params = model.parameters()
+
+    def step(self, batch, lr, cfg) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad()
+        loss = self.model.loss(*batch, label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        return loss.item()
+
+    def translate(self, sources, options):
+        self.model.eval()
+        return translate_ids(self.model, sources, options)
+
+    def val_loss(self, task) -> float:
+        self.model.eval()
+        with mg.no_grad():
+            return task._nll(self.model, task.val_batches, task.val_src_ids, task.val_tgt_ids,
+                             LOCAL)
+
+
+class _TorchState:
+    """The decoding interface of minigrad_lm.decoding over torch.nn.Transformer (the decoder
+    re-runs the prefix each step: torch's Transformer has no cache)."""
+
+    def __init__(self, ref, src):
+        import torch
+        self.torch, self.ref = torch, ref
+        self.src = torch.tensor(src)
+        with torch.no_grad():
+            self.memory = ref.transformer.encoder(ref._embed(self.src),
+                                                  src_key_padding_mask=self.src == ref.cfg.pad_id)
+        self.tokens = np.full((len(src), 1), ref.cfg.bos_id, dtype=np.int64)
+
+    def log_probs(self):
+        torch, ref = self.torch, self.ref
+        t = self.tokens.shape[1]
+        with torch.no_grad():
+            h = ref.transformer.decoder(
+                ref._embed(torch.tensor(self.tokens)), self.memory,
+                tgt_mask=torch.triu(torch.ones(t, t, dtype=torch.bool), 1),
+                memory_key_padding_mask=self.src == ref.cfg.pad_id)
+            logits = h[:, -1] @ ref.emb.weight.T
+            return torch.log_softmax(logits.double(), -1).numpy()
+
+    def advance(self, next_tokens, rows=None):
+        if rows is not None:
+            self.tokens, index = self.tokens[rows], self.torch.tensor(rows)
+            self.src, self.memory = self.src[index], self.memory[index]
+        self.tokens = np.concatenate([self.tokens, next_tokens[:, None]], axis=1)
+
+
+class _Torch:
+    name = "PyTorch"
+
+    def __init__(self, model, cfg):
+        import torch
+
+        from .torch_seq2seq import from_minigrad, model_pairs
+        self.torch = torch
+        self.ref = from_minigrad(model)  # the same initial weights
+        decay = {id(p) for g in param_groups(model, cfg.weight_decay) if g["weight_decay"]
+                 for p in g["params"]}
+        pairs = model_pairs(model, self.ref)
+        groups = [[t for t, ours in pairs if all(id(p) in decay for p in ours)],
+                  [t for t, ours in pairs if not all(id(p) in decay for p in ours)]]
+        self.opt = torch.optim.AdamW([{"params": groups[0], "weight_decay": cfg.weight_decay},
+                                      {"params": groups[1], "weight_decay": 0.0}], lr=cfg.lr,
+                                     betas=(cfg.beta1, cfg.beta2))
+        self.config = model.config
+
+    def step(self, batch, lr, cfg) -> float:
+        torch = self.torch
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.ref.train()
+        self.opt.zero_grad()
+        loss = self.ref.loss(*(torch.tensor(a) for a in batch), cfg.label_smoothing)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.ref.parameters(), cfg.grad_clip)
+        self.opt.step()
+        return loss.item()
+
+    def start_decoding(self, src, capacity, use_cache=True):
+        return _TorchState(self.ref, src)
+
+    def translate(self, sources, options):
+        self.ref.eval()
+        return translate_ids(self, sources, options)
+
+    def val_loss(self, task) -> float:
+        torch, total, tokens = self.torch, 0.0, 0
+        self.ref.eval()
+        with torch.no_grad():
+            for rows in task.val_batches:
+                s, t_in, t_out = (torch.tensor(a) for a in task._pad(rows, task.val_src_ids,
+                                                                      task.val_tgt_ids))
+                logits = self.ref(s, t_in)
+                total += float(torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), t_out.reshape(-1),
+                    ignore_index=task.pad, reduction="sum"))
+                tokens += int((t_out != task.pad).sum())
+        return total / tokens
+
+
+def _train(impls, task, cfg, steps: int, log_every: int) -> dict:
+    """Train every implementation for `steps` steps, taking turns step by step, so that the
+    drift of this shared machine slows them alike."""
+    stats = {i.name: {"seconds": 0.0, "tokens": 0, "losses": []} for i in impls}
+    for step in range(steps):
+        batch = task.batch_at(task.draw(None, 1, step))
+        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, steps)
+        for impl in impls:
+            st = stats[impl.name]
+            t0 = time.perf_counter()
+            st["losses"].append(impl.step(batch, lr, cfg))
+            st["seconds"] += time.perf_counter() - t0
+            st["tokens"] += task.tokens(batch)
+        if (step + 1) % log_every == 0:
+            print(f"  step {step + 1}/{steps}: " + " | ".join(
+                f"{n} loss {np.mean(st['losses'][-log_every:]):.3f}, "
+                f"{st['tokens'] / st['seconds']:,.0f} tok/s, {st['seconds'] / 60:.1f} min"
+                for n, st in stats.items()), flush=True)
+    return {n: {"steps": steps, "train_seconds": st["seconds"], "tokens": st["tokens"],
+                "tokens_per_s": st["tokens"] / st["seconds"],
+                "final_train_loss": float(np.mean(st["losses"][-50:]))}
+            for n, st in stats.items()}
+
+
+def _score(impl, task, cfg, limit: int | None) -> dict:
+    t0 = time.perf_counter()
+    val_loss = impl.val_loss(task)
+    options = DecodeOptions(beam_size=cfg.beam_size, length_penalty=cfg.length_penalty)
+    hyps = [task.tokenizer.decode(h).strip()
+            for h in impl.translate(task.val_src_ids[:limit], options)]
+    return {"val_loss": val_loss, "val_bleu": bleu(hyps, task.val_tgt[:limit]),
+            "eval_seconds": time.perf_counter() - t0, "examples": hyps[:4]}
+
+
+def _estimate_steps(task, cfg, minutes: float) -> int:
+    """Steps that fit in `minutes`, from the median of a few timed steps of a throwaway model."""
+    mg.manual_seed(cfg.seed + 1)
+    probe = _Ours(Seq2SeqTransformer(task.model_config()), cfg)
+    times = []
+    for step in range(8):
+        batch = task.batch_at(task.draw(None, 1, step))
+        t0 = time.perf_counter()
+        probe.step(batch, cfg.lr, cfg)
+        times.append(time.perf_counter() - t0)
+    return max(1, int(minutes * 60 / float(np.median(times[2:]))))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.translate",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=12.0,
+                        help="training time budget for ours (default: 12)")
+    parser.add_argument("--steps", type=int, help="train this many steps instead")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--log-every", type=int, default=50)
+    for name in ("d_model", "n_layer", "vocab_size", "batch_tokens", "warmup_steps"):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--val-limit", type=int, help="BLEU of the first N val pairs only (a "
+                        "quick check of the benchmark itself)")
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} not found (Multi30k; see ../shared/data/README.md)")
+        return 0
+    cfg = _config(args)
+    t0 = time.perf_counter()
+    task = TranslateTask(cfg, None)
+    print(*task.describe(), sep="\n")
+    print(f"data ready in {time.perf_counter() - t0:.1f}s")
+    steps = args.steps or _estimate_steps(task, cfg, args.minutes)
+    if cfg.warmup_steps > steps // 5:  # a short run still reaches its peak learning rate
+        cfg.warmup_steps = max(1, steps // 5)
+    mg.manual_seed(cfg.seed)
+    model = Seq2SeqTransformer(task.model_config())
+    impls = [_Ours(model, cfg)]
+    if not args.no_torch:
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+        impls.append(_Torch(model, cfg))  # copies the initial weights before ours trains
+    print(f"model: {model.num_parameters():,} parameters; {steps} steps; config {cfg.to_dict()}")
+    results = {"machine": machine(), "config": {**DEFAULT, **{k: getattr(cfg, k)
+                                                               for k in DEFAULT}}}
+    trained = _train(impls, task, cfg, steps, args.log_every)
+    for impl in impls:
+        r = results[impl.name] = {**trained[impl.name], **_score(impl, task, cfg, args.val_limit)}
+        print(f"{impl.name}: val BLEU {r['val_bleu']:.2f}, val loss {r['val_loss']:.3f}, "
+              f"{r['tokens_per_s']:,.0f} tok/s, {r['train_seconds'] / 60:.1f} min", flush=True)
+    _report(results, task, [i.name for i in impls])
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def _report(results: dict, task, names: list[str]) -> None:
+    rows = [("steps", "steps", "{:,}"), ("training wall time (min)", "train_seconds", None),
+            ("tokens/s (src + tgt, real)", "tokens_per_s", "{:,.0f}"),
+            ("train loss (last 50 steps)", "final_train_loss", "{:.3f}"),
+            ("val loss", "val_loss", "{:.3f}"), ("val BLEU (beam 4)", "val_bleu", "{:.2f}")]
+    print("\n| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for label, key, fmt in rows:
+        cells = [f"{results[n][key] / 60:.1f}" if fmt is None else fmt.format(results[n][key])
+                 for n in names]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    for i in range(3):
+        print(f"\nsource:      {task.val_src[i]}\nreference:   {task.val_tgt[i]}")
+        for n in names:
+            print(f"{n + ':':<13}{results[n]['examples'][i]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
