@@ -364,6 +364,7 @@ def test_token_folder_vocab_json(world):
 
 
 def test_metrics_jsonl(world):
+    pytest.importorskip("matplotlib")  # plot's optional extra
     root, _, run, _, originals = world
     record = {"kind": "eval", "step": 2, "train_loss": 3.0, "val_loss": 3.1, "val_acc": 0.1}
     png = root.parent / f"{root.name}-loss.png"  # the one file plot may write

@@ -221,6 +221,7 @@ def test_plot_of_odd_metrics_lines_is_one_line(run, capsys, line, fragments):
 
 
 def test_plot_of_eval_records_without_train_loss(run, capsys):
+    pytest.importorskip("matplotlib")  # plot's optional extra
     lines = [json.dumps({"kind": "eval", "step": s, "val_loss": 2.0 / s}) for s in (1, 2)]
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert plot.main([str(run)]) == 0
@@ -445,6 +446,7 @@ def test_run_lock_refuses_a_second_holder_and_is_released(tmp_path):
 
 
 def test_plot_replaces_a_planted_symlink_instead_of_following_it(run, tmp_path):
+    pytest.importorskip("matplotlib")  # plot's optional extra
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     (run / "loss.png").symlink_to(victim)
