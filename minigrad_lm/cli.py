@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -49,6 +51,9 @@ def report_errors(run: Callable[[], int]) -> int:
     """
     try:
         return run()
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ValueError, OSError, OverflowError, MemoryError) as e:
         print(error_line(e), file=sys.stderr)
         return USAGE_ERROR

@@ -356,3 +356,16 @@ def test_evaluate_a_classifier_and_a_language_model(clf_run, data, tmp_path):
     bad = run_module("minigrad_lm.evaluate", "--ckpt", clf_run, "--data", tmp_path / "none.tsv")
     assert bad.returncode == 2
     assert_one_line_error(bad.stderr, "none.tsv: no such file")
+
+
+def test_classify_into_a_closed_pipe_stops_quietly(clf_run, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "many.txt").write_text("a good film\n" * 20000)
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    shell = (f"{sys.executable} -m minigrad_lm.classify --ckpt {clf_run} --file "
+             f"{tmp_path / 'many.txt'} | head -1")
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env,
+                            timeout=300, check=False)
+    assert result.stdout.count("\n") == 1 and result.stderr == ""
