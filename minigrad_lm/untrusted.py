@@ -8,6 +8,7 @@ and a careless or malicious file never ends in a traceback or a runaway allocati
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import math
@@ -200,11 +201,12 @@ def _key(where: str) -> str:
     return f"key {short(where)}: " if where else ""
 
 
-class Spec:
+class Spec(abc.ABC):
     """What a JSON value must be; ``check`` returns it (ints become floats for Num)."""
 
+    @abc.abstractmethod
     def check(self, value: Any, source: str, where: str) -> Any:
-        raise NotImplementedError
+        """``value`` if it is what this spec accepts, else an InputError naming ``where``."""
 
     def fail(self, source: str, where: str, wanted: str, value: Any) -> InputError:
         return InputError(f"{source}: {_key(where)}expected {wanted}, got {short(value)}")

@@ -23,6 +23,22 @@ from ..tensor import Tensor, is_grad_enabled
 RECOMPUTE = ("none", "blocks", "attention")
 
 
+def check_transformer_shape(config, sizes: tuple[str, ...]) -> None:
+    """The checks every Transformer config needs: positive integer ``sizes``, heads that
+    divide the width, a known kind of positions."""
+    kind = type(config).__name__
+    for name in sizes:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{kind}.{name} must be a positive integer, got {value!r}")
+    if config.d_model % config.n_head:
+        raise ValueError(f"{kind}: d_model={config.d_model} is not divisible by "
+                         f"n_head={config.n_head}")
+    if config.positional not in ("learned", "sinusoidal"):
+        raise ValueError(f"{kind}.positional must be 'learned' or 'sinusoidal', got "
+                         f"{config.positional!r}")
+
+
 @dataclass
 class GPTConfig:
     """The shape of a GPT. Unknown keys are rejected when loading from a dict."""
@@ -45,16 +61,8 @@ class GPTConfig:
     recompute: str = "none"
 
     def __post_init__(self):
-        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by "
-                             f"n_head={self.n_head}")
-        if self.positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got "
-                             f"{self.positional!r}")
+        check_transformer_shape(self, ("vocab_size", "context_length", "n_layer", "n_head",
+                                       "d_model"))
         if self.recompute not in RECOMPUTE:
             raise ValueError(f"GPTConfig.recompute must be one of {', '.join(RECOMPUTE)}, got "
                              f"{self.recompute!r}")

@@ -15,6 +15,7 @@ from ..nn.seq2seq_layers import Seq2SeqCache, TransformerDecoderLayer, _padding_
 from ..nn.transformer import (LearnedPositionalEncoding, SinusoidalPositionalEncoding,
                               TransformerLayer, positions)
 from ..tensor import Tensor, no_grad
+from .gpt import check_transformer_shape
 
 
 @dataclass
@@ -41,16 +42,8 @@ class Seq2SeqConfig:
     eos_id: int = 2
 
     def __post_init__(self):
-        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model", "d_ff"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Seq2SeqConfig.{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"Seq2SeqConfig: d_model={self.d_model} is not divisible by "
-                             f"n_head={self.n_head}")
-        if self.positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"Seq2SeqConfig.positional must be 'learned' or 'sinusoidal', got "
-                             f"{self.positional!r}")
+        check_transformer_shape(self, ("vocab_size", "context_length", "n_layer", "n_head",
+                                       "d_model", "d_ff"))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Seq2SeqConfig.dropout must be in [0, 1), got {self.dropout}")
         for name in ("pad_id", "bos_id", "eos_id"):
