@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError
 from .cli import check_device, report_errors
 from .data import decode_text, read_text
 from .ops import softmax
-from .run_state import read_checkpoint
+from .run_state import read_checkpoint_of
 from .tasks import encode_sentences
 from .tensor import no_grad
 
@@ -67,12 +66,7 @@ def _classify(args: argparse.Namespace) -> int:
     if not sentences:
         raise ValueError("no sentences: give them as arguments, with --file, or one per line "
                          "on stdin")
-    ckpt = read_checkpoint(args.ckpt)
-    if ckpt.task != "classify":
-        raise CheckpointError(
-            f"{ckpt.path}: a {ckpt.task} checkpoint, not a classifier; train one with "
-            "python -m minigrad_lm.train --task classify"
-        )
+    ckpt = read_checkpoint_of(args.ckpt, "classify")
     model = ckpt.build_model(device, batch=BATCH)
     labels, probs = predict(model, ckpt.tokenizer, sentences, names)
     for label, prob in zip(labels, probs, strict=True):

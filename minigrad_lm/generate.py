@@ -23,7 +23,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .cli import check_device, report_errors
-from .run_state import read_checkpoint
+from .run_state import read_checkpoint_of
 from .sampling import check_options, generate
 
 __all__ = ["main"]
@@ -87,12 +87,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_options(args.temperature, args.top_k, args.top_p)  # before any output
-    ckpt = read_checkpoint(args.ckpt)
-    if ckpt.task != "lm":
-        raise CheckpointError(
-            f"{ckpt.path}: a {ckpt.task} checkpoint, not a language model; use "
-            "python -m minigrad_lm.classify"
-        )
+    ckpt = read_checkpoint_of(args.ckpt, "lm")
     tokenizer = ckpt.tokenizer
     if tokenizer is None:
         raise CheckpointError(

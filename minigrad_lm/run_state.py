@@ -70,6 +70,7 @@ __all__ = [
     "find_checkpoint",
     "make_model",
     "read_checkpoint",
+    "read_checkpoint_of",
     "read_metrics",
     "run_has_checkpoint",
     "save_checkpoint",
@@ -445,6 +446,21 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
     state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
     return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums,
                       pooling)
+
+
+_MODEL_NOUNS = {"lm": "a language model", "classify": "a classifier",
+                "translate": "a translation model"}
+
+
+def read_checkpoint_of(path: str, task: str) -> Checkpoint:
+    """:func:`read_checkpoint`, refusing a checkpoint of another task with a line that says
+    how to train the right one (what every command that uses one model needs)."""
+    ckpt = read_checkpoint(path)
+    if ckpt.task != task:
+        raise CheckpointError(
+            f"{ckpt.path}: a {ckpt.task} checkpoint, not {_MODEL_NOUNS[task]}; train one with "
+            f"python -m minigrad_lm.train --task {task}")
+    return ckpt
 
 
 def _read_hf_gpt2(path: str) -> Checkpoint:

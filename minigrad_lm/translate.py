@@ -18,10 +18,9 @@ import sys
 
 import numpy as np
 
-from .checkpoint import CheckpointError
 from .cli import check_device, report_errors
 from .decoding import DecodeOptions, translate_ids
-from .run_state import read_checkpoint
+from .run_state import read_checkpoint_of
 from .translate_task import read_lines
 
 __all__ = ["main", "translate"]
@@ -53,11 +52,7 @@ def _translate(args: argparse.Namespace) -> int:
     if not any(s.strip() for s in sentences):
         raise ValueError("no sentences: give them as arguments, with --file, or one per line on "
                          "stdin")
-    ckpt = read_checkpoint(args.ckpt)
-    if ckpt.task != "translate":
-        raise CheckpointError(
-            f"{ckpt.path}: a {ckpt.task} checkpoint, not a translation model; train one with "
-            "python -m minigrad_lm.train --task translate")
+    ckpt = read_checkpoint_of(args.ckpt, "translate")
     model = ckpt.build_model(device)
     for line in translate(model, ckpt.tokenizer, sentences, options):
         print(line)
