@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from minigrad_lm import train
-from minigrad_lm.data import load_class_files
-from minigrad_lm.run_state import read_metrics
+from minigrad_lm.data.labeled import load_class_files
+from minigrad_lm.train.checkpoint import read_metrics
 
 from .harness import machine
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 import minigrad_lm as mg
-from minigrad_lm import distributed
 from minigrad_lm.models import GPT
 from minigrad_lm.optim import AdamW, clip_grad_norm_, param_groups
+from minigrad_lm.train import distributed
 
 from .harness import machine
 from .train_step import CONFIGS

@@ -49,8 +49,8 @@ $py - "$tmp" <<'PY' 2>&1 | tee "$out/dist_gpu_compare.txt"
 import sys
 from pathlib import Path
 import numpy as np
-from minigrad_lm.checkpoint import load_safetensors
-from minigrad_lm.run_state import read_metrics
+from minigrad_lm.io.files import load_safetensors
+from minigrad_lm.train.checkpoint import read_metrics
 
 tmp = Path(sys.argv[1])
 loss = {k: [r["loss"] for r in read_metrics(str(tmp / k)) if r["kind"] == "train"]

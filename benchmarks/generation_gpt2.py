@@ -19,8 +19,8 @@ import tempfile
 import numpy as np
 
 import minigrad_lm as mg
+from minigrad_lm.inference.sampling import generate
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.sampling import generate
 
 from .harness import machine, median_seconds
 

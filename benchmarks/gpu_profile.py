@@ -12,9 +12,9 @@ from collections import defaultdict
 import numpy as np
 
 import minigrad_lm as mg
+from minigrad_lm.engine.tensor import Function
 from minigrad_lm.models import GPT
 from minigrad_lm.optim import Adam
-from minigrad_lm.tensor import Function
 
 from .gpu import gpt2_small
 

@@ -260,6 +260,7 @@ def legacy(impl: str) -> None:
         minigrad_step_seconds(cfg, batch, steps=3)
     else:
         import torch  # noqa: F401  (its import is not part of the step)
+
         from minigrad_lm.models import GPT
         model = GPT(cfg)
         baseline = peak_rss_mib()

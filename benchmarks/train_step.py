@@ -13,7 +13,13 @@ import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.optim import Adam
 
-from .harness import interleaved_medians, machine, median_seconds, numpy_gemm_flops, train_step
+from .harness import (
+    interleaved_medians,
+    machine,
+    median_seconds,
+    numpy_gemm_flops,
+    train_step,
+)
 
 CONFIGS = {
     "S": (GPTConfig(vocab_size=65, context_length=64, n_layer=4, n_head=4, d_model=128), 12),

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 import minigrad_lm as mg
-from minigrad_lm.decoding import DecodeOptions, translate_ids
-from minigrad_lm.distributed import LOCAL
+from minigrad_lm.inference.decoding import DecodeOptions, translate_ids
 from minigrad_lm.models import Seq2SeqTransformer
 from minigrad_lm.optim import AdamW, clip_grad_norm_, lr_at, param_groups
-from minigrad_lm.train_config import TrainConfig
-from minigrad_lm.translate_task import TranslateTask, bleu
+from minigrad_lm.train.config import TrainConfig
+from minigrad_lm.train.distributed import LOCAL
+from minigrad_lm.train.tasks.translate import TranslateTask, bleu
 
 from .harness import machine
 
@@ -85,7 +85,7 @@ class _Ours:
 
 
 class _TorchState:
-    """The decoding interface of minigrad_lm.decoding over torch.nn.Transformer (the decoder
+    """The decoding interface of minigrad_lm.inference.decoding over torch.nn.Transformer (the decoder
     re-runs the prefix each step: torch's Transformer has no cache)."""
 
     def __init__(self, ref, src):

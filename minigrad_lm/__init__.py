@@ -1,22 +1,67 @@
-"""minigrad_lm: a from-scratch autograd engine and GPT training stack on NumPy and CuPy."""
+"""minigrad_lm: a from-scratch autograd engine and GPT training stack on NumPy and CuPy.
+
+The layers, each importing only the ones before it: io (safe files) and backend (devices,
+kernels) -> engine (Tensor, ops, autograd) -> nn -> optim -> models -> inference -> data ->
+train -> the command-line tools (generate, classify, evaluate, translate, export, plot).
+Importing the package changes nothing process-wide; ``backend.tune_for_training()`` is the
+one call that does (the CLIs make it).
+"""
 import numpy as _np
 
-from . import backend, ops, rng
+from . import backend, engine, models, nn, optim  # noqa: E402  (mg.nn.Linear, mg.optim.AdamW, mg.models.GPT)
 from .backend import cuda_available, get_default_device, set_default_device
-from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
-from .gradcheck import GradcheckError, gradcheck
-from .ops import (abs, argmax, argmin, broadcast_to, clip, concatenate, exp, expand, gelu, log,
-                  log_softmax, logsumexp, masked_fill, matmul, max, maximum, mean, min, minimum,
-                  relu, reshape, sigmoid, softmax, split, sqrt, squeeze, stack, std, sum,
-                  swapaxes, tanh, transpose, unsqueeze, var, where)
-from .rng import manual_seed
-from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
-
-from . import models, nn, optim  # noqa: E402  (mg.nn.Linear, mg.optim.AdamW, mg.models.GPT)
-# mg.recompute.checkpoint(fn, *args); not mg.checkpoint: that name is the checkpoint-file module
-from . import recompute  # noqa: E402
-
-backend.tune_host_allocator()
+from .engine import ops, recompute, rng
+from .engine.creation import (
+                         arange,
+                         full,
+                         ones,
+                         ones_like,
+                         rand,
+                         randn,
+                         tensor,
+                         zeros,
+                         zeros_like,
+)
+from .engine.gradcheck import GradcheckError, gradcheck
+from .engine.ops import (
+                         abs,
+                         argmax,
+                         argmin,
+                         broadcast_to,
+                         clip,
+                         concatenate,
+                         exp,
+                         expand,
+                         gelu,
+                         log,
+                         log_softmax,
+                         logsumexp,
+                         masked_fill,
+                         matmul,
+                         max,
+                         maximum,
+                         mean,
+                         min,
+                         minimum,
+                         relu,
+                         reshape,
+                         sigmoid,
+                         softmax,
+                         split,
+                         sqrt,
+                         squeeze,
+                         stack,
+                         std,
+                         sum,
+                         swapaxes,
+                         tanh,
+                         transpose,
+                         unsqueeze,
+                         var,
+                         where,
+)
+from .engine.rng import manual_seed
+from .engine.tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 
 float32, float64, int64 = _np.float32, _np.float64, _np.int64  # dtype names as in NumPy/PyTorch
 

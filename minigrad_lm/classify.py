@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import check_device, report_errors
-from .data import decode_text, read_text
-from .ops import softmax
-from .run_state import read_checkpoint_of
-from .tasks import encode_sentences
-from .tensor import no_grad
+from .backend import check_device
+from .cli import report_errors
+from .data.text import decode_text, read_text
+from .engine.ops import softmax
+from .engine.tensor import no_grad
+from .train.checkpoint import read_checkpoint_of
+from .train.tasks.classify import encode_sentences
 
 __all__ = ["main", "predict"]
 

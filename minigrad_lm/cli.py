@@ -1,4 +1,5 @@
-"""What the command-line tools share: device checks and one-line error reports."""
+"""What the command-line tools share: the process tuning they switch on, one-line error
+reports and exit statuses."""
 
 from __future__ import annotations
 
@@ -9,24 +10,12 @@ from collections.abc import Callable
 
 from . import backend
 
-__all__ = ["USAGE_ERROR", "check_device", "error_line", "report_errors"]
+__all__ = ["USAGE_ERROR", "error_line", "report_errors"]
 
 # argparse's own exit status for bad usage; every user error of the tools exits with it too.
 USAGE_ERROR = 2
 # An error quotes file names and values; a hostile file must not turn it into megabytes.
 MAX_ERROR_CHARS = 600
-
-
-def check_device(name: str) -> str:
-    """Canonical device name; an unknown name or a missing GPU is a ValueError, not a crash
-    halfway through loading."""
-    device = backend.normalize_device(name)
-    if device != "cpu":
-        try:
-            backend.cupy()
-        except RuntimeError as e:
-            raise ValueError(str(e)) from None
-    return device
 
 
 def error_line(error: BaseException) -> str:
@@ -40,8 +29,9 @@ def error_line(error: BaseException) -> str:
 
 
 def report_errors(run: Callable[[], int]) -> int:
-    """Run a tool; a user error (bad file, bad value, bad checkpoint, a model too large for
-    the memory) becomes one ``error: ...`` line on stderr and exit status 2, not a traceback.
+    """Run a tool, with the process tuned for training first (backend.tuning). A user error
+    (bad file, bad value, bad checkpoint, a model too large for the memory) becomes one
+    ``error: ...`` line on stderr and exit status 2, not a traceback.
 
     The readers of every file turn whatever a malformed one provokes into an InputError (a
     ValueError) naming the file, so ValueError covers them, CheckpointError and bad values;
@@ -49,6 +39,7 @@ def report_errors(run: Callable[[], int]) -> int:
     array; MemoryError a refused estimate or a failed allocation. Anything else is a bug and
     keeps its traceback.
     """
+    backend.tune_for_training()
     try:
         return run()
     except BrokenPipeError:  # the reader left (`| head`): stop quietly, as `cat` does

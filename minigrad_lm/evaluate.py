@@ -19,11 +19,15 @@ import json
 import math
 import sys
 
-from .cli import check_device, report_errors
-from .data import load_labeled, load_text
-from .run_state import read_checkpoint
-from .tasks import encode_text, encode_sentences, score_classifier, score_lm
-from .tensor import no_grad
+from .backend import check_device
+from .cli import report_errors
+from .data.labeled import load_labeled
+from .data.text import load_text
+from .engine.tensor import no_grad
+from .train.checkpoint import read_checkpoint
+from .train.tasks.classify import encode_sentences, score_classifier
+from .train.tasks.common import encode_text
+from .train.tasks.lm import score_lm
 
 __all__ = ["evaluate", "main"]
 

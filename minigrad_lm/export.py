@@ -23,12 +23,19 @@ import argparse
 import os
 import sys
 
-from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_files, apply_spec, load_adapter
-from .checkpoint import atomic_write_bytes
 from .cli import report_errors
+from .data.trained_tokenizer import write_gpt2_tokenizer
+from .io.files import atomic_write_bytes
+from .models.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    adapter_files,
+    apply_spec,
+    load_adapter,
+)
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .nn.lora import remove_lora
-from .run_state import make_model, read_checkpoint
+from .train.checkpoint import make_model, read_checkpoint
 
 __all__ = ["main"]
 
@@ -76,6 +83,9 @@ def _export(args: argparse.Namespace) -> int:
                          "(--task lm) can be exported as GPT-2")
     source = ckpt.tokenizer  # None for token ids that came without a tokenizer
     tokenizer = source if getattr(source, "is_gpt2", False) else None
+    if tokenizer is not None and tokenizer.vocab_size > ckpt.model_config.vocab_size:
+        raise ValueError(f"{ckpt.path}: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                         f"model only {ckpt.model_config.vocab_size}")
     config_to_hf(ckpt.model_config)  # refuse what GPT-2 cannot express before touching OUT
     out = args.to_hf
     _check_out(out, args.overwrite, (ckpt.path, args.ckpt))
@@ -90,7 +100,10 @@ def _export(args: argparse.Namespace) -> int:
         for name in (*_STALE_FILES, ADAPTER_CONFIG, ADAPTER_WEIGHTS):
             if os.path.isfile(os.path.join(out, name)):
                 os.unlink(os.path.join(out, name))
-    save_gpt2(model, out, tokenizer)
+    save_gpt2(model.config, model.state_dict(), out,
+              tokenizer.eos_token_id if tokenizer is not None else None)
+    if tokenizer is not None:
+        write_gpt2_tokenizer(tokenizer, out)
     for name, data in (adapter or {}).items():
         atomic_write_bytes(os.path.join(out, name), data)
     c = ckpt.model_config

@@ -21,10 +21,11 @@ from typing import TextIO
 
 import numpy as np
 
-from .checkpoint import CheckpointError
-from .cli import check_device, report_errors
-from .run_state import read_checkpoint_of
-from .sampling import check_options, generate
+from .backend import check_device
+from .cli import report_errors
+from .inference.sampling import check_options, generate
+from .io.files import CheckpointError
+from .train.checkpoint import read_checkpoint_of
 
 __all__ = ["main"]
 

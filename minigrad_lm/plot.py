@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
 from .cli import report_errors
-from .run_state import read_metrics
+from .io.files import atomic_write_bytes
+from .train.checkpoint import read_metrics
 
 __all__ = ["main", "plot_losses"]
 

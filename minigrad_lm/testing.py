@@ -1,7 +1,7 @@
 """Public hypothesis strategies for checking functions built on minigrad_lm.
 
     from hypothesis import given
-    from minigrad_lm.testing import arrays, shapes
+    from .testing import arrays, shapes
     @given(arrays(shapes(max_dims=3)))
     def test_my_op(x): assert mg.gradcheck(my_op, [mg.tensor(x)])
 

@@ -18,10 +18,11 @@ import sys
 
 import numpy as np
 
-from .cli import check_device, report_errors
-from .decoding import DecodeOptions, translate_ids
-from .run_state import read_checkpoint_of
-from .translate_task import read_lines
+from .backend import check_device
+from .cli import report_errors
+from .inference.decoding import DecodeOptions, translate_ids
+from .train.checkpoint import read_checkpoint_of
+from .train.tasks.translate import read_lines
 
 __all__ = ["main", "translate"]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from minigrad_lm import classify as classify_cli
-from minigrad_lm.checkpoint import load_safetensors
-from minigrad_lm.run_state import read_checkpoint, read_metrics
+from minigrad_lm.io.files import load_safetensors
+from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
 from tests.cli_support import (
     TINY,
     WORDS,
@@ -247,8 +247,8 @@ def test_class_files_encoding_word_tokenizer_and_epochs(tmp_path, capsys):
 
 
 def test_an_epoch_visits_every_row_once_in_a_seeded_order(tmp_path):
-    from minigrad_lm.tasks import ClassifyTask
-    from minigrad_lm.train_config import TrainConfig
+    from minigrad_lm.train.config import TrainConfig
+    from minigrad_lm.train.tasks.classify import ClassifyTask
 
     neg, pos = write_class_files(tmp_path, n=40)
     cfg = TrainConfig(task="classify", data=[str(neg), str(pos)], val_every_nth=4,

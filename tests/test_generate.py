@@ -10,8 +10,8 @@ import pytest
 
 import minigrad_lm as mg
 from minigrad_lm import generate as generate_cli
+from minigrad_lm.inference.sampling import filter_probs, generate, next_window_start
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.sampling import filter_probs, generate, next_window_start
 from tests.cli_support import (
     TINY,
     assert_one_line_error,

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("sacrebleu")
 
 from minigrad_lm import translate as translate_cli  # noqa: E402
-from minigrad_lm.run_state import read_checkpoint, read_metrics  # noqa: E402
-from minigrad_lm.train_config import TrainConfig  # noqa: E402
-from minigrad_lm.translate_task import TranslateTask, bleu, read_lines  # noqa: E402
+from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics  # noqa: E402
+from minigrad_lm.train.config import TrainConfig  # noqa: E402
+from minigrad_lm.train.tasks.translate import TranslateTask, bleu, read_lines  # noqa: E402
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
 
 WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")

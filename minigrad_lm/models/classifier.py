@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend, ops, rng
+from .. import backend
+from ..engine import ops, rng
+from ..engine.tensor import Tensor
 from ..nn.layers import Linear
 from ..nn.module import Module, Parameter
-from ..tensor import Tensor
 from .gpt import GPT
 
 POOLINGS = ("mean", "cls", "last")

@@ -16,20 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from .. import memory
-from ..checkpoint import (
+from ..backend import memory
+from ..io.files import (
     CheckpointError,
     atomic_write_json,
     load_safetensors,
     read_json,
     save_safetensors,
 )
-from ..untrusted import Bool, Int, MapOf, Num, Object, Optional, Str, check, short
-from .gpt import GPT, GPTConfig
+from ..io.untrusted import Bool, Int, MapOf, Num, Object, Optional, Str, check, short
+from .config import GPTConfig
 
 __all__ = ["config_from_hf", "config_to_hf", "from_hf_tensors", "is_hf_gpt2_dir",
-           "load_gpt2", "load_pretrained_dir", "read_gpt2_state", "save_gpt2",
-           "to_hf_tensors"]
+           "read_gpt2_state", "save_gpt2", "to_hf_tensors"]
 
 # Hugging Face activation_function -> ours. GPT-2 runs ACT2FN[activation_function], so exact
 # GELU and ReLU GPT-2s are as valid as the original tanh-GELU one.
@@ -303,41 +302,17 @@ def read_gpt2_state(path: str | os.PathLike[str], dropout: float | None = None
     return config, from_hf_tensors(tensors, config, source)
 
 
-def load_gpt2(path: str | os.PathLike[str], dropout: float | None = None) -> GPT:
-    """A GPT with the weights of a local Hugging Face GPT-2 folder, in eval mode like
-    transformers' from_pretrained (call ``.train()`` before fine-tuning)."""
-    config, state = read_gpt2_state(path, dropout)
-    model = GPT(config)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def save_gpt2(model: GPT, path: str | os.PathLike[str], tokenizer: Any = None) -> None:
-    """Write ``model`` as a Hugging Face GPT-2 folder (``config.json`` + ``model.safetensors``)
-    that transformers' ``GPT2LMHeadModel.from_pretrained`` loads; a GPT-2 tokenizer
-    (:attr:`~minigrad_lm.tokenizer.TrainedTokenizer.is_gpt2`) is written beside it and gives
-    the EOS id.
-
-    Settings GPT-2 cannot express raise a ValueError before anything is written.
-    """
-    from ..tokenizer import write_gpt2_tokenizer
-
-    if not isinstance(model, GPT):
-        raise TypeError(f"save_gpt2 needs a GPT, got {type(model).__name__}")
-    if tokenizer is not None and not getattr(tokenizer, "is_gpt2", False):
-        raise TypeError(f"only a GPT-2 tokenizer can be saved with a GPT-2, got {tokenizer!r}")
-    eos = tokenizer.eos_token_id if tokenizer is not None else None
-    hf_config = config_to_hf(model.config, eos)
-    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                         f"{model.config.vocab_size}")
+def save_gpt2(config: GPTConfig, state: dict[str, np.ndarray], path: str | os.PathLike[str],
+              eos_token_id: int | None = None) -> None:
+    """Write a GPT's config and weights as a Hugging Face GPT-2 folder (``config.json`` +
+    ``model.safetensors``); settings GPT-2 cannot express raise a ValueError before anything
+    is written. The tokenizer, if any, is the caller's to write beside it."""
+    hf_config = config_to_hf(config, eos_token_id)
     folder = os.fspath(path)
     os.makedirs(folder, exist_ok=True)
-    save_safetensors(os.path.join(folder, "model.safetensors"),
-                     to_hf_tensors(model.state_dict(), model.config), {"format": "pt"})
+    save_safetensors(os.path.join(folder, "model.safetensors"), to_hf_tensors(state, config),
+                     {"format": "pt"})
     atomic_write_json(os.path.join(folder, "config.json"), hf_config)
-    if tokenizer is not None:
-        write_gpt2_tokenizer(tokenizer, folder)
 
 
 def is_hf_gpt2_dir(path: str | os.PathLike[str]) -> bool:
@@ -348,21 +323,3 @@ def is_hf_gpt2_dir(path: str | os.PathLike[str]) -> bool:
     except (OSError, ValueError, TypeError):
         return False
     return isinstance(config, dict) and config.get("model_type") == "gpt2"
-
-
-def load_pretrained_dir(path: str | os.PathLike[str], dropout: float | None = None
-                        ) -> tuple[GPT, Any]:
-    """``(model, tokenizer)`` from a Hugging Face GPT-2 folder; the tokenizer is a
-    :class:`~minigrad_lm.tokenizer.TrainedTokenizer`, or None when the folder has no tokenizer
-    files."""
-    from ..tokenizer import has_tokenizer_files, read_gpt2_tokenizer
-
-    model = load_gpt2(path, dropout)
-    if not has_tokenizer_files(path):
-        return model, None
-    tokenizer = read_gpt2_tokenizer(path)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise CheckpointError(f"{os.fspath(path)}: the tokenizer has {tokenizer.vocab_size} "
-                              f"tokens but the model's vocabulary only "
-                              f"{model.config.vocab_size}")
-    return model, tokenizer

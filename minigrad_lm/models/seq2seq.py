@@ -7,15 +7,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend, rng
+from .. import backend
+from ..engine import rng
+from ..engine.tensor import Tensor, no_grad
 from ..nn import functional as F
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
 from ..nn.module import Module, ModuleList
 from ..nn.seq2seq_layers import Seq2SeqCache, TransformerDecoderLayer, _padding_mask
-from ..nn.transformer import (LearnedPositionalEncoding, SinusoidalPositionalEncoding,
-                              TransformerLayer, positions)
-from ..tensor import Tensor, no_grad
-from .gpt import check_transformer_shape
+from ..nn.transformer import (
+    LearnedPositionalEncoding,
+    SinusoidalPositionalEncoding,
+    TransformerLayer,
+    positions,
+)
+from .config import check_transformer_shape
 
 
 @dataclass

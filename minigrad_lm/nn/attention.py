@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..recompute import checkpoint
-from ..tensor import Tensor, is_grad_enabled, no_grad
+from ..engine.recompute import checkpoint
+from ..engine.tensor import Tensor, is_grad_enabled, no_grad
 from . import functional as F
 from .layers import Dropout, Linear
 from .module import Module

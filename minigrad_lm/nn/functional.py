@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 
-from .. import backend, ops, rng
-from ..kernels import cpu, cuda
-from ..ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops)
-from ..tensor import Function, Tensor
+from .. import backend
+from ..backend.kernels import cpu, cuda
+from ..engine import ops, rng
+from ..engine.ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops
+from ..engine.tensor import Function, Tensor
 
 # ---------------------------------------------------------------------------------------------
 # linear

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from .. import rng
-from ..tensor import Tensor
+from ..engine import rng
+from ..engine.tensor import Tensor
 from . import functional as F
 from .module import Module, Parameter
 

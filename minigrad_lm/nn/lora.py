@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-from .. import backend, rng
-from ..tensor import Tensor
+from .. import backend
+from ..engine import rng
+from ..engine.tensor import Tensor
 from . import functional as F
 from .layers import Linear
 from .module import Module, Parameter

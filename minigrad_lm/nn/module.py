@@ -7,7 +7,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine.tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -58,9 +58,6 @@ class Module:
 
     def modules(self) -> Iterator["Module"]:
         return (m for _, m in self.named_modules())
-
-    def children(self) -> Iterator["Module"]:
-        return iter(self._modules.values())
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) in registration order; a shared parameter appears once."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor, no_grad
+from ..engine.tensor import Tensor, no_grad
 from . import functional as F
 from .attention import KVCache, MultiHeadAttention
 from .layers import Dropout, FeedForward, LayerNorm, Linear

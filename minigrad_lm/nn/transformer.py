@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine.tensor import Tensor
 from . import functional as F
 from .attention import KVCache, MultiHeadAttention
 from .layers import Dropout, Embedding, FeedForward, LayerNorm

@@ -1,0 +1,167 @@
+"""Text files and token folders for language modelling: reading them safely, splitting them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backend import memory
+from ..io.untrusted import parse_json, read_regular_bytes, reading, require_regular_file
+from .tokenizer import as_ids, tokenizer_from_dict
+
+PathLike = str | os.PathLike[str]
+
+# Peak bytes of memory per byte of a text corpus while it is read and encoded (the str, its code
+# points, int64 ids and the searches of the char tokenizer): 37 measured on a 100 MB line.
+TEXT_MEMORY_PER_BYTE = 40
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A whole regular text file (``/dev/zero`` would never end) in ``encoding``, a leading BOM
+    dropped, CRLF -> LF. Bytes that are not valid in it are an error naming the file, the line
+    and the flag that picks another encoding."""
+    return decode_text(read_regular_bytes(path, 1 << 62), encoding, str(path))
+
+
+def decode_text(raw: bytes, encoding: str, name: str) -> str:
+    """:func:`read_text` for bytes that came from ``name`` (a file, stdin)."""
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise ValueError(f"--encoding {encoding!r}: not an encoding Python knows") from None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"{name}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x}); give the "
+            "file's encoding with --encoding (e.g. --encoding latin-1)"
+        ) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def load_text(path: PathLike, encoding: str = "utf-8") -> str:
+    """A text file, or every ``.txt`` file directly in a folder (sorted, joined by newlines).
+    Windows line endings become ``\\n`` so they do not enter the vocabulary."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix == ".txt" and f.is_file())
+        if not files:
+            raise ValueError(f"{p}: folder has no .txt files")
+    else:
+        files = [p]
+    size = sum(require_regular_file(f) for f in files)
+    memory.require(size * TEXT_MEMORY_PER_BYTE, f"about {TEXT_MEMORY_PER_BYTE} bytes per byte "
+                   "of text to read and encode it", f"{p}: a corpus of {size:,} bytes")
+    text = "\n".join(read_text(f, encoding) for f in files)
+    if not text.strip():
+        raise ValueError(f"{p}: corpus is empty")
+    return text
+
+
+def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
+    """``(tokenizer_dict_or_None, vocab_size)`` from a token folder's ``vocab.json``.
+
+    ``vocab.json`` is a tokenizer dict (``to_dict()`` output) or ``{"vocab_size": N}`` for
+    ids from an external tokenizer. nanoGPT's ``meta.pkl`` is a pickle and is never read.
+    """
+    folder = Path(folder)
+    vocab_path = folder / "vocab.json"
+    if not vocab_path.is_file():
+        if (folder / "meta.pkl").exists():
+            raise ValueError(
+                f"{folder}: has meta.pkl but no vocab.json; meta.pkl is a pickle and is never "
+                'loaded (unsafe), provide vocab.json instead, e.g. {"vocab_size": 50304}'
+            )
+        raise FileNotFoundError(f"{vocab_path}: no such file (it gives the vocabulary size)")
+    vocab = parse_json(read_regular_bytes(vocab_path, 256 << 20), str(vocab_path))
+    if isinstance(vocab, dict) and "type" in vocab:
+        with reading(str(vocab_path)):
+            return vocab, tokenizer_from_dict(vocab).vocab_size
+    size = vocab.get("vocab_size") if isinstance(vocab, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
+        raise ValueError(
+            f'{vocab_path}: expected a tokenizer dict or {{"vocab_size": N}} with '
+            "1 <= N <= 65536 (ids are uint16)"
+        )
+    return None, size
+
+
+def _load_bin(path: Path, vocab_size: int) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: empty token file")
+    if size % 2:
+        raise ValueError(f"{path}: size {size} bytes is not a whole number of uint16 ids")
+    # A read-only memmap: multi-GB token files stay on disk and share the page cache.
+    ids = np.memmap(path, dtype="<u2", mode="r")
+    top = int(ids.max())
+    if top >= vocab_size:
+        pos = int(np.argmax(ids >= vocab_size))
+        raise ValueError(
+            f"{path}: token id {int(ids[pos])} at index {pos} is >= vocab_size {vocab_size}"
+        )
+    return ids
+
+
+def load_token_folder(path: PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """nanoGPT-style ``train.bin``/``val.bin`` (raw little-endian uint16 ids) + ``vocab.json``.
+
+    Returns ``(train_ids, val_ids, tokenizer_dict_or_None)``; the id arrays are read-only
+    memory maps. For ``{"vocab_size": N}`` folders use :func:`read_vocab_json` to get N.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such token folder")
+    tokenizer, vocab_size = read_vocab_json(folder)
+    train = _load_bin(folder / "train.bin", vocab_size)
+    val = _load_bin(folder / "val.bin", vocab_size)
+    return train, val, tokenizer
+
+
+def split_train_val(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """First ``1 - val_fraction`` of the ids for training, the rest for validation (views).
+
+    A contiguous split, not a shuffle: validation text must not overlap training windows.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_train = int(len(ids) * (1.0 - val_fraction))
+    if n_train == 0 or n_train == len(ids):
+        raise ValueError(
+            f"corpus of {len(ids)} tokens is too short to split with val_fraction {val_fraction}"
+        )
+    return ids[:n_train], ids[n_train:]
+
+
+def windows(ids: np.ndarray, starts: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (len(starts), context) int64, the windows of ``ids`` that begin at ``starts``, and
+    ``y``, the same windows shifted by one token (the next-token targets)."""
+    window = np.asarray(ids)[starts[:, None] + np.arange(context + 1)].astype(np.int64)
+    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+
+
+def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
+    """Val cross-entropy (nats/token) of add-one-smoothed train token frequencies.
+
+    The loss a model gets by ignoring context: a trained model must beat it.
+    """
+    train, val = np.asarray(train_ids).reshape(-1), np.asarray(val_ids).reshape(-1)
+    if val.size == 0:
+        raise ValueError("unigram_baseline needs at least one validation token")
+    # Chunks: a memory-mapped multi-GB train.bin is never copied whole (to int64, 4x its size).
+    counts = np.ones(vocab_size)
+    for lo in range(0, train.size, _CHUNK):
+        counts += np.bincount(as_ids(train[lo:lo + _CHUNK], vocab_size), minlength=vocab_size)
+    log_p = np.log(counts) - np.log(counts.sum())
+    total = sum(float(log_p[as_ids(val[lo:lo + _CHUNK], vocab_size)].sum())
+                for lo in range(0, val.size, _CHUNK))
+    return -total / val.size
+
+
+_CHUNK = 1 << 20  # ids per chunk: 8 MB as int64

@@ -1,0 +1,603 @@
+"""Checkpoints of a training run: which files they hold and how models come back out of them.
+
+A run folder (``--out DIR``) holds ``latest/`` and ``best/`` checkpoint folders, written with
+:func:`minigrad_lm.checkpoint.write_checkpoint_dir` so a crash mid-save never loses the previous
+one, plus ``metrics.jsonl`` (one JSON record per line) and ``train_config.json``. A checkpoint
+folder holds only safetensors and JSON, never a pickle:
+
+- ``model.safetensors``: the weights (``state_dict()`` names);
+- ``config.json``: format tag, task (``lm``, ``classify`` or ``translate``), model config (GPT
+  or encoder-decoder), number of classes;
+- ``tokenizer.json``: the tokenizer's ``to_dict()``, or ``{"type": "external", "vocab_size": N}``
+  for token ids that came without a tokenizer;
+- ``optimizer.safetensors`` + ``optimizer.json``: AdamW moment buffers, its step and options;
+- ``state.json``: step, every random state needed to continue exactly, best val loss and the
+  training configuration;
+- ``checksums.json``: the SHA-256 of every other file. The formats catch truncation and foreign
+  files, but a flipped byte inside the weights would load silently without it.
+
+Every JSON file is checked against the shape it must have (:mod:`minigrad_lm.untrusted`) and the
+model's memory is estimated from its config (:mod:`minigrad_lm.memory`) before anything is
+built, so a hand-edited or hostile checkpoint is refused with one message naming file and key.
+One process at a time trains into a run folder: :class:`RunLock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import fcntl
+except ModuleNotFoundError:  # Windows: no advisory locks; one writer is then up to the user
+    fcntl = None
+
+from ..backend import memory
+from ..data.tokenizer import tokenizer_from_dict
+from ..data.trained_tokenizer import has_tokenizer_files, read_gpt2_tokenizer
+from ..io.files import (
+    CheckpointError,
+    atomic_write_text,
+    json_text,
+    load_safetensors,
+    read_json,
+    resolve_checkpoint_dir,
+    safetensors_bytes,
+    sha256_file,
+    write_checkpoint_dir,
+)
+from ..io.untrusted import (
+    ANY,
+    Bool,
+    InputError,
+    Int,
+    ListOf,
+    MapOf,
+    Num,
+    Object,
+    Optional,
+    Str,
+    check,
+    parse_json,
+    reading,
+    require_regular_file,
+    short,
+)
+from ..models import (
+    GPT,
+    GPTConfig,
+    Seq2SeqConfig,
+    Seq2SeqTransformer,
+    SequenceClassifier,
+)
+from ..models.adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
+from ..models.classifier import POOLINGS
+from ..models.hf_gpt2 import (
+    EXPORT_ACTIVATIONS,
+    config_from_hf,
+    is_hf_gpt2_dir,
+    read_gpt2_state,
+)
+from ..nn import Module
+from ..nn.lora import lora_layers, remove_lora
+
+__all__ = [
+    "BEST",
+    "LATEST",
+    "METRICS",
+    "Checkpoint",
+    "RunLock",
+    "checkpoint_files",
+    "external_tokenizer_dict",
+    "find_checkpoint",
+    "make_model",
+    "read_checkpoint",
+    "read_checkpoint_of",
+    "read_metrics",
+    "run_has_checkpoint",
+    "save_checkpoint",
+    "truncate_metrics",
+]
+
+FORMAT = "minigrad_lm.checkpoint"
+VERSION = 1
+LATEST, BEST = "latest", "best"
+METRICS = "metrics.jsonl"
+CHECKSUMS = "checksums.json"
+LOCK = "train.lock"
+TASKS = ("lm", "classify", "translate")
+# Sizes above these are no model anyone trains here; the memory estimate refuses far less.
+MAX_SIZE = 2**31 - 1
+MAX_CLASSES = 65536
+# A metrics.jsonl line is a few hundred bytes; a longer one is not a record of ours.
+MAX_METRICS_LINE = 1 << 20
+
+# The shapes of the JSON files (see minigrad_lm.untrusted): checked before any value is used.
+MODEL_SPEC = Object({
+    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
+    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
+    "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
+    "positional": Str(("learned", "sinusoidal")), "tie_weights": Bool(),
+    "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
+    "causal": Bool(), "recompute": Str(("none", "blocks", "attention")),
+})
+SEQ2SEQ_MODEL_SPEC = Object({
+    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
+    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
+    "d_ff": Int(1, MAX_SIZE), "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
+    "positional": Str(("learned", "sinusoidal")), "share_embeddings": Bool(),
+    "tie_weights": Bool(), "activation": Str(tuple(EXPORT_ACTIVATIONS)),
+    "layer_norm_eps": Num(above=0.0), "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
+    "eos_id": Int(0, MAX_SIZE),
+})
+MODELS = {"lm": (GPTConfig, MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
+          "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC)}  # config class and shape by task
+CONFIG_SPEC = Object({
+    "format": Str(), "version": ANY, "task": Str(TASKS), "model": MapOf(ANY),
+    "num_classes": Optional(Int(2, MAX_CLASSES)), "pooling": Str(POOLINGS),
+}, required=("format", "version", "task", "model"))
+EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)},
+                                 required=("type", "vocab_size"))
+# One of ours has a "type"; a `tokenizers` document (a learned word/BPE vocabulary) a "model".
+TOKENIZER_SPEC = Object({"type": Str(), "model": MapOf(ANY)}, extra=True)
+STATE_SPEC = Object({
+    "step": Int(0), "rng": MapOf(ANY), "batch_rng": MapOf(ANY),
+    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc", "val_bleu")),
+    "best_score": Optional(Num()), "best_step": Optional(Int(0)),
+    "train_config": MapOf(ANY), "world_size": Int(1, 1 << 24), "rank_rngs": ListOf(MapOf(ANY)),
+}, extra=True)
+CHECKSUMS_SPEC = MapOf(Str(test=lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+                           what="a SHA-256 in hex"), what="an object of file name -> SHA-256")
+OPTIMIZER_SPEC = Object({"step": Int(0), "param_groups": ListOf(MapOf(ANY))},
+                        required=("step",), extra=True)
+METRICS_SPEC = Object({
+    "kind": Str(), "step": Int(0), "loss": Optional(Num()), "train_loss": Optional(Num()),
+    "val_loss": Optional(Num()),
+}, required=("step",), extra=True)
+
+
+def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
+    """Stands in for a tokenizer when token ids came without one (``vocab.json`` with a size)."""
+    return {"type": "external", "vocab_size": vocab_size}
+
+
+def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | None = None,
+               pooling: str = "mean") -> Module:
+    """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
+    :class:`Seq2SeqTransformer` for ``translate`` (check the memory first:
+    :func:`minigrad_lm.memory.require`)."""
+    if task == "translate":
+        return Seq2SeqTransformer(config)
+    body = GPT(config)
+    return body if task == "lm" else SequenceClassifier(body, num_classes, pooling)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checkpoint_files(
+    model: Module,
+    *,
+    task: str,
+    model_config: GPTConfig,
+    tokenizer_dict: dict[str, Any],
+    num_classes: int | None,
+    optimizer: Any,
+    state: dict[str, Any],
+    pooling: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> dict[str, bytes]:
+    """Everything one checkpoint folder holds, as file name -> bytes; ``extra_files`` (a LoRA
+    run's adapter files) are checksummed with the rest."""
+    opt = optimizer.state_dict()
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "model": model_config.to_dict(),
+        "num_classes": num_classes,
+    }
+    if pooling is not None:
+        config["pooling"] = pooling
+    optimizer_meta = {"step": opt["step"], "param_groups": opt["param_groups"]}
+    files = {
+        "model.safetensors": safetensors_bytes(dict(model.state_dict())),
+        "config.json": (json_text(config) + "\n").encode(),
+        "tokenizer.json": (json_text(tokenizer_dict) + "\n").encode(),
+        "optimizer.safetensors": safetensors_bytes(opt["buffers"]),
+        "optimizer.json": (json_text(optimizer_meta) + "\n").encode(),
+        "state.json": (json_text(state) + "\n").encode(),
+        **(extra_files or {}),
+    }
+    checksums = {name: _sha256(data) for name, data in files.items()}
+    files[CHECKSUMS] = (json_text(checksums) + "\n").encode()
+    return files
+
+
+def save_checkpoint(run_dir: str, files: dict[str, bytes], best: bool) -> None:
+    """Write ``run_dir/latest`` (and ``run_dir/best`` too when ``best``), each crash-safely."""
+    write_checkpoint_dir(os.path.join(run_dir, LATEST), files)
+    if best:
+        write_checkpoint_dir(os.path.join(run_dir, BEST), files)
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and reading
+# --------------------------------------------------------------------------------------------
+
+
+def _is_checkpoint(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "config.json"))
+
+
+def run_has_checkpoint(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a ``latest`` or ``best`` checkpoint (or its crash leftover)."""
+    return any(
+        os.path.isdir(os.path.join(run_dir, name + suffix))
+        for name in (LATEST, BEST)
+        for suffix in ("", ".old")
+    )
+
+
+def find_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> str:
+    """The checkpoint folder that ``path`` means: itself, or a run folder's ``best``/``latest``.
+
+    A folder that a crash left as ``name.old`` is found under its plain name.
+    """
+    if os.path.isfile(path):
+        raise CheckpointError(
+            f"{path}: is a file; give a checkpoint folder (a run folder, or its best/ or latest/)"
+        )
+    if _is_checkpoint(path):
+        return path
+    if os.path.isdir(path):
+        for name in prefer:
+            try:
+                return resolve_checkpoint_dir(os.path.join(path, name))
+            except CheckpointError:
+                continue
+        raise CheckpointError(
+            f"{path}: no checkpoint here (no config.json, no {' or '.join(prefer)} folder)"
+        )
+    return resolve_checkpoint_dir(path)  # a plain name whose write was cut between renames
+
+
+def _read_checksums(folder: str) -> dict[str, str]:
+    name = os.path.join(folder, CHECKSUMS)
+    if not os.path.exists(name):
+        raise CheckpointError(f"{folder}: incomplete checkpoint (no {CHECKSUMS})")
+    return read_json(name, CHECKSUMS_SPEC)
+
+
+def _verify(folder: str, fname: str, checksums: dict[str, str]) -> None:
+    """Refuse a file whose bytes are not the ones that were saved (hashed in chunks)."""
+    path = os.path.join(folder, fname)
+    if fname not in checksums:
+        raise CheckpointError(f"{path}: not listed in {CHECKSUMS}")
+    if sha256_file(path) != checksums[fname]:
+        raise CheckpointError(f"{path}: corrupted (its SHA-256 does not match {CHECKSUMS})")
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint folder says about itself; weights and optimizer are read on demand."""
+
+    path: str
+    task: str
+    model_config: GPTConfig | Seq2SeqConfig
+    num_classes: int | None
+    tokenizer_dict: dict[str, Any]
+    state: dict[str, Any]
+    checksums: dict[str, str]
+    pooling: str = "mean"
+
+    @property
+    def tokenizer(self):
+        """The tokenizer, or None when the model was trained on external token ids."""
+        if self.tokenizer_dict.get("type") == "external":
+            return None
+        with reading(os.path.join(self.path, "tokenizer.json")):
+            return tokenizer_from_dict(self.tokenizer_dict)
+
+    def _safetensors(self, fname: str):
+        """The header is checked first, then the checksum (streamed); the arrays stay mapped."""
+        tensors, _ = load_safetensors(os.path.join(self.path, fname), mmap=True)
+        _verify(self.path, fname, self.checksums)
+        return tensors
+
+    def _state_dict(self) -> dict:
+        if is_hf_gpt2_dir(self.path):
+            return read_gpt2_state(self.path)[1]  # names and shapes checked against config.json
+        return self._safetensors("model.safetensors")
+
+    @property
+    def adapter_spec(self):
+        """The LoRA adapters this checkpoint's model has (a --lora-rank run), else None."""
+        if ADAPTER_CONFIG not in self.checksums:
+            return None
+        _verify(self.path, ADAPTER_CONFIG, self.checksums)
+        return read_adapter_spec(self.path)
+
+    def load_weights(self, model: Module, state: dict | None = None) -> None:
+        """Copy the weights into ``model`` in place (names, shapes and dtypes checked). The
+        weights of a LoRA run go into a model without adapters merged (W + alpha/r B A)."""
+        name = os.path.join(self.path, "model.safetensors")
+        spec = self.adapter_spec
+        if spec is not None and not lora_layers(model):
+            apply_spec(model, spec)
+            self.load_weights(model, state)
+            remove_lora(model, merge=True)
+            model.requires_grad_(True)
+            return
+        try:
+            model.load_state_dict(self._state_dict() if state is None else state)
+        except KeyError as e:
+            raise CheckpointError(f"{name}: does not fit config.json ({e.args[0]})") from None
+        except ValueError as e:
+            raise CheckpointError(f"{name}: does not fit config.json ({e})") from None
+
+    def check_memory(self, device: str = "cpu", batch: int = 1) -> None:
+        """Refuse a model too large for ``device`` before anything is allocated."""
+        nbytes, detail = memory.inference_bytes(self.model_config, batch, self.num_classes)
+        c = self.model_config
+        memory.require(nbytes, detail, f"{self.path}: the model of config.json (vocabulary "
+                       f"{c.vocab_size}, context {c.context_length}, {c.n_layer} layers, d_model "
+                       f"{c.d_model})", device)
+
+    def build_model(self, device: str = "cpu", batch: int = 1) -> Module:
+        """The model with the checkpoint's weights, on ``device``, in eval mode; its memory is
+        estimated and its weights are read and checked before it is built."""
+        self.check_memory(device, batch)
+        state = self._state_dict()
+        model = make_model(self.task, self.model_config, self.num_classes, self.pooling)
+        model.to(device)
+        self.load_weights(model, state)
+        return model.eval()
+
+    def load_optimizer(self, optimizer: Any) -> None:
+        """Restore AdamW's buffers and step count; its options (lr, betas, ...) stay as set."""
+        buffers = self._safetensors("optimizer.safetensors")
+        meta = _read_verified_json(self.path, "optimizer.json", self.checksums, OPTIMIZER_SPEC)
+        step = meta["step"]
+        where = os.path.join(self.path, "optimizer.safetensors")
+        groups = {f"g{i}" for i in range(len(optimizer.param_groups))}
+        stray = sorted(k for k in buffers if k.split(".", 1)[0] not in groups)
+        if stray:
+            raise CheckpointError(
+                f"{where}: buffers {short(stray)} belong to no parameter group of this "
+                f"model's optimizer ({len(groups)} groups)"
+            )
+        # After a step every group has its moments: none would silently restart Adam's.
+        empty = sorted(groups - {k.split(".", 1)[0] for k in buffers})
+        if step > 0 and empty:
+            raise CheckpointError(
+                f"{where}: no moment buffers for parameter group(s) {', '.join(empty)}, but "
+                f"optimizer.json says step {step}"
+            )
+        try:
+            optimizer.load_state_dict(
+                {"step": step, "param_groups": optimizer.param_groups, "buffers": buffers}
+            )
+        except ValueError as e:
+            raise CheckpointError(f"{where}: {e}") from None
+
+
+def _read_verified_json(folder: str, fname: str, checksums: dict[str, str],
+                        spec: Any = None) -> Any:
+    """The file's checksum first, then its shape: a corrupt byte is reported as corruption."""
+    _verify(folder, fname, checksums)
+    return read_json(os.path.join(folder, fname), spec)
+
+
+def _foreign_config(folder: str) -> str | None:
+    """Why ``folder/config.json`` is not one of ours (e.g. a Llama model), or None; read
+    before checksums.json so that a foreign folder is not called an incomplete checkpoint."""
+    name = os.path.join(folder, "config.json")
+    config = read_json(name)
+    if not isinstance(config, dict):
+        return f"{name}: expected a JSON object, got {short(config)}"
+    if config.get("format") == FORMAT:
+        return None
+    kind = config.get("model_type")
+    if kind is not None:
+        return (f"{name}: a Hugging Face model of model_type {short(kind)}; only GPT-2 "
+                "(model_type 'gpt2') and minigrad_lm checkpoints can be read")
+    return f"{name}: not a minigrad_lm checkpoint config (no format {FORMAT!r})"
+
+
+def _read_config(folder: str, checksums: dict[str, str]
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None, str]:
+    name = os.path.join(folder, "config.json")
+    config = _read_verified_json(folder, "config.json", checksums)
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{name}: not a minigrad_lm checkpoint config")
+    if config.get("version") != VERSION:
+        raise CheckpointError(
+            f"{name}: checkpoint format version {short(config.get('version'))}, this code "
+            f"reads version {VERSION}"
+        )
+    config = check(config, CONFIG_SPEC, name)
+    task = config["task"]
+    config_class, model_spec = MODELS[task]
+    model_spec.check(config["model"], name, "model")
+    try:
+        model_config = config_class.from_dict(config["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{name}: bad model config ({e})") from None
+    num_classes = config.get("num_classes")
+    if task == "classify" and num_classes is None:
+        raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got null")
+    # Checkpoints from before the choice pooled by the mean.
+    return task, model_config, num_classes, config.get("pooling", "mean")
+
+
+def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
+    name = os.path.join(folder, "tokenizer.json")
+    tok = _read_verified_json(folder, "tokenizer.json", checksums, TOKENIZER_SPEC)
+    if tok.get("type") == "external":
+        size = check(tok, EXTERNAL_TOKENIZER_SPEC, name)["vocab_size"]
+    else:
+        with reading(name):
+            size = tokenizer_from_dict(tok).vocab_size
+    if size != vocab_size:
+        raise CheckpointError(
+            f"{name}: vocabulary of {size} tokens, but config.json says {vocab_size}"
+        )
+    return tok
+
+
+def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Checkpoint:
+    """Read and cross-check a checkpoint's JSON files (see :func:`find_checkpoint` for
+    ``path``); weights and optimizer state are read by the returned object's methods.
+    A Hugging Face GPT-2 folder is read too (as a language model with no training state)."""
+    if is_hf_gpt2_dir(path):
+        return _read_hf_gpt2(path)
+    folder = find_checkpoint(path, prefer)
+    foreign = _foreign_config(folder)
+    if foreign is not None:
+        raise CheckpointError(foreign)
+    checksums = _read_checksums(folder)
+    task, model_config, num_classes, pooling = _read_config(folder, checksums)
+    tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
+    state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
+    return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums,
+                      pooling)
+
+
+_MODEL_NOUNS = {"lm": "a language model", "classify": "a classifier",
+                "translate": "a translation model"}
+
+
+def read_checkpoint_of(path: str, task: str) -> Checkpoint:
+    """:func:`read_checkpoint`, refusing a checkpoint of another task with a line that says
+    how to train the right one (what every command that uses one model needs)."""
+    ckpt = read_checkpoint(path)
+    if ckpt.task != task:
+        raise CheckpointError(
+            f"{ckpt.path}: a {ckpt.task} checkpoint, not {_MODEL_NOUNS[task]}; train one with "
+            f"python -m minigrad_lm.train --task {task}")
+    return ckpt
+
+
+def _read_hf_gpt2(path: str) -> Checkpoint:
+    config_file = os.path.join(path, "config.json")
+    config = config_from_hf(read_json(config_file), source=config_file)
+    if not has_tokenizer_files(path):
+        return Checkpoint(path, "lm", config, None, external_tokenizer_dict(config.vocab_size),
+                          {}, {})
+    with reading(os.path.join(path, "tokenizer.json")):
+        tokenizer = read_gpt2_tokenizer(path)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but "
+                              f"config.json's vocabulary only {config.vocab_size}")
+    return Checkpoint(path, "lm", config, None, tokenizer.to_dict(), {}, {})
+
+
+# --------------------------------------------------------------------------------------------
+# metrics.jsonl
+# --------------------------------------------------------------------------------------------
+
+
+def read_metrics(run_dir: str) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl``, each checked (METRICS_SPEC) and read a line
+    at a time; a torn last line (a crash mid-write) is skipped, any other bad line is an error
+    naming it."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"{path}: no such file (is {run_dir} a training run folder?)")
+    require_regular_file(path)
+    records, torn = [], None
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(iter(lambda: f.readline(MAX_METRICS_LINE + 1), b""), 1):
+            if not line.strip():
+                continue
+            if torn is not None:  # a bad line with records after it is no torn write
+                raise torn
+            if len(line) > MAX_METRICS_LINE:
+                raise InputError(f"{path}:{lineno}: longer than {MAX_METRICS_LINE:,} bytes, "
+                                 "not a record")
+            try:
+                record = parse_json(line, f"{path}:{lineno}")
+            except InputError as e:
+                torn = InputError(f"{path}:{lineno}: not a JSON record ({e})")
+                continue
+            records.append(check(record, METRICS_SPEC, f"{path}:{lineno}"))
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# One writer per run folder
+# --------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``train.lock``, holding the owner's pid) while one
+    process trains into it; a second writer is refused, naming the holder.
+
+    It is an ``flock``: the kernel drops it when its process ends, however it ends, so a lock
+    file a crash left behind is stale and simply taken over.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir, self.path, self.fd = run_dir, os.path.join(run_dir, LOCK), None
+
+    def acquire(self) -> None:
+        if fcntl is None or self.fd is not None:
+            return
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                             0o666)
+            except OSError as e:
+                raise InputError(f"--out {self.run_dir}: cannot create {LOCK} ({e.strerror})"
+                                 ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise InputError(
+                    f"--out {self.run_dir}: another training (pid {holder}) is writing this "
+                    "run folder; wait for it to end or choose another --out") from None
+            except OSError:  # a filesystem without locks (some network mounts): go without
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                return
+            # The holder may have removed the file between our open and flock: lock anew.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def truncate_metrics(run_dir: str, step: int) -> None:
+    """Drop the records after ``step``: a resumed run logs those steps again."""
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    atomic_write_text(
+        os.path.join(run_dir, METRICS), "".join(json_text(r, indent=None) + "\n" for r in kept)
+    )

@@ -1,0 +1,499 @@
+"""The training configuration: one dataclass, the command line and JSON/TOML config files.
+
+Precedence: command line > ``--config FILE`` > (with ``--resume``) the resumed run's own
+configuration > the dataclass defaults. Every value is type- and range-checked, and unknown
+keys in a config file are refused, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
+
+__all__ = [
+    "TrainConfig",
+    "build_parser",
+    "check_fields",
+    "read_config_file",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; field names are the ``--flags`` with ``_`` for ``-``.
+
+    The defaults train the default run: a 4-layer character-level GPT on the standard
+    library's docstrings, in about 4 minutes on 2 CPU cores.
+    """
+
+    task: str = "lm"
+    data: str | list[str] | None = None
+    val_data: str | list[str] | None = None
+    tokenizer: str | None = None
+    out: str = "runs/default"
+    device: str = "cpu"
+    seed: int = 1337
+    max_steps: int | None = None
+    decay_steps: int | None = None
+    batch_size: int | None = None
+    grad_accum_steps: int = 1
+    context: int | None = None
+    n_layer: int | None = None
+    n_head: int = 4
+    d_model: int = 128
+    dropout: float | None = None
+    norm: str = "pre"
+    positional: str = "learned"
+    lr: float | None = None
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int | None = None
+    eval_batches: int = 16
+    log_every: int | None = None
+    init_from: str | None = None
+    peak_flops: float | None = None
+    sample_tokens: int = 400
+    epochs: int | None = None
+    encoding: str = "utf-8"
+    val_every_nth: int | None = None
+    vocab_size: int | None = None
+    min_count: int = 1
+    lowercase: bool = False
+    attention: str | None = None
+    pooling: str = "mean"
+    recompute: str = "none"
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: str = "qkv"
+    d_ff: int | None = None
+    embeddings: str = "shared"
+    batch_tokens: int = 4096
+    label_smoothing: float = 0.1
+    beam_size: int = 4
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _check_type(f.name, getattr(self, f.name)))
+        for name, value in TASK_DEFAULTS.get(self.task, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.task == "classify" and self.max_steps is None and self.epochs is None:
+            self.epochs = CLASSIFY_EPOCHS
+        if self.task == "lm" and self.max_steps is None:
+            self.max_steps = LM_STEPS
+        if self.task == "translate" and self.max_steps is None and self.epochs is None:
+            self.epochs = TRANSLATE_EPOCHS
+        for name in _RANGES:
+            _check_range(name, getattr(self, name))
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{_flag(name)} must be one of {', '.join(choices)}, got "
+                    f"{getattr(self, name)!r}"
+                )
+        if self.min_lr > self.lr:
+            raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        self._check_task_options()
+
+    def _check_task_options(self) -> None:
+        if self.task == "classify":
+            if self.data is None:
+                raise ValueError("--task classify needs --data: a TSV/CSV file of sentences "
+                                 "and labels, or one file of sentences per class")
+            if self.val_data is None and self.val_every_nth is None:
+                raise ValueError("--task classify needs --val-data FILE(S) or --val-every-nth N "
+                                 "(every Nth line of --data held out for validation)")
+        elif self.task == "translate":
+            _check_translate(self)
+        else:
+            if self.epochs is not None:
+                raise ValueError("--epochs applies to --task classify or translate; give a "
+                                 "language model --max-steps")
+            if self.attention == "bidirectional":
+                raise ValueError("--attention bidirectional applies to --task classify; a "
+                                 "language model is causal")
+            if isinstance(self.data, list) and self.val_data is None \
+                    and self.val_every_nth is None:
+                raise ValueError("several --data files: give --val-data or --val-every-nth N")
+        if self.val_data is not None and self.val_every_nth is not None:
+            raise ValueError("--val-data and --val-every-nth both say where validation comes "
+                             "from: choose one")
+        if self.epochs is not None and self.max_steps is not None:
+            raise ValueError(f"--epochs {self.epochs} and --max-steps {self.max_steps} both set "
+                             "the length of the run: choose one")
+        if self.pooling == "cls" and self.attention != "bidirectional":
+            raise ValueError("--pooling cls needs --attention bidirectional (a causal model "
+                             "shows the first token nothing else)")
+        if self.pooling == "cls" and self.tokenizer in ("char", "byte"):
+            raise ValueError(f"--pooling cls needs a [CLS] token: --tokenizer word or bpe, "
+                             f"not {self.tokenizer}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "task": ("lm", "classify", "translate"),
+    "tokenizer": ("char", "byte", "word", "bpe"),
+    "norm": ("pre", "post"),
+    "positional": ("learned", "sinusoidal"),
+    "attention": ("causal", "bidirectional"),
+    "pooling": ("mean", "cls", "last"),
+    "recompute": ("none", "blocks", "attention"),
+    "embeddings": ("shared", "separate"),
+}
+
+LM_STEPS = 2000
+CLASSIFY_EPOCHS = 3
+TRANSLATE_EPOCHS = 10
+# The options whose best value depends on the task, filled in where not given. The language
+# model's are nanoGPT's CPU recipe; the classifier's were measured on the Movie Review corpus
+# (see benchmarks/classify.py), against a bag-of-words baseline.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lm": {"tokenizer": "char", "decay_steps": 2000, "batch_size": 32, "context": 64,
+           "n_layer": 4, "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100,
+           "eval_every": 250, "log_every": 100, "attention": "causal"},
+    "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
+                 "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
+                 "log_every": 100, "attention": "bidirectional"},
+    # translate: a batch_size of 1 token-count batch (of --batch-tokens) per micro-batch; the
+    # attention named is the encoder's (the decoder's is causal)
+    "translate": {"tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
+                  "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 200,
+                  "log_every": 100, "attention": "bidirectional"},
+}
+
+_INF = math.inf
+_INT_MAX = 2**63 - 1
+# name -> (low, high), both inclusive; a half-open end is marked by a nested tuple.
+_RANGES: dict[str, tuple[Any, Any]] = {
+    "seed": (0, _INT_MAX),
+    "max_steps": (1, _INF),
+    "decay_steps": (1, _INF),
+    "batch_size": (1, _INF),
+    "grad_accum_steps": (1, _INF),
+    "context": (1, _INF),
+    "n_layer": (1, _INF),
+    "n_head": (1, _INF),
+    "d_model": (1, _INF),
+    "dropout": (0.0, (1.0,)),
+    "lr": ((0.0,), _INF),
+    "min_lr": (0.0, _INF),
+    "warmup_steps": (0, _INF),
+    "beta1": (0.0, (1.0,)),
+    "beta2": (0.0, (1.0,)),
+    "weight_decay": (0.0, _INF),
+    "grad_clip": (0.0, _INF),
+    "eval_every": (1, _INF),
+    "eval_batches": (1, _INF),
+    "log_every": (1, _INF),
+    "peak_flops": ((0.0,), _INF),
+    "sample_tokens": (0, _INF),
+    "epochs": (1, _INF),
+    "val_every_nth": (2, _INF),
+    "vocab_size": (5, _INF),
+    "min_count": (1, _INF),
+    "lora_rank": (0, 65536),
+    "lora_alpha": ((0.0,), 1e9),
+    "d_ff": (1, _INF),
+    "batch_tokens": (1, _INF),
+    "label_smoothing": (0.0, (1.0,)),
+    "beam_size": (1, _INF),
+    "length_penalty": (0.0, _INF),
+}
+
+_LEARNED_TOKENIZERS = ("word", "bpe")
+
+
+def _check_translate(cfg: TrainConfig) -> None:
+    """Two files each for --data and --val-data, a learned vocabulary, a fresh model."""
+    for name in ("data", "val_data"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ValueError(f"--task translate needs {_flag(name)} SOURCE_FILE TARGET_FILE "
+                             "(two line-aligned files)")
+    if cfg.tokenizer not in _LEARNED_TOKENIZERS:
+        raise ValueError(f"--task translate learns its vocabulary: --tokenizer "
+                         f"{' or '.join(_LEARNED_TOKENIZERS)}, not {cfg.tokenizer}")
+    if cfg.init_from is not None:
+        raise ValueError("--init-from starts from a language model; --task translate trains "
+                         "an encoder-decoder from scratch")
+    if cfg.attention != "bidirectional":
+        raise ValueError("--attention causal: translate's encoder is bidirectional (its decoder "
+                         "is causal)")
+
+
+def _in_range(value: float, low: Any, high: Any) -> bool:
+    """Inside the bounds and finite: an infinite --lr passes any lower bound, then the run
+    dies at its first steps."""
+    above = value > low[0] if isinstance(low, tuple) else value >= low
+    below = value < high[0] if isinstance(high, tuple) else value <= high
+    return above and below and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _range_text(low: Any, high: Any) -> str:
+    left = f"> {low[0]}" if isinstance(low, tuple) else f">= {low}"
+    if high is _INF:
+        return f"a finite number {left}"
+    right = f"< {high[0]}" if isinstance(high, tuple) else f"<= {high}"
+    return f"{left} and {right}"
+
+
+def _check_range(name: str, value: Any) -> None:
+    if name not in _RANGES or value is None:
+        return
+    low, high = _RANGES[name]
+    if _base_type(name) is int and high is _INF:
+        high = _INT_MAX  # an integer option becomes a NumPy integer somewhere
+    if not _in_range(value, low, high):
+        raise ValueError(f"{_flag(name)} must be {_range_text(low, high)}, got {short(value)}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+PATH_LISTS = ("data", "val_data")  # one path, or several (one file per class)
+
+
+def _base_type(name: str) -> type:
+    """int, float, bool or str: the field's type without its ``| None`` (and, for the path
+    options, without their ``| list[str]``)."""
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _optional(name: str) -> bool:
+    return type(None) in typing.get_args(_HINTS[name])
+
+
+def _check_type(name: str, value: Any) -> Any:
+    """``value`` if it fits field ``name`` (an int is accepted for a float); else ValueError."""
+    kind = _base_type(name)
+    if value is None and _optional(name):
+        return None
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if name in PATH_LISTS and isinstance(value, list) and value \
+            and all(isinstance(v, str) for v in value):
+        return value[0] if len(value) == 1 else value
+    noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+    if name in PATH_LISTS:
+        noun = "a path or a list of paths"
+    raise ValueError(f"{_flag(name)} must be {noun}, got {short(value)}")
+
+
+def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Refuse unknown keys; accept ``max-steps`` for ``max_steps`` as on the command line."""
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELD_NAMES:
+            raise ValueError(
+                f"{source}: unknown option {short(key)} (known: {', '.join(_FIELD_NAMES)})"
+            )
+        out[name] = value
+    return out
+
+
+# A config file holds a few dozen options.
+CONFIG_FILE_BYTES = 1 << 20
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Options from a ``.json`` object or a ``.toml`` table (keys as field or flag names)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise InputError(f"{p}: a config file must end in .json or .toml")
+    raw = read_regular_bytes(p, CONFIG_FILE_BYTES, "config file")
+    if suffix == ".json":
+        values = parse_json(raw, str(p))
+    else:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            raise InputError(f"{p}: TOML config files need Python 3.11+; use JSON") from None
+        try:
+            values = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{p}: not UTF-8 (bad byte at offset {e.start})") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as e:
+            why = str(e) if isinstance(e, tomllib.TOMLDecodeError) else "nested too deeply"
+            raise InputError(f"{p}: invalid TOML ({why})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{p}: expected a JSON object of options")
+    values = check_fields(values, str(p))
+    for name, value in values.items():
+        try:
+            _check_type(name, value)
+            _check_range(name, value)
+        except ValueError as e:
+            raise InputError(f"{p}: {e}") from None
+    return values
+
+
+_HELP = {
+    "task": "lm: language modelling; classify: train or fine-tune a sentence classifier; "
+    "translate: train an encoder-decoder Transformer on parallel text",
+    "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
+    "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
+    "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
+    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
+    "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
+    "of --data); translate: SOURCE_FILE TARGET_FILE",
+    "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
+    "out": "run folder: checkpoints, metrics.jsonl, train_config.json",
+    "device": "cpu, cuda or cuda:N",
+    "seed": "seed for initial weights, batches and dropout",
+    "max_steps": "optimizer steps to train for (in total, when resuming)",
+    "decay_steps": "the learning rate follows a cosine from --lr to --min-lr over this many "
+    "steps (warmup included), then stays at --min-lr; it never depends on --max-steps, so a run "
+    "stopped early and resumed matches one long run",
+    "batch_size": "sequences per micro-batch on each rank: a step trains on batch-size x "
+    "grad-accum-steps x ranks sequences",
+    "grad_accum_steps": "micro-batches whose gradients are accumulated before each optimizer "
+    "step (a larger batch in the same memory)",
+    "context": "tokens per sequence (the model's context length)",
+    "n_layer": "Transformer layers",
+    "n_head": "attention heads per layer",
+    "d_model": "model width",
+    "dropout": "dropout probability",
+    "norm": "pre: LayerNorm before each sublayer (GPT-2); post: after (original Transformer)",
+    "positional": "position encoding",
+    "lr": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_steps": "steps of linear learning-rate warmup",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "weight_decay": "AdamW decoupled weight decay (Linear weights only)",
+    "grad_clip": "clip the global gradient norm to this (0: off)",
+    "eval_every": "evaluate and save a checkpoint every N steps",
+    "eval_batches": "batches (as large as a training step's) of train and of val text per "
+    "evaluation (lm; classify evaluates the whole val file and this many batches of train rows)",
+    "log_every": "print a log line every N steps",
+    "init_from": "start from the weights of this language-model checkpoint (run folder or "
+    "checkpoint folder)",
+    "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
+    "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
+    "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
+    "of --max-steps; translate: passes over the token batches",
+    "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
+    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
+    "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
+    "bpe 8000)",
+    "min_count": "word/bpe: leave out words seen fewer times than this",
+    "lowercase": "word/bpe: lower-case text before tokenizing",
+    "attention": "classify: bidirectional (an encoder: each token sees the whole sentence, "
+    "padding masked) or causal (a GPT body)",
+    "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
+    "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
+    "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
+    "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
+    "more time), attention drops the attention probabilities (grows with context squared)",
+    "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
+    "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
+    "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",
+    "lora_alpha": "LoRA scale: the update is (alpha / rank) B A",
+    "lora_targets": "comma-separated Linear layers to adapt: qkv (attention's packed "
+    "query/key/value), out (attention output), fc and proj (feed-forward)",
+    "d_ff": "translate: feed-forward width (default: 4 x --d-model)",
+    "embeddings": "translate: one embedding table for source and target, or one each (the "
+    "output layer is tied to the target's)",
+    "batch_tokens": "translate: tokens per batch (source + target, padding included); "
+    "--batch-size counts such batches per micro-batch",
+    "label_smoothing": "translate: label smoothing of the training loss",
+    "beam_size": "translate: beam size of the val BLEU decoding (1: greedy)",
+    "length_penalty": "translate: beam hypotheses are ranked by log p / length ** this",
+}
+
+
+def _default_text(name: str) -> str:
+    """`` (default: X)``, or the default of each task where they differ."""
+    default = getattr(TrainConfig, name)
+    per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
+    if name == "max_steps":
+        per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}",
+                    "translate": f"--epochs {TRANSLATE_EPOCHS}"}
+    if name == "decay_steps":
+        per_task["classify"] = per_task["translate"] = "the whole run"
+    if name == "epochs":
+        per_task = {"classify": CLASSIFY_EPOCHS, "translate": TRANSLATE_EPOCHS}
+    if name == "eval_every":
+        per_task["classify"] = per_task["translate"] = "twice an epoch"
+    if per_task:
+        return " (default: " + "; ".join(f"{t} {v}" for t, v in per_task.items()) + ")"
+    return "" if default is None else f" (default: {default})"
+
+
+_METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "device": "DEVICE",
+             "init_from": "DIR"}
+_TYPE_METAVARS = {int: "N", float: "X"}
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """Flags for every TrainConfig field, absent from the result unless given."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, argument_default=argparse.SUPPRESS
+    )
+    for name in _FIELD_NAMES:
+        kind = _base_type(name)
+        help_text = f"{_HELP[name]}{_default_text(name)}"
+        if kind is bool:
+            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+            continue
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            type=kind,
+            nargs="+" if name in PATH_LISTS else None,
+            choices=CHOICES.get(name),
+            metavar=None if name in CHOICES else _METAVARS.get(name, _TYPE_METAVARS.get(kind)),
+            help=help_text,
+        )
+    parser.add_argument(
+        "--config", metavar="FILE", default=None, help="JSON or TOML file of options"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the run in --out from its latest checkpoint",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=False,
+        help="start a new run in an --out folder that already holds one (deleting it)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        default=False,
+        help="data-parallel training across the processes started by mpiexec (needs mpi4py)",
+    )
+    return parser

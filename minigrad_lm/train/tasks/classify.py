@@ -1,0 +1,195 @@
+"""Sentence classification: the task, its encoding of sentences and its scoring.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ... import backend
+from ...data.labeled import LabeledRows, encode_classification, load_labeled
+from ...data.tokenizer import tokenizer_from_dict
+from ...engine.tensor import Tensor
+from ...nn import functional as F
+from ..config import TrainConfig
+from ..distributed import LOCAL, World
+from .common import (
+    EPOCH_STREAM,
+    EVAL_STREAM,
+    MAJORITY_MARGIN,
+    evaluating,
+    fingerprint,
+    new_tokenizer,
+    tokenizer_kind,
+)
+
+
+class ClassifyTask:
+    """Sentence classification: each epoch visits every training row once, in an order of its
+    own drawn from the run's seed; evaluation scores the whole val set."""
+
+    name = "classify"
+    best_metric = "val_acc"
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None):
+        self.cfg = cfg
+        train = load_labeled(cfg.data, cfg.encoding)
+        if cfg.val_data is not None:
+            val = load_labeled(cfg.val_data, cfg.encoding)
+        else:
+            train, val = train.hold_out_every(cfg.val_every_nth)
+        self.tokenizer = _classify_tokenizer(cfg, source_tokenizer, train.texts)
+        self.tokenizer_dict = self.tokenizer.to_dict()
+        self.vocab_size = self.tokenizer.vocab_size
+        self.train_ids, self.train_len, self.train_cut = encode_sentences(
+            self.tokenizer, train.texts, cfg.context, cfg.pooling, train.names())
+        self.val_ids, self.val_len, self.val_cut = encode_sentences(
+            self.tokenizer, val.texts, cfg.context, cfg.pooling, val.names())
+        self.train_labels, self.val_labels = train.labels, val.labels
+        self.num_classes = num_classes or max(
+            2, int(max(train.labels.max(), val.labels.max())) + 1)
+        self._check_labels(train)
+        self._check_labels(val)
+        self.train_rows = len(train.labels)
+        self.sources = (train.files, val.files)
+        majority = np.bincount(self.train_labels).argmax()
+        self.majority = float(np.mean(self.val_labels == majority))
+
+    def _check_labels(self, rows: LabeledRows) -> None:
+        bad = np.flatnonzero(rows.labels >= self.num_classes)
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{rows.names()[i]}: label {int(rows.labels[i])}, but the checkpoint's "
+                f"classifier has {self.num_classes} classes (0..{self.num_classes - 1})"
+            )
+
+    def describe(self) -> list[str]:
+        cfg = self.cfg
+        counts = np.bincount(self.train_labels, minlength=self.num_classes)
+        val_from = (f"every {cfg.val_every_nth}th line held out" if cfg.val_data is None
+                    else ", ".join(self.sources[1]))
+        lines = [
+            (f"data: {', '.join(self.sources[0])}: {self.train_rows:,} train rows (per class "
+             f"{', '.join(map(str, counts))}); val ({val_from}): {len(self.val_labels):,} rows; "
+             f"{self.num_classes} classes"),
+            (f"vocabulary {self.vocab_size:,} ({tokenizer_kind(self.tokenizer_dict)}); "
+             f"sentences: mean {self.train_len.mean():.1f}, max {self.train_len.max()} tokens"),
+        ]
+        if self.train_cut or self.val_cut:
+            lines.append(
+                f"note: {self.train_cut:,} train and {self.val_cut:,} val sentences are longer "
+                f"than --context {cfg.context} tokens and were cut to it")
+        lines.append(f"majority-class baseline: val accuracy {self.majority:.1%}")
+        return lines
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.cfg.seed, EPOCH_STREAM, epoch]).permutation(
+            self.train_rows)
+
+    def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
+        """The ``size`` training rows of step ``step``: the next ones in the concatenation of
+        the epochs' orders. A function of the step alone, so a resumed run (mid-epoch too)
+        picks the rows the uninterrupted one would have."""
+        start = step * size
+        first, last = start // self.train_rows, (start + size - 1) // self.train_rows
+        order = np.concatenate([self._epoch_order(e) for e in range(first, last + 1)])
+        offset = start - first * self.train_rows
+        return order[offset:offset + size]
+
+    def batch_at(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The rows' ids, cut to the longest of them (padding past it is never looked at)."""
+        lengths = self.train_len[rows]
+        width = int(lengths.max())
+        return self.train_ids[rows, :width], lengths, self.train_labels[rows]
+
+    @staticmethod
+    def tokens(batch) -> int:
+        """The real tokens of a batch (padding is not work done)."""
+        return int(batch[1].sum())
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.train_ids, self.train_labels, self.val_ids, self.val_labels)
+
+    def loss(self, model, batch) -> Tensor:
+        ids, lengths, labels = batch
+        return F.cross_entropy(model(ids, lengths), labels)
+
+    def _score(self, model, ids, lengths, labels, world: World) -> tuple[float, float]:
+        total_loss, correct = score_classifier(model, ids, lengths, labels,
+                                               self.cfg.batch_size, world)
+        return world.sum(total_loss) / len(labels), world.sum(correct) / len(labels)
+
+    def evaluate(self, model, world: World = LOCAL) -> dict[str, float]:
+        """Loss and accuracy on the whole val set and on a fixed sample of train rows (the
+        ranks share the batches)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, EVAL_STREAM])
+        step_rows = cfg.batch_size * cfg.grad_accum_steps * world.size
+        n = min(self.train_rows, cfg.eval_batches * step_rows)
+        rows = np.sort(rng.permutation(self.train_rows)[:n])
+        with evaluating(model):
+            train_loss, train_acc = self._score(
+                model, self.train_ids[rows], self.train_len[rows], self.train_labels[rows], world
+            )
+            val_loss, val_acc = self._score(model, self.val_ids, self.val_len, self.val_labels,
+                                            world)
+        return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                "val_acc": val_acc}
+
+    @staticmethod
+    def improves(metrics: dict[str, float], best: float | None) -> bool:
+        return best is None or metrics["val_acc"] > best
+
+    def eval_line(self, step: int, m: dict[str, Any]) -> str:
+        return (
+            f"step {step}: train {m['train_loss']:.4f} (acc {m['train_acc']:.1%}) | val "
+            f"{m['val_loss']:.4f} (acc {m['val_acc']:.1%}) | majority {self.majority:.1%}"
+        )
+
+    def finish(self, model, best: float | None) -> list[str]:
+        """A warning when the classifier never beat predicting the most frequent class."""
+        if best is None or best > self.majority + MAJORITY_MARGIN:
+            return []
+        return [f"warning: the best val accuracy, {best:.1%}, is no better than always "
+                f"predicting the most frequent class ({self.majority:.1%}): the model has not "
+                "learned the task; try a lower --lr, more --epochs or another --tokenizer"]
+
+
+def encode_sentences(tokenizer, texts: list[str], context: int, pooling: str,
+                     names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ids, lengths and the number of sentences cut, as a classifier with ``pooling`` reads
+    them: after a [CLS] token for ``"cls"``."""
+    prefix = ()
+    if pooling == "cls":
+        if getattr(tokenizer, "cls_id", None) is None:
+            raise ValueError("pooling cls: the tokenizer has no [CLS] token (use a word or bpe "
+                             "tokenizer)")
+        prefix = (tokenizer.cls_id,)
+    return encode_classification(texts, tokenizer, context, names, prefix)
+
+
+def score_classifier(model, ids, lengths, labels, batch_size: int,
+                     world: World = LOCAL) -> tuple[float, int]:
+    """(summed cross-entropy, number right) over this rank's share of the rows, in batches
+    cut to their longest sentence."""
+    total_loss, correct = 0.0, 0
+    starts = range(0, len(labels), batch_size)
+    for lo in starts[world.rank::world.size]:  # the ranks take turns
+        part = slice(lo, lo + batch_size)
+        width = int(lengths[part].max())
+        logits = model(ids[part, :width], lengths[part])
+        total_loss += F.cross_entropy(logits, labels[part], reduction="sum").item()
+        pred = backend.to_numpy(logits.data.argmax(axis=-1))
+        correct += int((pred == labels[part]).sum())
+    return total_loss, correct
+
+
+def _classify_tokenizer(cfg: TrainConfig, source_tokenizer: dict | None, texts: list[str]):
+    """The checkpoint's tokenizer, or one learned from the training sentences."""
+    if source_tokenizer is not None:
+        if source_tokenizer.get("type") == "external":
+            raise ValueError("the checkpoint was trained on token ids without a tokenizer; "
+                             "it cannot encode sentences")
+        return tokenizer_from_dict(source_tokenizer)
+    return new_tokenizer(cfg, texts)

@@ -1,0 +1,237 @@
+"""Next-token prediction on a corpus: the language-model task and its scoring.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from ... import backend
+from ...data.corpus import default_corpus
+from ...data.text import (
+    load_text,
+    load_token_folder,
+    read_vocab_json,
+    split_train_val,
+    unigram_baseline,
+    windows,
+)
+from ...data.tokenizer import CharTokenizer, tokenizer_from_dict
+from ...engine.tensor import Tensor
+from ...inference.sampling import generate
+from ...nn import functional as F
+from ..checkpoint import external_tokenizer_dict
+from ..config import TrainConfig
+from ..distributed import LOCAL, World
+from .common import (
+    EVAL_STREAM,
+    SAMPLE_TEMPERATURE,
+    VAL_FRACTION,
+    check_length,
+    encode_text,
+    evaluating,
+    fingerprint,
+    hold_out_lines,
+    joined,
+    new_tokenizer,
+    paths,
+    tokenizer_kind,
+)
+
+
+class LMTask:
+    """Next-token prediction: random windows of ``context`` tokens from the train split."""
+
+    name = "lm"
+    num_classes = None
+    best_metric = "val_loss"
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
+        self.cfg = cfg
+        folder = Path(cfg.data) if isinstance(cfg.data, str) else None
+        if folder is not None and folder.is_dir() and (folder / "train.bin").exists():
+            self._load_token_folder(folder, source_tokenizer)
+        else:
+            self._load_text(source_tokenizer)
+        name = joined(cfg.data) if cfg.data is not None else "the default corpus"
+        check_length(self.train, cfg.context, f"{name}: the training split")
+        val_name = joined(cfg.val_data) if cfg.val_data is not None else name
+        check_length(self.val, cfg.context, f"{val_name}: the validation split")
+        self.vocab_size = self._vocab_size()
+        self.unigram = unigram_baseline(self.train, self.val, self.vocab_size)
+
+    def _vocab_size(self) -> int:
+        if self.tokenizer is not None:
+            return self.tokenizer.vocab_size
+        return self.tokenizer_dict["vocab_size"]
+
+    def _load_token_folder(self, folder: Path, source_tokenizer: dict | None) -> None:
+        if self.cfg.val_data is not None:
+            raise ValueError(f"--val-data: {folder} is a token folder; its val.bin is the val set")
+        self.train, self.val, tok = load_token_folder(folder)
+        tok = tok or external_tokenizer_dict(read_vocab_json(folder)[1])
+        if source_tokenizer is not None and source_tokenizer != tok:
+            raise ValueError(f"{folder}/vocab.json: not the checkpoint's tokenizer")
+        self.tokenizer_dict = tok
+        self.tokenizer = None if tok["type"] == "external" else tokenizer_from_dict(tok)
+        self.source = (
+            f"{folder}: {len(self.train):,} train and {len(self.val):,} val token ids"
+        )
+
+    def _load_text(self, source_tokenizer: dict | None) -> None:
+        cfg = self.cfg
+        if cfg.data is None:
+            text = default_corpus()
+            digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+            self.source = (
+                f"docstrings of the Python {platform.python_version()} standard library, "
+                f"{len(text):,} characters (sha256 {digest})"
+            )
+            texts = [text]
+        else:
+            texts = [load_text(p, cfg.encoding) for p in paths(cfg.data)]
+            self.source = f"{joined(cfg.data)}, {sum(map(len, texts)):,} characters"
+        val_text = None
+        if cfg.val_data is not None:
+            val_text = "\n".join(load_text(p, cfg.encoding) for p in paths(cfg.val_data))
+        elif cfg.val_every_nth is not None:
+            texts, held_out = zip(*(hold_out_lines(t, cfg.val_every_nth) for t in texts))
+            val_text = "\n".join(held_out)
+        text = "\n".join(texts)
+        if source_tokenizer is not None:
+            if source_tokenizer.get("type") == "external":
+                raise ValueError(
+                    "the checkpoint was trained on token ids without a tokenizer; it cannot "
+                    "encode text (give --data a token folder)"
+                )
+            tokenizer = tokenizer_from_dict(source_tokenizer)
+        elif cfg.tokenizer == "char":
+            # Validation characters join the vocabulary: they are known now, and an error
+            # about them would only stop the run.
+            tokenizer = CharTokenizer.from_text(text + (val_text or ""), unknown=True)
+        else:
+            tokenizer = new_tokenizer(cfg, text.split("\n"))
+        name = joined(cfg.data) if cfg.data is not None else "default corpus"
+        ids = encode_text(tokenizer, text, name)
+        if val_text is None:
+            self.train, self.val = split_train_val(ids, VAL_FRACTION)
+            self.source += f", split {1 - VAL_FRACTION:.0%}/{VAL_FRACTION:.0%} into train/val"
+        else:
+            self.train, self.val = ids, encode_text(tokenizer, val_text, joined(cfg.val_data)
+                                                     if cfg.val_data else name)
+            held = (f"every {cfg.val_every_nth}th line" if cfg.val_data is None
+                    else joined(cfg.val_data))
+            self.source += f"; val: {held}, {len(val_text):,} characters"
+        self.tokenizer, self.tokenizer_dict = tokenizer, tokenizer.to_dict()
+
+    def describe(self) -> list[str]:
+        return [
+            f"data: {self.source}",
+            (
+                f"tokens: {len(self.train):,} train, {len(self.val):,} val; vocabulary "
+                f"{self.vocab_size:,} ({tokenizer_kind(self.tokenizer_dict)})"
+            ),
+            f"unigram baseline (token frequencies, no context): val loss {self.unigram:.4f}",
+        ]
+
+    def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
+        """Where the ``size`` training windows of one step start (the step's one random draw,
+        the same as :func:`~minigrad_lm.data.sample_batch`'s)."""
+        return rng.integers(0, len(self.train) - self.cfg.context, size=size)
+
+    def batch_at(self, starts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The training windows that start at ``starts``: inputs and next-token targets."""
+        return windows(self.train, starts, self.cfg.context)
+
+    @staticmethod
+    def tokens(batch) -> int:
+        return batch[0].size
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.train, self.val)
+
+    def loss(self, model, batch) -> Tensor:
+        x, y = batch
+        return model.loss(x, y)
+
+    def _score(self, model, ids, rng, world: World) -> tuple[float, float]:
+        cfg = self.cfg
+        per_rank = cfg.batch_size * cfg.grad_accum_steps
+        loss_sum, correct = 0.0, 0
+        for _ in range(cfg.eval_batches):
+            # Drawn like training batches, so the scored windows never depend on the ranks.
+            starts = rng.integers(0, len(ids) - cfg.context, size=per_rank * world.size)
+            mine = starts[world.rank * per_rank:(world.rank + 1) * per_rank]
+            for lo in range(0, per_rank, cfg.batch_size):
+                x, y = windows(ids, mine[lo:lo + cfg.batch_size], cfg.context)
+                logits = model(x)
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += int((backend.to_numpy(logits.data.argmax(axis=-1)) == y).sum())
+        tokens = cfg.eval_batches * per_rank * world.size * cfg.context
+        return world.sum(loss_sum) / tokens, world.sum(correct) / tokens
+
+    def evaluate(self, model, world: World = LOCAL) -> dict[str, float]:
+        """Mean loss on ``eval_batches`` fixed train and val batches (as large as a training
+        step's, each rank scoring its rows); val ppl and accuracy."""
+        rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM])
+        with evaluating(model):
+            train_loss, _ = self._score(model, self.train, rng, world)
+            val_loss, val_acc = self._score(model, self.val, rng, world)
+        return {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 700.0)),
+            "val_acc": val_acc,
+        }
+
+    def eval_line(self, step: int, m: dict[str, float]) -> str:
+        return (
+            f"step {step}: train {m['train_loss']:.4f} | val {m['val_loss']:.4f} "
+            f"(ppl {m['val_ppl']:.2f}, acc {m['val_acc']:.1%}) | unigram {self.unigram:.4f}"
+        )
+
+    @staticmethod
+    def improves(metrics: dict[str, float], best: float | None) -> bool:
+        return best is None or metrics["val_loss"] < best
+
+    def finish(self, model, best: float | None) -> list[str]:
+        """A sample from the trained model, started at a newline (a fresh docstring)."""
+        n = self.cfg.sample_tokens
+        if n == 0:
+            return []
+        prompt = self._sample_prompt()
+        new = generate(model, prompt, n, temperature=SAMPLE_TEMPERATURE, seed=self.cfg.seed)
+        head = f"sample ({n} tokens, temperature {SAMPLE_TEMPERATURE}, seed {self.cfg.seed}):"
+        if self.tokenizer is None:
+            return [head, " ".join(map(str, new.tolist()))]
+        return [head, self.tokenizer.decode(np.concatenate([prompt, new]))]
+
+    def _sample_prompt(self) -> np.ndarray:
+        sep = getattr(self.tokenizer, "sep_id", None)
+        if sep is not None:  # a line starts after a [SEP]
+            return np.array([sep], np.int64)
+        if self.tokenizer is not None:
+            try:
+                return self.tokenizer.encode("\n")
+            except ValueError:  # a corpus without newlines
+                pass
+        return np.asarray(self.val[:1], dtype=np.int64)
+
+
+def score_lm(model, ids: np.ndarray, context: int, batch_size: int) -> tuple[float, int, int]:
+    """(summed next-token cross-entropy, number right, tokens scored) over ``ids`` cut into
+    consecutive windows of ``context`` inputs (each scores every one of its targets)."""
+    n = (len(ids) - 1) // context
+    if n == 0:
+        raise ValueError(f"{len(ids)} tokens: need more than the model's context of {context}")
+    starts = np.arange(n) * context
+    total_loss, correct = 0.0, 0
+    for lo in range(0, n, batch_size):
+        x, y = windows(ids, starts[lo:lo + batch_size], context)
+        logits = model(x)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((backend.to_numpy(logits.data.argmax(axis=-1)) == y).sum())
+    return total_loss, correct, n * context

@@ -1,0 +1,274 @@
+"""The translation task: parallel text, token-count batches, loss, val loss and val BLEU.
+
+``--data SRC TGT`` and ``--val-data SRC TGT`` are line-aligned UTF-8 files (gzip is recognised
+by its magic bytes and read transparently). A pair with an empty side carries nothing to learn
+or score: such pairs are skipped and counted in the run's header (the counts and the first line
+are printed). Training pairs longer than ``--context`` tokens are skipped and counted too; a
+validation pair that long is an error naming its line, so val BLEU is always over the whole
+file. One vocabulary (``--tokenizer bpe`` or ``word``, learned from both sides of the training
+data) serves source and target; the decoder starts at ``[CLS]`` and stops at ``[SEP]``.
+
+Batches hold up to ``--batch-tokens`` tokens (source + target, padding included): pairs sorted
+by length are cut into batches once, so padding stays low, and each epoch visits every batch
+once in a new seeded order (``--batch-size`` batches per micro-batch, 1 by default). The order
+is a function of the step alone, so ``--resume`` continues bit-identically, mid-epoch too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...data.trained_tokenizer import SEP, TrainedTokenizer
+from ...engine.tensor import Tensor
+from ...inference.decoding import DecodeOptions, translate_ids
+from ...io.untrusted import read_regular_bytes
+from ...models.seq2seq import Seq2SeqConfig
+from ...nn import functional as F
+from ..config import TrainConfig
+from ..distributed import LOCAL, World
+from .common import EPOCH_STREAM, EVAL_STREAM, evaluating, fingerprint, new_tokenizer
+
+__all__ = ["TranslateTask", "bleu", "read_lines", "read_parallel"]
+
+SHUFFLE_STREAM = 5  # ties between equally long pairs are broken by this stream of the seed
+EXAMPLES = 3
+
+
+def read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file, gzipped or not (without their line endings)."""
+    p = Path(path)
+    raw = read_regular_bytes(p, 1 << 62)  # a folder, FIFO or device is refused by name
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{p}: not a readable gzip file ({e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{p}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start another
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_parallel(src_path: str, tgt_path: str
+                  ) -> tuple[list[str], list[str], list[int], list[int]]:
+    """(sources, targets, their line numbers, line numbers of skipped pairs with an empty
+    side) of two line-aligned files."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise ValueError(f"{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}: "
+                         "parallel files must be line-aligned")
+    kept, empty = [], []
+    for i, (s, t) in enumerate(zip(src, tgt), start=1):
+        (kept if s.strip() and t.strip() else empty).append(i)
+    if not kept:
+        raise ValueError(f"{src_path}, {tgt_path}: no sentence pair with text on both sides")
+    return [src[i - 1] for i in kept], [tgt[i - 1] for i in kept], kept, empty
+
+
+def _sacrebleu():
+    try:
+        import sacrebleu
+    except ModuleNotFoundError:
+        raise ValueError("translation scores BLEU with sacrebleu: pip install sacrebleu") from None
+    return sacrebleu
+
+
+def bleu(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus BLEU (sacrebleu's standard 13a tokenization, on detokenized text), 0-100."""
+    return float(_sacrebleu().corpus_bleu(hypotheses, [references]).score)
+
+
+def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int,
+                  rng: np.random.Generator) -> list[np.ndarray]:
+    """Pair indices cut into batches of at most max_tokens padded tokens (a longer pair is a
+    batch alone), sorted by length so that batch-mates are alike."""
+    order = np.lexsort((rng.random(len(src_lens)), tgt_lens, src_lens))
+    batches, start, longest_src, longest_tgt = [], 0, 0, 0
+    for n, i in enumerate(order):
+        s, t = max(longest_src, src_lens[i]), max(longest_tgt, tgt_lens[i])
+        if n > start and (n - start + 1) * (s + t) > max_tokens:
+            batches.append(order[start:n])
+            start, s, t = n, src_lens[i], tgt_lens[i]
+        longest_src, longest_tgt = s, t
+    batches.append(order[start:])
+    return batches
+
+
+class TranslateTask:
+    """Sequence-to-sequence training on parallel text, evaluated by val loss and val BLEU."""
+
+    name = "translate"
+    num_classes = None
+    best_metric = "val_bleu"
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
+        self.cfg = cfg
+        _sacrebleu()  # missing: fail before any work
+        train_src, train_tgt, train_lines, self.train_empty = read_parallel(*cfg.data)
+        self.val_src, self.val_tgt, val_lines, self.val_empty = read_parallel(*cfg.val_data)
+        if source_tokenizer is not None:
+            self.tokenizer = TrainedTokenizer.from_dict(source_tokenizer)
+        else:
+            self.tokenizer = new_tokenizer(cfg, train_src + train_tgt)
+        self.tokenizer_dict = self.tokenizer.to_dict()
+        self.vocab_size = self.tokenizer.vocab_size
+        self.pad, self.bos, self.eos = (self.tokenizer.pad_id, self.tokenizer.cls_id,
+                                        self.tokenizer.token_id(SEP))
+        src, tgt = self._encode(train_src), self._encode(train_tgt, eos=False)
+        fits = [i for i in range(len(src)) if self._fits(src[i], tgt[i])]
+        self.train_too_long = len(src) - len(fits)
+        if not fits:
+            raise ValueError(f"{cfg.data[0]}: every pair is longer than --context {cfg.context}")
+        self.src, self.tgt = [src[i] for i in fits], [tgt[i] for i in fits]
+        self.val_src_ids = self._encode(self.val_src)
+        self.val_tgt_ids = self._encode(self.val_tgt, eos=False)
+        for i, line in enumerate(val_lines):
+            if not self._fits(self.val_src_ids[i], self.val_tgt_ids[i]):
+                raise ValueError(
+                    f"{cfg.val_data[0]}:{line}: the pair has {len(self.val_src_ids[i])} and "
+                    f"{len(self.val_tgt_ids[i]) + 1} tokens, more than --context {cfg.context}")
+        order_rng = np.random.default_rng([cfg.seed, SHUFFLE_STREAM])
+        self.batches = token_batches(*self._lengths(self.src, self.tgt), cfg.batch_tokens,
+                                     order_rng)
+        self.val_batches = token_batches(*self._lengths(self.val_src_ids, self.val_tgt_ids),
+                                         cfg.batch_tokens, order_rng)
+        self.train_rows = len(self.batches)  # the Trainer's epochs count batches
+
+    def _encode(self, lines: list[str], eos: bool = True) -> list[np.ndarray]:
+        ids = self.tokenizer.encode_batch(lines)
+        return [np.append(a, self.eos) for a in ids] if eos else ids
+
+    def _fits(self, src: np.ndarray, tgt: np.ndarray) -> bool:
+        return len(src) <= self.cfg.context and len(tgt) + 1 <= self.cfg.context
+
+    @staticmethod
+    def _lengths(src, tgt) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([len(s) for s in src]), np.array([len(t) + 1 for t in tgt])
+
+    def model_config(self) -> Seq2SeqConfig:
+        """A fresh model's shape, from the options and the vocabulary."""
+        cfg = self.cfg
+        return Seq2SeqConfig(
+            vocab_size=self.vocab_size, context_length=cfg.context, n_layer=cfg.n_layer,
+            n_head=cfg.n_head, d_model=cfg.d_model, d_ff=cfg.d_ff or 4 * cfg.d_model,
+            dropout=cfg.dropout, norm_first=cfg.norm == "pre", positional=cfg.positional,
+            share_embeddings=cfg.embeddings == "shared", pad_id=self.pad, bos_id=self.bos,
+            eos_id=self.eos)
+
+    def describe(self) -> list[str]:
+        cfg = self.cfg
+        src_lens, tgt_lens = self._lengths(self.src, self.tgt)
+        real = int(src_lens.sum() + tgt_lens.sum())
+        padded = sum(len(b) * (src_lens[b].max() + tgt_lens[b].max()) for b in self.batches)
+        lines = [
+            f"data: {cfg.data[0]} -> {cfg.data[1]} ({len(self.src):,} pairs), val "
+            f"{cfg.val_data[0]} -> {cfg.val_data[1]} ({len(self.val_src):,} pairs)",
+            f"vocabulary {self.vocab_size:,} ({self.tokenizer.kind}, shared by both sides); "
+            f"{real:,} train tokens in {len(self.batches):,} batches of <= {cfg.batch_tokens:,} "
+            f"tokens ({1 - real / padded:.1%} padding)",
+        ]
+        for what, found, name in (("train", self.train_empty, cfg.data[0]),
+                                  ("val", self.val_empty, cfg.val_data[0])):
+            if found:
+                lines.append(f"skipped {len(found):,} {what} pairs with an empty side (first: "
+                             f"{name}:{found[0]})")
+        if self.train_too_long:
+            lines.append(f"skipped {self.train_too_long:,} train pairs longer than --context "
+                         f"{cfg.context} tokens")
+        return lines
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.cfg.seed, EPOCH_STREAM, epoch]).permutation(
+            len(self.batches))
+
+    def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
+        """The ``size`` batches of step ``step``: the next ones in the concatenation of the
+        epochs' orders (a function of the step alone, so resuming mid-epoch is exact)."""
+        n, start = len(self.batches), step * size
+        first, last = start // n, (start + size - 1) // n
+        order = np.concatenate([self._epoch_order(e) for e in range(first, last + 1)])
+        return order[start - first * n:start - first * n + size]
+
+    def _pad(self, rows: np.ndarray, src, tgt) -> tuple[np.ndarray, ...]:
+        """(source, decoder input, decoder target) arrays of these pairs, padded."""
+        n = len(rows)
+        s = np.full((n, max(len(src[i]) for i in rows)), self.pad, dtype=np.int64)
+        t = np.full((n, max(len(tgt[i]) for i in rows) + 2), self.pad, dtype=np.int64)
+        for r, i in enumerate(rows):
+            s[r, :len(src[i])] = src[i]
+            t[r, 0], t[r, 1:len(tgt[i]) + 1], t[r, len(tgt[i]) + 1] = self.bos, tgt[i], self.eos
+        return s, np.ascontiguousarray(t[:, :-1]), np.ascontiguousarray(t[:, 1:])
+
+    def batch_at(self, picks: np.ndarray) -> tuple[np.ndarray, ...]:
+        rows = np.concatenate([self.batches[b] for b in picks])
+        return self._pad(rows, self.src, self.tgt)
+
+    def tokens(self, batch) -> int:
+        """Real (not padding) source and target tokens of a batch."""
+        src, _, tgt_out = batch
+        return int((src != self.pad).sum() + (tgt_out != self.pad).sum())
+
+    def fingerprint(self) -> str:
+        return fingerprint(np.concatenate(self.src), np.concatenate(self.tgt))
+
+    def loss(self, model, batch) -> Tensor:
+        return model.loss(*batch, label_smoothing=self.cfg.label_smoothing)
+
+    def _nll(self, model, batches, src, tgt, world: World) -> float:
+        """Mean token cross-entropy (no smoothing) over these batches, shared by the ranks."""
+        total, tokens = 0.0, 0
+        for rows in batches[world.rank::world.size]:
+            s, t_in, t_out = self._pad(rows, src, tgt)
+            total += F.cross_entropy(model(s, t_in), t_out, ignore_index=self.pad,
+                                     reduction="sum").item()
+            tokens += int((t_out != self.pad).sum())
+        return world.sum(total) / world.sum(tokens)
+
+    def translate(self, model, sources: list[np.ndarray]) -> list[str]:
+        options = DecodeOptions(beam_size=self.cfg.beam_size,
+                                length_penalty=self.cfg.length_penalty)
+        return [self.tokenizer.decode(h).strip() for h in translate_ids(model, sources, options)]
+
+    def evaluate(self, model, world: World = LOCAL) -> dict[str, Any]:
+        """Val loss and perplexity over the whole val set, train loss on a fixed sample of
+        eval-batches batches, and (on rank 0) val BLEU of beam-size decoding."""
+        rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM])
+        sample = [self.batches[i] for i in
+                  np.sort(rng.permutation(len(self.batches))[:self.cfg.eval_batches])]
+        with evaluating(model):
+            metrics = {"train_loss": self._nll(model, sample, self.src, self.tgt, world),
+                       "val_loss": self._nll(model, self.val_batches, self.val_src_ids,
+                                             self.val_tgt_ids, world)}
+            metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 700.0))
+            if world.is_root:
+                metrics["val_bleu"] = bleu(self.translate(model, self.val_src_ids),
+                                           self.val_tgt)
+        return metrics
+
+    @staticmethod
+    def improves(metrics: dict[str, Any], best: float | None) -> bool:
+        return best is None or metrics["val_bleu"] > best
+
+    def eval_line(self, step: int, m: dict[str, Any]) -> str:
+        return (f"step {step}: train {m['train_loss']:.4f} | val {m['val_loss']:.4f} "
+                f"(ppl {m['val_ppl']:.2f}) | val BLEU {m['val_bleu']:.2f} "
+                f"(beam {self.cfg.beam_size})")
+
+    def finish(self, model, best: float | None) -> list[str]:
+        """A few val sentences with their references and the trained model's translations."""
+        with evaluating(model):
+            hyps = self.translate(model, self.val_src_ids[:EXAMPLES])
+        lines = [f"examples (val, beam {self.cfg.beam_size}):"]
+        for src, ref, hyp in zip(self.val_src, self.val_tgt, hyps):
+            lines += [f"  source: {src}", f"  reference: {ref}", f"  model: {hyp}"]
+        return lines
