@@ -177,7 +177,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def read_json(path: str | os.PathLike[str], spec: Any = None) -> Any:
     """Read a JSON file of a checkpoint (bounded, depth-guarded, checked against ``spec``, see
-    :func:`minigrad_lm.untrusted.read_json_file`); every problem is a :class:`CheckpointError`
+    :func:`minigrad_lm.io.untrusted.read_json_file`); every problem is a :class:`CheckpointError`
     naming file, line or key."""
     try:
         return read_json_file(path, spec)

@@ -1,7 +1,7 @@
 """Checkpoints of a training run: which files they hold and how models come back out of them.
 
 A run folder (``--out DIR``) holds ``latest/`` and ``best/`` checkpoint folders, written with
-:func:`minigrad_lm.checkpoint.write_checkpoint_dir` so a crash mid-save never loses the previous
+:func:`minigrad_lm.io.files.write_checkpoint_dir` so a crash mid-save never loses the previous
 one, plus ``metrics.jsonl`` (one JSON record per line) and ``train_config.json``. A checkpoint
 folder holds only safetensors and JSON, never a pickle:
 
@@ -16,8 +16,8 @@ folder holds only safetensors and JSON, never a pickle:
 - ``checksums.json``: the SHA-256 of every other file. The formats catch truncation and foreign
   files, but a flipped byte inside the weights would load silently without it.
 
-Every JSON file is checked against the shape it must have (:mod:`minigrad_lm.untrusted`) and the
-model's memory is estimated from its config (:mod:`minigrad_lm.memory`) before anything is
+Every JSON file is checked against the shape it must have (:mod:`minigrad_lm.io.untrusted`) and the
+model's memory is estimated from its config (:mod:`minigrad_lm.backend.memory`) before anything is
 built, so a hand-edited or hostile checkpoint is refused with one message naming file and key.
 One process at a time trains into a run folder: :class:`RunLock`.
 """
@@ -116,7 +116,7 @@ MAX_CLASSES = 65536
 # A metrics.jsonl line is a few hundred bytes; a longer one is not a record of ours.
 MAX_METRICS_LINE = 1 << 20
 
-# The shapes of the JSON files (see minigrad_lm.untrusted): checked before any value is used.
+# The shapes of the JSON files (see minigrad_lm.io.untrusted): checked before any value is used.
 MODEL_SPEC = Object({
     "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
     "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
@@ -169,7 +169,7 @@ def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | 
                pooling: str = "mean") -> Module:
     """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
     :class:`Seq2SeqTransformer` for ``translate`` (check the memory first:
-    :func:`minigrad_lm.memory.require`)."""
+    :func:`minigrad_lm.backend.memory.require`)."""
     if task == "translate":
         return Seq2SeqTransformer(config)
     body = GPT(config)

@@ -17,7 +17,7 @@ bit-identically: the weights, optimizer, step and every random state are in the 
 the learning rate depends on the step alone (never on --max-steps), so --max-steps 20 followed
 by --resume --max-steps 40 ends exactly where one 40-step run does.
 
-With --distributed (see :mod:`minigrad_lm.distributed`) each step's global batch of
+With --distributed (see :mod:`minigrad_lm.train.distributed`) each step's global batch of
 batch-size x grad-accum-steps x ranks sequences is drawn from the one seeded stream exactly as a
 single process would draw it, and each rank trains on its own rows: N ranks follow the same
 trajectory as one process with N times the batch (up to float rounding; dropout masks aside).

@@ -138,8 +138,8 @@ class LMTask:
         ]
 
     def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
-        """Where the ``size`` training windows of one step start (the step's one random draw,
-        the same as :func:`~minigrad_lm.data.sample_batch`'s)."""
+        """Where the ``size`` training windows of one step start (the step's one random draw;
+        :func:`~minigrad_lm.data.text.windows` cuts them)."""
         return rng.integers(0, len(self.train) - self.cfg.context, size=size)
 
     def batch_at(self, starts: np.ndarray) -> tuple[np.ndarray, ...]:
