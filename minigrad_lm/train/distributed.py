@@ -23,9 +23,8 @@ training loop has a single code path. From Python, inside an ``mpiexec`` job::
     opt = AdamW(model.parameters())
     world.sync_optimizer(opt)           # rank 0's weights on every rank, checked
     ...                                 # forward and backward on this rank's rows
-    world.allreduce_([g.grad for g in opt.groups])
-    for g in opt.groups:
-        g.grad *= 1.0 / world.size      # the mean over the global batch
+    world.allreduce_(opt.grad_buffers())
+    opt.scale_grads_(1.0 / world.size)  # the mean over the global batch
     opt.step()
 """
 
