@@ -137,6 +137,28 @@ class Optimizer:
         """The flat parameter buffer of each group: what a replica check compares."""
         return [g.data for g in self.groups]
 
+    def buffers(self) -> list:
+        """Every flat buffer: the parameters, then each group's state by name (a replica that
+        holds another's copy of all of them takes the same steps)."""
+        return self.param_buffers() + [st[name] for st in self.state for name in sorted(st)]
+
+    def counts(self) -> tuple[int, list[np.ndarray], list[list[str]]]:
+        """The step counts and the names of the state buffers: the rest of a replica's state."""
+        return (self.step_count, [g.steps.copy() for g in self.groups],
+                [sorted(st) for st in self.state])
+
+    def load_counts(self, counts: tuple[int, list[np.ndarray], list[list[str]]]) -> None:
+        """Take another replica's counts(), allocating the state buffers it names (zeros until
+        its buffers() are copied in)."""
+        self.step_count, steps, names = counts
+        for i, (g, group_steps, keys) in enumerate(zip(self.groups, steps, names)):
+            g.steps = np.array(group_steps, dtype=np.int64)
+            self.state[i] = {key: self._buffer(g, self.state[i], key) for key in keys}
+
+    def layout(self) -> list[list[tuple[tuple[int, ...], str]]]:
+        """Shape and dtype of every parameter, by group: what replicas of one model share."""
+        return [[(tuple(p.shape), str(p.dtype)) for p in g.params] for g in self.groups]
+
     def scale_grads_(self, factor: float) -> None:
         """Multiply every gradient by ``factor`` in place (e.g. a sum over micro-batches into
         their mean)."""

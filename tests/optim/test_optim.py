@@ -257,3 +257,28 @@ def test_state_dict_keeps_per_parameter_steps_and_old_states_load():
     bad = {**state, "buffers": {**state["buffers"], "g0.step": np.array([1, 2, 3])}}
     with pytest.raises(ValueError, match=r"g0.step has shape \(3,\), expected \(2,\)"):
         fresh.load_state_dict(bad)
+
+
+def test_a_replica_given_counts_and_buffers_takes_the_same_steps():
+    """What the distributed code broadcasts (train/distributed.py's sync_optimizer)."""
+    def model_and_opt():
+        p, q = nn.Parameter(np.zeros((2, 2))), nn.Parameter(np.zeros(3))
+        return [p, q], AdamW([{"params": [p]}, {"params": [q], "weight_decay": 0.0}], lr=0.1)
+
+    def step(params, opt, scale):
+        opt.zero_grad()
+        (params[0].sum() * scale + (params[1] * params[1]).sum() + params[1].sum()).backward()
+        opt.step()
+
+    (a, opt_a), (b, opt_b) = model_and_opt(), model_and_opt()
+    for scale in (1.0, -2.0):
+        step(a, opt_a, scale)
+    assert opt_a.layout() == opt_b.layout() == [[((2, 2), "float64")], [((3,), "float64")]]
+    opt_b.load_counts(opt_a.counts())
+    for mine, theirs in zip(opt_b.buffers(), opt_a.buffers(), strict=True):
+        mine[...] = theirs
+    step(a, opt_a, 3.0)
+    step(b, opt_b, 3.0)
+    assert opt_b.step_count == opt_a.step_count == 3
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
