@@ -24,7 +24,7 @@ import numpy as np
 
 import minigrad_lm as mg
 from minigrad_lm.models import GPT
-from minigrad_lm.optim import AdamW, clip_grad_norm_, param_groups
+from minigrad_lm.optim import AdamW, clip_grad_norm_, decay_groups
 from minigrad_lm.train import distributed
 
 from .harness import machine
@@ -40,7 +40,7 @@ def worker(steps: int, warmup: int, device: str, mpi: bool) -> dict:
     cfg, batch = CONFIGS["S"]
     mg.manual_seed(0)
     model = GPT(cfg).to(device)
-    opt = AdamW(param_groups(model, 0.1), lr=1e-4)
+    opt = AdamW(decay_groups(model, 0.1), lr=1e-4)
     world.sync_optimizer(opt)
     ids = np.random.default_rng(world.rank).integers(
         0, cfg.vocab_size, (batch, cfg.context_length + 1))
@@ -51,9 +51,8 @@ def worker(steps: int, warmup: int, device: str, mpi: bool) -> dict:
         start = time.perf_counter()
         opt.zero_grad()
         model.loss(x, y).backward()
-        comm = world.allreduce_([g.grad for g in opt.groups])
-        for g in opt.groups:
-            g.grad *= 1.0 / world.size
+        comm = world.allreduce_(opt.grad_buffers())
+        opt.scale_grads_(1.0 / world.size)
         float(clip_grad_norm_(model.parameters(), 1.0))  # reads the norm: a device sync
         opt.step()
         if i >= warmup:

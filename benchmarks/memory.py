@@ -80,7 +80,7 @@ def _minigrad(spec: dict):
         opt.step()
 
     def state_bytes():
-        arrays = [g.grad for g in opt.groups] + [a for st in opt.state for a in st.values()]
+        arrays = opt.grad_buffers() + [a for st in opt.state for a in st.values()]
         arrays += [g._scratch for g in opt.groups if g._scratch is not None]
         return sum(a.nbytes for a in arrays)
 

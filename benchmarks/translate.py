@@ -28,7 +28,7 @@ import numpy as np
 import minigrad_lm as mg
 from minigrad_lm.inference.decoding import DecodeOptions, translate_ids
 from minigrad_lm.models import Seq2SeqTransformer
-from minigrad_lm.optim import AdamW, clip_grad_norm_, lr_at, param_groups
+from minigrad_lm.optim import AdamW, LRScheduler, clip_grad_norm_, decay_groups, lr_at
 from minigrad_lm.train.config import TrainConfig
 from minigrad_lm.train.distributed import LOCAL
 from minigrad_lm.train.tasks.translate import TranslateTask, bleu
@@ -57,20 +57,20 @@ def _config(args) -> TrainConfig:
 class _Ours:
     name = "minigrad_lm"
 
-    def __init__(self, model, cfg):
+    def __init__(self, model, cfg, steps: int | None):
         self.model = model
-        self.opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+        self.opt = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
                          betas=(cfg.beta1, cfg.beta2))
+        self.lr_schedule = LRScheduler(self.opt, cfg.warmup_steps, steps, cfg.min_lr)
         self.params = model.parameters()
 
-    def step(self, batch, lr, cfg) -> float:
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+    def step(self, batch, cfg) -> float:
         self.opt.zero_grad()
         loss = self.model.loss(*batch, label_smoothing=cfg.label_smoothing)
         loss.backward()
         clip_grad_norm_(self.params, cfg.grad_clip)
         self.opt.step()
+        self.lr_schedule.step()
         return loss.item()
 
     def translate(self, sources, options):
@@ -118,13 +118,13 @@ class _TorchState:
 class _Torch:
     name = "PyTorch"
 
-    def __init__(self, model, cfg):
+    def __init__(self, model, cfg, steps: int):
         import torch
 
         from .torch_seq2seq import from_minigrad, model_pairs
         self.torch = torch
         self.ref = from_minigrad(model)  # the same initial weights
-        decay = {id(p) for g in param_groups(model, cfg.weight_decay) if g["weight_decay"]
+        decay = {id(p) for g in decay_groups(model, cfg.weight_decay) if g["weight_decay"]
                  for p in g["params"]}
         pairs = model_pairs(model, self.ref)
         groups = [[t for t, ours in pairs if all(id(p) in decay for p in ours)],
@@ -132,18 +132,20 @@ class _Torch:
         self.opt = torch.optim.AdamW([{"params": groups[0], "weight_decay": cfg.weight_decay},
                                       {"params": groups[1], "weight_decay": 0.0}], lr=cfg.lr,
                                      betas=(cfg.beta1, cfg.beta2))
+        # the same schedule as ours, as a factor of the base lr
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda step: lr_at(step, 1.0, cfg.min_lr / cfg.lr, cfg.warmup_steps, steps))
         self.config = model.config
 
-    def step(self, batch, lr, cfg) -> float:
+    def step(self, batch, cfg) -> float:
         torch = self.torch
-        for g in self.opt.param_groups:
-            g["lr"] = lr
         self.ref.train()
         self.opt.zero_grad()
         loss = self.ref.loss(*(torch.tensor(a) for a in batch), cfg.label_smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.ref.parameters(), cfg.grad_clip)
         self.opt.step()
+        self.lr_schedule.step()
         return loss.item()
 
     def start_decoding(self, src, capacity, use_cache=True):
@@ -174,11 +176,10 @@ def _train(impls, task, cfg, steps: int, log_every: int) -> dict:
     stats = {i.name: {"seconds": 0.0, "tokens": 0, "losses": []} for i in impls}
     for step in range(steps):
         batch = task.batch_at(task.draw(None, 1, step))
-        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, steps)
         for impl in impls:
             st = stats[impl.name]
             t0 = time.perf_counter()
-            st["losses"].append(impl.step(batch, lr, cfg))
+            st["losses"].append(impl.step(batch, cfg))
             st["seconds"] += time.perf_counter() - t0
             st["tokens"] += task.tokens(batch)
         if (step + 1) % log_every == 0:
@@ -205,12 +206,12 @@ def _score(impl, task, cfg, limit: int | None) -> dict:
 def _estimate_steps(task, cfg, minutes: float) -> int:
     """Steps that fit in `minutes`, from the median of a few timed steps of a throwaway model."""
     mg.manual_seed(cfg.seed + 1)
-    probe = _Ours(Seq2SeqTransformer(task.model_config()), cfg)
+    probe = _Ours(Seq2SeqTransformer(task.model_config()), cfg, None)
     times = []
     for step in range(8):
         batch = task.batch_at(task.draw(None, 1, step))
         t0 = time.perf_counter()
-        probe.step(batch, cfg.lr, cfg)
+        probe.step(batch, cfg)
         times.append(time.perf_counter() - t0)
     return max(1, int(minutes * 60 / float(np.median(times[2:]))))
 
@@ -244,11 +245,11 @@ def main(argv=None) -> int:
         cfg.warmup_steps = max(1, steps // 5)
     mg.manual_seed(cfg.seed)
     model = Seq2SeqTransformer(task.model_config())
-    impls = [_Ours(model, cfg)]
+    impls = [_Ours(model, cfg, steps)]
     if not args.no_torch:
         import torch
         torch.set_num_threads(os.cpu_count() or 1)
-        impls.append(_Torch(model, cfg))  # copies the initial weights before ours trains
+        impls.append(_Torch(model, cfg, steps))  # copies the initial weights before ours trains
     print(f"model: {model.num_parameters():,} parameters; {steps} steps; config {cfg.to_dict()}")
     results = {"machine": machine(), "config": {k: getattr(cfg, k) for k in REPORTED},
                "model": model.config.to_dict()}

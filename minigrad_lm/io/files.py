@@ -1,4 +1,5 @@
-"""Safe checkpoint files: safetensors by hand, atomic writes, crash-safe checkpoint folders.
+"""Safe checkpoint files: safetensors (through the `safetensors` package, with clear errors),
+atomic writes, crash-safe checkpoint folders.
 
 Nothing here ever unpickles. A checkpoint is data (safetensors, JSON, text), so a file from an
 untrusted source can at worst be refused with a :class:`CheckpointError`, never run code.
@@ -17,6 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
 
 from .untrusted import (
     InputError,
@@ -41,41 +44,23 @@ __all__ = [
     "write_checkpoint_dir",
 ]
 
-# Same cap as the reference implementation: a larger header is a corrupt or hostile file.
+# Same cap as the safetensors package: a larger header is a corrupt or hostile file.
 MAX_HEADER_BYTES = 100_000_000
 
-# safetensors dtype code -> little-endian numpy dtype of the stored bytes.
-_FILE_DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),  # numpy has no bfloat16: read the raw bits, widen to float32
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"),
-    "U32": np.dtype("<u4"),
-    "U16": np.dtype("<u2"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("u1"),  # read as bytes so a stray value like 2 still becomes True
-}
+# The NumPy dtypes the safetensors package stores (it has no complex128 or float128).
+_STORABLE = frozenset(np.dtype(c).newbyteorder("<") for c in "?bBhHiIqQefdF")
 
-# (numpy kind, itemsize) -> safetensors dtype code, for writing.
-_WRITE_CODES: dict[tuple[str, int], str] = {
-    ("f", 8): "F64",
-    ("f", 4): "F32",
-    ("f", 2): "F16",
-    ("i", 8): "I64",
-    ("i", 4): "I32",
-    ("i", 2): "I16",
-    ("i", 1): "I8",
-    ("u", 8): "U64",
-    ("u", 4): "U32",
-    ("u", 2): "U16",
-    ("u", 1): "U8",
-    ("b", 1): "BOOL",
+# The stored dtypes we read -> the little-endian NumPy dtype of their bytes. NumPy has no
+# bfloat16 (its bits are widened to float32) and a BOOL byte may hold any value: those two are
+# read from their bits, the rest by the package (or mapped).
+_FILE_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"), "C64": np.dtype("<c8"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype("u1"),
 }
+_FROM_BITS = ("BF16", "BOOL")
 
 
 class CheckpointError(InputError):
@@ -201,61 +186,37 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare_tensors(
-    tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None
-) -> tuple[bytes, list[np.ndarray]]:
-    """Validate inputs and build the padded header plus the arrays in file order."""
-    header: dict[str, Any] = {}
-    if metadata is not None:
-        if not isinstance(metadata, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-        ):
-            raise TypeError("safetensors metadata must be a dict of str -> str")
-        header["__metadata__"] = dict(metadata)
-    arrays = []
-    offset = 0
-    for name in sorted(tensors):
+def _storable(tensors: Mapping[str, np.ndarray],
+              metadata: Mapping[str, str] | None) -> dict[str, np.ndarray]:
+    """The tensors as C-order little-endian arrays (the package writes an array's memory as it
+    lies, strides and byte order ignored); what it cannot store is refused naming the tensor."""
+    if metadata is not None and not (isinstance(metadata, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise TypeError("safetensors metadata must be a dict of str -> str")
+    out = {}
+    for name, value in tensors.items():
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str, got {name!r}")
         if name == "__metadata__":
             raise ValueError("'__metadata__' is reserved and cannot be a tensor name")
-        value = tensors[name]
         if not isinstance(value, np.ndarray):
             raise TypeError(
                 f"tensor {name!r}: expected a numpy.ndarray, got {type(value).__name__}"
             )
-        code = _WRITE_CODES.get((value.dtype.kind, value.dtype.itemsize))
-        if code is None:
+        little = value.dtype.newbyteorder("<")
+        if little not in _STORABLE:
             raise TypeError(f"tensor {name!r}: dtype {value.dtype} cannot be stored in safetensors")
-        # The format is little-endian C order whatever the host or the array's layout.
-        arr = np.asarray(value, dtype=value.dtype.newbyteorder("<"), order="C")
-        header[name] = {
-            "dtype": code,
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
-        }
-        offset += arr.nbytes
-        arrays.append(arr)
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # the reference writer aligns the data region to 8 bytes
-    return raw, arrays
-
-
-def _write_safetensors(f: BinaryIO, header: bytes, arrays: list[np.ndarray]) -> None:
-    f.write(len(header).to_bytes(8, "little"))
-    f.write(header)
-    for arr in arrays:
-        f.write(arr.reshape(-1).view(np.uint8))  # a byte view writes without a copy
+        out[name] = np.asarray(value, dtype=little, order="C")
+    return out
 
 
 def safetensors_bytes(
     tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> bytes:
-    """Serialize to safetensors in memory, e.g. to put into :func:`write_checkpoint_dir`."""
-    header, arrays = _prepare_tensors(tensors, metadata)
-    parts = [len(header).to_bytes(8, "little"), header]
-    parts.extend(arr.tobytes() for arr in arrays)
-    return b"".join(parts)
+    """Serialize to safetensors in memory (the `safetensors` package), e.g. to put into
+    :func:`write_checkpoint_dir`."""
+    # metadata {} with no tensors: safetensors 0.8 writes a broken header, None a good one
+    return safetensors.numpy.save(_storable(tensors, metadata), metadata or None)
 
 
 def save_safetensors(
@@ -263,12 +224,11 @@ def save_safetensors(
     tensors: Mapping[str, np.ndarray],
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Atomically write ``tensors`` (sorted by name) in the safetensors format.
+    """Atomically write ``tensors`` in the safetensors format.
 
-    Writable dtypes are the real numpy ones: float64/32/16, (u)int64/32/16/8 and bool.
+    Writable dtypes are the real numpy ones: float64/32/16, complex64, (u)int64/32/16/8, bool.
     """
-    header, arrays = _prepare_tensors(tensors, metadata)
-    _atomic_write(path, lambda f: _write_safetensors(f, header, arrays))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
 def _sniff(prefix: bytes) -> str:
@@ -302,63 +262,40 @@ def _parse_header(name: str, raw: bytes, prefix: bytes) -> dict[str, Any]:
     return header
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_entry(name: str, key: str, entry: Any) -> tuple[str, tuple[int, ...], int, int]:
-    where = f"{name}: tensor {short(key)}"
-    if not isinstance(entry, dict):
-        raise CheckpointError(f"{where}: header entry is not a JSON object")
-    missing = {"dtype", "shape", "data_offsets"} - entry.keys()
-    if missing:
-        raise CheckpointError(f"{where}: header entry lacks {', '.join(sorted(missing))}")
-    code = entry["dtype"]
-    if not isinstance(code, str) or code not in _FILE_DTYPES:
-        raise CheckpointError(f"{where}: unknown dtype {short(code)}")
-    shape = entry["shape"]
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise CheckpointError(f"{where}: shape {short(shape)} is not a list of non-negative ints")
-    offsets = entry["data_offsets"]
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(_is_int(o) for o in offsets)
-        or not 0 <= offsets[0] <= offsets[1]
-    ):
-        raise CheckpointError(f"{where}: data_offsets {short(offsets)} are not [begin, end]")
-    begin, end = offsets
-    nbytes = math.prod(shape) * _FILE_DTYPES[code].itemsize
-    if end - begin != nbytes:
+def _read_header(f: BinaryIO, name: str) -> tuple[dict[str, Any], int]:
+    """(header, data start): what the package does not say clearly (an empty, truncated or
+    foreign file; a repeated tensor name, which it would take silently)."""
+    size = os.fstat(f.fileno()).st_size
+    prefix = f.read(8)
+    if size == 0:
+        raise CheckpointError(f"{name}: empty file, not a safetensors file")
+    if len(prefix) < 8:
+        raise CheckpointError(f"{name}: not a safetensors file (only {size} bytes, truncated?)")
+    header_len = int.from_bytes(prefix, "little")
+    if header_len > size - 8:
+        foreign = _sniff(prefix)
         raise CheckpointError(
-            f"{where}: data_offsets {short(offsets)} span {end - begin} bytes but dtype {code} "
-            f"and shape {short(shape)} need {nbytes}"
+            f"{name}: not a safetensors file ({foreign})"
+            if foreign
+            else f"{name}: not a safetensors file (header length {header_len} exceeds "
+            f"file size {size}; truncated?)"
         )
-    return code, tuple(shape), begin, end
+    if header_len > MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"{name}: not a safetensors file (header length {header_len} exceeds the "
+            f"{MAX_HEADER_BYTES}-byte limit)"
+        )
+    return _parse_header(name, f.read(header_len), prefix), 8 + header_len
 
 
-def _read_tensor(
-    f: BinaryIO, name: str, key: str, code: str, shape: tuple[int, ...], start: int
-) -> np.ndarray:
-    arr = np.empty(shape, dtype=_FILE_DTYPES[code])
-    if arr.size:
-        f.seek(start)
-        got = f.readinto(arr.reshape(-1).view(np.uint8))
-        if got != arr.nbytes:  # the file shrank under us
-            raise CheckpointError(f"{name}: truncated while reading tensor {short(key)}")
-    return _widen(arr, code)
-
-
-def _widen(arr: np.ndarray, code: str) -> np.ndarray:
+def _from_bits(arr: np.ndarray, code: str) -> np.ndarray:
     """The stored bits as a numpy array: BF16 -> float32, BOOL bytes -> bool."""
     # astype and in-place shifts keep 0-d results arrays (a plain ufunc would give a scalar).
     if code == "BF16":
         wide = arr.astype(np.uint32)
         wide <<= 16
         return wide.view(np.float32)
-    if code == "BOOL":
-        return arr.astype(bool)
-    return arr
+    return arr.astype(bool)
 
 
 def _open_checkpoint(name: str) -> BinaryIO:
@@ -381,80 +318,66 @@ def _open_checkpoint(name: str) -> BinaryIO:
 def load_safetensors(
     path: str | os.PathLike[str], mmap: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read a safetensors file after validating its header against the file size.
+    """Read a safetensors file with the `safetensors` package, which checks every header
+    entry against the others and the file size before a tensor is read.
 
-    Returns ``(tensors, metadata)``. Each array is a fresh, writable, C-contiguous copy that
-    owns its memory (nothing stays mapped to the file, so the file may be replaced at once).
-    With ``mmap=True`` the arrays are read-only views of the mapped file instead (BF16 and BOOL
+    Returns ``(tensors, metadata)``. Each array is a fresh, writable, C-contiguous copy
+    (nothing stays mapped to the file, so the file may be replaced at once). With
+    ``mmap=True`` the arrays are read-only views of the mapped file instead (BF16 and BOOL
     excepted): loading weights then never holds a second copy of them. Our writers replace a
     file by renaming, which leaves a mapping valid. BF16 tensors come back as float32. Every
     problem raises :class:`CheckpointError`.
     """
     name = os.fspath(path)
     with _open_checkpoint(name) as f:
-        entries, metadata, data_start, data_size = _read_layout(f, name)
-        if mmap:
-            region = (np.memmap(f, dtype=np.uint8, mode="r", offset=data_start,
-                                shape=(data_size,)) if data_size else np.empty(0, np.uint8))
-            tensors = {key: _widen(region[begin:end].view(_FILE_DTYPES[code]).reshape(shape),
-                                   code)
-                       for key, (code, shape, begin, end) in entries.items()}
-        else:
-            tensors = {
-                key: _read_tensor(f, name, key, code, shape, data_start + begin)
-                for key, (code, shape, begin, _) in entries.items()
-            }
+        header, data_start = _read_header(f, name)
+        try:
+            with safe_open(name, framework="np") as checked:  # checks every entry, the size
+                metadata = checked.metadata() or {}
+                entries = {k: e for k, e in header.items() if k != "__metadata__"}
+                for key, entry in entries.items():
+                    if entry["dtype"] not in _FILE_DTYPES:
+                        raise CheckpointError(f"{name}: tensor {short(key)} has dtype "
+                                              f"{entry['dtype']}, which NumPy cannot hold")
+                tensors, region = {}, None
+                for key, entry in entries.items():
+                    code, shape = entry["dtype"], tuple(entry["shape"])
+                    if not mmap and code not in _FROM_BITS:
+                        tensors[key] = checked.get_tensor(key).reshape(shape)  # 0-d stays 0-d
+                        continue
+                    if region is None:
+                        region = _data_region(f, data_start)
+                    begin, end = entry["data_offsets"]
+                    arr = region[begin:end].view(_FILE_DTYPES[code]).reshape(shape)
+                    tensors[key] = _from_bits(arr, code) if code in _FROM_BITS else arr
+        except SafetensorError as e:
+            raise CheckpointError(_explain(name, e, header, data_start)) from None
     return tensors, metadata
 
 
-def _read_layout(f: BinaryIO, name: str) -> tuple[dict, dict[str, str], int, int]:
-    """(entries, metadata, data start, data size) of a safetensors file, every header entry
-    checked against the others and the file size before any tensor is read."""
-    size = os.fstat(f.fileno()).st_size
-    prefix = f.read(8)
-    if size == 0:
-        raise CheckpointError(f"{name}: empty file, not a safetensors file")
-    if len(prefix) < 8:
-        raise CheckpointError(f"{name}: not a safetensors file (only {size} bytes, truncated?)")
-    header_len = int.from_bytes(prefix, "little")
-    if header_len > size - 8:
-        foreign = _sniff(prefix)
-        raise CheckpointError(
-            f"{name}: not a safetensors file ({foreign})"
-            if foreign
-            else f"{name}: not a safetensors file (header length {header_len} exceeds "
-            f"file size {size}; truncated?)"
-        )
-    if header_len > MAX_HEADER_BYTES:
-        raise CheckpointError(
-            f"{name}: not a safetensors file (header length {header_len} exceeds the "
-            f"{MAX_HEADER_BYTES}-byte limit)"
-        )
-    header = _parse_header(name, f.read(header_len), prefix)
-    metadata = header.pop("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise CheckpointError(f"{name}: __metadata__ is not an object of strings")
-    entries = {key: _check_entry(name, key, entry) for key, entry in header.items()}
+def _explain(name: str, error: SafetensorError, header: dict[str, Any], data_start: int) -> str:
+    """The package's refusal as one line naming the file; a data region of the wrong size (the
+    package has checked every entry by then) says how many bytes are missing or left over."""
+    reason = " ".join(str(error).split())
+    for prefix in ("Error while deserializing header: ", "Error while deserializing: "):
+        reason = reason.removeprefix(prefix)
+    if "not fully covered" in reason:
+        data_size = os.path.getsize(name) - data_start
+        claimed = max((e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"),
+                      default=0)
+        if claimed > data_size:
+            return (f"{name}: truncated (the header describes {claimed} data bytes, the file "
+                    f"holds {data_size})")
+        return f"{name}: {data_size - claimed} trailing bytes after the last tensor"
+    return f"{name}: not a valid safetensors file ({reason})"
 
-    data_start = 8 + header_len
-    data_size = size - data_start
-    layout = sorted(entries.items(), key=lambda item: (item[1][2], item[1][3]))
-    expected = 0
-    for key, (_, _, begin, end) in layout:
-        if end > data_size:
-            raise CheckpointError(
-                f"{name}: truncated (tensor {short(key)} ends at data byte {end} but the "
-                f"data region has only {data_size} bytes)"
-            )
-        if begin != expected:
-            problem = "overlaps the previous tensor" if begin < expected else "leaves a gap"
-            raise CheckpointError(f"{name}: tensor {short(key)} at data byte {begin} {problem}")
-        expected = end
-    if expected != data_size:
-        raise CheckpointError(
-            f"{name}: {data_size - expected} trailing bytes after the last tensor"
-        )
-    return entries, dict(metadata), data_start, data_size
+
+def _data_region(f: BinaryIO, data_start: int) -> np.ndarray:
+    """The file's data region, mapped read-only."""
+    size = os.fstat(f.fileno()).st_size - data_start
+    if not size:
+        return np.empty(0, np.uint8)
+    return np.memmap(f, dtype=np.uint8, mode="r", offset=data_start, shape=(size,))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""SGD, Adam and AdamW over flat buffers; gradient clipping; parameter groups.
+"""SGD, Adam and AdamW over flat buffers; gradient clipping; weight-decay groups.
 
 Each parameter group's parameters and gradients become views into one contiguous buffer per
 group, so an update is a few whole-buffer array operations (no Python loop over parameters, no
@@ -128,6 +128,43 @@ class Optimizer:
         """Hyperparameters per group; assign e.g. group["lr"] to change the learning rate."""
         return [g.options for g in self.groups]
 
+    def grad_buffers(self) -> list:
+        """The flat gradient buffer of each group (every gradient is a view into one): what a
+        gradient all-reduce sums in place."""
+        return [g.grad for g in self.groups]
+
+    def param_buffers(self) -> list:
+        """The flat parameter buffer of each group: what a replica check compares."""
+        return [g.data for g in self.groups]
+
+    def buffers(self) -> list:
+        """Every flat buffer: the parameters, then each group's state by name (a replica that
+        holds another's copy of all of them takes the same steps)."""
+        return self.param_buffers() + [st[name] for st in self.state for name in sorted(st)]
+
+    def counts(self) -> tuple[int, list[np.ndarray], list[list[str]]]:
+        """The step counts and the names of the state buffers: the rest of a replica's state."""
+        return (self.step_count, [g.steps.copy() for g in self.groups],
+                [sorted(st) for st in self.state])
+
+    def load_counts(self, counts: tuple[int, list[np.ndarray], list[list[str]]]) -> None:
+        """Take another replica's counts(), allocating the state buffers it names (zeros until
+        its buffers() are copied in)."""
+        self.step_count, steps, names = counts
+        for i, (g, group_steps, keys) in enumerate(zip(self.groups, steps, names)):
+            g.steps = np.array(group_steps, dtype=np.int64)
+            self.state[i] = {key: self._buffer(g, self.state[i], key) for key in keys}
+
+    def layout(self) -> list[list[tuple[tuple[int, ...], str]]]:
+        """Shape and dtype of every parameter, by group: what replicas of one model share."""
+        return [[(tuple(p.shape), str(p.dtype)) for p in g.params] for g in self.groups]
+
+    def scale_grads_(self, factor: float) -> None:
+        """Multiply every gradient by ``factor`` in place (e.g. a sum over micro-batches into
+        their mean)."""
+        for g in self.groups:
+            g.grad *= factor
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.groups:
             if set_to_none:
@@ -158,7 +195,8 @@ class Optimizer:
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """{"step": int, "param_groups": [options], "buffers": {"g0.exp_avg": ndarray, ...}};
-        "g0.step" holds group 0's per-parameter step counts (int64)."""
+        "g0.step" holds group 0's per-parameter step counts (int64). load_state_dict takes it
+        without "param_groups" too: the options then stay as they are."""
         buffers = {f"g{i}.{name}": backend.to_numpy(arr).copy()
                    for i, st in enumerate(self.state) for name, arr in st.items()}
         buffers.update({f"g{i}.step": g.steps.copy() for i, g in enumerate(self.groups)})
@@ -168,13 +206,15 @@ class Optimizer:
     def load_state_dict(self, state: dict) -> None:
         """Copy a state_dict() in; one without per-parameter steps (written before they
         existed) gives its global step to every parameter."""
-        groups = state["param_groups"]
-        if len(groups) != len(self.groups):
-            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this "
-                             f"optimizer has {len(self.groups)}")
-        for i, (g, opts) in enumerate(zip(self.groups, groups)):
-            g.options.update({k: (tuple(v) if isinstance(v, list) else v)
-                              for k, v in opts.items()})
+        groups = state.get("param_groups")
+        if groups is not None:
+            if len(groups) != len(self.groups):
+                raise ValueError(f"optimizer state has {len(groups)} parameter groups, this "
+                                 f"optimizer has {len(self.groups)}")
+            for g, opts in zip(self.groups, groups):
+                g.options.update({k: (tuple(v) if isinstance(v, list) else v)
+                                  for k, v in opts.items()})
+        for i, g in enumerate(self.groups):
             self.state[i] = {}
             steps = np.full(len(g.params), int(state["step"]), dtype=np.int64)
             for key, arr in state["buffers"].items():
@@ -299,24 +339,13 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     return Tensor(xp.asarray(total, dtype=grads[0].dtype))
 
 
-def param_groups(model, weight_decay: float) -> list[dict]:
-    """Two groups: weight decay on Linear weights (and LoRA adapters); none on biases, LayerNorm
-    and embeddings. Frozen parameters are left out."""
-    from ..nn.layers import Linear
-    from ..nn.lora import LoRALinear
-
-    decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, Linear)}
-    decay_ids |= {id(p) for m in model.modules() if isinstance(m, LoRALinear)
-                  for p in (m.lora_A, m.lora_B)}
-    no_decay_ids = {id(p) for name, p in model.named_parameters()
-                    if "emb" in name or name.endswith("bias") or ".norm" in name
-                    or name.startswith("ln_f")}
+def decay_groups(model, weight_decay: float) -> list[dict]:
+    """Two groups by nanoGPT's rule: weight decay on every parameter of 2+ dimensions (matmul
+    weights, embeddings, LoRA adapters), none on biases and norm gains. Frozen parameters are
+    left out."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("optimizer: every parameter of the model is frozen")
-    decay = [p for p in params if id(p) in decay_ids and id(p) not in no_decay_ids]
-    rest = [p for p in params if id(p) not in {id(q) for q in decay}]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if rest:
-        groups.append({"params": rest, "weight_decay": 0.0})
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]

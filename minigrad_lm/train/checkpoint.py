@@ -10,7 +10,7 @@ folder holds only safetensors and JSON, never a pickle:
   or encoder-decoder), number of classes;
 - ``tokenizer.json``: the tokenizer's ``to_dict()``, or ``{"type": "external", "vocab_size": N}``
   for token ids that came without a tokenizer;
-- ``optimizer.safetensors`` + ``optimizer.json``: AdamW moment buffers, its step and options;
+- ``optimizer.safetensors`` + ``optimizer.json``: AdamW moment buffers and its step;
 - ``state.json``: step, every random state needed to continue exactly, best val loss and the
   training configuration;
 - ``checksums.json``: the SHA-256 of every other file. The formats catch truncation and foreign
@@ -152,8 +152,8 @@ STATE_SPEC = Object({
 }, extra=True)
 CHECKSUMS_SPEC = MapOf(Str(test=lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is not None,
                            what="a SHA-256 in hex"), what="an object of file name -> SHA-256")
-OPTIMIZER_SPEC = Object({"step": Int(0), "param_groups": ListOf(MapOf(ANY))},
-                        required=("step",), extra=True)
+# Files written before the step alone was kept also hold "param_groups" (options never read).
+OPTIMIZER_SPEC = Object({"step": Int(0)}, required=("step",), extra=True)
 METRICS_SPEC = Object({
     "kind": Str(), "step": Int(0), "loss": Optional(Num()), "train_loss": Optional(Num()),
     "val_loss": Optional(Num()),
@@ -209,13 +209,12 @@ def checkpoint_files(
     }
     if pooling is not None:
         config["pooling"] = pooling
-    optimizer_meta = {"step": opt["step"], "param_groups": opt["param_groups"]}
     files = {
         "model.safetensors": safetensors_bytes(dict(model.state_dict())),
         "config.json": (json_text(config) + "\n").encode(),
         "tokenizer.json": (json_text(tokenizer_dict) + "\n").encode(),
         "optimizer.safetensors": safetensors_bytes(opt["buffers"]),
-        "optimizer.json": (json_text(optimizer_meta) + "\n").encode(),
+        "optimizer.json": (json_text({"step": opt["step"]}) + "\n").encode(),
         "state.json": (json_text(state) + "\n").encode(),
         **(extra_files or {}),
     }
@@ -385,11 +384,13 @@ class Checkpoint:
                 f"optimizer.json says step {step}"
             )
         try:
-            optimizer.load_state_dict(
-                {"step": step, "param_groups": optimizer.param_groups, "buffers": buffers}
-            )
+            optimizer.load_state_dict({"step": step, "buffers": buffers})
         except ValueError as e:
-            raise CheckpointError(f"{where}: {e}") from None
+            # Such a file still lists its groups' options; its groups follow an older rule.
+            hint = ("; it was written before weight decay covered every parameter of 2+ "
+                    "dimensions (embeddings too): continue from its weights with --init-from"
+                    if "param_groups" in meta else "")
+            raise CheckpointError(f"{where}: {e}{hint}") from None
 
 
 def _read_verified_json(folder: str, fname: str, checksums: dict[str, str],

@@ -393,7 +393,8 @@ _HELP = {
     "warmup_steps": "steps of linear learning-rate warmup",
     "beta1": "AdamW beta1",
     "beta2": "AdamW beta2",
-    "weight_decay": "AdamW decoupled weight decay (Linear weights only)",
+    "weight_decay": "AdamW decoupled weight decay on every parameter of 2+ dimensions (matmul "
+                    "weights, embeddings), none on biases and norm gains",
     "grad_clip": "clip the global gradient norm to this (0: off)",
     "eval_every": "evaluate and save a checkpoint every N steps",
     "eval_batches": "batches (as large as a training step's) of train and of val text per "

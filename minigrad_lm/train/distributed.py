@@ -23,9 +23,8 @@ training loop has a single code path. From Python, inside an ``mpiexec`` job::
     opt = AdamW(model.parameters())
     world.sync_optimizer(opt)           # rank 0's weights on every rank, checked
     ...                                 # forward and backward on this rank's rows
-    world.allreduce_([g.grad for g in opt.groups])
-    for g in opt.groups:
-        g.grad *= 1.0 / world.size      # the mean over the global batch
+    world.allreduce_(opt.grad_buffers())
+    opt.scale_grads_(1.0 / world.size)  # the mean over the global batch
     opt.step()
 """
 
@@ -361,26 +360,15 @@ class World:
     def sync_optimizer(self, optimizer: Any) -> None:
         """Give every rank rank 0's parameters, optimizer state and step, then check them.
 
-        ``optimizer`` is one of :mod:`minigrad_lm.optim`'s: its flat per-group buffers are
-        broadcast whole.
+        ``optimizer`` is one of :mod:`minigrad_lm.optim`'s: its flat buffers are broadcast
+        whole.
         """
         if self.comm is None:
             return
-        layout = [[(tuple(p.shape), str(p.dtype)) for p in g.params] for g in optimizer.groups]
-        self.check_same(layout, "built a different model",
+        self.check_same(optimizer.layout(), "built a different model",
                         "every rank must see the same data and tokenizer")
-        names, step, steps = self.comm.bcast(
-            ([sorted(state) for state in optimizer.state], optimizer.step_count,
-             [g.steps for g in optimizer.groups]), root=0)
-        for g, counts in zip(optimizer.groups, steps):
-            g.steps = counts.copy()
-        arrays = [g.data for g in optimizer.groups]
-        for g, state, keys in zip(optimizer.groups, optimizer.state, names):
-            for key in keys:
-                if key not in state:
-                    state[key] = g.xp.zeros_like(g.data)
-                arrays.append(state[key])
-        optimizer.step_count = step
+        optimizer.load_counts(self.comm.bcast(optimizer.counts(), root=0))
+        arrays = optimizer.buffers()
         self.broadcast_(arrays)
         differ = self.differing_ranks(arrays)
         if differ:

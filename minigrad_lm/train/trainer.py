@@ -49,8 +49,8 @@ from ..engine import rng
 from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, json_text
 from ..models import GPTConfig
 from ..models.adapters import LoraSpec, adapter_files, apply_spec, parse_targets
-from ..optim.optimizers import AdamW, clip_grad_norm_, param_groups
-from ..optim.schedules import lr_at
+from ..optim.optimizers import AdamW, clip_grad_norm_, decay_groups
+from ..optim.schedules import LRScheduler
 from . import distributed
 from .checkpoint import (
     BEST,
@@ -429,6 +429,7 @@ class Trainer:
         self.cfg, self.length, self.task, self.model, self.device = (cfg, length, task, model,
                                                                      device)
         self.model_config, self.optimizer, self.batch_rng = model_config, optimizer, batch_rng
+        self.lr_schedule = LRScheduler(optimizer, cfg.warmup_steps, length.decay_steps, cfg.min_lr)
         self.world = world
         self.step = start_step
         self.best_score, self.best_step = best
@@ -447,9 +448,8 @@ class Trainer:
     # ---- one step ------------------------------------------------------------------------
     def _train_step(self) -> dict:
         cfg, world = self.cfg, self.world
-        lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.length.decay_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.lr_schedule.step()  # the optimizer's step count may have come from a checkpoint
+        lr = self.lr_schedule.get_last_lr()[0]
         start = time.perf_counter()
         self.optimizer.zero_grad()
         # Every rank draws the whole global batch, so the sampler's state never depends on the
@@ -468,10 +468,9 @@ class Trainer:
                 f"the loss became {value} at step {self.step + 1}; lower --lr or raise "
                 f"--warmup-steps (checkpoints so far are kept)"
             )
-        comm_seconds = world.allreduce_([g.grad for g in self.optimizer.groups])
+        comm_seconds = world.allreduce_(self.optimizer.grad_buffers())
         if self.micro_batches > 1:
-            for g in self.optimizer.groups:
-                g.grad *= 1.0 / self.micro_batches
+            self.optimizer.scale_grads_(1.0 / self.micro_batches)
         norm = float(clip_grad_norm_(self.params, cfg.grad_clip or math.inf))
         self.optimizer.step()
         seconds = time.perf_counter() - start
@@ -538,7 +537,7 @@ class Trainer:
     def _resync_drifted_replicas(self) -> None:
         """Replicas stay bit-identical on identical machines; on mixed hardware, arithmetic
         may differ in the last bit, so each checkpoint brings rank 0's weights to all."""
-        differ = self.world.differing_ranks([g.data for g in self.optimizer.groups])
+        differ = self.world.differing_ranks(self.optimizer.param_buffers())
         if differ:
             if self.world.is_root:
                 ranks = ", ".join(map(str, differ))
@@ -655,7 +654,7 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     spec = _lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
         apply_spec(model, spec)
-    optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
     if world.rank > 0:

@@ -25,7 +25,7 @@ from minigrad_lm.inference.sampling import generate
 from minigrad_lm.io.files import CheckpointError, load_safetensors, save_safetensors
 from minigrad_lm.models import GPT, GPTConfig, SequenceClassifier
 from minigrad_lm.models.hf_gpt2 import is_hf_gpt2_dir, read_gpt2_state
-from minigrad_lm.optim import AdamW, param_groups
+from minigrad_lm.optim import AdamW, decay_groups
 from minigrad_lm.train.checkpoint import (
     checkpoint_files,
     read_checkpoint,
@@ -238,7 +238,7 @@ def test_a_loaded_gpt2_fine_tunes_as_a_language_model_and_as_a_classifier(tmp_pa
     _model().save_pretrained(str(tmp_path))
     ids = np.random.default_rng(3).integers(0, 300, (4, 16))
     model = GPT.from_pretrained(tmp_path, dropout=0.1).train()
-    optimizer = AdamW(param_groups(model, 0.1), lr=3e-3)
+    optimizer = AdamW(decay_groups(model, 0.1), lr=3e-3)
     losses = []
     for _ in range(8):
         loss = model.loss(ids[:, :-1], ids[:, 1:])
@@ -406,7 +406,7 @@ def _checkpoint(run: Path, model, task: str = "lm", tokenizer_dict=None) -> Path
         model, task=task, model_config=config,
         tokenizer_dict=tokenizer_dict or ByteTokenizer().to_dict(),
         num_classes=None if task == "lm" else model.num_classes,
-        optimizer=AdamW(param_groups(model, 0.1)), state={"step": 0})
+        optimizer=AdamW(decay_groups(model, 0.1)), state={"step": 0})
     save_checkpoint(str(run), files, best=True)
     return run
 

@@ -15,7 +15,7 @@ from minigrad_lm.nn.lora import (
     merge_lora,
     remove_lora,
 )
-from minigrad_lm.optim import AdamW, param_groups
+from minigrad_lm.optim import AdamW, decay_groups
 from minigrad_lm.testing import arrays
 from tests.helpers import T
 
@@ -40,7 +40,7 @@ def test_frozen_parameters_get_no_gradient_no_state_and_do_not_move():
     for p in frozen:
         p.requires_grad_(False)
     before = [p.numpy().copy() for p in frozen]
-    opt = AdamW(param_groups(model, 0.1), lr=0.1)
+    opt = AdamW(decay_groups(model, 0.1), lr=0.1)
     trainable = sum(p.size for p in model.parameters() if p.requires_grad)
     assert sum(g.data.size for g in opt.groups) == trainable == model.num_trainable_parameters()
     assert trainable == model.num_parameters() - sum(p.size for p in frozen)
@@ -59,7 +59,7 @@ def test_a_group_of_frozen_parameters_and_a_frozen_model_are_refused():
     with pytest.raises(ValueError, match="all 2 parameters of group 0 are frozen"):
         AdamW(lin.parameters())
     with pytest.raises(ValueError, match="every parameter of the model is frozen"):
-        param_groups(lin, 0.1)
+        decay_groups(lin, 0.1)
 
 
 def test_zero_initialized_adapter_equals_the_base_model():
@@ -72,7 +72,7 @@ def test_zero_initialized_adapter_equals_the_base_model():
 def test_only_the_adapters_train_and_merge_keeps_the_logits():
     model = _gpt()
     add_lora(model, ["qkv", "fc"], rank=2, alpha=4)
-    opt = AdamW(param_groups(model, 0.1), lr=0.05)
+    opt = AdamW(decay_groups(model, 0.1), lr=0.05)
     adapters = {id(p) for m in lora_layers(model).values() for p in (m.lora_A, m.lora_B)}
     assert {id(p) for g in opt.groups for p in g.params} == adapters
     frozen = {n: p.numpy().copy() for n, p in model.named_parameters() if id(p) not in adapters}

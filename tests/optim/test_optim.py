@@ -12,8 +12,8 @@ from minigrad_lm.optim import (
     AdamW,
     LRScheduler,
     clip_grad_norm_,
+    decay_groups,
     lr_at,
-    param_groups,
 )
 
 GRADS = [np.array([0.5, -1.0, 2.0]), np.array([-0.3, 0.2, 0.1]), np.array([1.0, 1.0, -1.0]),
@@ -122,27 +122,60 @@ def test_clip_grad_norm_returns_total_norm_and_scales():
 
 
 def test_warmup_cosine_schedule():
-    assert lr_at(0, 1.0, 0.1, warmup_steps=4, max_steps=14) == 0.25
-    assert lr_at(3, 1.0, 0.1, warmup_steps=4, max_steps=14) == 1.0
-    assert math.isclose(lr_at(9, 1.0, 0.1, warmup_steps=4, max_steps=14), 0.55)
-    assert math.isclose(lr_at(14, 1.0, 0.1, warmup_steps=4, max_steps=14), 0.1)
+    assert lr_at(0, 1.0, 0.1, warmup_steps=4, decay_steps=14) == 0.25
+    assert lr_at(3, 1.0, 0.1, warmup_steps=4, decay_steps=14) == 1.0
+    assert math.isclose(lr_at(9, 1.0, 0.1, warmup_steps=4, decay_steps=14), 0.55)
+    assert math.isclose(lr_at(14, 1.0, 0.1, warmup_steps=4, decay_steps=14), 0.1)
+    assert math.isclose(lr_at(99, 1.0, 0.1, warmup_steps=4, decay_steps=14), 0.1)
     assert lr_at(100, 1.0, schedule="constant") == 1.0
-    opt = SGD([nn.Parameter(np.zeros(1))], lr=1.0)
-    sched = LRScheduler(opt, warmup_steps=2, max_steps=10)
+
+
+def test_scheduler_follows_the_optimizer_step_count():
+    """The lr of a step depends on the step alone: an optimizer whose state (and step count) is
+    loaded continues the schedule, and step() may be called before or after each update."""
+    p = nn.Parameter(np.zeros(1))
+    opt = SGD([p], lr=1.0)
+    sched = LRScheduler(opt, warmup_steps=2, decay_steps=10)
     assert sched.get_last_lr() == [0.5]
+    p.grad = mg.tensor(np.ones(1))
+    opt.step()
     sched.step()
     assert sched.get_last_lr() == [1.0]
+    sched.step()
+    assert sched.get_last_lr() == [1.0]
+    later = SGD([nn.Parameter(np.zeros(1))], lr=1.0)
+    later_sched = LRScheduler(later, warmup_steps=2, decay_steps=10)
+    later.load_state_dict({"step": 6, "buffers": {}})
+    later_sched.step()
+    assert later_sched.get_last_lr() == [lr_at(6, 1.0, 0.0, 2, 10)]
+    assert later.param_groups[0]["momentum"] == 0.0  # options stay without "param_groups"
 
 
-def test_param_groups_skip_decay_on_biases_norms_and_embeddings():
+def test_decay_groups_by_dimensions():
+    """nanoGPT's rule: 2+ dimensions decay (matmul weights, embeddings), biases and norm gains
+    do not."""
     from minigrad_lm.models import GPT, GPTConfig
     model = GPT(GPTConfig(vocab_size=5, context_length=4, n_layer=1, n_head=1, d_model=4))
-    decay, rest = param_groups(model, 0.1)
+    decay, rest = decay_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert all(names[id(p)].endswith("weight") and "norm" not in names[id(p)]
-               and "emb" not in names[id(p)] for p in decay["params"])
-    assert rest["weight_decay"] == 0.0
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in rest["params"])
+    assert any("emb" in n for n in decayed) and not any("norm" in n for n in decayed)
     assert len(decay["params"]) + len(rest["params"]) == len(model.parameters())
+
+
+def test_grad_buffers_and_scale_grads():
+    a, b = nn.Parameter(np.zeros((2, 2))), nn.Parameter(np.zeros(3))
+    opt = SGD([{"params": [a]}, {"params": [b]}], lr=1.0)
+    (a.sum() * 2.0 + b.sum() * 4.0).backward()
+    opt.scale_grads_(0.5)
+    np.testing.assert_array_equal(a.grad.numpy(), np.ones((2, 2)))
+    np.testing.assert_array_equal(b.grad.numpy(), 2 * np.ones(3))
+    bufs = opt.grad_buffers()
+    assert [buf.shape for buf in bufs] == [(4,), (3,)]
+    bufs[1][...] = 0  # the gradients are views of these buffers
+    np.testing.assert_array_equal(b.grad.numpy(), np.zeros(3))
 
 
 def test_step_uses_gradients_assigned_by_hand():
@@ -224,3 +257,28 @@ def test_state_dict_keeps_per_parameter_steps_and_old_states_load():
     bad = {**state, "buffers": {**state["buffers"], "g0.step": np.array([1, 2, 3])}}
     with pytest.raises(ValueError, match=r"g0.step has shape \(3,\), expected \(2,\)"):
         fresh.load_state_dict(bad)
+
+
+def test_a_replica_given_counts_and_buffers_takes_the_same_steps():
+    """What the distributed code broadcasts (train/distributed.py's sync_optimizer)."""
+    def model_and_opt():
+        p, q = nn.Parameter(np.zeros((2, 2))), nn.Parameter(np.zeros(3))
+        return [p, q], AdamW([{"params": [p]}, {"params": [q], "weight_decay": 0.0}], lr=0.1)
+
+    def step(params, opt, scale):
+        opt.zero_grad()
+        (params[0].sum() * scale + (params[1] * params[1]).sum() + params[1].sum()).backward()
+        opt.step()
+
+    (a, opt_a), (b, opt_b) = model_and_opt(), model_and_opt()
+    for scale in (1.0, -2.0):
+        step(a, opt_a, scale)
+    assert opt_a.layout() == opt_b.layout() == [[((2, 2), "float64")], [((3,), "float64")]]
+    opt_b.load_counts(opt_a.counts())
+    for mine, theirs in zip(opt_b.buffers(), opt_a.buffers(), strict=True):
+        mine[...] = theirs
+    step(a, opt_a, 3.0)
+    step(b, opt_b, 3.0)
+    assert opt_b.step_count == opt_a.step_count == 3
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())

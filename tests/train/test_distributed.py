@@ -120,14 +120,13 @@ mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
 for step, batch in enumerate(data):
     opt.zero_grad()
     model.loss(batch[mine, :-1], batch[mine, 1:]).backward()
-    world.allreduce_([g.grad for g in opt.groups])
-    for g in opt.groups:
-        g.grad *= 1.0 / world.size
+    world.allreduce_(opt.grad_buffers())
+    opt.scale_grads_(1.0 / world.size)
     if step == 0 and world.is_root:
-        np.save(out + "/grad.npy", np.concatenate([g.grad for g in opt.groups]))
+        np.save(out + "/grad.npy", np.concatenate(opt.grad_buffers()))
     opt.step()
 if world.is_root:
-    np.save(out + "/weights.npy", np.concatenate([g.data for g in opt.groups]))
+    np.save(out + "/weights.npy", np.concatenate(opt.param_buffers()))
 """
 
 
@@ -142,11 +141,11 @@ def test_two_ranks_average_gradients_like_one_process_with_the_whole_batch(tmp_p
         opt.zero_grad()
         model.loss(batch[:, :-1], batch[:, 1:]).backward()
         if step == 0:
-            grad = np.concatenate([g.grad for g in opt.groups])
+            grad = np.concatenate(opt.grad_buffers())
             np.testing.assert_allclose(np.load(tmp_path / "grad.npy"), grad, rtol=1e-5,
                                        atol=1e-7)
         opt.step()
-    weights = np.concatenate([g.data for g in opt.groups])
+    weights = np.concatenate(opt.param_buffers())
     np.testing.assert_allclose(np.load(tmp_path / "weights.npy"), weights, **FLOAT32_TOL)
 
 

@@ -63,6 +63,8 @@ def test_short_run_writes_checkpoints_that_load(trained_run, capsys):
         assert all(f.endswith((".safetensors", ".json")) for f in files), files
         assert {"model.safetensors", "config.json", "tokenizer.json", "optimizer.safetensors",
                 "state.json"} <= set(files)
+    # the optimizer's options come from the config: only its step is kept
+    assert json.loads((trained_run / "latest" / "optimizer.json").read_text()) == {"step": 12}
     ckpt = read_checkpoint(str(trained_run))
     assert ckpt.state["step"] == 12 and ckpt.task == "lm"
     model = ckpt.build_model()
