@@ -7,7 +7,6 @@ model to its device; load_state_dict copies in place and keeps the views.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import numpy as np

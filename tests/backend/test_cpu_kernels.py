@@ -12,7 +12,6 @@ import pytest
 
 import minigrad_lm as mg
 from minigrad_lm.backend import threads
-from minigrad_lm.nn import functional as F
 from tests.cli_support import REPO
 
 

@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 
 import minigrad_lm as mg
-from minigrad_lm.backend.kernels import cuda
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.nn import functional as F
 from minigrad_lm.optim import AdamW, clip_grad_norm_
 
 pytestmark = pytest.mark.skipif(not mg.cuda_available(), reason="CUDA device not available "

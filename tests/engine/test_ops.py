@@ -2,7 +2,6 @@
 and keepdims of reductions, shapes and indexing, broadcasting, and gradients at ties and limits.
 Inputs are drawn by hypothesis over shapes (0-d and size-1 included), axes and values.
 """
-import math
 
 import numpy as np
 import pytest
@@ -13,8 +12,6 @@ import minigrad_lm as mg
 from minigrad_lm.testing import (
     arrays,
     broadcastable_pairs,
-    positive_arrays,
-    separated_arrays,
     shape_and_axis,
     shapes,
 )

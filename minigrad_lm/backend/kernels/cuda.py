@@ -208,6 +208,7 @@ def layer_norm_backward(gy2, x2, w, saved):
     """Gradients (gx, gw, gb) of layer_norm_forward."""
     cp = _cp()
     mean, rstd = saved
+    gy2 = cp.ascontiguousarray(gy2)  # the upstream gradient may be a broadcast view
     n, c = x2.shape
     gx = cp.empty_like(x2)
     _kernel(_LAYER_NORM, "layer_norm_bwd", x2.dtype)(
