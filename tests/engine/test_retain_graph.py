@@ -4,7 +4,9 @@ the second time (so they add up to twice the first), or refuses with a clear err
 One row per Function class; a test checks that every Function of the engine has its row, so a new
 op cannot skip this check.
 """
+import importlib
 import inspect
+import pkgutil
 
 import numpy as np
 import pytest
@@ -83,7 +85,9 @@ ROWS = {
 def _functions():
     """Every concrete Function class the engine defines."""
     found = set()
-    for module in (ops, F, recompute):
+    ops_modules = [importlib.import_module(f"{ops.__name__}.{m.name}")
+                   for m in pkgutil.iter_modules(ops.__path__)]
+    for module in (*ops_modules, F, recompute):
         for name, obj in vars(module).items():
             if (inspect.isclass(obj) and issubclass(obj, Function) and obj is not Function
                     and obj.__module__ == module.__name__ and not name.startswith("_")):
