@@ -33,7 +33,8 @@ class Op:
     ref: Callable | None  # float64 NumPy arrays -> array (None: gradcheck only)
     inputs: st.SearchStrategy  # tuples of float64 arrays, every one an input of fn
     sample: Callable | None = None  # rng -> float32 inputs big enough to split (kernel rows)
-    chunked: bool = False  # the CPU kernel splits its work into chunks or blocks
+    chunked: bool = False  # the CPU path splits its work into chunks or blocks
+    cpu_kernel: str | None = None  # the kernels/cpu.py function the CPU path must call
     cuda_kernel: str | None = None  # the kernels/cuda.py launch the CUDA path must count
 
 
@@ -170,7 +171,7 @@ ELEMENTWISE = [
        lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
        one(arrays(ANY, low=-4, high=4)), lambda rng: (np.linspace(-12, 12, 5001, dtype=np.float32)
                                                       .reshape(3, 1667),),
-       chunked=True, cuda_kernel="gelu_bwd"),
+       chunked=True, cpu_kernel="gelu_tanh_forward", cuda_kernel="gelu_bwd"),
     Op("clip", lambda x: mg.clip(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7),
        one(arrays(ANY, distinct=True))),
     Op("clip_lower", lambda x: x.clip(min=0.1), lambda x: np.maximum(x, 0.1),
@@ -192,7 +193,7 @@ ELEMENTWISE = [
 FUSED = [
     Op("softmax_last_axis", lambda x: mg.softmax(x, -1), lambda x: _softmax(x, -1),
        one(arrays(shapes(min_dims=1), low=-5, high=5)), normal((2, 5, 6)), chunked=True,
-       cuda_kernel="softmax_bwd"),
+       cpu_kernel="softmax_forward", cuda_kernel="softmax_bwd"),
     Op("softmax_axis_0", lambda x: mg.softmax(x, 0), lambda x: _softmax(x, 0),
        one(arrays(shapes(min_dims=1), low=-5, high=5))),
     Op("log_softmax_last_axis", lambda x: mg.log_softmax(x, -1),
@@ -204,7 +205,8 @@ FUSED = [
        st.integers(2, 6).flatmap(lambda c: st.tuples(
            arrays(st.tuples(st.integers(1, 3), st.integers(1, 4), st.just(c)), distinct=True),
            arrays((c,)), arrays((c,)))),
-       normal((5, 3, 300), (300,), (300,)), chunked=True, cuda_kernel="layer_norm_bwd"),
+       normal((5, 3, 300), (300,), (300,)), chunked=True, cpu_kernel="layer_norm_forward",
+       cuda_kernel="layer_norm_bwd"),
     Op("layer_norm_no_affine", lambda x: F.layer_norm(x, x.shape[-1]),
        lambda x: of_tensors(composite.layer_norm)(x, np.ones(x.shape[-1]), np.zeros(x.shape[-1])),
        one(arrays(st.tuples(st.integers(1, 4), st.integers(2, 6)), distinct=True))),

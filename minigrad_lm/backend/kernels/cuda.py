@@ -185,9 +185,9 @@ def _kernel(source: str, name: str, dtype):
 
 
 def supports(*arrays) -> bool:
-    """The fused kernels handle contiguous float32/float64 arrays."""
+    """The fused kernels handle non-empty contiguous float32/float64 arrays."""
     return enabled() and all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
-                             for a in arrays)
+                             and a.size for a in arrays)
 
 
 # ---- LayerNorm ------------------------------------------------------------------------------
