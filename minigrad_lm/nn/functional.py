@@ -1,9 +1,10 @@
 """Neural-network functions with torch.nn.functional's signatures.
 
 The hot paths (linear, layer_norm, cross_entropy, attention, embedding, dropout) are fused
-Functions with hand-written backward and few temporaries; softmax, log_softmax and gelu are the
-fused ops of the core. Tests compare each fused Function with the composite of core operations
-that it replaces (tests/reference.py) and gradcheck it.
+Functions with hand-written backward: the math in a few `xp` lines, and the CPU or CUDA kernel of
+the same name (backend/kernels/) where one applies; softmax, log_softmax and gelu are the fused
+ops of the core. The op registry (tests/engine/op_registry.py) compares each with the composite
+of core operations that it replaces (tests/reference.py), gradchecks it, and checks its kernels.
 """
 from __future__ import annotations
 
