@@ -59,16 +59,16 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 class LayerNorm(Function):
     """y = xhat w + b, xhat = (x - mean) / sqrt(var + eps), over the trailing normalized axes;
     dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w;  dw = sum(gy xhat), db = sum(gy).
-    Kernels, for an affine LayerNorm: layer_norm_forward/backward on (N, C) rows."""
+    Kernels, given a weight: layer_norm_forward/backward on (N, C) rows."""
 
     def forward(self, x, w, b, n_axes, eps):
         xp = self.xp
         x2 = x.reshape(-1, math.prod(x.shape[x.ndim - n_axes:]))
         self.shape, self.x2, self.w, self.b_shape = x.shape, x2, w, getattr(b, "shape", None)
-        affine = w is not None and b is not None
-        self.kernels = kernels.for_op("layer_norm_forward", x2, w, b) if affine else None
+        self.kernels = kernels.for_op("layer_norm_forward", x2, w) if w is not None else None
         if self.kernels:
-            y, self.saved = self.kernels.layer_norm_forward(x2, w.reshape(-1), b.reshape(-1), eps)
+            y, self.saved = self.kernels.layer_norm_forward(
+                x2, w.reshape(-1), None if b is None else b.reshape(-1), eps)
             return y.reshape(x.shape)
         centered = x2 - x2.mean(axis=1, keepdims=True)
         rstd = 1 / xp.sqrt((centered * centered).mean(axis=1, keepdims=True) + eps)
@@ -82,7 +82,8 @@ class LayerNorm(Function):
         gy2 = gy.reshape(self.x2.shape)
         if self.kernels:
             gx, gw, gb = self.kernels.layer_norm_backward(gy2, self.x2, w.reshape(-1), self.saved)
-            return gx.reshape(self.shape), gw.reshape(w.shape), gb.reshape(w.shape), None, None
+            gb = None if self.b_shape is None else gb.reshape(self.b_shape)
+            return gx.reshape(self.shape), gw.reshape(w.shape), gb, None, None
         xhat, rstd = self.saved
         g = gy2 if w is None else gy2 * w.reshape(-1)
         gx = rstd * (g - g.mean(axis=1, keepdims=True)
@@ -347,10 +348,10 @@ QUERY_BLOCK_ROWS = 64
 class _AttentionCore(Function):
     """Shared forward/backward of attention on (B, H, T, D) views, by chunks of the batch.
 
-    On the CPU without dropout, chunks of the batch run concurrently (backend/threads.py). Each chunk
-    makes its own contiguous q, k, v, writes its output and gradients straight into the caller's
-    (possibly strided) views and keeps its own probabilities, so the head-splitting copies also
-    run in parallel and nothing is concatenated. Within a chunk, causal attention goes by blocks
+    On the CPU without dropout, chunks of the batch run concurrently (backend/threads.py). Each
+    chunk makes its own contiguous q, k, v, writes its output and gradients straight into the
+    caller's (possibly strided) views and keeps its own probabilities, so the head-splitting
+    copies also run in parallel and nothing is concatenated. Within a chunk, causal attention goes by blocks
     of queries over the keys up to each block's end (QUERY_BLOCK_ROWS).
     """
 

@@ -207,6 +207,12 @@ FUSED = [
            arrays((c,)), arrays((c,)))),
        normal((5, 3, 300), (300,), (300,)), chunked=True, cpu_kernel="layer_norm_forward",
        cuda_kernel="layer_norm_bwd"),
+    Op("layer_norm_no_bias", lambda x, w: F.layer_norm(x, x.shape[-1], w),
+       lambda x, w: of_tensors(composite.layer_norm)(x, w, np.zeros(x.shape[-1])),
+       st.integers(2, 6).flatmap(lambda c: st.tuples(
+           arrays(st.tuples(st.integers(1, 4), st.just(c)), distinct=True), arrays((c,)))),
+       normal((5, 3, 300), (300,)), chunked=True, cpu_kernel="layer_norm_forward",
+       cuda_kernel="layer_norm_bwd"),
     Op("layer_norm_no_affine", lambda x: F.layer_norm(x, x.shape[-1]),
        lambda x: of_tensors(composite.layer_norm)(x, np.ones(x.shape[-1]), np.zeros(x.shape[-1])),
        one(arrays(st.tuples(st.integers(1, 4), st.integers(2, 6)), distinct=True))),

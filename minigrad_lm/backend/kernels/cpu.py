@@ -72,7 +72,7 @@ def gelu_tanh_backward(gy, x, d):
 # ---- LayerNorm ------------------------------------------------------------------------------
 
 def layer_norm_forward(x2, w, b, eps):
-    """(N, C) rows -> y and the saved (xhat, rstd (N, 1)); row means are GEMVs."""
+    """(N, C) rows -> y and the saved (xhat, rstd (N, 1)); row means are GEMVs; b may be None."""
     n, c = x2.shape
     means = np.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: x @ means is the row mean
     xhat, y = np.empty_like(x2), np.empty_like(x2)
@@ -88,7 +88,8 @@ def layer_norm_forward(x2, w, b, eps):
         np.reciprocal(r, out=r)
         xh *= r
         np.multiply(xh, w, out=out)
-        out += b
+        if b is not None:
+            out += b
     threads.map_chunks(run, threads.batch_chunks(n, c))
     return y, (xhat, rstd)
 

@@ -193,8 +193,9 @@ def supports(*arrays) -> bool:
 # ---- LayerNorm ------------------------------------------------------------------------------
 
 def layer_norm_forward(x2, w, b, eps):
-    """(N, C) rows -> y and the saved (mean (N,), rstd (N,))."""
+    """(N, C) rows -> y and the saved (mean (N,), rstd (N,)); b may be None."""
     cp = _cp()
+    b = cp.zeros_like(w) if b is None else b
     n, c = x2.shape
     y = cp.empty_like(x2)
     mean, rstd = cp.empty(n, x2.dtype), cp.empty(n, x2.dtype)
