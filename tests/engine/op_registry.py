@@ -1,9 +1,10 @@
 """The op registry: one row per differentiable op, driving every generic check of it
 (tests/engine/test_op_registry.py): forward against a float64 reference and gradcheck on
-hypothesis inputs, the CPU kernel against the xp reference, the CPU kernel split into chunks and
-blocks against one chunk, and the CUDA path against the CPU one. A new op is one Function plus
-one row here; value checks that gradients cannot see (masks, indexing, pooling) live beside the
-package's module in tests/<layer>/.
+hypothesis inputs, a second backward of a retained graph, the CPU kernel against the xp
+reference, the CPU kernel split into chunks and blocks against one chunk, and the CUDA path
+against the CPU one; every Function of the engine must appear in some row's graph. A new op is
+one Function plus one row here. Value checks that gradients cannot see (masks, indexing,
+pooling) live beside the package's module in tests/<layer>/.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 import minigrad_lm as mg
+from minigrad_lm.engine import ops
+from minigrad_lm.engine.recompute import checkpoint
 from minigrad_lm.nn import functional as F
 from minigrad_lm.testing import (
     arrays,
@@ -239,4 +242,50 @@ FUSED = [
            lambda mkn: sized((2, 1, mkn[0], mkn[1]), (3, mkn[1], mkn[2])))),
 ]
 
-OPS = ELEMENTWISE + FUSED
+def _dropout(x):
+    mg.manual_seed(0)  # one dropout mask: gradcheck sees one function
+    return F.dropout(x, 0.5)
+
+
+def _checkpointed(a, b):
+    mg.manual_seed(0)
+    return checkpoint(lambda p, q: F.dropout(p * q, 0.5).exp() * p, a, b)
+
+
+def same_shape(n: int, min_dims: int = 1, **kw):
+    """n arrays of one drawn shape."""
+    return shapes(min_dims=min_dims).flatmap(lambda s: st.tuples(*[arrays(s, **kw)] * n))
+
+
+THREE_D = (st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
+
+SHAPES_AND_REDUCTIONS = [
+    Op("sum_axis", lambda x: x.sum(axis=1), lambda x: x.sum(axis=1), sized(THREE_D)),
+    Op("mean_axes", lambda x: x.mean(axis=(0, 2)), lambda x: x.mean(axis=(0, 2)), sized(THREE_D)),
+    Op("max_axis_and_min", lambda x: x.max(axis=1) + x.min(), lambda x: x.max(axis=1) + x.min(),
+       sized(THREE_D, distinct=True)),
+    Op("logsumexp_axis", lambda x: x.logsumexp(axis=-1),
+       lambda x: np.log(np.exp(x).sum(axis=-1)), sized(THREE_D)),
+    Op("reshape", lambda x: x.reshape(-1, x.shape[-1]), lambda x: x.reshape(-1, x.shape[-1]),
+       sized(THREE_D)),
+    Op("transpose", lambda x: x.transpose(2, 0, 1), lambda x: x.transpose(2, 0, 1),
+       sized(THREE_D)),
+    Op("broadcast_to", lambda x: x.broadcast_to((2,) + x.shape),
+       lambda x: np.broadcast_to(x, (2,) + x.shape), sized(SMALL_2D)),
+    Op("astype", lambda x: x.astype(np.float64) * 2, lambda x: x * 2, sized(SMALL_2D)),
+    Op("to_device", lambda x: ops.ToDevice.apply(x, x.device), lambda x: x, sized(SMALL_2D)),
+    Op("getitem", lambda x: x[np.array([0, -1, 0]), 1:], lambda x: x[np.array([0, -1, 0]), 1:],
+       sized(SMALL_2D)),
+    Op("concatenate", lambda a, b: mg.concatenate([a, b], axis=-1),
+       lambda a, b: np.concatenate([a, b], axis=-1), same_shape(2)),
+    Op("stack", lambda a, b: mg.stack([a, b], axis=1), lambda a, b: np.stack([a, b], axis=1),
+       same_shape(2)),
+    Op("where", lambda a, b: mg.where(a.numpy() > 0, a, b),
+       lambda a, b: np.where(a > 0, a, b), same_shape(2, min_dims=0, distinct=True)),
+    Op("masked_fill", lambda x: x.masked_fill(x.numpy() > 0, 0.5),
+       lambda x: np.where(x > 0, 0.5, x), one(arrays(ANY, distinct=True))),
+    Op("dropout", _dropout, None, one(arrays(ANY))),
+    Op("checkpoint", _checkpointed, None, same_shape(2)),
+]
+
+OPS = ELEMENTWISE + SHAPES_AND_REDUCTIONS + FUSED
