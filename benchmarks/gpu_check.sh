@@ -9,7 +9,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)" \
     | tee -a "$out/gpu.txt"
 MINIGRAD_TEST_DEVICE=cuda HYPOTHESIS_PROFILE=gpu timeout "${TEST_TIMEOUT:-300}" python3 -m pytest \
-    tests/test_cuda.py tests/test_ops.py tests/test_autograd.py tests/test_functional.py \
-    tests/test_nn.py -q -p no:cacheprovider -rfE 2>&1 | tee "$out/pytest_cuda.log" | tail -40
+    tests/backend/test_cuda.py tests/engine tests/nn -q -p no:cacheprovider -rfE 2>&1 | tee "$out/pytest_cuda.log" | tail -40
 timeout "${BENCH_TIMEOUT:-200}" python3 -m benchmarks.gpu --out "$out/gpu_bench.json" 2>&1 \
     | tee "$out/gpu_bench.log"

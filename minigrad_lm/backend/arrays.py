@@ -7,6 +7,15 @@ from types import ModuleType
 import numpy as np
 
 
+def out_of_range(ids, n: int) -> int | None:
+    """An id of `ids` outside [0, n), or None. Checked where the ids live: host ids need no GPU
+    synchronisation, and CuPy would not raise on an out-of-range gather."""
+    if not ids.size:
+        return None
+    lo, hi = int(ids.min()), int(ids.max())
+    return hi if hi >= n else lo if lo < 0 else None
+
+
 def scatter_add(xp: ModuleType, target, index, values) -> None:
     """target[index] += values, correct when `index` repeats (add.at on either backend)."""
     xp.add.at(target, index, values)

@@ -7,20 +7,20 @@
 - glibc keeps large freed blocks for reuse instead of returning them to the OS
   (:func:`tune_host_allocator`), and
 - the CPU kernels split their work over all cores, with OpenBLAS's idle threads set to
-  spin briefly (kernels/cpu.py, :func:`~minigrad_lm.backend.kernels.cpu.use_all_cores`).
+  spin briefly (threads.py, :func:`~minigrad_lm.backend.threads.use_all_cores`).
 """
 from __future__ import annotations
 
 import ctypes
 import os
 
-from .kernels import cpu
+from . import threads
 
 
 def tune_for_training() -> None:
     """Both tunings below; safe to call more than once."""
     tune_host_allocator()
-    cpu.use_all_cores()
+    threads.use_all_cores()
 
 
 def tune_host_allocator() -> bool:

@@ -1,4 +1,4 @@
-"""Tensor's operators and named methods, each the op of the same name in ops.py.
+"""Tensor's operators and named methods, each the op of the same name in ops/.
 
 They are bound onto Tensor here, once both modules exist, so that tensor.py (the autograd core)
 never imports the ops built on it: ``x + y`` is ``ops.add(x, y)``, ``x.sum(0)`` is

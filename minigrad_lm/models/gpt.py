@@ -75,8 +75,8 @@ class GPT(Module):
             raise ValueError(f"GPT: sequence of {start + t} tokens is longer than "
                              f"context_length={self.config.context_length}")
         device = self.tok_emb.weight.device
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
-            bad = int(ids.max()) if int(ids.max()) >= self.config.vocab_size else int(ids.min())
+        bad = backend.out_of_range(ids, self.config.vocab_size)
+        if bad is not None:
             raise ValueError(f"GPT: token id {bad} is outside the vocabulary of "
                              f"{self.config.vocab_size}")
         ids = backend.to_device(ids, device)  # checked above, on the host when given there

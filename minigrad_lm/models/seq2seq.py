@@ -84,8 +84,8 @@ def _ids(idx, what: str, config: Seq2SeqConfig) -> np.ndarray:
     if ids.shape[1] > config.context_length:
         raise ValueError(f"Seq2SeqTransformer: {what} of {ids.shape[1]} tokens is longer than "
                          f"context_length={config.context_length}")
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= config.vocab_size):
-        bad = int(ids.max()) if int(ids.max()) >= config.vocab_size else int(ids.min())
+    bad = backend.out_of_range(ids, config.vocab_size)
+    if bad is not None:
         raise ValueError(f"Seq2SeqTransformer: {what} token id {bad} is outside the vocabulary "
                          f"of {config.vocab_size}")
     return ids

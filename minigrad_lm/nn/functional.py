@@ -1,9 +1,10 @@
 """Neural-network functions with torch.nn.functional's signatures.
 
 The hot paths (linear, layer_norm, cross_entropy, attention, embedding, dropout) are fused
-Functions with hand-written backward and few temporaries; softmax, log_softmax and gelu are the
-fused ops of the core. Tests compare each fused Function with the composite of core operations
-that it replaces (tests/reference.py) and gradcheck it.
+Functions with hand-written backward: the math in a few `xp` lines, and the CPU or CUDA kernel of
+the same name (backend/kernels/) where one applies; softmax, log_softmax and gelu are the fused
+ops of the core. The op registry (tests/engine/op_registry.py) compares each with the composite
+of core operations that it replaces (tests/reference.py), gradchecks it, and checks its kernels.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..backend.kernels import cpu, cuda
+from ..backend import kernels, threads
 from ..engine import ops, rng
 from ..engine.ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops
 from ..engine.tensor import Function, Tensor
@@ -56,81 +57,40 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class LayerNorm(Function):
-    """y = (x - mean) / sqrt(var + eps) * w + b over the trailing normalized axes.
-
-    Row means are GEMVs (BLAS beats a ufunc reduction 2-4x); on the CPU, large inputs run as
-    chunks of rows on all cores (kernels/cpu.py).
-    """
+    """y = xhat w + b, xhat = (x - mean) / sqrt(var + eps), over the trailing normalized axes;
+    dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w;  dw = sum(gy xhat), db = sum(gy).
+    Kernels, given a weight: layer_norm_forward/backward on (N, C) rows."""
 
     def forward(self, x, w, b, n_axes, eps):
         xp = self.xp
         x2 = x.reshape(-1, math.prod(x.shape[x.ndim - n_axes:]))
-        self.shape, self.w = x.shape, w
-        self.fused = xp is not np and w is not None and b is not None and cuda.supports(x2, w, b)
-        if self.fused:
-            y, self.mean, self.rstd = cuda.layer_norm_forward(x2, w, b, eps)
-            self.x2 = x2
+        self.shape, self.x2, self.w, self.b_shape = x.shape, x2, w, getattr(b, "shape", None)
+        self.kernels = kernels.for_op("layer_norm_forward", x2, w) if w is not None else None
+        if self.kernels:
+            y, self.saved = self.kernels.layer_norm_forward(
+                x2, w.reshape(-1), None if b is None else b.reshape(-1), eps)
             return y.reshape(x.shape)
-        n, c = x2.shape
-        self.ones = xp.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: row means
-        self.xhat, y = xp.empty_like(x2), xp.empty_like(x2)
-        self.rstd = xp.empty((n, 1), dtype=x2.dtype)
-
-        def run(rows):
-            xhat, out, rstd = self.xhat[rows], y[rows], self.rstd[rows]
-            xp.subtract(x2[rows], (x2[rows] @ self.ones)[:, None], out=xhat)
-            xp.multiply(xhat, xhat, out=out)
-            xp.matmul(out, self.ones, out=rstd[:, 0])  # variance
-            rstd += eps
-            xp.sqrt(rstd, out=rstd)
-            xp.reciprocal(rstd, out=rstd)
-            xhat *= rstd
-            if w is None:
-                out[...] = xhat
-            else:
-                xp.multiply(xhat, w.reshape(-1), out=out)
-            if b is not None:
-                out += b.reshape(-1)
-        cpu.map_chunks(run, self._chunks(x2))
-        return y.reshape(x.shape)
-
-    def _chunks(self, x2):
-        return cpu.batch_chunks(*x2.shape) if self.xp is np else [slice(None)]
+        centered = x2 - x2.mean(axis=1, keepdims=True)
+        rstd = 1 / xp.sqrt((centered * centered).mean(axis=1, keepdims=True) + eps)
+        xhat = centered * rstd
+        self.saved = xhat, rstd
+        y = xhat if w is None else xhat * w.reshape(-1)
+        return (y if b is None else y + b.reshape(-1)).reshape(x.shape)
 
     def backward(self, gy):
-        xp, w = self.xp, self.w
-        if self.fused:
-            gy2 = xp.ascontiguousarray(gy).reshape(self.x2.shape)
-            gx, gw, gb = cuda.layer_norm_backward(gy2, self.x2, w, self.mean, self.rstd)
-            return gx.reshape(self.shape), gw.reshape(w.shape), gb.reshape(w.shape), None, None
-        gy2 = gy.reshape(self.xhat.shape)
-        gx = xp.empty_like(gy2) if self.needs_grad[0] else None
-
-        def run(rows):
-            """(column sums of gy * xhat, of gy) over these rows; writes gx for them."""
-            g, xhat = gy2[rows], self.xhat[rows]
-            col = xp.ones(g.shape[0], dtype=g.dtype)
-            t = g * xhat
-            gw = col @ t if self.needs_grad[1] else None
-            gb = col @ g if self.needs_grad[2] else None
-            if gx is not None:
-                if w is not None:
-                    g = xp.multiply(g, w.reshape(-1), out=gx[rows])
-                else:
-                    g = gx[rows]
-                    g[...] = gy2[rows]
-                xp.multiply(g, xhat, out=t)
-                mean_gx = (t @ self.ones)[:, None]
-                g -= (g @ self.ones)[:, None]
-                xp.multiply(xhat, mean_gx, out=t)  # t is free again; xhat stays intact
-                g -= t
-                g *= self.rstd[rows]
-            return gw, gb
-        parts = cpu.map_chunks(run, self._chunks(gy2))
-        gw, gb = (None if p[0] is None else sum(p[1:], p[0]).reshape(w.shape)
-                  for p in zip(*parts))
-        gx = gx.reshape(self.shape) if gx is not None else None
-        return gx, gw, gb, None, None
+        w = self.w
+        gy2 = gy.reshape(self.x2.shape)
+        if self.kernels:
+            gx, gw, gb = self.kernels.layer_norm_backward(gy2, self.x2, w.reshape(-1), self.saved)
+            gb = None if self.b_shape is None else gb.reshape(self.b_shape)
+            return gx.reshape(self.shape), gw.reshape(w.shape), gb, None, None
+        xhat, rstd = self.saved
+        g = gy2 if w is None else gy2 * w.reshape(-1)
+        gx = rstd * (g - g.mean(axis=1, keepdims=True)
+                     - xhat * (g * xhat).mean(axis=1, keepdims=True))
+        gw = None if w is None else (gy2 * xhat).sum(axis=0).reshape(w.shape)
+        gb = None if self.b_shape is None else gy2.sum(axis=0).reshape(self.b_shape)
+        return gx.reshape(self.shape), gw, gb, None, None
 
 
 def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
@@ -157,8 +117,9 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets, ignore_index, smoothing, reduction):
         xp = self.xp
-        self.fused = xp is not np and reduction != "none" and cuda.supports(logits)
-        if self.fused:
+        self.kernels = kernels.for_op("cross_entropy_forward", logits) if reduction != "none" \
+            else None
+        if self.kernels:
             return self._fused_forward(logits, targets, ignore_index, smoothing, reduction)
         n, c = logits.shape
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -185,7 +146,8 @@ class CrossEntropy(Function):
         return total / xp.maximum(count, 1).astype(logits.dtype)
 
     def _fused_forward(self, logits, targets, ignore_index, smoothing, reduction):
-        loss, self.lse = cuda.cross_entropy_forward(logits, targets, ignore_index, smoothing)
+        loss, self.lse = self.kernels.cross_entropy_forward(logits, targets, ignore_index,
+                                                            smoothing)
         self.logits, self.t, self.ignore_index, self.smoothing = logits, targets, ignore_index, \
             smoothing
         self.reduction = reduction
@@ -197,9 +159,9 @@ class CrossEntropy(Function):
         return total / self.xp.maximum(self.count, 1)
 
     def backward(self, gy):
-        if self.fused:
+        if self.kernels:
             scale = gy if self.count is None else gy / self.xp.maximum(self.count, 1)
-            return cuda.cross_entropy_backward(self.logits, self.t, self.lse, scale,
+            return self.kernels.cross_entropy_backward(self.logits, self.t, self.lse, scale,
                                                self.ignore_index, self.smoothing), \
                 None, None, None, None
         xp, p = self.xp, self.p
@@ -236,13 +198,10 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, label_smoot
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]}, got {t.shape}")
     c = logits.shape[-1]
-    # checked where the targets live: host targets need no GPU synchronisation
-    valid = t[t != ignore_index]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
-        bad = int(valid.max()) if int(valid.max()) >= c else int(valid.min())
+    bad = backend.out_of_range(t[t != ignore_index], c)
+    if bad is not None:
         raise ValueError(f"cross_entropy: target {bad} is out of range for {c} classes")
-    xp = backend.array_module(logits.data)
-    t = xp.asarray(backend.to_device(t, logits.device) if xp is not np else backend.to_numpy(t))
+    t = backend.to_device(t, logits.device)
     flat = ops.reshape(logits, -1, c) if logits.ndim != 2 else logits
     out = CrossEntropy.apply(flat, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
     return ops.reshape(out, t.shape) if reduction == "none" else out
@@ -267,31 +226,29 @@ class Embedding(Function):
 
 
 def embedding(idx, weight: Tensor) -> Tensor:
-    """Rows of `weight` (num_embeddings, dim) at integer ids `idx` (any shape).
-
-    Ids are range-checked where they live (host ids before the copy to a GPU, so that check
-    needs no device synchronisation): CuPy would not raise on an out-of-range gather.
-    """
+    """Rows of `weight` (num_embeddings, dim) at integer ids `idx` (any shape), range-checked
+    where they live (backend.out_of_range) before they move to weight's device."""
     ids = idx.data if isinstance(idx, Tensor) else idx
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
     n = weight.shape[0]
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
-        bad = int(ids.max()) if int(ids.max()) >= n else int(ids.min())
+    bad = backend.out_of_range(ids, n)
+    if bad is not None:
         raise ValueError(f"embedding: id {bad} is out of range for {n} embeddings")
-    xp = backend.array_module(weight.data)
-    ids = xp.asarray(backend.to_device(ids, weight.device) if xp is not np else
-                     backend.to_numpy(ids))
-    return Embedding.apply(weight, ids)
+    return Embedding.apply(weight, backend.to_device(ids, weight.device))
+
+
+def _dropout_scale(like, p: float):
+    """mask / (1 - p) of like's shape and dtype, mask ~ Bernoulli(1 - p) drawn on like's device."""
+    keep = rng.for_device(backend.device_of(like)).random(like.shape, dtype=np.float32) >= p
+    return keep * like.dtype.type(1.0 / (1.0 - p))
 
 
 class Dropout(Function):
-    """y = x * mask / (1 - p), mask ~ Bernoulli(1 - p) drawn on x's device."""
+    """y = x * mask / (1 - p), mask ~ Bernoulli(1 - p)."""
 
     def forward(self, x, p):
-        gen = rng.for_device(backend.device_of(x))
-        keep = gen.random(x.shape, dtype=np.float32) >= p
-        self.scale = keep * x.dtype.type(1.0 / (1.0 - p))
+        self.scale = _dropout_scale(x, p)
         return x * self.scale
 
     def backward(self, gy):
@@ -320,12 +277,12 @@ def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     s = xp.matmul(q * scale, k.swapaxes(-1, -2))  # scaling q is cheaper than scaling s
     tq, tk = q.shape[-2], k.shape[-2]
-    if xp is not np and mask is None and cuda.supports(s):
-        p = cuda.masked_softmax_(s, causal, offset)
-        return _weighted_sum(xp, p, v, dropout_p, q)
+    fused = kernels.for_op("masked_softmax_", s) if mask is None else None
+    if fused:
+        return _weighted_sum(xp, fused.masked_softmax_(s, causal, offset), v, dropout_p)
     if causal:
         future = xp.arange(tk)[None, :] > (xp.arange(tq)[:, None] + offset)
-        s += xp.where(future, s.dtype.type(-np.inf), s.dtype.type(0))  # 4x faster than copyto
+        s += xp.where(future, s.dtype.type(-np.inf), s.dtype.type(0))  # faster than copyto
     if mask is not None:
         s = xp.where(mask, s, s.dtype.type(-np.inf))
     m = s.max(axis=-1, keepdims=True)
@@ -335,16 +292,14 @@ def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
     total = (s @ xp.ones(tk, dtype=s.dtype))[..., None]  # row sums as a GEMV
     total[total == 0] = 1
     s /= total
-    return _weighted_sum(xp, s, v, dropout_p, q)
+    return _weighted_sum(xp, s, v, dropout_p)
 
 
-def _weighted_sum(xp, p, v, dropout_p, like):
+def _weighted_sum(xp, p, v, dropout_p):
     """(p with dropout) @ v; returns (out, p, dropout scale or None)."""
     if not dropout_p:
         return xp.matmul(p, v), p, None
-    gen = rng.for_device(backend.device_of(like))
-    dropped = (gen.random(p.shape, dtype=np.float32) >= dropout_p) * p.dtype.type(
-        1.0 / (1.0 - dropout_p))
+    dropped = _dropout_scale(p, dropout_p)
     return xp.matmul(p * dropped, v), p, dropped
 
 
@@ -356,9 +311,9 @@ def _transposed_matmul(xp, a, b):
     return xp.matmul(xp.ascontiguousarray(b.swapaxes(-1, -2)), a).swapaxes(-1, -2)
 
 
-def _fused_softmax_backward(xp, p) -> bool:
-    """Whether a GPU kernel does the softmax backward (which then needs no attention output)."""
-    return xp is not np and cuda.supports(p)
+def _fused_softmax_backward(p):
+    """The kernels that do the softmax backward (which then needs no attention output), or None."""
+    return kernels.for_op("softmax_backward_", p)
 
 
 def _attention_backward(xp, go, q, k, v, out, p, dropped):
@@ -370,8 +325,9 @@ def _attention_backward(xp, go, q, k, v, out, p, dropped):
     gp = xp.matmul(go, v.swapaxes(-1, -2))
     if dropped is not None:
         gp *= dropped
-    if _fused_softmax_backward(xp, p):
-        cuda.softmax_backward_(p, gp, float(scale))
+    fused = _fused_softmax_backward(p)
+    if fused:
+        fused.softmax_backward_(p, gp, float(scale))
         return xp.matmul(gp, k), _transposed_matmul(xp, gp, q), gv
     # softmax backward in place, gs = p * (gp - sum_j gp p), where sum_j gp p = sum_d go out
     # (a (T, D) product instead of a (T, T) one); the scale goes on the (T, D) results
@@ -385,18 +341,17 @@ def _attention_backward(xp, go, q, k, v, out, p, dropped):
 
 # Causal attention on the CPU goes by blocks of about this many queries, each block attending
 # only to the keys up to its end: this skips most of the masked upper triangle, and the blocks'
-# (rows, keys) scores stay in cache. Forward+backward at config M's size (T=128, 2 blocks) went
-# from 13.7 to 12.6 ms, at T=512 (8 blocks) from 50 to 26 ms; blocks of 32 did worse.
+# (rows, keys) scores stay in cache (benchmarks/results/cpu_tuning.json).
 QUERY_BLOCK_ROWS = 64
 
 
 class _AttentionCore(Function):
     """Shared forward/backward of attention on (B, H, T, D) views, by chunks of the batch.
 
-    On the CPU without dropout, chunks of the batch run concurrently (kernels/cpu.py). Each chunk
-    makes its own contiguous q, k, v, writes its output and gradients straight into the caller's
-    (possibly strided) views and keeps its own probabilities, so the head-splitting copies also
-    run in parallel and nothing is concatenated. Within a chunk, causal attention goes by blocks
+    On the CPU without dropout, chunks of the batch run concurrently (backend/threads.py). Each
+    chunk makes its own contiguous q, k, v, writes its output and gradients straight into the
+    caller's (possibly strided) views and keeps its own probabilities, so the head-splitting
+    copies also run in parallel and nothing is concatenated. Within a chunk, causal attention goes by blocks
     of queries over the keys up to each block's end (QUERY_BLOCK_ROWS).
     """
 
@@ -404,7 +359,7 @@ class _AttentionCore(Function):
         xp = self.xp
         chunks = [slice(None)]
         if xp is np and not dropout_p and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
-            chunks = cpu.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+            chunks = threads.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
         tq, tk = q.shape[-2], k.shape[-2]
         blocks = [(slice(None), slice(None), 0)]  # (queries, keys, offset of the queries)
         n_blocks = tq // QUERY_BLOCK_ROWS
@@ -422,9 +377,9 @@ class _AttentionCore(Function):
                     xp, qkv[0][..., rows, :], qkv[1][..., keys, :], qkv[2][..., keys, :], causal,
                     part_mask, dropout_p, offset)
                 out[sl][..., rows, :] = o
-                saved.append((None if _fused_softmax_backward(xp, p) else o, p, dropped))
+                saved.append((None if _fused_softmax_backward(p) else o, p, dropped))
             return qkv, saved
-        self.chunks, self.blocks, self.saved = chunks, blocks, cpu.map_chunks(run, chunks)
+        self.chunks, self.blocks, self.saved = chunks, blocks, threads.map_chunks(run, chunks)
         return out
 
     def _backward(self, go, gq, gk, gv):
@@ -446,7 +401,7 @@ class _AttentionCore(Function):
                     gk_part[..., keys, :] += g_k
                     gv_part[..., keys, :] += g_v
             gk[sl], gv[sl] = gk_part, gv_part
-        cpu.map_chunks(run, list(zip(self.chunks, self.saved)))
+        threads.map_chunks(run, list(zip(self.chunks, self.saved)))
         return gq, gk, gv
 
 
@@ -488,17 +443,6 @@ class QKVAttention(_AttentionCore):
         return gqkv.reshape(b, t, 3 * h * d), None, None, None, None
 
 
-def _mask_array(mask, like: Tensor):
-    if mask is None:
-        return None
-    m = mask.data if isinstance(mask, Tensor) else mask
-    xp = backend.array_module(like.data)
-    m = xp.asarray(backend.to_device(m, like.device) if xp is not np else backend.to_numpy(m))
-    if m.dtype != np.bool_:
-        raise TypeError(f"attention mask must be boolean (True = attend), got dtype {m.dtype}")
-    return m
-
-
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
                                  mask=None, dropout_p: float = 0.0) -> Tensor:
     """softmax(q k^T / sqrt(d)) v for q (..., Tq, D), k and v (..., Tk, D).
@@ -509,7 +453,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if q.shape[-1] != k.shape[-1] or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, "
                          f"v {v.shape} do not fit (q and k share D; k and v share Tk)")
-    m = _mask_array(mask, q)
+    m = None if mask is None else ops._mask_array(mask, q, "scaled_dot_product_attention")
     if m is not None and not ops._broadcastable(m.shape, q.shape[:-1] + (k.shape[-2],)):
         raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not "
                          f"broadcast to scores of shape {q.shape[:-1] + (k.shape[-2],)}")
@@ -526,7 +470,8 @@ def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
     if c3 % 3 or (c3 // 3) % n_heads:
         raise ValueError(f"multi_head_attention: last dimension {c3} is not 3 x a multiple of "
                          f"n_heads={n_heads}")
-    m = _mask_array(key_padding_mask, qkv)
+    m = None if key_padding_mask is None else ops._mask_array(key_padding_mask, qkv,
+                                                              "multi_head_attention")
     if m is not None:
         if m.shape != (b, t):
             raise ValueError(f"key_padding_mask of shape {m.shape} does not match (batch, time) "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..engine import ops
 from ..engine.tensor import Tensor, no_grad
 from . import functional as F
 from .attention import KVCache, MultiHeadAttention
@@ -44,9 +45,9 @@ class CrossAttention(F._AttentionCore):
 
 def _padding_mask(key_padding_mask, like: Tensor, b: int, tk: int):
     """(B, Tk) boolean (True = real key) -> (B, 1, 1, Tk) array on like's device, or None."""
-    m = F._mask_array(key_padding_mask, like)
-    if m is None:
+    if key_padding_mask is None:
         return None
+    m = ops._mask_array(key_padding_mask, like, "cross_attention")
     if m.shape != (b, tk):
         raise ValueError(f"key_padding_mask of shape {m.shape} does not match (batch, source "
                          f"length) = {(b, tk)}")

@@ -7,13 +7,12 @@ model to its device; load_state_dict copies in place and keeps the views.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import numpy as np
 
 from .. import backend
-from ..backend.kernels import cpu, cuda
+from ..backend import kernels
 from ..engine.tensor import Tensor
 
 
@@ -271,43 +270,25 @@ class Adam(Optimizer):
         o = group.options
         xp = group.xp
         b1, b2 = o["betas"]
-        if xp is not np and cuda.enabled():
-            cuda.adam_update_(group.data[part], group.grad[part],
-                              self._buffer(group, state, "exp_avg")[part],
-                              self._buffer(group, state, "exp_avg_sq")[part], o["lr"], b1, b2,
-                              o["eps"], o["weight_decay"], t, self.decoupled)
-            return
         data, grad = group.data[part], group.grad[part]
         exp_avg = self._buffer(group, state, "exp_avg")[part]
         exp_avg_sq = self._buffer(group, state, "exp_avg_sq")[part]
-        scratch = group.scratch()[part]  # one reused temporary: no allocation per step
-        lr, wd = o["lr"], o["weight_decay"]
-        # p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps), as lr' m / (sqrt(v) + eps')
-        root_c2 = math.sqrt(1 - b2 ** t)
-        step_size, eps = lr * root_c2 / (1 - b1 ** t), o["eps"] * root_c2
-
-        def run(block):
-            p, g, m, v, tmp = (a[block] for a in (data, grad, exp_avg, exp_avg_sq, scratch))
-            if wd and self.decoupled:
-                p *= 1 - lr * wd
-            elif wd:
-                g = g + wd * p  # the L2 penalty
-            m *= b1
-            xp.multiply(g, 1 - b1, out=tmp)
-            m += tmp
-            v *= b2
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v += tmp
-            xp.sqrt(v, out=tmp)
-            tmp += eps
-            xp.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p -= tmp
-        if xp is np:
-            cpu.map_blocks(run, data.size)
-        else:
-            run(slice(None))
+        lr, eps, wd = o["lr"], o["eps"], o["weight_decay"]
+        fused = kernels.for_op("adam_update_", data, grad, exp_avg, exp_avg_sq)
+        if fused:
+            scratch = group.scratch()[part] if xp is np else None  # the CPU kernel's temporary
+            fused.adam_update_(data, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, wd, t,
+                               self.decoupled, scratch)
+            return
+        if wd and self.decoupled:
+            data *= 1 - lr * wd
+        elif wd:
+            grad = grad + wd * data  # the L2 penalty
+        exp_avg *= b1
+        exp_avg += (1 - b1) * grad
+        exp_avg_sq *= b2
+        exp_avg_sq += (1 - b2) * grad * grad
+        data -= lr / (1 - b1 ** t) * exp_avg / (xp.sqrt(exp_avg_sq / (1 - b2 ** t)) + eps)
 
 
 class AdamW(Adam):

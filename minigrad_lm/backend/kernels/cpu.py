@@ -1,145 +1,181 @@
-"""The NumPy backend's corner: running independent chunks of a kernel on all cores.
+"""NumPy kernels: the CPU's fast paths of the hot ops, beside their xp references in the ops.
 
-NumPy's ufuncs use one core, and OpenBLAS's threads gain little on many small matrices (the
-(T, T) attention products of each head). Attention over each half of the batch is independent
-work, so two Python threads each run one half (NumPy releases the GIL in ufuncs and BLAS calls)
-with OpenBLAS set to one thread meanwhile: attention's forward ran 2.5x faster here. Without a
-recognised OpenBLAS or with one core, chunks run one after another. The number of threads is
-MINIGRAD_CPU_THREADS, else OPENBLAS_NUM_THREADS or OMP_NUM_THREADS (the usual thread budget,
-e.g. one per MPI rank), else the number of cores; 1 turns this off.
-
-OpenBLAS's idle workers busy-wait about 2^28 cycles (~0.1 s) after each threaded call before
-they sleep, so after every GEMM one core is taken by a spinning worker and our chunks would
-share one core. When chunking is first set up, OpenBLAS's threads are restarted with a short
-spin (OPENBLAS_THREAD_TIMEOUT, 2^4 cycles unless the user set it): config M's train step went
-from 726 to 558 ms in an A/B within one process, with the GEMMs themselves no slower.
+Each kernel computes what its Function's few `xp` lines compute, in place with few temporaries,
+as chunks of rows or cache-sized blocks on all cores (backend/threads.py). The names and
+signatures are those of kernels/cuda.py, so a Function calls either through kernels.for_op.
+MINIGRAD_CPU_KERNELS=0 turns these fast paths off (the references then run).
 """
 from __future__ import annotations
 
-import ctypes
+import math
 import os
-import re
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
 
-T = TypeVar("T")
+import numpy as np
 
-# Below this many elements per chunk, a thread hand-off costs more than it saves. Tuned on the
-# train steps, A/B within one process: config S 47-50 ms at 2^16 against 52-53 at 2^17 and 54
-# at 2^15; config M the same at 2^16 and 2^17, 571 ms at 2^19.
-MIN_CHUNK_ELEMENTS = 1 << 16
+from .. import threads
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
 
 
-def _thread_budget() -> int:
-    for name in ("MINIGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return os.cpu_count() or 1
+def enabled() -> bool:
+    return os.environ.get("MINIGRAD_CPU_KERNELS", "1") != "0"
 
 
-# Kernels that make several passes over their data run over blocks this size (1 MiB of
-# float32), so that every pass after the first finds the block in cache instead of memory. On
-# two threads, Adam's update of 4.7M parameters went from 8.6 to 5.9 ms and GELU's forward and
-# backward on 2M elements from 7.0 to 5.9 ms; blocks of 2^16 or 2^19 elements did worse.
-BLOCK_ELEMENTS = 1 << 18
-
-# log2 of the cycles an idle OpenBLAS worker spins before it sleeps (OpenBLAS's minimum).
-SHORT_SPIN = "4"
-
-_threads = 1  # until use_all_cores(): importing the package changes nothing process-wide
-_pool: ThreadPoolExecutor | None = None
-_set_blas_threads: Callable[[int], object] | None = None
-_blas_threads = 1
+def supports(*arrays) -> bool:
+    """The kernels handle NumPy float arrays."""
+    return enabled() and all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays)
 
 
-def _openblas_thread_control() -> tuple[ctypes.CDLL | None, Callable[[int], object] | None, int]:
-    """The OpenBLAS library NumPy loaded, its openblas_set_num_threads and its thread count."""
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted(set(re.findall(r"/\S*openblas\S*\.so\S*", f.read())))
-    except OSError:
-        return None, None, 1
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    return lib, setter, getter()
-    return None, None, 1
+# ---- GELU (tanh) ----------------------------------------------------------------------------
+
+def gelu_tanh_forward(x):
+    """y = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), and the saved denominator d."""
+    flat = x.reshape(-1)  # 1-D: blocks are slices, in-place ops work for 0-d too
+    d, y = np.empty_like(flat), np.empty_like(flat)
+
+    def run(sl):
+        xs, ds = flat[sl], d[sl]
+        np.multiply(xs, xs, out=ds)
+        ds *= -2 * _SQRT_2_OVER_PI * _GELU_C
+        ds -= 2 * _SQRT_2_OVER_PI
+        ds *= xs  # -2u
+        np.minimum(ds, 80.0, out=ds)  # exp(80) is finite in float32; y is ~0 there anyway
+        np.exp(ds, out=ds)
+        ds += 1
+        np.divide(xs, ds, out=y[sl])
+    threads.map_blocks(run, flat.size)
+    return y.reshape(x.shape), d
 
 
-def _shorten_openblas_spin(lib: ctypes.CDLL) -> None:
-    """Restart OpenBLAS's worker threads with a short busy-wait (see the module docstring).
+def gelu_tanh_backward(gy, x, d):
+    """gx = gy (s + x s (1 - s) 2 du/dx), s = 1/d = sigmoid(2u), du/dx = sqrt(2/pi)(1 + 3c x^2)."""
+    flat, gy = x.reshape(-1), gy.reshape(-1)
+    g = np.empty_like(flat)
 
-    The timeout is read from the environment only when the workers start, so it is set, re-read
-    (openblas_read_env) and the workers restarted the way OpenBLAS's own fork handler does it.
-    Called before any chunk runs, from the thread that calls BLAS.
+    def run(sl):
+        xs, gs = flat[sl], g[sl]
+        s = np.reciprocal(d[sl])
+        t = 1 - s
+        t *= s
+        np.multiply(xs, xs, out=gs)
+        gs *= 2 * _SQRT_2_OVER_PI * 3 * _GELU_C
+        gs += 2 * _SQRT_2_OVER_PI
+        gs *= xs
+        gs *= t
+        gs += s
+        gs *= gy[sl]
+    threads.map_blocks(run, flat.size)
+    return g.reshape(x.shape)
+
+
+# ---- LayerNorm ------------------------------------------------------------------------------
+
+def layer_norm_forward(x2, w, b, eps):
+    """(N, C) rows -> y and the saved (xhat, rstd (N, 1)); row means are GEMVs; b may be None."""
+    n, c = x2.shape
+    means = np.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: x @ means is the row mean
+    xhat, y = np.empty_like(x2), np.empty_like(x2)
+    rstd = np.empty((n, 1), dtype=x2.dtype)
+
+    def run(rows):
+        xh, out, r = xhat[rows], y[rows], rstd[rows]
+        np.subtract(x2[rows], (x2[rows] @ means)[:, None], out=xh)
+        np.multiply(xh, xh, out=out)
+        np.matmul(out, means, out=r[:, 0])  # variance
+        r += eps
+        np.sqrt(r, out=r)
+        np.reciprocal(r, out=r)
+        xh *= r
+        np.multiply(xh, w, out=out)
+        if b is not None:
+            out += b
+    threads.map_chunks(run, threads.batch_chunks(n, c))
+    return y, (xhat, rstd)
+
+
+def layer_norm_backward(gy2, x2, w, saved):
+    """Gradients (gx, gw, gb) of layer_norm_forward: gx = rstd (g - mean(g) - xhat mean(g xhat)),
+    g = gy w, by chunks of rows, each giving its part of the column sums gw and gb."""
+    xhat, rstd = saved
+    n, c = x2.shape
+    means = np.full(c, 1.0 / c, dtype=x2.dtype)
+    gx = np.empty_like(gy2)
+
+    def run(rows):
+        gys, xh = gy2[rows], xhat[rows]
+        col = np.ones(gys.shape[0], dtype=gys.dtype)
+        t = gys * xh
+        gw, gb = col @ t, col @ gys
+        g = np.multiply(gys, w, out=gx[rows])
+        np.multiply(g, xh, out=t)
+        mean_gx = (t @ means)[:, None]
+        g -= (g @ means)[:, None]
+        np.multiply(xh, mean_gx, out=t)  # t is free again; xhat stays intact
+        g -= t
+        g *= rstd[rows]
+        return gw, gb
+    parts = threads.map_chunks(run, threads.batch_chunks(n, c))
+    gw, gb = (sum(p[1:], p[0]) for p in zip(*parts))
+    return gx, gw, gb
+
+
+# ---- softmax over rows ----------------------------------------------------------------------
+
+def softmax_forward(x2):
+    """Softmax of each row of (N, C), by chunks of rows in place, the row sums as GEMVs."""
+    y = np.empty_like(x2)
+
+    def run(rows):
+        ys = y[rows]
+        np.subtract(x2[rows], x2[rows].max(axis=1, keepdims=True), out=ys)
+        np.exp(ys, out=ys)
+        ys /= (ys @ np.ones(ys.shape[1], ys.dtype))[:, None]
+    threads.map_chunks(run, threads.batch_chunks(*x2.shape))
+    return y
+
+
+def softmax_backward(gy2, y):
+    """gx = y (gy - sum(gy y)) row by row."""
+    gx = np.empty_like(y)
+
+    def run(rows):
+        g = np.multiply(gy2[rows], y[rows], out=gx[rows])
+        inner = g @ np.ones(g.shape[1], g.dtype)
+        np.subtract(gy2[rows], inner[:, None], out=g)
+        g *= y[rows]
+    threads.map_chunks(run, threads.batch_chunks(*y.shape))
+    return gx
+
+
+# ---- AdamW ----------------------------------------------------------------------------------
+
+def adam_update_(p, g, m, v, lr, b1, b2, eps, wd, step, decoupled: bool, scratch=None):
+    """One Adam/AdamW step over flat buffers (p, m, v in place) by cache-sized blocks.
+
+    p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps) is computed as lr' m / (sqrt(v) + eps');
+    `scratch`, a buffer like p, is the one temporary (allocated when not given).
     """
-    calls = [getattr(lib, name, None)
-             for name in ("openblas_read_env", "blas_thread_shutdown_", "blas_thread_init")]
-    if None in calls:
-        return
-    read_env, shutdown, init = calls
-    user_value = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-    os.environ["OPENBLAS_THREAD_TIMEOUT"] = user_value or SHORT_SPIN
-    try:
-        read_env()
-        shutdown()
-        init()
-    finally:
-        if user_value is None:
-            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    tmp_all = np.empty_like(p) if scratch is None else scratch
+    root_c2 = math.sqrt(1 - b2 ** step)
+    step_size, eps = lr * root_c2 / (1 - b1 ** step), eps * root_c2
 
-
-def use_all_cores() -> None:
-    """Let the kernels run their chunks on the thread budget (see the module docstring); the
-    first chunked kernel then restarts OpenBLAS's threads with a short spin."""
-    global _threads
-    _threads = _thread_budget()
-
-
-def _ready() -> bool:
-    global _pool, _set_blas_threads, _blas_threads
-    if _threads < 2:
-        return False
-    if _pool is None:
-        lib, _set_blas_threads, _blas_threads = _openblas_thread_control()
-        if lib is not None:
-            _shorten_openblas_spin(lib)
-            _set_blas_threads(_blas_threads)
-        _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="minigrad-cpu")
-    return _set_blas_threads is not None
-
-
-def batch_chunks(n: int, elements_per_item: int) -> list[slice]:
-    """Split n batch items into one chunk per thread, or one chunk when that does not pay."""
-    parts = min(_threads, n)
-    if parts < 2 or n * elements_per_item < parts * MIN_CHUNK_ELEMENTS or not _ready():
-        return [slice(0, n)]
-    bounds = [n * i // parts for i in range(parts + 1)]
-    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
-
-
-def map_chunks(fn: Callable[[slice], T], chunks: Sequence[slice]) -> list[T]:
-    """fn over the chunks, concurrently when there are several (OpenBLAS at one thread)."""
-    if len(chunks) < 2:
-        return [fn(c) for c in chunks]
-    _set_blas_threads(1)
-    try:
-        futures = [_pool.submit(fn, c) for c in chunks[1:]]
-        first = fn(chunks[0])
-        return [first] + [f.result() for f in futures]
-    finally:
-        _set_blas_threads(_blas_threads)
-
-
-def map_blocks(fn: Callable[[slice], object], n: int) -> None:
-    """fn over consecutive slices of range(n) of at most BLOCK_ELEMENTS elements each, the
-    slices shared between threads as in map_chunks (for elementwise kernels of several passes)."""
-    def run(chunk: slice) -> None:
-        for start in range(chunk.start, chunk.stop, BLOCK_ELEMENTS):
-            fn(slice(start, min(start + BLOCK_ELEMENTS, chunk.stop)))
-    map_chunks(run, batch_chunks(n, 1))
+    def run(block):
+        ps, gs, ms, vs, tmp = (a[block] for a in (p, g, m, v, tmp_all))
+        if wd and decoupled:
+            ps *= 1 - lr * wd
+        elif wd:
+            gs = gs + wd * ps  # the L2 penalty
+        ms *= b1
+        np.multiply(gs, 1 - b1, out=tmp)
+        ms += tmp
+        vs *= b2
+        np.multiply(gs, gs, out=tmp)
+        tmp *= 1 - b2
+        vs += tmp
+        np.sqrt(vs, out=tmp)
+        tmp += eps
+        np.divide(ms, tmp, out=tmp)
+        tmp *= step_size
+        ps -= tmp
+    threads.map_blocks(run, p.size)

@@ -1,7 +1,8 @@
 """Fused CuPy kernels: the one place that builds CUDA code, lazily, memoized per dtype.
 
-Each kernel replaces a chain of array operations of the portable `xp` path in nn.functional,
-ops or optim (which stays the reference); tests/test_cuda.py checks both agree on a GPU.
+Each kernel replaces a chain of array operations of the portable `xp` path in engine.ops,
+nn.functional or optim (which stays the reference), with the names and signatures of the CPU
+kernels in cpu.py; the op registry's CUDA tests (tests/op_registry.py) check them on a GPU.
 MINIGRAD_CUDA_KERNELS=0 turns the fast paths off. `calls` counts launches per kernel so tests
 can check a fast path really ran.
 """
@@ -184,28 +185,31 @@ def _kernel(source: str, name: str, dtype):
 
 
 def supports(*arrays) -> bool:
-    """The fused kernels handle contiguous float32/float64 arrays."""
+    """The fused kernels handle non-empty contiguous float32/float64 arrays."""
     return enabled() and all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
-                             for a in arrays)
+                             and a.size for a in arrays)
 
 
 # ---- LayerNorm ------------------------------------------------------------------------------
 
 def layer_norm_forward(x2, w, b, eps):
-    """(N, C) -> y, mean (N,), rstd (N,)."""
+    """(N, C) rows -> y and the saved (mean (N,), rstd (N,)); b may be None."""
     cp = _cp()
+    b = cp.zeros_like(w) if b is None else b
     n, c = x2.shape
     y = cp.empty_like(x2)
     mean, rstd = cp.empty(n, x2.dtype), cp.empty(n, x2.dtype)
     _kernel(_LAYER_NORM, "layer_norm_fwd", x2.dtype)(
         (n,), (_BLOCK,), (x2, w, b, y, mean, rstd, np.int32(c), np.float64(eps)))
     calls["layer_norm_fwd"] += 1
-    return y, mean, rstd
+    return y, (mean, rstd)
 
 
-def layer_norm_backward(gy2, x2, w, mean, rstd):
+def layer_norm_backward(gy2, x2, w, saved):
     """Gradients (gx, gw, gb) of layer_norm_forward."""
     cp = _cp()
+    mean, rstd = saved
+    gy2 = cp.ascontiguousarray(gy2)  # the upstream gradient may be a broadcast view
     n, c = x2.shape
     gx = cp.empty_like(x2)
     _kernel(_LAYER_NORM, "layer_norm_bwd", x2.dtype)(
@@ -244,7 +248,17 @@ def cross_entropy_backward(logits, targets, lse, scale, ignore_index, smoothing)
     return g
 
 
-# ---- attention softmax ------------------------------------------------------------------------
+# ---- softmax over rows, attention softmax ---------------------------------------------------
+
+def softmax_forward(x2):
+    """Softmax of each row of (N, C)."""
+    return masked_softmax_(x2.copy(), causal=False)
+
+
+def softmax_backward(gy2, y):
+    """gx = y (gy - sum(gy y)) row by row."""
+    return softmax_backward_(y, gy2.copy(), 1.0)
+
 
 def masked_softmax_(scores, causal: bool, offset: int = 0):
     """Softmax over the last axis of contiguous (..., Tq, Tk) scores, in place, causal or not."""
@@ -311,8 +325,9 @@ def _adam_kernel():
         "minigrad_adam_update")
 
 
-def adam_update_(p, g, m, v, lr, b1, b2, eps, wd, step, decoupled: bool):
-    """One Adam/AdamW step over whole flat buffers in a single pass (p, m, v in place)."""
+def adam_update_(p, g, m, v, lr, b1, b2, eps, wd, step, decoupled: bool, scratch=None):
+    """One Adam/AdamW step over whole flat buffers in a single pass (p, m, v in place); the
+    fused kernel needs no temporary, so `scratch` (cpu.py's signature) goes unused."""
     t = p.dtype.type
     _adam_kernel()(g, t(lr), t(b1), t(b2), t(eps), t(wd), t(1 - b1 ** step), t(1 - b2 ** step),
                    np.int32(decoupled), p, m, v)
