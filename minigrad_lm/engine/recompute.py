@@ -1,10 +1,8 @@
 """Activation recompute (the idea of torch.utils.checkpoint): keep a function's inputs instead of
 its intermediates, and run it again during backward to get them back.
 
-    from .recompute import checkpoint  # torch.utils.checkpoint.checkpoint's place
+    from minigrad_lm.engine.recompute import checkpoint  # also mg.recompute.checkpoint
     y = checkpoint(block, x)             # block's activations are not kept; backward reruns it
-
-(mg.recompute.checkpoint from the package: mg.checkpoint is the checkpoint-file module.)
 
 The forward runs under no_grad, so none of its intermediate arrays stay alive; only the inputs
 are saved. Backward restores the random generators to their state before the forward (dropout

@@ -30,7 +30,7 @@ class TrainConfig:
     """Every training option; field names are the ``--flags`` with ``_`` for ``-``.
 
     The defaults train the default run: a 4-layer character-level GPT on the standard
-    library's docstrings, in about 4 minutes on 2 CPU cores.
+    library's docstrings, in about 6 minutes on 2 CPU cores.
     """
 
     task: str = "lm"
