@@ -1,5 +1,6 @@
 """Where arrays live and how they are computed: devices ("cpu" is NumPy, "cuda[:N]" is CuPy),
-array functions the two lack, memory estimates, and the CPU and CUDA kernels (kernels/)."""
+array functions the two lack, memory estimates, the CPU thread pool, the process tuning of
+training, and the CPU and CUDA kernels (kernels/)."""
 from .arrays import erf, index_add_rows, out_of_range, scatter_add
 from .devices import (
                       CUPY_INSTALL_HINT,

@@ -7,7 +7,6 @@ from ... import backend
 from ..tensor import Function, Tensor
 from .common import _binary, _broadcastable, _pair
 
-
 # ---------------------------------------------------------------------------------------------
 # elementwise binary
 

@@ -11,7 +11,6 @@ from ... import backend
 from ..tensor import Function, Tensor
 from .common import _broadcastable, _shape_arg, _single_axis, normalize_axis
 
-
 # ---------------------------------------------------------------------------------------------
 # shapes
 
