@@ -1,8 +1,8 @@
 """Sentence classification on real data: the Movie Review corpus (Pang & Lee), trained with the
-default classifier from scratch and after in-domain language-model pretraining, next to
-bag-of-words logistic regressions.
+default classifier from scratch and after in-domain pretraining (a masked language model, the
+encoder's own objective, and a causal one), next to bag-of-words logistic regressions.
 
-    python -m benchmarks.classify [--mr ../shared/data/mr] [--lm-steps 800]
+    python -m benchmarks.classify [--mr ../shared/data/mr] [--mlm-steps 3000] [--lm-steps 800]
         [--out benchmarks/results/classify_mr.json]
 
 MR's split (the shared data's README): lines 10, 20, 30, ... of each file are validation (1,066
@@ -82,8 +82,10 @@ def _train(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mr", type=Path, default=DEFAULT_MR, help="folder of the MR files")
+    parser.add_argument("--mlm-steps", type=int, default=3000,
+                        help="pretraining steps of the masked language model")
     parser.add_argument("--lm-steps", type=int, default=800,
-                        help="pretraining steps of the language model")
+                        help="pretraining steps of the causal language model (0: skip it)")
     parser.add_argument("--out", default="benchmarks/results/classify_mr.json")
     args = parser.parse_args(argv)
     if not all((args.mr / f).is_file() for f in FILES):
@@ -93,17 +95,27 @@ def main(argv: list[str] | None = None) -> int:
             "--encoding", "latin-1"]
     results: dict = {"machine": machine(), "baselines": bag_of_words_baselines(args.mr)}
     with tempfile.TemporaryDirectory() as tmp:
+        pretrain = [*data, "--tokenizer", "word", "--n-layer", "2", "--dropout", "0.1",
+                    "--sample-tokens", "0"]
         runs = {
             "scratch": ["--task", "classify", *data, "--out", f"{tmp}/scratch"],
-            "lm": ["--task", "lm", *data, "--tokenizer", "word", "--n-layer", "2",
-                   "--dropout", "0.1", "--max-steps", str(args.lm_steps), "--decay-steps",
-                   str(args.lm_steps), "--eval-every", "200", "--sample-tokens", "0",
-                   "--out", f"{tmp}/lm"],
-            "pretrained": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",
-                           "--out", f"{tmp}/pretrained"],
-            "pretrained_causal": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",
-                                  "--attention", "causal", "--out", f"{tmp}/pretrained_causal"],
+            "mlm": ["--task", "lm", *pretrain, "--attention", "bidirectional",
+                    "--max-steps", str(args.mlm_steps), "--decay-steps", str(args.mlm_steps),
+                    "--eval-every", str(max(1, args.mlm_steps // 4)), "--out", f"{tmp}/mlm"],
+            "pretrained_mlm": ["--task", "classify", *data, "--init-from", f"{tmp}/mlm",
+                               "--out", f"{tmp}/pretrained_mlm"],
         }
+        if args.lm_steps:
+            runs |= {
+                "lm": ["--task", "lm", *pretrain, "--max-steps", str(args.lm_steps),
+                       "--decay-steps", str(args.lm_steps),
+                       "--eval-every", str(max(1, args.lm_steps // 4)), "--out", f"{tmp}/lm"],
+                "pretrained": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",
+                               "--out", f"{tmp}/pretrained"],
+                "pretrained_causal": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",
+                                      "--attention", "causal",
+                                      "--out", f"{tmp}/pretrained_causal"],
+            }
         for name, run_argv in runs.items():
             print(f"{name}: python -m minigrad_lm.train {' '.join(run_argv)}", flush=True)
             results[name] = _train(run_argv)
@@ -122,11 +134,17 @@ def _print_table(r: dict) -> None:
     print("|---|---|---|---|")
     for name, score in (r["baselines"] or {}).items():
         print(f"| bag of words, logistic regression ({name}) | {score:.3f} | | |")
-    lm = r["lm"]
-    pretraining = f"LM pretraining ({lm['steps']} steps, {lm['seconds'] / 60:.1f} min)"
-    for name, label in (("scratch", "default classifier (bidirectional), from scratch"),
-                        ("pretrained", f"default classifier after {pretraining}"),
-                        ("pretrained_causal", f"causal classifier after {pretraining}")):
+    rows = [("scratch", "default classifier (bidirectional), from scratch")]
+    for name, source, kind in (("pretrained_mlm", "mlm", "default"),
+                               ("pretrained", "lm", "default"),
+                               ("pretrained_causal", "lm", "causal")):
+        if source in r:
+            lm = r[source]
+            objective = "masked LM" if source == "mlm" else "causal LM"
+            minutes = lm["seconds"] / 60
+            rows.append((name, f"{kind} classifier after {objective} pretraining "
+                               f"({lm['steps']} steps, {minutes:.1f} min)"))
+    for name, label in rows:
         run = r[name]
         print(f"| {label} | {run['val_acc']:.3f} (step {run['best_step']}) | "
               f"{run['seconds'] / 60:.1f} min | {run['tokens_per_s']:,.0f} |")

@@ -1,5 +1,5 @@
 """Score a checkpoint on a file: loss and accuracy of a classifier, or loss, perplexity and
-next-token accuracy of a language model.
+next-token accuracy of a language model (of the hidden tokens, for a masked one).
 
     python -m minigrad_lm.evaluate --ckpt runs/sst2 --data dev.tsv
     python -m minigrad_lm.evaluate --ckpt runs/mr --data neg.txt pos.txt --encoding latin-1 --json
@@ -7,7 +7,8 @@ next-token accuracy of a language model.
 
 --data reads as in training: for a classifier a TSV/CSV file (sentence/text and label
 columns) or one file of sentences per class (labels 0, 1, ... in the order given); for a
-language model text files, scored in consecutive windows of the model's context. Prints one
+language model text files, scored in consecutive windows of the model's context (a masked
+language model's with 15% of the tokens hidden, the same ones every time). Prints one
 line, or with --json one JSON object. --ckpt takes a run folder (its best/ checkpoint, else
 latest/) or a checkpoint folder.
 """
@@ -28,6 +29,7 @@ from .train.checkpoint import read_checkpoint
 from .train.tasks.classify import encode_sentences, score_classifier
 from .train.tasks.common import encode_text
 from .train.tasks.lm import score_lm
+from .train.tasks.masked_lm import score_masked_lm
 
 __all__ = ["evaluate", "main"]
 
@@ -55,8 +57,12 @@ def evaluate(ckpt, model, data: list[str], encoding: str = "utf-8",
                     "cut_to_context": cut}
         text = "\n".join(load_text(p, encoding) for p in data)
         ids = encode_text(tokenizer, text, ", ".join(data))
-        loss, correct, tokens = score_lm(model, ids, context, batch_size)
-        return {"task": "lm", "tokens": tokens, "loss": loss / tokens,
+        if model.config.causal:
+            loss, correct, tokens = score_lm(model, ids, context, batch_size)
+        else:
+            loss, correct, tokens = score_masked_lm(model, ids, context, batch_size, tokenizer)
+        return {"task": "lm", "objective": "next token" if model.config.causal else "masked",
+                "tokens": tokens, "loss": loss / tokens,
                 "perplexity": math.exp(min(loss / tokens, 700.0)), "accuracy": correct / tokens}
 
 
@@ -65,8 +71,9 @@ def _line(data: list[str], m: dict) -> str:
     if m["task"] == "classify":
         return (f"{where}: {m['rows']:,} rows | loss {m['loss']:.4f} | accuracy "
                 f"{m['accuracy']:.1%}")
-    return (f"{where}: {m['tokens']:,} tokens | loss {m['loss']:.4f} | perplexity "
-            f"{m['perplexity']:.2f} | next-token accuracy {m['accuracy']:.1%}")
+    scored = "tokens" if m["objective"] == "next token" else "hidden tokens"
+    return (f"{where}: {m['tokens']:,} {scored} | loss {m['loss']:.4f} | perplexity "
+            f"{m['perplexity']:.2f} | {m['objective']} accuracy {m['accuracy']:.1%}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -89,6 +89,9 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_options(args.temperature, args.top_k, args.top_p)  # before any output
     ckpt = read_checkpoint_of(args.ckpt, "lm")
+    if not ckpt.model_config.causal:
+        raise CheckpointError(f"{ckpt.path}: a masked language model (bidirectional); it fills "
+                              "in hidden tokens and cannot continue a prompt")
     tokenizer = ckpt.tokenizer
     if tokenizer is None:
         raise CheckpointError(

@@ -277,6 +277,64 @@ def test_resuming_mid_epoch_ends_where_the_uninterrupted_run_does(tmp_path):
         np.testing.assert_array_equal(split[name], value, err_msg=name)
 
 
+def test_word_dropout_hides_words_only_at_its_rate():
+    from minigrad_lm.train.tasks.classify import drop_words
+
+    ids = np.random.default_rng(0).integers(5, 100, size=(200, 50))
+    ids[:, 0], ids[:, -10:] = 2, 0  # a [CLS] first, padding last
+    dropped = drop_words(ids, 0.25, 1, np.random.default_rng(1))
+    np.testing.assert_array_equal(dropped[:, 0], 2)
+    np.testing.assert_array_equal(dropped[:, -10:], 0)
+    words = dropped[:, 1:-10]
+    changed = words != ids[:, 1:-10]
+    assert (words[changed] == 1).all() and changed.mean() == pytest.approx(0.25, abs=0.01)
+    np.testing.assert_array_equal(drop_words(ids, 0.0, 1, np.random.default_rng(1)), ids)
+
+
+def test_word_dropout_run_resumes_exactly(tmp_path):
+    train, dev = write_tsv(tmp_path / "train.tsv", sentiment_rows(40, 7)), \
+        write_tsv(tmp_path / "dev.tsv", sentiment_rows(10, 8))
+    plain = [*CLASSIFY, "--data", train, "--val-data", dev, "--decay-steps", "6",
+             "--tokenizer", "word", "--eval-every", "3", "--max-steps", "6"]
+    common = [*plain, "--word-dropout", "0.5"]
+    assert run_train(*common, "--max-steps", "6", "--out", tmp_path / "whole") == 0
+    assert run_train(*common, "--max-steps", "3", "--out", tmp_path / "split") == 0
+    assert run_train(*common, "--max-steps", "6", "--out", tmp_path / "split", "--resume") == 0
+    whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]
+    split = load_safetensors(tmp_path / "split" / "latest" / "model.safetensors")[0]
+    assert run_train(*plain, "--word-dropout", "0", "--out", tmp_path / "plain") == 0
+    without = load_safetensors(tmp_path / "plain" / "latest" / "model.safetensors")[0]
+    for name, value in whole.items():
+        np.testing.assert_array_equal(split[name], value, err_msg=name)
+    assert not np.array_equal(without["classifier.weight"], whole["classifier.weight"])
+
+
+def test_a_run_saved_before_word_dropout_resumes_without_it(tmp_path):
+    import hashlib
+    import json
+
+    train, dev = write_tsv(tmp_path / "train.tsv", sentiment_rows(40, 7)), \
+        write_tsv(tmp_path / "dev.tsv", sentiment_rows(10, 8))
+    common = [*CLASSIFY, "--data", train, "--val-data", dev, "--decay-steps", "6",
+              "--tokenizer", "word", "--eval-every", "3"]
+    assert run_train(*common, "--word-dropout", "0", "--max-steps", "6",
+                     "--out", tmp_path / "whole") == 0
+    old = tmp_path / "old"
+    assert run_train(*common, "--word-dropout", "0", "--max-steps", "3", "--out", old) == 0
+    for folder in (old / "latest", old / "best"):  # as a run of the previous release saved it
+        state = json.loads((folder / "state.json").read_text())
+        del state["train_config"]["word_dropout"]
+        (folder / "state.json").write_text(json.dumps(state))
+        sums = json.loads((folder / "checksums.json").read_text())
+        sums["state.json"] = hashlib.sha256((folder / "state.json").read_bytes()).hexdigest()
+        (folder / "checksums.json").write_text(json.dumps(sums))
+    assert run_train("--out", old, "--resume", "--max-steps", "6") == 0
+    whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]
+    resumed = load_safetensors(old / "latest" / "model.safetensors")[0]
+    for name, value in whole.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
 def test_a_classifier_stuck_at_the_majority_class_is_warned_about(tmp_path, capsys):
     rows = sentiment_rows(40, 9)
     train = write_tsv(tmp_path / "train.tsv", [(s, 1) for s, _ in rows[:30]] + rows[30:])
@@ -308,6 +366,8 @@ def test_cls_pooling_on_a_bpe_vocabulary(tmp_path, data):
     (["--val-every-nth", "3"], "--val-data and --val-every-nth both say"),
     (["--epochs", "2", "--max-steps", "5"], "--epochs 2 and --max-steps 5 both set"),
     (["--encoding", "latin-9000"], "--encoding 'latin-9000': not an encoding"),
+    (["--word-dropout", "0.1", "--tokenizer", "char"], "--word-dropout replaces words by [UNK]"),
+    (["--word-dropout", "1"], "--word-dropout must be"),
 ])
 def test_bad_classification_options(data, tmp_path, capsys, argv, message):
     capsys.readouterr()
@@ -321,7 +381,7 @@ def test_lm_options_that_only_classification_has(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text(synthetic_text())
     for argv, message in [(["--epochs", "2"], "--epochs applies to --task classify"),
-                          (["--attention", "bidirectional"], "a language model is causal")]:
+                          (["--word-dropout", "0.1"], "--word-dropout applies to --task classify")]:
         capsys.readouterr()
         assert run_train("--data", corpus, "--out", tmp_path / "run", *TINY, *argv) == 2
         assert_one_line_error(capsys.readouterr().err, message)

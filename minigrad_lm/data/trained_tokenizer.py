@@ -7,7 +7,8 @@ vocabulary being the most frequent words of the training text; any other word be
 so any text encodes, and frequent words are single tokens.
 
 Both reserve the same special tokens at the same ids (:data:`SPECIAL_TOKENS`): ``[PAD]`` 0,
-``[UNK]`` 1, ``[CLS]`` 2 (the token a classifier can pool) and ``[SEP]`` 3. ``to_dict()`` is
+``[UNK]`` 1, ``[CLS]`` 2 (the token a classifier can pool), ``[SEP]`` 3 and ``[MASK]`` 4 (what a
+masked language model fills in; vocabularies learned before it existed lack it). ``to_dict()`` is
 the library's own ``tokenizer.json`` document, so a checkpoint's ``tokenizer.json`` opens with
 ``tokenizers.Tokenizer.from_file`` as it is.
 
@@ -29,12 +30,13 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, read_json
 from ..io.untrusted import MAX_JSON_BYTES, InputError, read_regular_bytes, short
 
-__all__ = ["DEFAULT_VOCAB_SIZE", "ENDOFTEXT", "KINDS", "SPECIAL_TOKENS", "TrainedTokenizer",
+__all__ = ["DEFAULT_VOCAB_SIZE", "ENDOFTEXT", "FIRST_WORD_ID", "KINDS", "SPECIAL_TOKENS", "TrainedTokenizer",
            "from_gpt2_bpe_dict", "gpt2_tokenizer", "has_tokenizer_files", "is_hf_dict",
            "read_gpt2_tokenizer", "write_gpt2_tokenizer"]
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-PAD, UNK, CLS, SEP = SPECIAL_TOKENS
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
+FIRST_WORD_ID = len(SPECIAL_TOKENS)  # the ids below are special tokens
 KINDS = ("word", "bpe")
 DEFAULT_VOCAB_SIZE = {"word": 30_000, "bpe": 8_000}
 _MODEL_KIND = {"WordLevel": "word", "BPE": "bpe"}
@@ -113,6 +115,10 @@ class TrainedTokenizer:
     def sep_id(self) -> int | None:
         """The [SEP] that ends each line of a corpus; None for GPT-2's vocabulary."""
         return self.token_id(SEP)
+
+    @property
+    def mask_id(self) -> int | None:
+        return self.token_id(MASK)
 
     @property
     def eos_token_id(self) -> int | None:

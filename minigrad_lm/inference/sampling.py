@@ -102,6 +102,10 @@ def generate(
     must never come out. ``on_token`` is called with each id as soon as it is drawn.
     """
     check_options(temperature, top_k, top_p)
+    if not model.config.causal:
+        raise ValueError("this model is bidirectional (a masked language model or an encoder): "
+                         "each token sees the ones after it, so it cannot write text left to "
+                         "right")
     vocab = model.config.vocab_size
     if vocab_limit is not None and not 1 <= vocab_limit <= vocab:
         raise ValueError(f"vocab_limit must be in [1, {vocab}], got {vocab_limit}")

@@ -65,7 +65,9 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: unknown keys {unknown}")
         return cls(**d)
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token (forward + backward), as in the PaLM/nanoGPT MFU estimate."""
-        n = (self.n_layer * 12 * self.d_model ** 2 + self.vocab_size * self.d_model)
+    def flops_per_token(self, head_share: float = 1.0) -> float:
+        """Training FLOPs per token (forward + backward), as in the PaLM/nanoGPT MFU estimate;
+        ``head_share`` of the tokens go through the output layer (a masked language model's
+        hidden ones; none for a classifier, whose head is tiny)."""
+        n = self.n_layer * 12 * self.d_model ** 2 + head_share * self.vocab_size * self.d_model
         return 6 * n + 12 * self.n_layer * self.d_model * self.context_length

@@ -66,12 +66,13 @@ class Seq2SeqConfig:
             raise ValueError(f"Seq2SeqConfig: unknown keys {unknown}")
         return cls(**d)
 
-    def flops_per_token(self) -> float:
+    def flops_per_token(self, head_share: float = 1.0) -> float:
         """Training FLOPs per (source or target) token: 6 x the weights it passes through, half
-        the tokens through the encoder and half through the decoder and output layer."""
+        the tokens through the encoder and half through the decoder and ``head_share`` of
+        those through the output layer."""
         d, f = self.d_model, self.d_ff
         encoder, decoder = 4 * d * d + 2 * d * f, 8 * d * d + 2 * d * f
-        return 6 * (self.n_layer * (encoder + decoder) + self.vocab_size * d) / 2
+        return 6 * (self.n_layer * (encoder + decoder) + head_share * self.vocab_size * d) / 2
 
 
 def _ids(idx, what: str, config: Seq2SeqConfig) -> np.ndarray:

@@ -71,7 +71,9 @@ class TrainConfig:
     min_count: int = 1
     lowercase: bool = False
     attention: str | None = None
+    mask_prob: float = 0.15
     pooling: str = "mean"
+    word_dropout: float | None = None
     recompute: str = "none"
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -121,9 +123,10 @@ class TrainConfig:
             if self.epochs is not None:
                 raise ValueError("--epochs applies to --task classify or translate; give a "
                                  "language model --max-steps")
-            if self.attention == "bidirectional":
-                raise ValueError("--attention bidirectional applies to --task classify; a "
-                                 "language model is causal")
+            if self.attention == "bidirectional" and self.tokenizer not in _LEARNED_TOKENIZERS:
+                raise ValueError(f"--attention bidirectional trains a masked language model, "
+                                 f"which needs a [MASK] token: --tokenizer word or bpe, not "
+                                 f"{self.tokenizer}")
             if isinstance(self.data, list) and self.val_data is None \
                     and self.val_every_nth is None:
                 raise ValueError("several --data files: give --val-data or --val-every-nth N")
@@ -136,6 +139,11 @@ class TrainConfig:
         if self.pooling == "cls" and self.attention != "bidirectional":
             raise ValueError("--pooling cls needs --attention bidirectional (a causal model "
                              "shows the first token nothing else)")
+        if self.word_dropout is not None and self.task != "classify":
+            raise ValueError("--word-dropout applies to --task classify")
+        if self.word_dropout and self.tokenizer not in _LEARNED_TOKENIZERS:
+            raise ValueError(f"--word-dropout replaces words by [UNK]: --tokenizer word or bpe, "
+                             f"not {self.tokenizer}")
         if self.pooling == "cls" and self.tokenizer in ("char", "byte"):
             raise ValueError(f"--pooling cls needs a [CLS] token: --tokenizer word or bpe, "
                              f"not {self.tokenizer}")
@@ -209,6 +217,8 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "val_every_nth": (2, _INF),
     "vocab_size": (5, _INF),
     "min_count": (1, _INF),
+    "mask_prob": ((0.0,), (1.0,)),
+    "word_dropout": (0.0, (1.0,)),
     "lora_rank": (0, 65536),
     "lora_alpha": ((0.0,), 1e9),
     "d_ff": (1, _INF),
@@ -413,7 +423,12 @@ _HELP = {
     "min_count": "word/bpe: leave out words seen fewer times than this",
     "lowercase": "word/bpe: lower-case text before tokenizing",
     "attention": "classify: bidirectional (an encoder: each token sees the whole sentence, "
-    "padding masked) or causal (a GPT body)",
+    "padding masked) or causal (a GPT body); lm: causal (next-token prediction) or "
+    "bidirectional (a masked language model, BERT's pretraining, for --init-from of a classifier)",
+    "mask_prob": "lm with --attention bidirectional: the share of tokens hidden and predicted "
+    "(of them 80%% become [MASK], 10%% a random token, 10%% stay)",
+    "word_dropout": "classify: the probability that a training sentence's word is replaced by "
+    "[UNK] (default: 0.3 with a word or bpe vocabulary, as DAN on SST; 0 with char or byte)",
     "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
     "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
     "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "

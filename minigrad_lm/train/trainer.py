@@ -1,5 +1,5 @@
-"""Train a GPT language model, fine-tune a sentence classifier on a GPT body, or train an
-encoder-decoder translation model.
+"""Train a GPT language model (causal, or masked with --attention bidirectional), fine-tune a
+sentence classifier on a GPT body, or train an encoder-decoder translation model.
 
     python -m minigrad_lm.train                      # char-level GPT on stdlib docstrings
     python -m minigrad_lm.train --data input.txt --out runs/mine
@@ -161,6 +161,8 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{source.path}/state.json: lacks the training configuration")
     saved = check_fields(saved, f"{source.path}/state.json")
+    if saved.get("task") == "classify":
+        saved.setdefault("word_dropout", 0.0)  # a run from before word dropout trained without
     for key in ("task", "tokenizer"):
         if key in explicit and explicit[key] != saved.get(key):
             raise CheckpointError(
@@ -494,7 +496,7 @@ class Trainer:
         return record
 
     def _mfu(self, tokens_per_s: float) -> float:
-        flops = tokens_per_s * self.model_config.flops_per_token()
+        flops = tokens_per_s * self.model_config.flops_per_token(self.task.head_share)
         return flops / (self.peak_flops * self.world.size)
 
     # ---- evaluation and checkpoints --------------------------------------------------------

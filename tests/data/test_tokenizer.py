@@ -17,8 +17,9 @@ TEXTS = ["the film is good", "the film is bad", "a good , funny film", "dull and
 @pytest.mark.parametrize("kind", ["word", "bpe"])
 def test_special_tokens_have_fixed_ids(kind):
     tok = TrainedTokenizer.train(kind, TEXTS, vocab_size=300)
-    assert [tok.token_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
-    assert tok.pad_id == 0 and tok.cls_id == 2 and tok.kind == kind
+    assert [tok.token_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert tok.pad_id == 0 and tok.cls_id == 2 and tok.sep_id == 3 and tok.mask_id == 4
+    assert tok.kind == kind
 
 
 def test_word_tokenizer_round_trips_and_maps_unseen_words_to_unk():

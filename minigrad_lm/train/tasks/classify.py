@@ -9,6 +9,8 @@ import numpy as np
 from ... import backend
 from ...data.labeled import LabeledRows, encode_classification, load_labeled
 from ...data.tokenizer import tokenizer_from_dict
+from ...data.trained_tokenizer import FIRST_WORD_ID, UNK
+from ...engine import rng
 from ...engine.tensor import Tensor
 from ...nn import functional as F
 from ..config import TrainConfig
@@ -24,12 +26,17 @@ from .common import (
 )
 
 
+# Measured on MR (benchmarks/classify.py); DAN's value on SST (Iyyer et al., 2015).
+WORD_DROPOUT = 0.3
+
+
 class ClassifyTask:
     """Sentence classification: each epoch visits every training row once, in an order of its
     own drawn from the run's seed; evaluation scores the whole val set."""
 
     name = "classify"
     best_metric = "val_acc"
+    head_share = 0.0  # the language model's output layer is not used
 
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None):
         self.cfg = cfg
@@ -41,6 +48,13 @@ class ClassifyTask:
         self.tokenizer = _classify_tokenizer(cfg, source_tokenizer, train.texts)
         self.tokenizer_dict = self.tokenizer.to_dict()
         self.vocab_size = self.tokenizer.vocab_size
+        self.unk_id = getattr(self.tokenizer, "token_id", lambda _: None)(UNK)
+        self.word_dropout = cfg.word_dropout
+        if self.word_dropout is None:  # a vocabulary without [UNK] has no word to drop to
+            self.word_dropout = WORD_DROPOUT if self.unk_id is not None else 0.0
+        elif self.word_dropout and self.unk_id is None:
+            raise ValueError(f"--word-dropout replaces words by [UNK], which this "
+                             f"{tokenizer_kind(self.tokenizer_dict)} tokenizer lacks")
         self.train_ids, self.train_len, self.train_cut = encode_sentences(
             self.tokenizer, train.texts, cfg.context, cfg.pooling, train.names())
         self.val_ids, self.val_len, self.val_cut = encode_sentences(
@@ -74,7 +88,8 @@ class ClassifyTask:
              f"{', '.join(map(str, counts))}); val ({val_from}): {len(self.val_labels):,} rows; "
              f"{self.num_classes} classes"),
             (f"vocabulary {self.vocab_size:,} ({tokenizer_kind(self.tokenizer_dict)}); "
-             f"sentences: mean {self.train_len.mean():.1f}, max {self.train_len.max()} tokens"),
+             f"sentences: mean {self.train_len.mean():.1f}, max {self.train_len.max()} tokens; "
+             f"word dropout {self.word_dropout:g}"),
         ]
         if self.train_cut or self.val_cut:
             lines.append(
@@ -113,6 +128,8 @@ class ClassifyTask:
 
     def loss(self, model, batch) -> Tensor:
         ids, lengths, labels = batch
+        if self.word_dropout and model.training:
+            ids = drop_words(ids, self.word_dropout, self.unk_id, rng.host())
         return F.cross_entropy(model(ids, lengths), labels)
 
     def _score(self, model, ids, lengths, labels, world: World) -> tuple[float, float]:
@@ -167,6 +184,15 @@ def encode_sentences(tokenizer, texts: list[str], context: int, pooling: str,
                              "tokenizer)")
         prefix = (tokenizer.cls_id,)
     return encode_classification(texts, tokenizer, context, names, prefix)
+
+
+def drop_words(ids: np.ndarray, p: float, unk_id: int, generator: np.random.Generator
+               ) -> np.ndarray:
+    """Word dropout (Iyyer et al., 2015): each word becomes [UNK] with probability ``p``, so the
+    classifier cannot lean on the few words it has memorised. Special tokens ([CLS], [PAD])
+    stay. Drawn from the dropout stream, which checkpoints keep (exact resume)."""
+    drop = (ids >= FIRST_WORD_ID) & (generator.random(ids.shape, dtype=np.float32) < p)
+    return np.where(drop, unk_id, ids)
 
 
 def score_classifier(model, ids, lengths, labels, batch_size: int,

@@ -48,6 +48,7 @@ class LMTask:
     name = "lm"
     num_classes = None
     best_metric = "val_loss"
+    head_share = 1.0  # every token is a target: all go through the output layer
 
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
         self.cfg = cfg

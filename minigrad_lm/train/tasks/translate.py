@@ -110,6 +110,7 @@ class TranslateTask:
     name = "translate"
     num_classes = None
     best_metric = "val_bleu"
+    head_share = 1.0  # every target token goes through the output layer
 
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
         self.cfg = cfg
