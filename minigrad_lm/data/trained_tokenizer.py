@@ -30,9 +30,9 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, read_json
 from ..io.untrusted import MAX_JSON_BYTES, InputError, read_regular_bytes, short
 
-__all__ = ["DEFAULT_VOCAB_SIZE", "ENDOFTEXT", "FIRST_WORD_ID", "KINDS", "SPECIAL_TOKENS", "TrainedTokenizer",
-           "from_gpt2_bpe_dict", "gpt2_tokenizer", "has_tokenizer_files", "is_hf_dict",
-           "read_gpt2_tokenizer", "write_gpt2_tokenizer"]
+__all__ = ["DEFAULT_VOCAB_SIZE", "ENDOFTEXT", "FIRST_WORD_ID", "KINDS", "SPECIAL_TOKENS",
+           "TrainedTokenizer", "from_gpt2_bpe_dict", "gpt2_tokenizer", "has_tokenizer_files",
+           "is_hf_dict", "read_gpt2_tokenizer", "write_gpt2_tokenizer"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
