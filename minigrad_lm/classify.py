@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from .backend import check_device
-from .cli import report_errors
-from .data.text import decode_text, read_text
+from .cli import read_sentences, report_errors
 from .engine.ops import softmax
 from .engine.tensor import no_grad
 from .train.checkpoint import read_checkpoint_of
@@ -47,26 +45,9 @@ def predict(model, tokenizer, sentences: list[str],
     return labels, p[np.arange(len(labels)), labels]
 
 
-def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
-    """The sentences to classify and, from a file, their ``file:line`` names."""
-    if args.sentences:
-        return args.sentences, None
-    if args.file is not None and args.file != "-":
-        text, where = read_text(Path(args.file), args.encoding), args.file
-    else:
-        text, where = decode_text(sys.stdin.buffer.read(), args.encoding, "stdin"), "stdin"
-    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    return [line for _, line in numbered], [f"{where}:{n}" for n, _ in numbered]
-
-
 def _classify(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    if args.sentences and args.file is not None:
-        raise ValueError("give sentences as arguments or --file, not both")
-    sentences, names = _sentences(args)
-    if not sentences:
-        raise ValueError("no sentences: give them as arguments, with --file, or one per line "
-                         "on stdin")
+    sentences, names = read_sentences(args.sentences, args.file, args.encoding)
     ckpt = read_checkpoint_of(args.ckpt, "classify")
     model = ckpt.build_model(device, batch=BATCH)
     labels, probs = predict(model, ckpt.tokenizer, sentences, names)

@@ -7,10 +7,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from . import backend
+from .data.text import decode_text, read_text
 
-__all__ = ["USAGE_ERROR", "error_line", "report_errors"]
+__all__ = ["USAGE_ERROR", "error_line", "read_sentences", "report_errors"]
 
 # argparse's own exit status for bad usage; every user error of the tools exits with it too.
 USAGE_ERROR = 2
@@ -51,3 +53,23 @@ def report_errors(run: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def read_sentences(arguments: list[str], file: str | None, encoding: str
+                   ) -> tuple[list[str], list[str] | None]:
+    """The sentences a tool works on, from its arguments, else from ``file`` (one a line; ``-``
+    is stdin), else from stdin, blank lines skipped; and, from a file, their ``file:line``
+    names (for errors)."""
+    if arguments and file is not None:
+        raise ValueError("give sentences as arguments or --file, not both")
+    if arguments:
+        return arguments, None
+    if file is not None and file != "-":
+        text, where = read_text(Path(file), encoding), file
+    else:
+        text, where = decode_text(sys.stdin.buffer.read(), encoding, "stdin"), "stdin"
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not numbered:
+        raise ValueError("no sentences: give them as arguments, with --file, or one per line "
+                         "on stdin")
+    return [line for _, line in numbered], [f"{where}:{n}" for n, _ in numbered]

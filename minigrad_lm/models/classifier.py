@@ -46,9 +46,10 @@ class SequenceClassifier(Module):
         shared = self.body.config.tie_weights
         return [p for _, p in self.named_parameters() if shared or id(p) != head]
 
-    def forward(self, idx, lengths=None) -> Tensor:
+    def forward(self, idx, lengths=None, token_embeddings: Tensor | None = None) -> Tensor:
         """Class logits (B, num_classes) for ids (B, T); lengths (B,) count the real tokens
-        at the start of each row (default: all T)."""
+        at the start of each row (default: all T); ``token_embeddings`` replace the rows of
+        idx's tokens (see GPT.body)."""
         ids = idx.data if isinstance(idx, Tensor) else idx
         xp = backend.array_module(self.classifier.weight.data)
         b, t = ids.shape
@@ -56,7 +57,8 @@ class SequenceClassifier(Module):
             backend.to_device(np.asarray(backend.to_numpy(lengths)), self.classifier.weight.device))
         keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
         # A causal body needs no mask: right padding comes after every real token.
-        h = self.body.body(ids, key_padding_mask=None if self.body.config.causal else keep)
+        h = self.body.body(ids, key_padding_mask=None if self.body.config.causal else keep,
+                           token_embeddings=token_embeddings)
         if self.pooling == "cls":
             pooled = h[:, 0]
         elif self.pooling == "last":

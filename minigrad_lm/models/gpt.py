@@ -60,10 +60,13 @@ class GPT(Module):
                 s = residual_std if name.endswith(("attn.out.weight", "ff.proj.weight")) else std
                 p.data[...] = rng.host().standard_normal(p.shape) * s
 
-    def body(self, idx, key_padding_mask=None, cache: KVCache | None = None) -> Tensor:
+    def body(self, idx, key_padding_mask=None, cache: KVCache | None = None,
+             token_embeddings: Tensor | None = None) -> Tensor:
         """Hidden states (B, T, d_model) after the final LayerNorm; ``key_padding_mask``
         (B, T) is True for real tokens (needed by a bidirectional body, where padding would
-        otherwise be attended to)."""
+        otherwise be attended to). ``token_embeddings`` (B, T, d_model), when given, stand in
+        for the rows of idx's tokens (positions are still added): attributions differentiate
+        the model with respect to them."""
         ids = idx.data if isinstance(idx, Tensor) else idx
         if not hasattr(ids, "ndim"):
             ids = np.asarray(ids)
@@ -80,7 +83,13 @@ class GPT(Module):
             raise ValueError(f"GPT: token id {bad} is outside the vocabulary of "
                              f"{self.config.vocab_size}")
         ids = backend.to_device(ids, device)  # checked above, on the host when given there
-        x = F.Embedding.apply(self.tok_emb.weight, ids)
+        if token_embeddings is None:
+            x = F.Embedding.apply(self.tok_emb.weight, ids)
+        elif token_embeddings.shape != (b, t, self.config.d_model):
+            raise ValueError(f"GPT: token_embeddings of shape {token_embeddings.shape}, expected "
+                             f"{(b, t, self.config.d_model)}")
+        else:
+            x = token_embeddings
         x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)
         blocks = self.config.recompute == "blocks" and cache is None and is_grad_enabled()

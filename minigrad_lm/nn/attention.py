@@ -1,9 +1,12 @@
 """Multi-head attention with an optional key/value cache for generation."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from .. import backend
+from ..engine import ops
 from ..engine.recompute import checkpoint
 from ..engine.tensor import Tensor, is_grad_enabled, no_grad
 from . import functional as F
@@ -39,6 +42,42 @@ class KVCache:
         return kc[:, :, :end], vc[:, :, :end]
 
 
+class AttentionRecorder:
+    """Collects the attention probabilities of every attention layer that runs inside
+    ``with AttentionRecorder() as rec:``; ``rec.maps`` holds (layer module, probabilities
+    (B, H, Tq, Tk) as a host float64 array) in call order.
+
+    A layer hands its own projections and masks to :meth:`record`, which runs the reference
+    attention forward (functional._attention_forward: the softmax the model's kernels compute)
+    once more beside the fused one: the speed path is untouched, and a layer pays one check
+    of ``AttentionRecorder.active`` when nothing records. Dropout is not applied (the model
+    is explained in eval mode); cached incremental decoding records nothing.
+    """
+
+    active: ClassVar[list["AttentionRecorder"]] = []
+
+    def __init__(self) -> None:
+        self.maps: list[tuple[Module, np.ndarray]] = []
+
+    def __enter__(self) -> "AttentionRecorder":
+        AttentionRecorder.active.append(self)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        AttentionRecorder.active.remove(self)
+        return False
+
+    @classmethod
+    def record(cls, module: Module, q, k, v, causal: bool, mask) -> None:
+        """Probabilities of queries q over keys k, (B, H, T, D) arrays; mask (B, 1, 1, Tk)
+        boolean (True = real key) or None."""
+        xp = backend.array_module(q)
+        _, probs, _ = F._attention_forward(xp, q, k, v, causal, mask, 0.0)
+        host = backend.to_numpy(probs).astype(np.float64)
+        for recorder in cls.active:
+            recorder.maps.append((module, host))
+
+
 class MultiHeadAttention(Module):
     """softmax(Q K^T / sqrt(d_k)) V over n_heads heads, with packed Q/K/V and output projections.
 
@@ -61,12 +100,23 @@ class MultiHeadAttention(Module):
         if cache is not None:
             return self._cached(x, cache, layer_index)
         p = self.attn_dropout.p if self.training else 0.0
+        qkv = self.qkv(x)
+        if AttentionRecorder.active:
+            self._record(qkv, causal, key_padding_mask)
         if self.recompute and is_grad_enabled():
-            y = checkpoint(F.multi_head_attention, self.qkv(x), self.n_heads, causal,
-                           key_padding_mask, p)
+            y = checkpoint(F.multi_head_attention, qkv, self.n_heads, causal, key_padding_mask,
+                           p)
         else:
-            y = F.multi_head_attention(self.qkv(x), self.n_heads, causal, key_padding_mask, p)
+            y = F.multi_head_attention(qkv, self.n_heads, causal, key_padding_mask, p)
         return self.out(y)
+
+    def _record(self, qkv: Tensor, causal: bool, key_padding_mask) -> None:
+        b, t, c3 = qkv.shape
+        d = c3 // 3 // self.n_heads
+        q, k, v = qkv.data.reshape(b, t, 3, self.n_heads, d).transpose(2, 0, 3, 1, 4)
+        mask = None if key_padding_mask is None else ops._mask_array(
+            key_padding_mask, qkv, "attention")[:, None, None, :]  # (B, 1, 1, T)
+        AttentionRecorder.record(self, q, k, v, causal, mask)
 
     @no_grad()
     def _cached(self, x: Tensor, cache: KVCache, layer_index: int) -> Tensor:

@@ -12,7 +12,7 @@ from .. import backend
 from ..engine import ops
 from ..engine.tensor import Tensor, no_grad
 from . import functional as F
-from .attention import KVCache, MultiHeadAttention
+from .attention import AttentionRecorder, KVCache, MultiHeadAttention
 from .layers import Dropout, FeedForward, LayerNorm, Linear
 from .module import Module
 
@@ -106,8 +106,17 @@ class MultiHeadCrossAttention(Module):
         if cache is not None:
             return self._cached(x, memory, cache, layer_index)
         p = self.attn_dropout.p if self.training else 0.0
-        y = cross_attention(self.q(x), self.kv(memory), self.n_heads, memory_key_padding_mask, p)
-        return self.out(y)
+        q, kv = self.q(x), self.kv(memory)
+        if AttentionRecorder.active:
+            self._record(q, kv, memory_key_padding_mask)
+        return self.out(cross_attention(q, kv, self.n_heads, memory_key_padding_mask, p))
+
+    def _record(self, q: Tensor, kv: Tensor, key_padding_mask) -> None:
+        b, tq, c = q.shape
+        tk, h, d = kv.shape[1], self.n_heads, c // self.n_heads
+        k, v = kv.data.reshape(b, tk, 2, h, d).transpose(2, 0, 3, 1, 4)  # 2 x (B, H, Tk, D)
+        AttentionRecorder.record(self, q.data.reshape(b, tq, h, d).transpose(0, 2, 1, 3), k, v,
+                                 False, _padding_mask(key_padding_mask, q, b, tk))
 
     @no_grad()
     def _cached(self, x: Tensor, memory: Tensor, cache: Seq2SeqCache, layer_index: int):
