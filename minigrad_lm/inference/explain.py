@@ -85,8 +85,10 @@ class Explanation:
     ``ids``/``tokens``: the input (a classifier's or language model's tokens, a translation's
     source). ``target``: the class or next-token id explained (-1 for a translation), named
     ``target_label``, with its probability (a translation's: of the whole output);
-    ``alternatives``: (label, probability) of every class, or of the likeliest next tokens. For a translation, ``output_ids``/``output_tokens`` are the tokens it produced (eos
-    last) and ``output_probs`` the probability of each, given the ones before.
+    ``alternatives``: (label, probability) of every class, or of the likeliest next tokens.
+    For a translation, ``output_ids``/``output_tokens`` are the tokens it produced (eos last),
+    ``output_probs`` the probability of each given the ones before, and ``decoder_tokens``
+    what the decoder read (bos, then the output but eos).
     """
 
     task: str
@@ -101,7 +103,7 @@ class Explanation:
     output_ids: np.ndarray | None = None
     output_tokens: list[str] = field(default_factory=list)
     output_probs: np.ndarray | None = None
-    decoder_tokens: list[str] = field(default_factory=list)  # bos, then the output but eos
+    decoder_tokens: list[str] = field(default_factory=list)
 
     def labels(self, side: str) -> list[str]:
         """The tokens of one side of an AttentionMap."""

@@ -279,7 +279,11 @@ def _summary_png(ex: Explanation, path: str, plt) -> None:
         top.axhline(0, color="#888", linewidth=0.8)
         top.set_xticks(range(n), [_shown(t) for t in ex.tokens], rotation=60, ha="right",
                        fontsize=8)
-        top.set_title(summary(ex)[0], fontsize=9)
+        a = ex.attribution
+        how = (f"integrated gradients, {a.steps} steps from {_shown(a.baseline)}, completeness "
+               f"gap {a.completeness_gap:+.1e}" if a.method == "integrated_gradients"
+               else "gradient x input")
+        top.set_title(f"{summary(ex)[0]}\n{how}", fontsize=9)
         top.set_ylabel("attribution", fontsize=8)
     else:
         _plot_map(top, ex.cross_attention().mean(axis=(0, 1)), ex.output_tokens, ex.tokens,
