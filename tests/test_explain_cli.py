@@ -3,12 +3,22 @@ checkpoints: its outputs, and one error line for a wrong-kind checkpoint or bad 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from minigrad_lm import explain as explain_cli
-from tests.cli_support import TINY, assert_one_line_error, run_module, run_train, write_corpus
+from tests.cli_support import (
+    REPO,
+    TINY,
+    assert_one_line_error,
+    run_module,
+    run_train,
+    write_corpus,
+)
 from tests.test_classify_cli import sentiment_rows, write_tsv
 
 LM_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_gpt_run"
@@ -129,3 +139,18 @@ def test_the_module_runs_as_a_program(runs):
     done = run_module("minigrad_lm.explain", "--ckpt", runs["classify"], "--steps", "2", "good")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "good" and "\x1b[" not in done.stdout
+
+
+def test_a_terminal_gets_coloured_tokens(runs):
+    pty = pytest.importorskip("pty")
+    master, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "minigrad_lm.explain", "--ckpt",
+                           str(runs["classify"]), "--steps", "2", "good dull"],
+                          stdout=terminal, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(terminal)
+    out = os.read(master, 1 << 16).decode()
+    os.close(master)
+    assert done.returncode == 0, done.stderr
+    tokens = out.splitlines()[-1]
+    assert tokens.count("\x1b[48;2;") == 2 and "good" in tokens and "dull" in tokens

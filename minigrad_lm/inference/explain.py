@@ -183,7 +183,7 @@ def _attribute(f: Output, ids: np.ndarray, table: Tensor, method: str, steps: in
                ) -> Attribution:
     """Per-token scores (summed over the embedding axis) by ``method``, for the tokens ids
     whose embeddings are rows of ``table``."""
-    x = backend.to_numpy(table.data[ids]).astype(np.float64)
+    x = backend.to_numpy(table.data[backend.to_device(ids, table.device)]).astype(np.float64)
     if method == "integrated_gradients":
         reference = _baseline_rows(table, len(ids), baseline)
         values, out, base = integrated_gradients(f, x, reference, table, steps, batch)
