@@ -118,6 +118,9 @@ def test_a_translation_shows_its_cross_attention(runs, capsys):
     (["--ckpt", "{classify}", "--html", "{missing}/r.html", "good"], ("--html",)),
     (["--ckpt", "{classify}", "good", "--file", "x.txt"], ("arguments or --file",)),
     (["--ckpt", "{missing}", "good"], ("{missing}",)),
+    (["--ckpt", "{classify}", "--file", "{missing}"], ("{missing}",)),
+    (["--ckpt", "{classify}", "--png", "{classify}/best/config.json", "good"],
+     ("is not a folder",)),
 ])
 def test_bad_checkpoints_and_options_give_one_error_line(runs, capsys, tmp_path, argv,
                                                          fragments):
