@@ -85,10 +85,10 @@ class GPT(Module):
         ids = backend.to_device(ids, device)  # checked above, on the host when given there
         if token_embeddings is None:
             x = F.Embedding.apply(self.tok_emb.weight, ids)
-        elif token_embeddings.shape != (b, t, self.config.d_model):
-            raise ValueError(f"GPT: token_embeddings of shape {token_embeddings.shape}, expected "
-                             f"{(b, t, self.config.d_model)}")
         else:
+            if token_embeddings.shape != (b, t, self.config.d_model):
+                raise ValueError(f"GPT: token_embeddings of shape {token_embeddings.shape}, "
+                                 f"expected {(b, t, self.config.d_model)}")
             x = token_embeddings
         x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)

@@ -45,6 +45,17 @@ def linear_output(w: np.ndarray, b: float):
     return f
 
 
+def test_token_embeddings_stand_in_for_the_lookup_of_the_ids():
+    model = tiny_classifier()
+    ids = np.array([[3, 7, 5], [2, 2, 9]])
+    rows = mg.tensor(model.body.tok_emb.weight.numpy()[ids])
+    with no_grad():
+        np.testing.assert_array_equal(model(ids, np.array([3, 2]), token_embeddings=rows).numpy(),
+                                      model(ids, np.array([3, 2])).numpy())
+        with pytest.raises(ValueError, match=r"token_embeddings of shape \(2, 3, 4\)"):
+            model.body.body(ids, token_embeddings=mg.tensor(np.zeros((2, 3, 4))))
+
+
 def test_integrated_gradients_of_a_linear_model_equal_finite_difference_attributions():
     rng = np.random.default_rng(0)
     w, x, base = (rng.standard_normal((5, 4)) for _ in range(3))
