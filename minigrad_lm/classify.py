@@ -18,10 +18,10 @@ import numpy as np
 
 from .backend import check_device
 from .cli import read_sentences, report_errors
+from .data.labeled import encode_sentences
 from .engine.ops import softmax
 from .engine.tensor import no_grad
 from .train.checkpoint import read_checkpoint_of
-from .train.tasks.classify import encode_sentences
 
 __all__ = ["main", "predict"]
 

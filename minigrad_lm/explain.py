@@ -3,7 +3,7 @@
     python -m minigrad_lm.explain --ckpt runs/mr "a gripping , funny film"
     python -m minigrad_lm.explain --ckpt runs/mr --file reviews.txt --encoding latin-1 \\
         --html report.html --png pictures/ --json explained.json
-    python -m minigrad_lm.explain --ckpt runs/default "ROMEO:" --method grad-x-input
+    python -m minigrad_lm.explain --ckpt runs/default "Return the" --method grad-x-input
     python -m minigrad_lm.explain --ckpt runs/de-en "Ein Hund läuft im Park." --html de-en.html
 
 A classifier: the attribution of each token to the logit of the predicted class (--target
@@ -13,7 +13,9 @@ printed), or gradient x input (--method grad-x-input, one backward pass). A caus
 model: the same for the logit of the likeliest next token (--target TOKEN for another). A
 translation model: its output (beam search, --beam) and the cross-attention of each output token
 over the source, per layer and head and averaged. Every model: the attention of each layer and
-head.
+head. What each checkpoint kind explains is its ``explain`` (checkpoints/kinds.py). A
+classifier reads a sentence's first context-length tokens, as in training; a language model
+its last ones.
 
 On a terminal the tokens are coloured (green raises the explained logit, red lowers it);
 otherwise each token and its score is a line. --html writes one self-contained page (no
@@ -28,138 +30,21 @@ import argparse
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
-
-import numpy as np
 
 from .backend import check_device
 from .cli import read_sentences, report_errors
-from .data.trained_tokenizer import MASK, PAD, UNK
-from .inference.decoding import DecodeOptions, translate_ids
-from .inference.explain import (
-    DEFAULT_BATCH,
-    DEFAULT_STEPS,
-    Explanation,
-    explain_classifier,
-    explain_next_token,
-    explain_translation,
-)
+from .inference.explain import BASELINES, ExplainOptions
 from .inference.explain_views import html_report, json_record, terminal_lines, write_pngs
 from .io.files import CheckpointError, atomic_write_text, json_text
-from .train.checkpoint import Checkpoint, read_checkpoint
-from .train.tasks.classify import encode_sentences
+from .train.checkpoint import read_checkpoint
 
 __all__ = ["main"]
 
 METHOD_FLAGS = {"ig": "integrated_gradients", "grad-x-input": "grad_x_input"}
-BASELINES = {"auto": UNK, "unk": UNK, "zeros": None, "pad": PAD, "mask": MASK}
-MAX_STEPS = 1000
-
-
-def token_text(tokenizer) -> Callable[[int], str]:
-    """The text of one token id: its decoded text, or for a special token that decodes to
-    nothing (``[CLS]``) its name in the vocabulary."""
-    hf = getattr(tokenizer, "hf", None)
-
-    def text(i: int) -> str:
-        piece = tokenizer.decode(np.array([i], dtype=np.int64))
-        if piece.strip() or hf is None:
-            return piece
-        return hf.id_to_token(i) or piece
-    return text
-
-
-def _baseline_id(tokenizer, name: str) -> int | None:
-    """The token id of ``--baseline name``; None for zero embeddings (``auto``: [UNK] where
-    the vocabulary has one, the word a model trained with word dropout knows as "no word")."""
-    if BASELINES[name] is None:
-        return None
-    found = getattr(tokenizer, "token_id", lambda _: None)(BASELINES[name])
-    if found is None and name == "auto":
-        return None
-    if found is None:
-        raise ValueError(f"--baseline {name}: this checkpoint's tokenizer has no "
-                         f"{BASELINES[name]} token (use --baseline zeros)")
-    return found
-
-
-def _attribution_options(args: argparse.Namespace, tokenizer) -> dict:
-    return dict(method=METHOD_FLAGS[args.method], steps=args.steps,
-                baseline=_baseline_id(tokenizer, args.baseline), batch=args.batch)
-
-
-def _classify(ckpt: Checkpoint, model, args, sentences, names) -> list[Explanation]:
-    target = None
-    if args.target is not None:
-        if not args.target.isdigit() or int(args.target) >= ckpt.num_classes:
-            raise ValueError(f"--target {args.target!r}: a classifier's target is a class "
-                             f"number, 0..{ckpt.num_classes - 1}")
-        target = int(args.target)
-    tokenizer = ckpt.tokenizer
-    ids, lengths, cut = encode_sentences(tokenizer, sentences, model.body.config.context_length,
-                                         model.pooling, names)
-    if cut:
-        print(f"note: {cut} sentence(s) longer than the model's context of "
-              f"{model.body.config.context_length} tokens keep their first ones", file=sys.stderr)
-    options = _attribution_options(args, tokenizer)
-    return [explain_classifier(model, row[:n], target, token_text=token_text(tokenizer),
-                               **options) for row, n in zip(ids, lengths)]
-
-
-def _language_model(ckpt: Checkpoint, model, args, sentences, names) -> list[Explanation]:
-    if not ckpt.model_config.causal:
-        raise CheckpointError(f"{ckpt.path}: a masked language model (bidirectional); it does "
-                              "not predict a next token to explain")
-    tokenizer = ckpt.tokenizer
-    target = None
-    if args.target is not None:
-        target_ids = tokenizer.encode(args.target)
-        if len(target_ids) != 1:
-            raise ValueError(f"--target {args.target!r}: encodes to {len(target_ids)} tokens; "
-                             "a next-token target must be exactly one")
-        target = int(target_ids[0])
-    context = ckpt.model_config.context_length
-    options = _attribution_options(args, tokenizer)
-    vocab = min(tokenizer.vocab_size, ckpt.model_config.vocab_size)
-    out = []
-    for i, sentence in enumerate(sentences):
-        name = names[i] if names else f"sentence {i + 1}"
-        try:
-            ids = tokenizer.encode(sentence)
-        except ValueError as e:
-            raise ValueError(f"{name}: {e}") from None
-        if len(ids) > context:
-            print(f"note: {name} has {len(ids)} tokens; keeping its last {context} (the "
-                  "model's context)", file=sys.stderr)
-            ids = ids[-context:]
-        out.append(explain_next_token(model, ids, target, vocab_limit=vocab,
-                                      token_text=token_text(tokenizer), **options))
-    return out
-
-
-def _translation(ckpt: Checkpoint, model, args, sentences, names) -> list[Explanation]:
-    if args.target is not None:
-        raise ValueError("--target: a translation is explained by the cross-attention of each "
-                         "output token; --target applies to classifiers and language models")
-    tokenizer, c = ckpt.tokenizer, ckpt.model_config
-    sources = [np.append(ids, c.eos_id) for ids in tokenizer.encode_batch(sentences)]
-    outputs = translate_ids(model, sources, DecodeOptions(args.beam))
-    return [explain_translation(model, src, out, token_text=token_text(tokenizer))
-            for src, out in zip(sources, outputs, strict=True)]
-
-
-# The task of a checkpoint -> how its sentences are explained (a span-QA task: one more entry).
-EXPLAINERS = {"classify": _classify, "lm": _language_model, "translate": _translation}
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Every output option, before any model is read or file written."""
-    if not 1 <= args.steps <= MAX_STEPS:
-        raise ValueError(f"--steps must be in 1..{MAX_STEPS}, got {args.steps}")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    if args.beam < 1:
-        raise ValueError(f"--beam must be >= 1, got {args.beam}")
+    """The output options, before any model is read or file written."""
     for flag, path in (("--html", args.html), ("--json", args.json)):
         if path is None or path == "-" and flag == "--json":
             continue
@@ -176,19 +61,18 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     device = check_device(args.device)
+    options = ExplainOptions(METHOD_FLAGS[args.method], args.steps, args.baseline, args.batch,
+                             args.target, args.beam)
     _check_outputs(args)
     sentences, names = read_sentences(args.sentences, args.file, args.encoding)
+    names = names or [f"sentence {i}" for i in range(1, len(sentences) + 1)]
     ckpt = read_checkpoint(args.ckpt)
-    explainer = EXPLAINERS.get(ckpt.task)
-    if explainer is None:
-        raise CheckpointError(f"{ckpt.path}: a {ckpt.task} checkpoint; explain reads "
-                              f"{', '.join(EXPLAINERS)} checkpoints")
     if ckpt.tokenizer is None:
         raise CheckpointError(f"{ckpt.path}: trained on token ids without a tokenizer, so it "
-                              "cannot encode a sentence")
+                              "cannot read a sentence")
     model = ckpt.build_model(device, batch=args.batch)
-    explained = explainer(ckpt, model, args, sentences, names)
-    items = list(zip(sentences, explained, strict=True))
+    items = list(zip(sentences, ckpt.kind.explain(ckpt, model, sentences, names, options),
+                     strict=True))
     if args.json != "-":
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         for i, (sentence, ex) in enumerate(items):
@@ -217,20 +101,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="text encoding of --file or stdin (default: utf-8)")
     parser.add_argument("--method", choices=tuple(METHOD_FLAGS), default="ig",
                         help="integrated gradients (default) or gradient x input")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
+    parser.add_argument("--steps", type=int, default=ExplainOptions.steps, metavar="N",
                         help=f"integrated gradients' points on the path (default: "
-                             f"{DEFAULT_STEPS})")
-    parser.add_argument("--baseline", choices=tuple(BASELINES), default="auto",
+                             f"{ExplainOptions.steps})")
+    parser.add_argument("--baseline", choices=tuple(BASELINES), default=ExplainOptions.baseline,
                         help="the reference input of integrated gradients: the [UNK], [PAD] "
                              "or [MASK] token at every position, or zero embeddings (default "
                              "auto: [UNK] where the vocabulary has it, else zeros)")
     parser.add_argument("--target", metavar="T",
                         help="explain this class (a number) or next token (its text) instead "
                              "of the prediction")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
-                        help=f"path points per forward pass (default: {DEFAULT_BATCH})")
-    parser.add_argument("--beam", type=int, default=4, metavar="N",
-                        help="beam size of a translation; 1 is greedy (default: 4)")
+    parser.add_argument("--batch", type=int, default=ExplainOptions.batch, metavar="N",
+                        help=f"path points per forward pass (default: {ExplainOptions.batch})")
+    parser.add_argument("--beam", type=int, default=ExplainOptions.beam, metavar="N",
+                        help=f"beam size of a translation; 1 is greedy (default: "
+                             f"{ExplainOptions.beam})")
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument("--png", metavar="DIR", help="write PNG heatmaps (needs matplotlib)")
     parser.add_argument("--json", metavar="FILE",

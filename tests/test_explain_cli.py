@@ -95,7 +95,7 @@ def test_a_language_model_explains_its_next_token(capsys):
                                "the fun")
     assert status == 0, err
     record = json.loads(out)[0]
-    assert record["task"] == "lm" and len(record["tokens"]) == 7
+    assert record["explains"] == "next token" and len(record["tokens"]) == 7
     assert abs(record["attribution"]["completeness_gap"]) < 1e-3
     assert record["target_label"] == record["alternatives"][0]["label"]
 
@@ -110,11 +110,13 @@ def test_a_translation_shows_its_cross_attention(runs, capsys):
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (["--ckpt", "{mlm}", "a"], ("a masked language model",)),
+    (["--ckpt", "{mlm}", "a"], ("a masked language model, which explain does not read",
+                                "a classifier")),
     (["--ckpt", "{classify}", "--target", "2", "good"], ("--target '2'", "0..1")),
     (["--ckpt", "{translate}", "--target", "A", "a b"], ("--target: a translation",)),
     (["--ckpt", str(LM_FIXTURE), "--baseline", "pad", "the"], ("no [PAD] token",)),
     (["--ckpt", "{classify}", "--steps", "0", "good"], ("--steps must be in 1..1000",)),
+    (["--ckpt", "{classify}", "--beam", "0", "good"], ("--beam must be >= 1",)),
     (["--ckpt", "{classify}", "--html", "{missing}/r.html", "good"], ("--html",)),
     (["--ckpt", "{classify}", "good", "--file", "x.txt"], ("arguments or --file",)),
     (["--ckpt", "{missing}", "good"], ("{missing}",)),

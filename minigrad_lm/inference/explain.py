@@ -6,7 +6,9 @@
   nearly); :func:`gradient_x_input` is the one-backward fast option.
 - :func:`explain_classifier` (the predicted class, or a chosen one), :func:`explain_next_token`
   (a causal language model's next token) and :func:`explain_translation` (the cross-attention
-  of each output token over the source) return an :class:`Explanation`.
+  of each output token over the source) return an :class:`Explanation`. Each checkpoint kind
+  (:mod:`minigrad_lm.checkpoints.kinds`) says which one explains its model, given
+  :class:`ExplainOptions`.
 
 Gradients come from the engine's autograd, taken with respect to the token-embedding tensor the
 model reads (``GPT.body(token_embeddings=...)``); position embeddings belong to the model, not
@@ -22,18 +24,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import backend
+from ..data.trained_tokenizer import MASK, PAD, UNK
 from ..engine.tensor import Tensor, enable_grad, no_grad
 from ..nn.attention import AttentionRecorder, MultiHeadAttention
+from .decoding import DecodeOptions
 from ..nn.module import Module
 
-__all__ = ["DEFAULT_STEPS", "METHODS", "Attribution", "AttentionMap", "Explanation",
-           "explain_classifier", "explain_next_token", "explain_translation",
-           "gradient_x_input", "integrated_gradients"]
+__all__ = ["BASELINES", "DEFAULT_STEPS", "METHODS", "Attribution", "AttentionMap",
+           "ExplainOptions", "Explanation", "explain_classifier", "explain_next_token",
+           "explain_translation", "gradient_x_input", "integrated_gradients", "token_text"]
 
 METHODS = ("integrated_gradients", "grad_x_input")
 DEFAULT_STEPS = 50
+MAX_STEPS = 1000
 DEFAULT_BATCH = 16  # interpolation points per forward/backward pass
 TOP_NEXT_TOKENS = 5
+# The reference inputs of integrated gradients by name: a special token at every position, or
+# zero embeddings (None). "auto": [UNK] where the vocabulary has it (the word a classifier
+# trained with word dropout knows as "no word"), else zeros.
+BASELINES = {"auto": UNK, "unk": UNK, "zeros": None, "pad": PAD, "mask": MASK}
 
 # f maps embeddings (N, T, C) to N outputs, row n depending on embeddings[n] alone.
 Output = Callable[[Tensor], Tensor]
@@ -78,12 +87,70 @@ class AttentionMap:
     probs: np.ndarray
 
 
+@dataclass(frozen=True)
+class ExplainOptions:
+    """How to explain (python -m minigrad_lm.explain's flags): the attribution ``method``
+    with its ``steps``, ``baseline`` (a BASELINES name) and ``batch`` (path points per pass);
+    ``target``: a class number or a next token's text to explain instead of the prediction;
+    ``beam``: the beam size of a translation."""
+
+    method: str = "integrated_gradients"
+    steps: int = DEFAULT_STEPS
+    baseline: str = "auto"
+    batch: int = DEFAULT_BATCH
+    target: str | None = None
+    beam: int = DecodeOptions.beam_size
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"attribution method must be one of {', '.join(METHODS)}, got "
+                             f"{self.method!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got "
+                             f"{self.baseline!r}")
+        for name, value, top in (("steps", self.steps, MAX_STEPS), ("batch", self.batch, None),
+                                 ("beam", self.beam, None)):
+            if value < 1 or top is not None and value > top:
+                raise ValueError(f"--{name} must be in 1..{top}, got {value}" if top else
+                                 f"--{name} must be >= 1, got {value}")
+
+    def attribution(self, tokenizer) -> dict:
+        """The attribution keywords of explain_classifier and explain_next_token for a model
+        reading ``tokenizer``'s ids."""
+        return dict(method=self.method, steps=self.steps, batch=self.batch,
+                    baseline=baseline_id(tokenizer, self.baseline),
+                    token_text=token_text(tokenizer))
+
+
+def baseline_id(tokenizer, name: str) -> int | None:
+    """The token id of the BASELINES entry ``name``; None for zero embeddings."""
+    token = BASELINES[name]
+    found = None if token is None else getattr(tokenizer, "token_id", lambda _: None)(token)
+    if found is None and token is not None and name != "auto":
+        raise ValueError(f"--baseline {name}: this checkpoint's tokenizer has no {token} "
+                         "token (use --baseline zeros)")
+    return found
+
+
+def token_text(tokenizer) -> Callable[[int], str]:
+    """The text of one token id: its decoded text, or for a special token that decodes to
+    nothing (``[CLS]``) its name in the vocabulary."""
+    hf = getattr(tokenizer, "hf", None)
+
+    def text(i: int) -> str:
+        piece = tokenizer.decode(np.array([i], dtype=np.int64))
+        if piece.strip() or hf is None:
+            return piece
+        return hf.id_to_token(i) or piece
+    return text
+
+
 @dataclass
 class Explanation:
     """What one input made the model do, and why.
 
-    ``ids``/``tokens``: the input (a classifier's or language model's tokens, a translation's
-    source). ``target``: the class or next-token id explained (-1 for a translation), named
+    ``explains``: ``class``, ``next token`` or ``translation``. ``ids``/``tokens``: the input (a
+    classifier's or language model's tokens, a translation's source). ``target``: the class or next-token id explained (-1 for a translation), named
     ``target_label``, with its probability (a translation's: of the whole output);
     ``alternatives``: (label, probability) of every class, or of the likeliest next tokens.
     For a translation, ``output_ids``/``output_tokens`` are the tokens it produced (eos last),
@@ -91,7 +158,7 @@ class Explanation:
     what the decoder read (bos, then the output but eos).
     """
 
-    task: str
+    explains: str
     ids: np.ndarray
     tokens: list[str]
     target: int
@@ -115,7 +182,7 @@ class Explanation:
         ``.mean(axis=(0, 1))`` is the average over layers and heads."""
         maps = [m.probs for m in self.attention if m.kind == "cross"]
         if not maps:
-            raise ValueError(f"a {self.task} explanation has no cross-attention")
+            raise ValueError(f"the explanation of a {self.explains} has no cross-attention")
         return np.stack(maps)
 
 
@@ -291,7 +358,7 @@ def explain_classifier(model, ids, target: int | None = None,
 
         attribution = _attribute(f, ids, table, method, steps, baseline, batch, token_text)
     order = np.argsort(-probs, kind="stable")
-    return Explanation("classify", ids, [token_text(int(i)) for i in ids], target, str(target),
+    return Explanation("class", ids, [token_text(int(i)) for i in ids], target, str(target),
                        float(probs[target]), [(str(c), float(probs[c])) for c in order],
                        attribution, _recorded(model, recorder, {}))
 
@@ -323,7 +390,7 @@ def explain_next_token(model, ids, target: int | None = None,
 
         attribution = _attribute(f, ids, table, method, steps, baseline, batch, token_text)
     top = np.argsort(-probs, kind="stable")[:TOP_NEXT_TOKENS]
-    return Explanation("lm", ids, [token_text(int(i)) for i in ids], target,
+    return Explanation("next token", ids, [token_text(int(i)) for i in ids], target,
                        token_text(target), float(probs[target]),
                        [(token_text(int(t)), float(probs[t])) for t in top],
                        attribution, _recorded(model, recorder, {}))
@@ -346,7 +413,7 @@ def explain_translation(model, source_ids, output_ids,
     probs = _softmax(logits)[np.arange(len(out)), out]
     sides = {"attn": ("source", "source"), "self_attn": ("target", "target"),
              "cross_attn": ("output", "source")}
-    return Explanation("translate", src, [token_text(int(i)) for i in src], -1, "",
+    return Explanation("translation", src, [token_text(int(i)) for i in src], -1, "",
                        float(np.prod(probs)), [], None, _recorded(model, recorder, sides),
                        out, [token_text(int(i)) for i in out], probs,
                        [token_text(int(i)) for i in tgt_in])

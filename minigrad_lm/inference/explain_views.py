@@ -46,17 +46,16 @@ def _shown(token: str) -> str:
 
 def summary(ex: Explanation) -> list[str]:
     """What the model did and how the attributions were made, a sentence a line."""
-    if ex.task == "translate":
+    if ex.output_ids is not None:
         lines = [f"output: {' '.join(_shown(t) for t in ex.output_tokens)} "
                  f"(p {ex.probability:.3g})"]
     else:
-        what = "class" if ex.task == "classify" else "next token"
         others = ", ".join(f"{_shown(label)} {p:.3f}" for label, p in ex.alternatives)
-        lines = [f"{what}: {_shown(ex.target_label)} (p {ex.probability:.3f}; {others})"]
+        lines = [f"{ex.explains}: {_shown(ex.target_label)} (p {ex.probability:.3f}; {others})"]
     a = ex.attribution
     if a is None:
         return lines
-    output = "logit of the class" if ex.task == "classify" else "logit of the next token"
+    output = f"logit of the {ex.explains}"
     if a.method == "grad_x_input":
         lines.append(f"gradient x input of the {output} {_shown(ex.target_label)} "
                      f"({a.output:.4f}); attributions sum to {a.scores.sum():.4f}")
@@ -93,7 +92,7 @@ def terminal_lines(ex: Explanation, color: bool) -> list[str]:
         else:
             lines += ["token\tattribution"] + [f"{_shown(t)}\t{s:.6f}"
                                               for t, s in zip(ex.tokens, scores)]
-    if ex.task == "translate":
+    if ex.output_ids is not None:
         mean = ex.cross_attention().mean(axis=(0, 1))  # (output, source)
         if not color:
             lines.append("output token\tmost attended source token\tmean attention")
@@ -208,7 +207,7 @@ def html_report(title: str, items: list[tuple[str, Explanation]]) -> str:
             body.append('<p class="legend">green: raises the explained logit; red: lowers it '
                         '(hover a token for its attribution)</p>')
         body.append(f'<p class="tokens">{_token_spans(ex.tokens, scores)}</p>')
-        if ex.task == "translate":
+        if ex.output_ids is not None:
             body.append(f'<p class="tokens">output: {_token_spans(ex.output_tokens, None)}'
                         "</p>")
         body.append(_attention_html(ex))
@@ -232,7 +231,7 @@ def _map_record(m: AttentionMap) -> dict[str, Any]:
 def json_record(text: str, ex: Explanation) -> dict[str, Any]:
     """The explanation's raw numbers; attention probs as [head][query][key]."""
     record: dict[str, Any] = {
-        "text": text, "task": ex.task, "tokens": ex.tokens, "ids": ex.ids.tolist(),
+        "text": text, "explains": ex.explains, "tokens": ex.tokens, "ids": ex.ids.tolist(),
         "target": ex.target, "target_label": ex.target_label, "probability": ex.probability,
         "alternatives": [{"label": label, "probability": p} for label, p in ex.alternatives],
         "attention": [_map_record(m) for m in ex.attention],
@@ -265,8 +264,8 @@ def _plot_map(ax, probs: np.ndarray, rows: list[str], cols: list[str], title: st
 def _summary_png(ex: Explanation, path: str, plt) -> None:
     """Attributions as bars (or a translation's mean cross-attention) above the mean
     attention of each layer's heads."""
-    layers = [m for m in ex.attention if m.kind == ("cross" if ex.task == "translate"
-                                                     else "self")]
+    cross = [m for m in ex.attention if m.kind == "cross"]
+    layers = cross or ex.attention
     n = len(ex.tokens)
     fig = plt.figure(figsize=(max(6.0, 0.45 * n + 2) * (1 + (len(layers) > 1)) / 1.4,
                               3.0 + 0.3 * max(n, len(ex.output_tokens))), dpi=100)

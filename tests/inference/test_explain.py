@@ -234,3 +234,24 @@ def test_translation_cross_attention_covers_each_output_token_over_the_source():
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     np.testing.assert_allclose(ex.output_probs, p[np.arange(3), [8, 9, 2]], rtol=1e-5)
+
+
+def test_options_are_checked_and_baselines_found_in_the_vocabulary():
+    from minigrad_lm.data.tokenizer import CharTokenizer
+    from minigrad_lm.data.trained_tokenizer import TrainedTokenizer
+    from minigrad_lm.inference.explain import ExplainOptions, baseline_id, token_text
+
+    for bad, message in (({"method": "saliency"}, "method must be one of"),
+                         ({"baseline": "none"}, "baseline must be one of"),
+                         ({"steps": 1001}, "--steps must be in 1..1000"),
+                         ({"batch": 0}, "--batch must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            ExplainOptions(**bad)
+    chars = CharTokenizer.from_text("abc")
+    assert baseline_id(chars, "auto") is None and baseline_id(chars, "zeros") is None
+    with pytest.raises(ValueError, match=r"no \[PAD\] token"):
+        baseline_id(chars, "pad")
+    words = TrainedTokenizer.train("word", ["good film", "bad film"])
+    assert baseline_id(words, "auto") == words.token_id("[UNK]") == baseline_id(words, "unk")
+    text = token_text(words)
+    assert [text(i) for i in (words.cls_id, words.token_id("film"))] == ["[CLS]", "film"]
