@@ -149,9 +149,10 @@ def token_text(tokenizer) -> Callable[[int], str]:
 class Explanation:
     """What one input made the model do, and why.
 
-    ``explains``: ``class``, ``next token`` or ``translation``. ``ids``/``tokens``: the input (a
-    classifier's or language model's tokens, a translation's source). ``target``: the class or next-token id explained (-1 for a translation), named
-    ``target_label``, with its probability (a translation's: of the whole output);
+    ``explains``: ``class``, ``next token`` or ``translation``. ``ids``/``tokens``: the input
+    (a classifier's or language model's tokens, a translation's source). ``target``: the class
+    or next-token id explained (-1 for a translation), named ``target_label``, with its
+    probability (a translation's: of the whole output);
     ``alternatives``: (label, probability) of every class, or of the likeliest next tokens.
     For a translation, ``output_ids``/``output_tokens`` are the tokens it produced (eos last),
     ``output_probs`` the probability of each given the ones before, and ``decoder_tokens``
