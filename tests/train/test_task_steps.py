@@ -143,3 +143,14 @@ def test_two_training_steps_match_the_cpu(device, case, folder, cpu_run, tmp_pat
     assert_close_moments(weights(got, "optimizer"), weights(want, "optimizer"))
     lrs = [r["lr"] for r in records(want) if r["kind"] == "train"]
     assert_close_weights(weights(got, "model"), weights(want, "model"), lrs)
+
+
+def test_a_run_resumed_on_the_device_ends_as_the_cpu_run(device, folder, cpu_run, tmp_path):
+    """The checkpoint and the optimizer's state read back onto the device."""
+    want = cpu_run("lm")
+    out = tmp_path / "run"
+    assert run_train(*lm(folder), *STEPS, "--device", device, "--out", out,
+                     "--max-steps", "1") == 0
+    assert run_train(*lm(folder), *STEPS, "--device", device, "--out", out, "--resume") == 0
+    got = [r for r in records(out) if r["kind"] == "train"] + records(out)[-1:]
+    assert_same_records(got, records(want), exact=device == "cpu")
