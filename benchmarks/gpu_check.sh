@@ -36,7 +36,8 @@ workers=${PYTEST_WORKERS:-8}
 if [ "$workers" != 0 ] && $py -c "import xdist" 2>/dev/null; then opts+=(-n "$workers"); fi
 if $py -c "import pytest_timeout" 2>/dev/null; then opts+=(--timeout "${CASE_TIMEOUT:-120}"); fi
 echo "pytest on $device (${TEST_TIMEOUT:-230} s at most) ${opts[*]}"
-MINIGRAD_TEST_DEVICE=$device HYPOTHESIS_PROFILE=gpu timeout -k 10 "${TEST_TIMEOUT:-230}" \
+# SIGINT at the time limit: pytest stops and still writes the JUnit report of what ran.
+MINIGRAD_TEST_DEVICE=$device HYPOTHESIS_PROFILE=gpu timeout -s INT -k 15 "${TEST_TIMEOUT:-230}" \
     $py -m pytest tests -q -p no:cacheprovider -rfEs --durations=15 "${opts[@]}" \
     --junitxml="$out/pytest_$device.xml" > "$out/pytest_$device.log" 2>&1
 status=$?

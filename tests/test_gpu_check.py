@@ -62,6 +62,7 @@ def test_a_whole_run_passes_and_its_summary_counts_everything(tmp_path):
     ([("tests.x", "test_y", "skipped:no")], 0, BENCH, "no test passed"),
     (GOOD, 0, None, "the benchmark wrote no results"),
     (GOOD, 2, BENCH, "pytest exited with status 2"),
+    (GOOD, 124, BENCH, "ran past its time limit (TEST_TIMEOUT) after 3 tests"),
 ])
 def test_what_fails_the_run(tmp_path, cases, status, bench, message):
     _, found = verdict(tmp_path, cases, status, bench)
@@ -69,9 +70,16 @@ def test_what_fails_the_run(tmp_path, cases, status, bench, message):
 
 
 def test_no_report_fails_and_the_record_says_why(tmp_path):
-    assert gpu_check.record(tmp_path, "cpu", 124, None) == 1
+    assert gpu_check.record(tmp_path, "cpu", 4, None) == 1
     saved = json.loads((tmp_path / "dry_run_cpu.json").read_text())
-    assert saved["tests"] is None and "no JUnit report (exit status 124" in saved["problems"][0]
+    assert saved["tests"] is None and "no JUnit report (exit status 4)" in saved["problems"][0]
+
+
+def test_the_test_an_interrupt_stopped_is_not_counted(tmp_path):
+    report = junit(tmp_path / "r.xml", GOOD)
+    report.write_text(report.read_text().replace("</testsuite>", '<testcase time="0.0" />'
+                                                 "</testsuite>"))
+    assert gpu_check.summarize(report)["tests"] == len(GOOD)
 
 
 def test_the_cpu_dry_run_needs_no_benchmark(tmp_path):
