@@ -35,8 +35,8 @@ class Op:
     fn: Callable  # Tensors -> Tensor
     ref: Callable | None  # float64 NumPy arrays -> array (None: gradcheck only)
     inputs: st.SearchStrategy  # tuples of float64 arrays, every one an input of fn
-    sample: Callable | None = None  # rng -> float32 inputs big enough to split (kernel rows)
-    chunked: bool = False  # the CPU path splits its work into chunks or blocks
+    sample: Callable | None = None  # rng -> float32 inputs for the kernel and CUDA checks
+    chunked: bool = False  # the CPU path splits its work into chunks or blocks (on samples)
     cpu_kernel: str | None = None  # the kernels/cpu.py function the CPU path must call
     cuda_kernels: tuple[str, ...] = ()  # the kernels/cuda.py launches the CUDA path must count
 
@@ -205,7 +205,8 @@ FUSED = [
     Op("softmax_axis_0", lambda x: mg.softmax(x, 0), lambda x: _softmax(x, 0),
        one(arrays(shapes(min_dims=1), low=-5, high=5))),
     Op("log_softmax_last_axis", lambda x: mg.log_softmax(x, -1),
-       lambda x: np.log(_softmax(x, -1)), one(arrays(shapes(min_dims=1), low=-5, high=5))),
+       lambda x: np.log(_softmax(x, -1)), one(arrays(shapes(min_dims=1), low=-5, high=5)),
+       normal((4, 9, 33))),
     Op("log_softmax_axis_0", lambda x: mg.log_softmax(x, 0), lambda x: np.log(_softmax(x, 0)),
        one(arrays(shapes(min_dims=1), low=-5, high=5))),
     Op("layer_norm", lambda x, w, b: F.layer_norm(x, x.shape[-1], w, b),
@@ -223,7 +224,8 @@ FUSED = [
        cuda_kernels=LAYER_NORM_KERNELS),
     Op("layer_norm_no_affine", lambda x: F.layer_norm(x, x.shape[-1]),
        lambda x: of_tensors(composite.layer_norm)(x, np.ones(x.shape[-1]), np.zeros(x.shape[-1])),
-       one(arrays(st.tuples(st.integers(1, 4), st.integers(2, 6)), distinct=True))),
+       one(arrays(st.tuples(st.integers(1, 4), st.integers(2, 6)), distinct=True)),
+       normal((6, 40))),
     cross_entropy_row("cross_entropy_smoothing", 0.1, "mean"),
     cross_entropy_row("cross_entropy", 0.0, "mean"),
     cross_entropy_row("cross_entropy_sum", 0.1, "sum"),
@@ -235,16 +237,19 @@ FUSED = [
        attention_inputs(causal=True)),
     mha_row("multi_head_attention_causal", 2, causal=True, padded=False),
     mha_row("multi_head_attention_padded", 2, causal=False, padded=True),
-    Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D)),
+    Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D),
+       normal((40, 16))),
     Op("linear", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
-           (st.integers(1, 2), st.integers(1, 3), io[0]), (io[1], io[0]), (io[1],)))),
+           (st.integers(1, 2), st.integers(1, 3), io[0]), (io[1], io[0]), (io[1],))),
+       normal((4, 6, 32), (24, 32), (24,))),
     Op("linear_no_bias", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
            (st.integers(1, 3), io[0]), (io[1], io[0])))),
     Op("matmul_batched", mg.matmul, np.matmul,
        st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)).flatmap(
-           lambda mkn: sized((2, 1, mkn[0], mkn[1]), (3, mkn[1], mkn[2])))),
+           lambda mkn: sized((2, 1, mkn[0], mkn[1]), (3, mkn[1], mkn[2]))),
+       normal((2, 1, 9, 16), (3, 16, 7))),
 ]
 
 def _dropout(x):
