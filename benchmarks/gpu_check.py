@@ -4,11 +4,13 @@ suite did not really run on the GPU.
 
     python -m benchmarks.gpu_check card          # exit 1 without CuPy or a GPU
     python -m benchmarks.gpu_check record OUT --device cuda --pytest-status N [--bench JSON]
+        [--results benchmarks/results]
 
 `record` reads OUT/pytest_<device>.xml (pytest's JUnit report) and writes OUT/gpu_<card>.json
-(OUT/dry_run_cpu.json for the CPU dry run); its exit status is 1 when a test failed or erred,
-when no test passed, when a test was skipped for want of a GPU, when a task's training steps
-did not run, or (on a GPU) when the benchmark did not finish.
+(OUT/dry_run_cpu.json for the CPU dry run), and a copy into --results when the GPU run passed.
+Its exit status is 1 when a test failed or erred, when no test passed, when a test was skipped
+for want of a GPU, when a task's training steps did not run, when pytest ran out of time, or
+(on a GPU) when the benchmark did not finish.
 """
 from __future__ import annotations
 
@@ -109,7 +111,8 @@ def problems(tests: dict | None, pytest_status: int, bench: dict | None, device:
     return found
 
 
-def record(out: Path, device: str, pytest_status: int, bench_path: Path | None) -> int:
+def record(out: Path, device: str, pytest_status: int, bench_path: Path | None,
+           results: Path | None = None) -> int:
     junit = out / f"pytest_{device}.xml"
     tests = summarize(junit) if junit.is_file() else None
     bench = json.loads(bench_path.read_text()) if bench_path and bench_path.is_file() else None
@@ -119,15 +122,17 @@ def record(out: Path, device: str, pytest_status: int, bench_path: Path | None) 
               "command": "bash benchmarks/gpu_check.sh" + (" --cpu" if device == "cpu" else ""),
               "device": device, "hypothesis_profile": "gpu", "tests": tests, "problems": found,
               "bench": bench}
-    path = out / (f"gpu_{about['kind']}.json" if device != "cpu" else "dry_run_cpu.json")
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    name = f"gpu_{about['kind']}.json" if device != "cpu" else "dry_run_cpu.json"
+    paths = [out / name] + ([results / name] if results and device != "cpu" and not found else [])
+    for path in paths:
+        path.write_text(json.dumps(result, indent=2) + "\n")
     if tests is not None:
         print(f"{device}: {tests['passed']} passed, {tests['failed']} failed, "
               f"{tests['errors']} errors, {tests['skipped']} skipped; task steps: "
               f"{tests['task_steps']}")
     for line in found:
         print(f"FAIL: {line}", file=sys.stderr)
-    print(f"{'FAILED' if found else 'PASSED'}; record in {path}")
+    print(f"{'FAILED' if found else 'PASSED'}; record in {' and '.join(map(str, paths))}")
     return 1 if found else 0
 
 
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--device", choices=("cuda", "cpu"), required=True)
     rec.add_argument("--pytest-status", type=int, required=True)
     rec.add_argument("--bench", type=Path)
+    rec.add_argument("--results", type=Path, help="where a passing GPU run's record also goes")
     args = p.parse_args(argv)
     if args.command == "card":
         try:
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
-    return record(args.out, args.device, args.pytest_status, args.bench)
+    return record(args.out, args.device, args.pytest_status, args.bench, args.results)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 # Run from the repository root on a machine with CuPy, PyTorch, transformers and pytest
 # (pytest-xdist and pytest-timeout are used when present). Everything goes under
 # ${OUT:-runs/gpu_check}: pytest_cuda.log, pytest_cuda.xml (JUnit), gpu_bench.log,
-# gpu_bench.json and gpu_<card>.json (card, date, the suite's outcome and the benchmark's rows:
-# copy it to benchmarks/results/). The exit status is 0 only when CuPy sees a GPU, every test
-# passed, none was skipped for want of a GPU, every task's steps ran and the benchmark finished.
+# gpu_bench.json and gpu_<card>.json (card, date, the suite's outcome and the benchmark's rows),
+# copied to benchmarks/results/ when the run passed. The exit status is 0 only when CuPy sees a
+# GPU, every test passed, none was skipped for want of a GPU, every task's steps ran and the
+# benchmark finished.
 #
 #   bash benchmarks/gpu_check.sh          # on a GPU machine
 #   bash benchmarks/gpu_check.sh --cpu    # dry run on the CPU: the same tests, no benchmark
@@ -47,7 +48,7 @@ bench=()
 if [ "$device" = cuda ]; then
     timeout -k 10 "${BENCH_TIMEOUT:-100}" $py -m benchmarks.gpu --out "$out/gpu_bench.json" \
         2>&1 | tee "$out/gpu_bench.log"
-    bench=(--bench "$out/gpu_bench.json")
+    bench=(--bench "$out/gpu_bench.json" --results benchmarks/results)
 fi
 $py -m benchmarks.gpu_check record "$out" --device "$device" --pytest-status "$status" \
     "${bench[@]}"

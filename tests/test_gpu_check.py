@@ -82,6 +82,20 @@ def test_the_test_an_interrupt_stopped_is_not_counted(tmp_path):
     assert gpu_check.summarize(report)["tests"] == len(GOOD)
 
 
+def test_only_a_passing_gpu_run_goes_into_the_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "card", lambda: {"gpu": "NVIDIA H200", "kind": "h200"})
+    results = tmp_path / "results"
+    results.mkdir()
+    junit(tmp_path / "pytest_cuda.xml", GOOD)
+    bench = tmp_path / "gpu_bench.json"
+    assert gpu_check.record(tmp_path, "cuda", 0, bench, results) == 1  # no benchmark results
+    assert (tmp_path / "gpu_h200.json").exists() and not (results / "gpu_h200.json").exists()
+    bench.write_text(json.dumps(BENCH))
+    assert gpu_check.record(tmp_path, "cuda", 0, bench, results) == 0
+    saved = json.loads((results / "gpu_h200.json").read_text())
+    assert saved["card"]["gpu"] == "NVIDIA H200" and saved["bench"] == BENCH and saved["date"]
+
+
 def test_the_cpu_dry_run_needs_no_benchmark(tmp_path):
     junit(tmp_path / "pytest_cpu.xml", GOOD)
     assert gpu_check.record(tmp_path, "cpu", 0, None) == 0

@@ -23,12 +23,16 @@ UNCOMPARED = {"step_seconds", "tokens_per_s", "mfu", "time", "peak_memory_bytes"
 STEPS = ["--max-steps", "2", "--eval-every", "2", "--log-every", "1", "--dropout", "0"]
 
 
+def on_the_corpus(folder: Path) -> list:
+    return ["--data", folder / "corpus.txt", *TINY]
+
+
 def lm(folder: Path) -> list:
-    return ["--data", folder / "corpus.txt", *TINY, "--sample-tokens", "8"]
+    return [*on_the_corpus(folder), "--sample-tokens", "8"]
 
 
 def masked_lm(folder: Path) -> list:
-    return ["--data", folder / "corpus.txt", *TINY, *MASKED]
+    return [*on_the_corpus(folder), *MASKED]
 
 
 def classify(folder: Path) -> list:
@@ -50,9 +54,9 @@ def translate(folder: Path) -> list:
 def lora(folder: Path) -> list:
     base = folder / "base"
     if not base.exists():
-        assert run_train("--data", folder / "corpus.txt", *TINY, *STEPS, "--out", base) == 0
-    return ["--data", folder / "corpus.txt", *TINY, "--init-from", base, "--lora-rank", "2", "--lora-alpha", "4",
-            "--lora-targets", "qkv,fc", "--recompute", "blocks", "--lr", "1e-2"]
+        assert run_train(*on_the_corpus(folder), *STEPS, "--out", base) == 0
+    return [*on_the_corpus(folder), "--init-from", base, "--lora-rank", "2", "--lora-alpha",
+            "4", "--lora-targets", "qkv,fc", "--recompute", "blocks", "--lr", "1e-2"]
 
 
 CASES = {f.__name__: f for f in (lm, masked_lm, classify, translate, lora)}
