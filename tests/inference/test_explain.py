@@ -28,12 +28,13 @@ def tiny_gpt(causal: bool = True, seed: int = 0, **kw) -> GPT:
     return GPT(GPTConfig(**{**cfg, **kw}))
 
 
-def tiny_classifier(seed: int = 0, pooling: str = "mean") -> SequenceClassifier:
+def tiny_classifier(seed: int = 0, pooling: str = "mean", device: str = "cpu"
+                    ) -> SequenceClassifier:
     model = SequenceClassifier(tiny_gpt(causal=False, seed=seed), 3, pooling)
     # a larger head than training's init, so the logits differ by more than rounding
     model.classifier.weight.data[...] = np.random.default_rng(seed).standard_normal(
         model.classifier.weight.shape)
-    return to_float64(model).eval()
+    return to_float64(model, device).eval()
 
 
 def linear_output(w: np.ndarray, b: float):
@@ -97,8 +98,8 @@ def test_gradient_x_input_matches_central_differences_on_a_nonlinear_model():
 
 
 @pytest.mark.parametrize("baseline", [None, 1])
-def test_integrated_gradients_are_complete_on_a_tiny_classifier(baseline):
-    model = tiny_classifier()
+def test_integrated_gradients_are_complete_on_a_tiny_classifier(baseline, device):
+    model = tiny_classifier(device=device)
     ex = explain_classifier(model, np.array([3, 7, 5, 9, 11]), target=2, steps=32, batch=5,
                             baseline=baseline)
     a = ex.attribution
@@ -127,8 +128,8 @@ def test_too_few_steps_leave_a_completeness_gap_that_more_steps_close():
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-8
 
 
-def test_next_token_attributions_are_complete_and_the_prediction_is_the_argmax():
-    model = to_float64(tiny_gpt()).eval()
+def test_next_token_attributions_are_complete_and_the_prediction_is_the_argmax(device):
+    model = to_float64(tiny_gpt(), device).eval()
     ids = np.array([4, 8, 15, 16])
     ex = explain_next_token(model, ids, steps=32, vocab_limit=20)
     with no_grad():
@@ -194,8 +195,8 @@ def test_causal_maps_are_lower_triangular_rows_of_probabilities():
         assert np.all(m.probs[:, ~below] == 0) and np.all(m.probs[:, below] > 0)
 
 
-def test_padding_keys_get_no_attention():
-    model = tiny_classifier()
+def test_padding_keys_get_no_attention(device):
+    model = tiny_classifier(device=device)
     ids = np.array([[3, 4, 5, 6], [7, 8, 0, 0]])
     with no_grad(), AttentionRecorder() as rec:
         model(ids, np.array([4, 2]))
@@ -217,10 +218,11 @@ def test_recording_changes_no_output_and_stops_with_the_block():
     assert len(rec.maps) == 2 and not AttentionRecorder.active
 
 
-def test_translation_cross_attention_covers_each_output_token_over_the_source():
+def test_translation_cross_attention_covers_each_output_token_over_the_source(device):
     mg.manual_seed(0)
     model = Seq2SeqTransformer(Seq2SeqConfig(vocab_size=20, context_length=10, n_layer=2,
                                              n_head=2, d_model=8, d_ff=16, dropout=0.0))
+    model.to(device)
     src = np.array([5, 6, 7, 2])
     ex = explain_translation(model, src, [8, 9], token_text=lambda i: f"w{i}")
     cross = ex.cross_attention()
