@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import numpy as np
@@ -77,8 +79,11 @@ def test_the_html_report_is_well_formed_and_shows_every_token_once_in_order_as_t
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page and "<link" not in page and "src=" not in page
-    # one heatmap per head, and a mean, for each layer
-    assert page.count("<svg") == 2 * (2 + 1)
+    # one heatmap per head, and a mean, for each layer; each one a well-formed SVG document
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) == page.count("<svg") == 2 * (2 + 1)
+    for svg in svgs:
+        assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
 
 
 def test_a_translation_report_shows_source_and_output_tokens():
