@@ -22,6 +22,9 @@ __all__ = ["html_report", "json_record", "summary", "terminal_lines", "write_png
 
 UP, DOWN, ATTENTION = (46, 160, 67), (214, 39, 40), (31, 119, 180)
 CELL = 16  # heatmap cell side in the HTML report, pixels
+# Heatmap cells in one HTML report (about 150 bytes each) before per-head maps give way to
+# per-layer means: a 12-layer, 12-head model on 100 tokens would otherwise write 200 MB.
+MAX_HTML_CELLS = 100_000
 LABEL_CHARS = 14  # longest axis label in a heatmap before it is cut
 
 
@@ -174,9 +177,13 @@ def _figure(caption: str, probs: np.ndarray, rows: list[str], cols: list[str]) -
             "</figcaption></figure>")
 
 
-def _attention_html(ex: Explanation) -> str:
+def _head_cells(items: list[tuple[str, Explanation]]) -> int:
+    return sum(m.probs.size for _, ex in items for m in ex.attention)
+
+
+def _attention_html(ex: Explanation, per_head: bool) -> str:
     """Cross-attention first (a translation's averaged map leads), then each layer: its heads
-    and their mean."""
+    (with ``per_head``) and their mean."""
     maps = sorted(ex.attention, key=lambda m: m.kind != "cross")
     parts = []
     cross = [m for m in maps if m.kind == "cross"]
@@ -189,7 +196,9 @@ def _attention_html(ex: Explanation) -> str:
         rows, cols = ex.labels(m.queries), ex.labels(m.keys)
         parts.append(f"<h3>{html.escape(m.name)}: {m.kind}-attention, {m.queries} (rows) over "
                      f"{m.keys} (columns)</h3>")
-        parts += [_figure(f"head {h}", m.probs[h], rows, cols) for h in range(len(m.probs))]
+        if per_head:
+            parts += [_figure(f"head {h}", m.probs[h], rows, cols)
+                      for h in range(len(m.probs))]
         parts.append(_figure("mean over heads", m.probs.mean(axis=0), rows, cols))
     return "".join(parts)
 
@@ -197,7 +206,12 @@ def _attention_html(ex: Explanation) -> str:
 def html_report(title: str, items: list[tuple[str, Explanation]]) -> str:
     """One HTML page (no scripts, no external resources) with a section per (text,
     explanation): the summary, the tokens shaded by attribution (hover: the score), an
-    attention heatmap per layer and head (hover: the probability)."""
+    attention heatmap per layer and head (hover: the probability); beyond MAX_HTML_CELLS
+    cells, one per layer (the mean of its heads), as the page says."""
+    per_head = _head_cells(items) <= MAX_HTML_CELLS
+    note = "" if per_head else (
+        f" The {_head_cells(items):,} attention probabilities are too many for a page: each "
+        "layer shows the mean of its heads (--png and --json have every head).")
     sections = []
     for text, ex in items:
         scores = None if ex.attribution is None else ex.attribution.scores
@@ -210,13 +224,13 @@ def html_report(title: str, items: list[tuple[str, Explanation]]) -> str:
         if ex.output_ids is not None:
             body.append(f'<p class="tokens">output: {_token_spans(ex.output_tokens, None)}'
                         "</p>")
-        body.append(_attention_html(ex))
+        body.append(_attention_html(ex, per_head))
         sections.append(f"<section>{''.join(body)}</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
             '<p class="legend">Attention cells shade from white (0) to blue (1); hover a cell '
-            f"for its probability.</p>{''.join(sections)}</body></html>\n")
+            f"for its probability.{note}</p>{''.join(sections)}</body></html>\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -86,6 +86,16 @@ def test_the_html_report_is_well_formed_and_shows_every_token_once_in_order_as_t
         assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
 
 
+def test_a_report_too_large_for_per_head_maps_shows_each_layers_mean(monkeypatch):
+    from minigrad_lm.inference import explain_views
+
+    ex = classified()
+    monkeypatch.setattr(explain_views, "MAX_HTML_CELLS", 2 * 2 * 36 - 1)  # 2 layers, 2 heads
+    page = html_report("r", [("x", ex)])
+    assert page.count("<svg") == 2 and "too many for a page" in page
+    assert page.count("mean over heads") == 2 and "head 0" not in page
+
+
 def test_a_translation_report_shows_source_and_output_tokens():
     mg.manual_seed(0)
     model = Seq2SeqTransformer(Seq2SeqConfig(vocab_size=20, context_length=10, n_layer=1,
