@@ -20,7 +20,7 @@ from .backend import check_device
 from .cli import report_errors
 from .data.parallel import encode_lines, read_lines
 from .inference.decoding import DecodeOptions, translate_text
-from .train.checkpoint import read_checkpoint_of
+from .checkpoints.folder import read_checkpoint_of
 
 __all__ = ["main", "translate"]
 

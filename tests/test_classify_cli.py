@@ -10,7 +10,8 @@ import pytest
 
 from minigrad_lm import classify as classify_cli
 from minigrad_lm.io.files import load_safetensors
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from tests.cli_support import (
     TINY,
     WORDS,

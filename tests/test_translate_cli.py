@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("sacrebleu")
 
 from minigrad_lm import translate as translate_cli  # noqa: E402
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics  # noqa: E402
-from minigrad_lm.train.config import TrainConfig  # noqa: E402
+from minigrad_lm.checkpoints.folder import read_checkpoint  # noqa: E402
+from minigrad_lm.checkpoints.metrics import read_metrics  # noqa: E402
 from minigrad_lm.data.parallel import read_lines  # noqa: E402
 from minigrad_lm.inference.scoring import bleu  # noqa: E402
+from minigrad_lm.train.config import TrainConfig  # noqa: E402
 from minigrad_lm.train.tasks.translate import TranslateTask  # noqa: E402
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
 

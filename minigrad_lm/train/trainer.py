@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -45,25 +44,23 @@ from ..backend import memory
 from ..backend.devices import memory_text
 from ..cli import USAGE_ERROR, report_errors
 from ..engine import rng
-from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, json_text
+from ..io.files import CheckpointError, json_text
 from ..models.adapters import LoraSpec, adapter_files, apply_spec, parse_targets
 from ..optim.optimizers import AdamW, clip_grad_norm_, decay_groups
 from ..optim.schedules import LRScheduler
 from . import distributed
-from .checkpoint import (
+from ..checkpoints.folder import (
     BEST,
     LATEST,
-    METRICS,
     Checkpoint,
-    RunLock,
     checkpoint_files,
     read_checkpoint,
-    run_has_checkpoint,
-    truncate_metrics,
 )
-from .checkpoint import save_checkpoint as write_checkpoints
+from ..checkpoints.folder import save_checkpoint as write_checkpoints
+from ..checkpoints.metrics import METRICS
 from .config import TrainConfig, build_parser, check_fields, read_config_file
 from .distributed import CollectiveError, World
+from .run_folder import RunLock, has_run_files, prepare_run_dir, refuse_existing_run
 from .tasks import TASKS, make_task, task_name
 
 __all__ = ["main", "measure_peak_flops"]
@@ -72,7 +69,6 @@ __all__ = ["main", "measure_peak_flops"]
 # dropout masks of ranks other than 0 have one each (rank 0's is the single-process stream).
 BATCH_STREAM = 1
 RANK_STREAM = 3
-RUN_FILES = (METRICS, "train_config.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +146,7 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
         os.path.join(out, LATEST + ".old")
     ):
         never = (" (the run there stopped before its first checkpoint: start it again without "
-                 "--resume)" if _has_run_files(out) else "")
+                 "--resume)" if has_run_files(out) else "")
         raise CheckpointError(
             f"--resume: no checkpoint to resume in {out} (no {LATEST}/ folder){never}")
     source = read_checkpoint(os.path.join(out, LATEST))
@@ -215,59 +211,6 @@ def _lora_spec(cfg: TrainConfig) -> LoraSpec | None:
     if not cfg.lora_rank:
         return None
     return LoraSpec(cfg.lora_rank, cfg.lora_alpha, parse_targets(cfg.lora_targets))
-
-
-# --------------------------------------------------------------------------------------------
-# The run folder
-# --------------------------------------------------------------------------------------------
-
-
-def _has_run_files(out: str) -> bool:
-    return any(os.path.lexists(os.path.join(out, f)) for f in RUN_FILES)
-
-
-def _refuse_existing_run(out: str) -> None:
-    """A run with a checkpoint is never replaced unasked; one that stopped before its first
-    checkpoint (a diverged loss, a crash) has nothing to resume, so a new run may start."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out}: exists and is not a folder")
-    if run_has_checkpoint(out):
-        raise ValueError(
-            f"--out {out} already holds a training run; pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out"
-        )
-
-
-def _clear_run(out: str) -> None:
-    """Delete what a previous run wrote in ``out`` (and nothing else)."""
-    for name in (LATEST, BEST):
-        for suffix in ("", ".old", ".tmp"):
-            path = os.path.join(out, name + suffix)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-    for name in RUN_FILES:
-        if os.path.exists(os.path.join(out, name)):
-            os.unlink(os.path.join(out, name))
-
-
-def _prepare_run_dir(cfg: TrainConfig, resume_step: int | None, overwrite: bool,
-                     lock: RunLock) -> None:
-    """Called once everything is validated, so a refused run never changes ``--out``."""
-    os.makedirs(cfg.out, exist_ok=True)
-    lock.acquire()  # held since the start when --out existed; else another run may have begun
-    if resume_step is None and not overwrite:
-        _refuse_existing_run(cfg.out)
-        if _has_run_files(cfg.out):
-            print(f"note: {cfg.out} holds a run that stopped before its first checkpoint; "
-                  "starting it again")
-    if overwrite:
-        _clear_run(cfg.out)
-    metrics = os.path.join(cfg.out, METRICS)
-    if resume_step is not None and os.path.exists(metrics):
-        truncate_metrics(cfg.out, resume_step)
-    else:
-        atomic_write_text(metrics, "")
-    atomic_write_json(os.path.join(cfg.out, "train_config.json"), cfg.to_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,7 +687,7 @@ def _plan(args: argparse.Namespace, claim: Callable[[str], None]
     cfg, resume, init = _settings(args, claim)
     backend.normalize_device(cfg.device)
     if resume is None and not args.overwrite:
-        _refuse_existing_run(cfg.out)
+        refuse_existing_run(cfg.out)
     return cfg, resume, init
 
 
@@ -777,7 +720,7 @@ def _train_locked(args: argparse.Namespace, world: World, claim: Callable[[str],
     _start_identical(trainer, world)
     if world.is_root:
         # Everything is validated: only now may the run folder change.
-        _prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite, locks[0])
+        prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite, locks[0])
         _print_header(trainer, resume, init)
     return trainer.run()
 

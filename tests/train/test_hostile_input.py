@@ -35,7 +35,7 @@ from minigrad_lm.io.files import (
 )
 from minigrad_lm.io.untrusted import InputError, parse_json
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.train.checkpoint import RunLock
+from minigrad_lm.train.run_folder import RunLock
 from minigrad_lm.train.trainer import Trainer
 from tests.cli_support import (
     REPO,
@@ -413,7 +413,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(
 # --------------------------------------------------------------------------------------------
 
 
-HOLD = ("import sys, time; from minigrad_lm.train.checkpoint import RunLock; RunLock(sys.argv[1])"
+HOLD = ("import sys, time; from minigrad_lm.train.run_folder import RunLock; RunLock(sys.argv[1])"
         ".acquire(); print('locked', flush=True); time.sleep(120)")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from minigrad_lm.checkpoints.kinds import KINDS
 from minigrad_lm.models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer
-from minigrad_lm.train.checkpoint import read_checkpoint
+from minigrad_lm.checkpoints.folder import read_checkpoint
 from minigrad_lm.train.config import TrainConfig
 from minigrad_lm.train.tasks import TASKS, task_name
 from tests.cli_support import assert_one_line_error, run_module, run_train

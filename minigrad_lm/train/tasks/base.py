@@ -18,7 +18,7 @@ from ...nn import Module
 from ..distributed import LOCAL, World
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 

@@ -17,7 +17,7 @@ from ...engine.tensor import no_grad
 from ...models import GPTConfig
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 # Evaluation draws its batches from a generator of its own, re-created for every evaluation:
