@@ -64,6 +64,7 @@ from ..models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from ..nn import Module
 from ..nn.lora import lora_layers, remove_lora
 from .kinds import KINDS, MAX_SIZE, CheckpointKind, LMKind
+from .upgrade import VERSION, upgrade
 
 __all__ = [
     "BEST",
@@ -76,13 +77,11 @@ __all__ = [
     "read_checkpoint",
     "read_checkpoint_of",
     "require_task",
-    "read_metrics",
     "run_has_checkpoint",
     "save_checkpoint",
 ]
 
 FORMAT = "minigrad_lm.checkpoint"
-VERSION = 2  # 1: every config.json held num_classes, and a masked LM was task "lm"
 LATEST, BEST = "latest", "best"
 CHECKSUMS = "checksums.json"
 
@@ -353,29 +352,17 @@ def _foreign_config(folder: str) -> str | None:
     return f"{name}: not a minigrad_lm checkpoint config (no format {FORMAT!r})"
 
 
-def _upgrade(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """A config.json of an older format version in today's form, or an error naming it."""
-    version = config.get("version")
-    if version == VERSION:
-        return config
-    if version != 1:
-        raise CheckpointError(f"{name}: checkpoint format version {short(version)}, this code "
-                              f"reads versions 1 to {VERSION}")
-    config = check(config, CONFIG_SPEC, name)
-    if config.get("num_classes", 0) is None:  # format 1 wrote it for every task
-        config = {k: v for k, v in config.items() if k != "num_classes"}
-    KINDS[config["task"]].config_spec.check(config["model"], name, "model")
-    return {**KINDS[config["task"]].upgrade(config), "version": VERSION}
-
-
 def _read_config(folder: str, checksums: dict[str, str]
-                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, dict[str, Any]]:
-    """(task, model config, the task's own keys) of ``folder/config.json``."""
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
+    """(task, model config, the task's own keys, state.json) of a checkpoint folder, upgraded
+    from an older format first."""
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{name}: not a minigrad_lm checkpoint config")
-    config = check(_upgrade(config, name), CONFIG_SPEC, name)
+    state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
+    config, state = upgrade(config, state, name)
+    config = check(config, CONFIG_SPEC, name)
     kind = KINDS[config["task"]]
     kind.config_spec.check(config["model"], name, "model")
     extras = {k: v for k, v in config.items() if k not in CONFIG_SPEC.fields}
@@ -384,7 +371,7 @@ def _read_config(folder: str, checksums: dict[str, str]
         model_config = kind.config_class.from_dict(config["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
-    return kind.name, model_config, extras
+    return kind.name, model_config, extras, state
 
 
 def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
@@ -413,11 +400,8 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
     if foreign is not None:
         raise CheckpointError(foreign)
     checksums = _read_checksums(folder)
-    task, model_config, extras = _read_config(folder, checksums)
+    task, model_config, extras, state = _read_config(folder, checksums)
     tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
-    state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
-    if "best_score" not in state:  # written before the best score was named: its val loss
-        state = {**state, "best_score": state.get("best_val_loss")}
     return Checkpoint(folder, task, model_config, tokenizer_dict, state, checksums, extras)
 
 
