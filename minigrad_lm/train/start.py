@@ -61,7 +61,7 @@ class Start:
     length: RunLength
     task: Task
     model: Module
-    model_config: object  # GPTConfig, Seq2SeqConfig, ...: the task's model shape
+    model_config: memory.ModelShape  # GPTConfig, Seq2SeqConfig, ...: the task's model
     optimizer: AdamW
     batch_rng: np.random.Generator
     world: World
