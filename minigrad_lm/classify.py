@@ -21,7 +21,7 @@ from .cli import read_sentences, report_errors
 from .data.labeled import encode_sentences
 from .engine.ops import softmax
 from .engine.tensor import no_grad
-from .train.checkpoint import read_checkpoint_of
+from .checkpoints.folder import read_checkpoint_of
 
 __all__ = ["main", "predict"]
 

@@ -36,7 +36,7 @@ from .cli import read_sentences, report_errors
 from .inference.explain import BASELINES, ExplainOptions
 from .inference.explain_views import html_report, json_record, terminal_lines, write_pngs
 from .io.files import CheckpointError, atomic_write_text, json_text
-from .train.checkpoint import read_checkpoint
+from .checkpoints.folder import read_checkpoint
 
 __all__ = ["main"]
 

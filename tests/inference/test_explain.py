@@ -54,7 +54,7 @@ def test_token_embeddings_stand_in_for_the_lookup_of_the_ids():
         np.testing.assert_array_equal(model(ids, np.array([3, 2]), token_embeddings=rows).numpy(),
                                       model(ids, np.array([3, 2])).numpy())
         with pytest.raises(ValueError, match=r"token_embeddings of shape \(2, 3, 4\)"):
-            model.body.body(ids, token_embeddings=mg.tensor(np.zeros((2, 3, 4))))
+            model.body.hidden_states(ids, token_embeddings=mg.tensor(np.zeros((2, 3, 4))))
 
 
 def test_integrated_gradients_of_a_linear_model_equal_finite_difference_attributions():
