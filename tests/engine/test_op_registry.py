@@ -152,7 +152,7 @@ def test_cuda_path_matches_cpu(gpu, op):
 CHECKED_ELSEWHERE = {"adam": "tests/backend/test_cuda.py::test_adam_kernel_matches_xp_update"}
 
 
-def test_every_cuda_kernel_is_checked_by_a_row():
+def test_every_cuda_kernel_has_a_gpu_check():
     launched = set(re.findall(r'calls\["(\w+)"\]', inspect.getsource(cuda)))
     claimed = {name for op in SAMPLED_OPS for name in op.cuda_kernels}
     assert claimed <= launched  # a row names a real launch
