@@ -17,6 +17,7 @@ from ..backend import kernels, threads
 from ..engine import ops, rng
 from ..engine.ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops
 from ..engine.tensor import Function, Tensor
+from . import tiled_attention as tiled
 
 # ---------------------------------------------------------------------------------------------
 # linear
@@ -345,6 +346,13 @@ def _attention_backward(xp, go, q, k, v, out, p, dropped):
 QUERY_BLOCK_ROWS = 64
 
 
+def _batch_chunks(xp, q, k) -> list[slice]:
+    """Slices of the batch that CPU threads can run concurrently (one slice elsewhere)."""
+    if xp is np and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
+        return threads.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+    return [slice(None)]
+
+
 class _AttentionCore(Function):
     """Shared forward/backward of attention on (B, H, T, D) views, by chunks of the batch.
 
@@ -357,9 +365,7 @@ class _AttentionCore(Function):
 
     def _forward(self, q, k, v, causal, mask, dropout_p, out):
         xp = self.xp
-        chunks = [slice(None)]
-        if xp is np and not dropout_p and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
-            chunks = threads.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+        chunks = _batch_chunks(xp, q, k) if not dropout_p else [slice(None)]
         tq, tk = q.shape[-2], k.shape[-2]
         blocks = [(slice(None), slice(None), 0)]  # (queries, keys, offset of the queries)
         n_blocks = tq // QUERY_BLOCK_ROWS
@@ -443,12 +449,66 @@ class QKVAttention(_AttentionCore):
         return gqkv.reshape(b, t, 3 * h * d), None, None, None, None
 
 
+class _TiledCore:
+    """The tiled core (nn/tiled_attention.py) in place of _AttentionCore's: the same
+    _forward/_backward on (B, H, T, D) views by chunks of the batch, saving per chunk its
+    contiguous q, k, v and the log-sum-exp (O(T)) instead of the (T, T) probabilities."""
+
+    def _forward(self, q, k, v, causal, mask, dropout_p, out):
+        xp = self.xp
+        seed = rng.draw_seed(backend.device_of(q)) if dropout_p else 0
+        self.chunks = _batch_chunks(xp, q, k)
+        per_item = math.prod(q.shape[1:-2])
+
+        def run(sl):
+            part_mask = mask if mask is None or mask.ndim < q.ndim or mask.shape[0] == 1 \
+                else mask[sl]
+            qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
+            tiling = tiled.Tiling(xp, qkv[0].shape[:-2], q.shape[-2], k.shape[-2], causal,
+                                  part_mask, dropout_p, seed, (sl.start or 0) * per_item)
+            return qkv, tiled.forward(xp, *qkv, tiling, out[sl]), tiling
+        self.saved, self.out = threads.map_chunks(run, self.chunks), out
+        return out
+
+    def _backward(self, go, gq, gk, gv):
+        def run(args):
+            sl, (qkv, lse, tiling) = args
+            tiled.backward(self.xp, self.xp.ascontiguousarray(go[sl]), *qkv, self.out[sl], lse,
+                           tiling, gq[sl], gk[sl], gv[sl])
+        threads.map_chunks(run, list(zip(self.chunks, self.saved)))
+        return gq, gk, gv
+
+
+class TiledAttention(_TiledCore, Attention):
+    """Attention (same arguments and results) computed by tiles, never holding (Tq, Tk)."""
+
+
+class TiledQKVAttention(_TiledCore, QKVAttention):
+    """QKVAttention (same arguments and results) computed by tiles, never holding (T, T)."""
+
+
+# Attention over at least this many keys goes by tiles unless the caller says otherwise: the
+# blocked path stores the (T, T) probabilities, the tiled one O(T), for about the same time above
+# this length on the CPU (benchmarks/memory.py --sections attention). Half precision always goes
+# by tiles, whose statistics and accumulators are float32.
+TILED_MIN_KEYS = 1024
+
+
+def _use_tiled(tiled_: bool | None, n_keys: int, dtype) -> bool:
+    if tiled_ is not None:
+        return tiled_
+    return n_keys >= TILED_MIN_KEYS or dtype == np.float16
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
-                                 mask=None, dropout_p: float = 0.0) -> Tensor:
+                                 mask=None, dropout_p: float = 0.0,
+                                 tiled: bool | None = None) -> Tensor:
     """softmax(q k^T / sqrt(d)) v for q (..., Tq, D), k and v (..., Tk, D).
 
     mask: boolean, broadcastable to (..., Tq, Tk), True where a query may attend to a key
     (PyTorch's convention). causal=True also hides keys after each query's position.
+    tiled: compute by tiles without the (Tq, Tk) matrix; None decides by length and dtype
+    (TILED_MIN_KEYS).
     """
     if q.shape[-1] != k.shape[-1] or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, "
@@ -457,14 +517,17 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if m is not None and not ops._broadcastable(m.shape, q.shape[:-1] + (k.shape[-2],)):
         raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not "
                          f"broadcast to scores of shape {q.shape[:-1] + (k.shape[-2],)}")
-    return Attention.apply(q, k, v, causal, m, dropout_p)
+    core = TiledAttention if _use_tiled(tiled, k.shape[-2], q.dtype) else Attention
+    return core.apply(q, k, v, causal, m, dropout_p)
 
 
 def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
-                         key_padding_mask=None, dropout_p: float = 0.0) -> Tensor:
+                         key_padding_mask=None, dropout_p: float = 0.0,
+                         tiled: bool | None = None) -> Tensor:
     """Attention over packed projections qkv (B, T, 3C) with n_heads heads -> (B, T, C).
 
     key_padding_mask: boolean (B, T), True for real tokens and False for padding.
+    tiled: as in scaled_dot_product_attention.
     """
     b, t, c3 = qkv.shape
     if c3 % 3 or (c3 // 3) % n_heads:
@@ -477,4 +540,5 @@ def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
             raise ValueError(f"key_padding_mask of shape {m.shape} does not match (batch, time) "
                              f"= {(b, t)}")
         m = m[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
-    return QKVAttention.apply(qkv, n_heads, causal, m, dropout_p)
+    core = TiledQKVAttention if _use_tiled(tiled, t, qkv.dtype) else QKVAttention
+    return core.apply(qkv, n_heads, causal, m, dropout_p)
