@@ -1,7 +1,11 @@
 """Peak memory and step time of a GPT train step (Adam): context length and width, activation
-recompute, LoRA against full fine-tuning, and PyTorch (torch.utils.checkpoint) side by side.
+recompute, LoRA against full fine-tuning, and PyTorch (torch.utils.checkpoint) side by side; and
+of the attention alone (forward + backward of causal multi-head attention from packed q, k, v)
+against context 128...2048: the blocked core, the tiled one and PyTorch's
+scaled_dot_product_attention on the CPU.
 
     python -m benchmarks.memory                  # the whole table (a few minutes on 2 cores)
+    python -m benchmarks.memory --sections attention   # the attention cores only
     python -m benchmarks.memory --quick          # smaller sizes, a smoke run
     python -m benchmarks.memory minigrad|torch   # peak RSS of 3 config-M steps (benchmarks.run)
 
@@ -127,7 +131,38 @@ def _torch(spec: dict):
     return step, state_bytes, lambda: {}
 
 
+ATTENTION = {"batch": 2, "n_head": 8, "d_model": 256}  # config M's heads, a long-context batch
+
+
+def _attention(spec: dict):
+    """Forward + backward of causal attention on packed (B, T, 3C) projections: minigrad_lm's
+    blocked or tiled core, or torch's scaled_dot_product_attention (its CPU flash kernel)."""
+    b, t, c, h = spec["batch"], spec["context"], spec["d_model"], spec["n_head"]
+    qkv = np.random.default_rng(0).standard_normal((b, t, 3 * c)).astype(np.float32)
+    if spec["impl"] == "torch":
+        import torch
+        x = torch.tensor(qkv, requires_grad=True)
+
+        def step():
+            q, k, v = x.view(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y.transpose(1, 2).reshape(b, t, c).sum().backward()
+            x.grad = None
+        return step, lambda: 0, lambda: {}
+    import minigrad_lm as mg
+    from minigrad_lm.nn import functional as F
+    x = mg.tensor(qkv, requires_grad=True)
+    tiled = spec["core"] == "tiled"
+
+    def step():
+        F.multi_head_attention(x, h, True, tiled=tiled).sum().backward()
+        x.grad = None
+    return step, lambda: 0, lambda: {}
+
+
 def _build(spec: dict):
+    if "core" in spec:
+        return _attention(spec)
     return (_torch if spec["impl"] == "torch" else _minigrad)(spec)
 
 
@@ -176,7 +211,8 @@ def _has_torch() -> bool:
         return False
 
 
-SECTIONS = ("context", "width", "torch", "lora")
+SECTIONS = ("context", "width", "torch", "lora", "attention")
+ATTENTION_CONTEXTS = (128, 256, 512, 1024, 2048)
 
 
 def groups(quick: bool, sections=SECTIONS):
@@ -198,10 +234,20 @@ def groups(quick: bool, sections=SECTIONS):
         small = GPT2_SMALL if not quick else {**GPT2_SMALL, "n_layer": 2}
         yield "lora", [{**small, "impl": "minigrad", "recompute": "none", "lora_rank": r}
                        for r in (0, 8)]
+    if "attention" in sections:
+        cores = [("minigrad", "blocked"), ("minigrad", "tiled")]
+        cores += [("torch", "sdpa")] if _has_torch() else []
+        for context in ATTENTION_CONTEXTS[:3] if quick else ATTENTION_CONTEXTS:
+            yield "attention", [{**ATTENTION, "impl": impl, "core": core, "context": context}
+                                for impl, core in cores]
 
 
 def _line(row: dict) -> str:
     impl = row["impl"]
+    if "core" in row:
+        return (f"attention {impl:8s} {row['core']:7s} T{row['context']:<5d} B{row['batch']} "
+                f"H{row['n_head']} d{row['d_model']} | step {row['step_mib']:7.1f} MiB | "
+                f"{row['step_ms']:8.1f} ms")
     name = (f"{impl:8s} L{row['n_layer']} d{row['d_model']:<4d} T{row['context']:<4d} "
             f"B{row['batch']:<3d} recompute {row['recompute']:9s}"
             + (f" lora r{row['lora_rank']}" if row.get("lora_rank") else
@@ -216,7 +262,7 @@ def _ratios(rows: list[dict]) -> list[str]:
                                                                for k, v in kw.items()))
     out = []
     sections = {s for s, _ in rows}
-    target = max(r["context"] for s, r in rows if s in ("context", "torch"))
+    target = max((r["context"] for s, r in rows if s in ("context", "torch")), default=0)
     for mode in ("blocks", "attention") if "context" in sections else ():
         base = find("context", context=target, recompute="none")
         r = find("context", context=target, recompute=mode)
@@ -227,6 +273,14 @@ def _ratios(rows: list[dict]) -> list[str]:
         out.append(f"torch.utils.checkpoint blocks at T{target}: step memory "
                    f"x{t1['step_mib'] / t0['step_mib']:.2f}, step time "
                    f"x{t1['step_ms'] / t0['step_ms']:.2f}")
+    if "attention" in sections:
+        for context in sorted({r["context"] for s, r in rows if s == "attention"}):
+            base = find("attention", context=context, core="blocked")
+            parts = [f"{r['core']} memory x{r['step_mib'] / base['step_mib']:.2f} time "
+                     f"x{r['step_ms'] / base['step_ms']:.2f}"
+                     for s, r in rows if s == "attention" and r["context"] == context
+                     and r is not base]
+            out.append(f"attention T{context} against the blocked core: " + ", ".join(parts))
     if "lora" not in sections:
         return out
     full, lora = find("lora", lora_rank=0), find("lora", lora_rank=8)

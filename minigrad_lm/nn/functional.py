@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import kernels, threads
-from ..engine import ops, rng
+from ..engine import amp, ops, rng
 from ..engine.ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops
 from ..engine.tensor import Function, Tensor
 from . import tiled_attention as tiled
@@ -23,12 +23,27 @@ from . import tiled_attention as tiled
 # linear
 
 
+def _gemm(xp, a, b):
+    """a @ b. NumPy has no float16 BLAS: a half operand makes it a float32 GEMM of the operands
+    (their products are exact in float32), rounded to float16 once, which is what a GPU's
+    float16 GEMM with float32 accumulation computes, at BLAS speed."""
+    if xp is np and np.float16 in (a.dtype, b.dtype):
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+    return a @ b
+
+
+def _autocast(dtype, *tensors):
+    """The tensors cast to dtype (None: as they are); None stays None."""
+    return [t if t is None or dtype is None or t.dtype == dtype else ops.astype(t, dtype)
+            for t in tensors]
+
+
 class Linear(Function):
     """y = x W^T + b over the last axis, computed as one 2-D GEMM on (N, in) rows."""
 
     def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1])
-        y = x2 @ w.T
+        y = _gemm(self.xp, x2, w.T)
         if b is not None:
             y += b
         self.x2 = x2 if self.needs_grad[1] else None
@@ -37,20 +52,22 @@ class Linear(Function):
         return y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, gy):
-        gy2 = gy.reshape(-1, gy.shape[-1])
-        gx = (gy2 @ self.w).reshape(self.x_shape) if self.needs_grad[0] else None
-        gw = gy2.T @ self.x2 if self.needs_grad[1] else None
+        xp, gy2 = self.xp, gy.reshape(-1, gy.shape[-1])
+        gx = _gemm(xp, gy2, self.w).reshape(self.x_shape) if self.needs_grad[0] else None
+        gw = _gemm(xp, gy2.T, self.x2) if self.needs_grad[1] else None
         # column sums as a GEMV: BLAS beats sum(axis=0) on tall arrays
-        gb = self.xp.ones(gy2.shape[0], dtype=gy2.dtype) @ gy2 if self.needs_grad[2] else None
+        gb = _gemm(xp, xp.ones(gy2.shape[0], dtype=gy2.dtype), gy2) if self.needs_grad[2] \
+            else None
         return gx, gw, gb
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch."""
+    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch; in float16
+    under amp.autocast."""
     if x.shape[-1:] != weight.shape[1:2]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{weight.shape} (expected last dimension {weight.shape[1]})")
-    return Linear.apply(x, weight, bias)
+    return Linear.apply(*_autocast(amp.low_precision(x), x, weight, bias))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +122,8 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match "
                              f"normalized_shape {shape}")
+    if amp.full_precision(x):
+        x = ops.astype(x, np.float32)
     return LayerNorm.apply(x, weight, bias, len(shape), eps)
 
 
@@ -203,6 +222,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, label_smoot
     if bad is not None:
         raise ValueError(f"cross_entropy: target {bad} is out of range for {c} classes")
     t = backend.to_device(t, logits.device)
+    if amp.full_precision(logits):
+        logits = ops.astype(logits, np.float32)
     flat = ops.reshape(logits, -1, c) if logits.ndim != 2 else logits
     out = CrossEntropy.apply(flat, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
     return ops.reshape(out, t.shape) if reduction == "none" else out
@@ -517,6 +538,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if m is not None and not ops._broadcastable(m.shape, q.shape[:-1] + (k.shape[-2],)):
         raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not "
                          f"broadcast to scores of shape {q.shape[:-1] + (k.shape[-2],)}")
+    q, k, v = _autocast(amp.low_precision(q), q, k, v)
     core = TiledAttention if _use_tiled(tiled, k.shape[-2], q.dtype) else Attention
     return core.apply(q, k, v, causal, m, dropout_p)
 
@@ -540,5 +562,6 @@ def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
             raise ValueError(f"key_padding_mask of shape {m.shape} does not match (batch, time) "
                              f"= {(b, t)}")
         m = m[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+    qkv, = _autocast(amp.low_precision(qkv), qkv)
     core = TiledQKVAttention if _use_tiled(tiled, t, qkv.dtype) else QKVAttention
     return core.apply(qkv, n_heads, causal, m, dropout_p)
