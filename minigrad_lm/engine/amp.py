@@ -36,20 +36,17 @@ from .tensor import Tensor
 
 _dtype: np.dtype | None = None  # the autocast dtype while autocast is on
 
-PRECISIONS = {"fp32": None, "fp16": np.dtype(np.float16)}  # --precision: autocast dtype
-_NAMES = {"fp16": "fp16", "float16": "fp16", "half": "fp16"}
-_UNSUPPORTED = {"bf16", "bfloat16"}
+NO_BFLOAT16 = "neither NumPy nor CuPy has bfloat16 arithmetic; use float16 (fp16)"
 
 
 def parse_dtype(dtype) -> np.dtype:
     """np.float16 or one of its names; bfloat16 and others raise a ValueError saying why."""
     name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
-    if name in _UNSUPPORTED:
-        raise ValueError("autocast: bfloat16 is not supported: neither NumPy nor CuPy has "
-                         "bfloat16 arithmetic; use float16")
-    if name not in _NAMES:
+    if name in ("bf16", "bfloat16"):
+        raise ValueError(f"autocast: bfloat16 is not supported: {NO_BFLOAT16}")
+    if name not in ("fp16", "float16", "half"):
         raise ValueError(f"autocast: dtype must be float16, got {dtype!r}")
-    return PRECISIONS[_NAMES[name]]
+    return np.dtype(np.float16)
 
 
 class autocast(contextlib.ContextDecorator):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine import amp
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
 
 __all__ = [
@@ -75,6 +76,7 @@ class TrainConfig:
     pooling: str = "mean"
     word_dropout: float | None = None
     recompute: str = "none"
+    precision: str = "fp32"
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_targets: str = "qkv"
@@ -107,6 +109,8 @@ class TrainConfig:
                 )
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        if self.precision == "bf16":
+            raise ValueError(f"--precision bf16: {amp.NO_BFLOAT16}")
         self._check_task_options()
 
     def _check_task_options(self) -> None:
@@ -160,6 +164,7 @@ CHOICES = {
     "attention": ("causal", "bidirectional"),
     "pooling": ("mean", "cls", "last"),
     "recompute": ("none", "blocks", "attention"),
+    "precision": ("fp32", "fp16", "bf16"),
     "embeddings": ("shared", "separate"),
 }
 
@@ -434,6 +439,10 @@ _HELP = {
     "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
     "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
     "more time), attention drops the attention probabilities (grows with context squared)",
+    "precision": "fp16: mixed precision (float16 GEMMs and attention, float32 master weights, "
+    "optimizer state and reductions, dynamic loss scaling; the log line shows the scale and the "
+    "steps skipped on overflow); on the CPU it checks numerics and is not faster; bf16 is "
+    "refused (no bfloat16 arithmetic in NumPy or CuPy)",
     "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
     "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
     "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",
