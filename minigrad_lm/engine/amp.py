@@ -36,6 +36,7 @@ from .tensor import Tensor
 
 _dtype: np.dtype | None = None  # the autocast dtype while autocast is on
 
+PRECISIONS = ("fp32", "fp16", "bf16")  # train --precision; bf16 is refused with NO_BFLOAT16
 NO_BFLOAT16 = "neither NumPy nor CuPy has bfloat16 arithmetic; use float16 (fp16)"
 
 
