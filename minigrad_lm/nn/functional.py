@@ -524,6 +524,12 @@ def _use_tiled(tiled_: bool | None, n_keys: int, dtype) -> bool:
     return n_keys >= TILED_MIN_KEYS or dtype == np.float16
 
 
+def attention_kept_per_query(n_keys: int) -> int:
+    """Values a float32 attention core keeps per query and head for backward by default: its
+    row of probabilities (blocked), or its log-sum-exp (tiled, from TILED_MIN_KEYS keys)."""
+    return 1 if _use_tiled(None, n_keys, np.float32) else n_keys
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
                                  mask=None, dropout_p: float = 0.0,
                                  tiled: bool | None = None) -> Tensor:
