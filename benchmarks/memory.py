@@ -14,7 +14,9 @@ Memory: with MINIGRAD_MALLOC_TUNING=0 (glibc then returns freed blocks, so resid
 follows what is alive), after one warm step (Adam's state exists) the kernel's high-water mark
 is reset (/proc/self/clear_refs) and one more step runs: "step MiB" is that peak above the
 resident memory before it, the activations and temporaries of one step. "grad+opt MiB" counts
-the gradient buffers and optimizer state exactly (from the arrays). Time: one process per group
+the gradient buffers and optimizer state exactly (from the arrays). The attention rows fix
+glibc's mmap threshold (MMAP_THRESHOLD) for both libraries and add, for minigrad_lm, the peak
+that tracemalloc counts over one more step ("traced"). Time: one process per group
 (the variants of one size: recompute none/blocks/attention, or full/LoRA), with the normal
 allocator settings, the variants taking turns step by step (benchmarks.harness), so the drift of
 a shared machine slows them alike; medians. Compare ratios within a group.
@@ -175,17 +177,39 @@ def measure(job: dict):
         before = _reset_peak()
         step()
         return {"step_mib": peak_rss_mib() - before, "grad_opt_mib": state_bytes() / 2**20,
-                **extras()}
+                **extras(), **_traced_step_mib(job["memory"], step)}
     from .harness import interleaved_medians
     steps = {i: _build(spec)[0] for i, spec in enumerate(job["time"])}
     medians = interleaved_medians(steps, repeats=job.get("steps", 3), block=1, warmup=2)
     return [1e3 * medians[i] for i in range(len(steps))]
 
 
+# Attention rows: every allocation above this many bytes is its own mmap, returned to the OS when
+# freed (a fixed threshold turns off glibc's adaptive one, which would keep the first step's freed
+# blocks resident and hide the second step's peak), so the resident peak follows the live bytes
+# of minigrad_lm and PyTorch alike.
+MMAP_THRESHOLD = 1 << 16
+
+
+def _traced_step_mib(spec: dict, step) -> dict:
+    """minigrad_lm's attention rows: the peak of the bytes NumPy allocates during one more step,
+    as tracemalloc counts them (the attention's own allocations, no allocator in between)."""
+    if "core" not in spec or spec["impl"] != "minigrad":
+        return {}
+    import tracemalloc
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"traced_mib": peak / 2**20}
+
+
 def _child(job: dict, tuned: bool = True):
     env = dict(os.environ)
     if not tuned:
         env["MINIGRAD_MALLOC_TUNING"] = "0"
+    if "core" in job.get("memory", {}):
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--one", json.dumps(job)],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -215,7 +239,7 @@ SECTIONS = ("context", "width", "torch", "lora", "attention")
 ATTENTION_CONTEXTS = (128, 256, 512, 1024, 2048)
 
 
-def groups(quick: bool, sections=SECTIONS):
+def groups(quick: bool, sections=SECTIONS, attention_contexts=ATTENTION_CONTEXTS):
     """(section, [variant specs timed together]) of every measurement."""
     contexts, widths = ((64, 256), (128, 256)) if quick else ((128, 512), (128, 512))
     modes = ("none", "blocks", "attention")
@@ -237,7 +261,7 @@ def groups(quick: bool, sections=SECTIONS):
     if "attention" in sections:
         cores = [("minigrad", "blocked"), ("minigrad", "tiled")]
         cores += [("torch", "sdpa")] if _has_torch() else []
-        for context in ATTENTION_CONTEXTS[:3] if quick else ATTENTION_CONTEXTS:
+        for context in attention_contexts[:3] if quick else attention_contexts:
             yield "attention", [{**ATTENTION, "impl": impl, "core": core, "context": context}
                                 for impl, core in cores]
 
@@ -245,9 +269,10 @@ def groups(quick: bool, sections=SECTIONS):
 def _line(row: dict) -> str:
     impl = row["impl"]
     if "core" in row:
+        traced = f" (traced {row['traced_mib']:7.1f})" if "traced_mib" in row else " " * 18
         return (f"attention {impl:8s} {row['core']:7s} T{row['context']:<5d} B{row['batch']} "
-                f"H{row['n_head']} d{row['d_model']} | step {row['step_mib']:7.1f} MiB | "
-                f"{row['step_ms']:8.1f} ms")
+                f"H{row['n_head']} d{row['d_model']} | step {row['step_mib']:7.1f} MiB{traced}"
+                f" | {row['step_ms']:8.1f} ms")
     name = (f"{impl:8s} L{row['n_layer']} d{row['d_model']:<4d} T{row['context']:<4d} "
             f"B{row['batch']:<3d} recompute {row['recompute']:9s}"
             + (f" lora r{row['lora_rank']}" if row.get("lora_rank") else
@@ -276,8 +301,8 @@ def _ratios(rows: list[dict]) -> list[str]:
     if "attention" in sections:
         for context in sorted({r["context"] for s, r in rows if s == "attention"}):
             base = find("attention", context=context, core="blocked")
-            parts = [f"{r['core']} memory x{r['step_mib'] / base['step_mib']:.2f} time "
-                     f"x{r['step_ms'] / base['step_ms']:.2f}"
+            parts = [f"{r['core']} memory x{r['step_mib'] / max(base['step_mib'], 1e-3):.2f} "
+                     f"time x{r['step_ms'] / base['step_ms']:.2f}"
                      for s, r in rows if s == "attention" and r["context"] == context
                      and r is not base]
             out.append(f"attention T{context} against the blocked core: " + ", ".join(parts))
@@ -292,9 +317,10 @@ def _ratios(rows: list[dict]) -> list[str]:
     return out
 
 
-def table(quick: bool, out_path: str | None, sections=SECTIONS) -> None:
+def table(quick: bool, out_path: str | None, sections=SECTIONS,
+          attention_contexts=ATTENTION_CONTEXTS) -> None:
     rows = []
-    for section, specs in groups(quick, sections):
+    for section, specs in groups(quick, sections, attention_contexts):
         for row in run_group(specs):
             rows.append((section, row))
             print(_line(row), flush=True)
@@ -331,6 +357,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--contexts", default=",".join(map(str, ATTENTION_CONTEXTS)),
+                   help="comma-separated contexts of the attention section")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one measurement
     args = p.parse_args(argv)
     if args.one:
@@ -338,7 +366,8 @@ def main(argv=None):
     elif args.impl:
         legacy(args.impl)
     else:
-        table(args.quick, args.out, args.sections.split(","))
+        table(args.quick, args.out, args.sections.split(","),
+              tuple(int(c) for c in args.contexts.split(",")))
 
 
 if __name__ == "__main__":
