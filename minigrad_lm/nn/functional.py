@@ -488,8 +488,9 @@ class _TiledCore:
             part_mask = mask if mask is None or mask.ndim < q.ndim or mask.shape[0] == 1 \
                 else mask[sl]
             qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
-            tiling = tiled.Tiling(xp, qkv[0].shape[:-2], q.shape[-2], k.shape[-2], causal,
-                                  part_mask, dropout_p, seed, (sl.start or 0) * per_item)
+            batch = np.broadcast_shapes(qkv[0].shape[:-2], qkv[1].shape[:-2])
+            tiling = tiled.Tiling(xp, batch, q.shape[-2], k.shape[-2], causal, part_mask,
+                                  dropout_p, seed, (sl.start or 0) * per_item)
             return qkv, tiled.forward(xp, *qkv, tiling, out[sl]), tiling
         self.saved, self.out = threads.map_chunks(run, self.chunks), out
         return out

@@ -48,7 +48,8 @@ class Tiling:
 
     def __init__(self, xp, batch: tuple, tq: int, tk: int, causal: bool, mask, dropout_p: float,
                  seed: int, first: int = 0, offset: int = 0):
-        self.xp, self.tq, self.tk, self.causal, self.offset = xp, tq, tk, causal, offset
+        self.xp, self.batch, self.tq, self.tk = xp, batch, tq, tk
+        self.causal, self.offset = causal, offset
         self.query_tile, self.key_tile = QUERY_TILE, KEY_TILE  # backward uses forward's tiles
         self.mask = None if mask is None else xp.broadcast_to(mask, batch + (tq, tk))
         self.dropout_p, self.seed = dropout_p, seed
@@ -92,16 +93,18 @@ def dropout_scales(xp, batch: tuple, tq: int, tk: int, dropout_p: float, seed: i
 
 
 def forward(xp, q, k, v, tiling: Tiling, out):
-    """Writes attention of q (..., Tq, D) over k, v (..., Tk, D) into `out`; returns the
-    log-sum-exp (..., Tq) in the compute dtype (+inf for queries that see no key)."""
+    """Writes attention of q (..., Tq, D) over k, v (..., Tk, D) (batch axes broadcast to
+    tiling.batch) into `out`; returns the log-sum-exp (batch..., Tq) in the compute dtype (+inf
+    for queries that see no key)."""
     ct = _compute_dtype(q.dtype)
     scale = ct.type(1.0 / math.sqrt(q.shape[-1]))
-    lse = xp.empty(q.shape[:-1], dtype=ct)
+    lse = xp.empty(tiling.batch + (tiling.tq,), dtype=ct)
     for rows in tiling.query_tiles():
         qs = q[..., rows, :].astype(ct) * scale  # scaling q is cheaper than scaling s
-        m = xp.full(qs.shape[:-1] + (1,), -np.inf, dtype=ct)
+        n = rows.stop - rows.start
+        m = xp.full(tiling.batch + (n, 1), -np.inf, dtype=ct)
         total = xp.zeros_like(m)
-        acc = xp.zeros(qs.shape[:-1] + v.shape[-1:], dtype=ct)
+        acc = xp.zeros(tiling.batch + (n, v.shape[-1]), dtype=ct)
         for keys in tiling.key_tiles(rows):
             s = xp.matmul(qs, k[..., keys, :].astype(ct, copy=False).swapaxes(-1, -2))
             tiling.mask_scores_(s, rows, keys)
@@ -125,17 +128,18 @@ def forward(xp, q, k, v, tiling: Tiling, out):
 
 
 def backward(xp, go, q, k, v, out, lse, tiling: Tiling, gq, gk, gv) -> None:
-    """Writes the gradients of forward() for the output gradient `go` into gq, gk, gv."""
+    """Writes the gradients of forward() for the output gradient `go` into gq, gk, gv (of the
+    broadcast batch shape tiling.batch)."""
     ct = lse.dtype
     scale = ct.type(1.0 / math.sqrt(q.shape[-1]))
     # sum_j p_ij dP_ij (dropout included), from the (T, D) output instead of the (T, T) p
     delta = (go.astype(ct) * out.astype(ct)).sum(axis=-1)[..., None]
-    g_k = xp.zeros(k.shape, dtype=ct)
-    g_v = xp.zeros(v.shape, dtype=ct)
+    g_k = xp.zeros(tiling.batch + k.shape[-2:], dtype=ct)
+    g_v = xp.zeros(tiling.batch + v.shape[-2:], dtype=ct)
     for rows in tiling.query_tiles():
         qs = q[..., rows, :].astype(ct) * scale
         gos = go[..., rows, :].astype(ct, copy=False)
-        g_q = xp.zeros_like(qs)
+        g_q = xp.zeros(tiling.batch + qs.shape[-2:], dtype=ct)
         for keys in tiling.key_tiles(rows):
             kb, vb = k[..., keys, :].astype(ct, copy=False), v[..., keys, :].astype(ct, copy=False)
             p = xp.matmul(qs, kb.swapaxes(-1, -2))

@@ -96,6 +96,23 @@ def test_default_tiles_match_the_blocked_core(causal):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_broadcast_batch_axes_match_the_blocked_core():
+    """One query set against a batch of keys, a mask over the batch: gradients un-broadcast."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 2, 5, 4))
+    k, v = rng.standard_normal((3, 2, 7, 4)), rng.standard_normal((3, 2, 7, 4))
+    mask = (np.arange(7) < np.array([7, 4, 1])[:, None])[:, None, None, :]
+    up = rng.standard_normal((3, 2, 5, 4))
+    outs = []
+    for tiled in (False, True):
+        ts = [mg.tensor(a, requires_grad=True) for a in (q, k, v)]
+        y = F.scaled_dot_product_attention(*ts, mask=mask, tiled=tiled)
+        y.backward(mg.tensor(up))
+        outs.append([y.numpy()] + [t.grad.numpy() for t in ts])
+    for got, want in zip(*outs):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
 def test_queries_that_see_no_key_give_zeros_like_the_blocked_core():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 1, 5, 4)) for _ in range(3))
