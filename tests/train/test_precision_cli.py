@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from minigrad_lm.io.files import load_safetensors
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from tests.cli_support import TINY, assert_one_line_error, run_train, write_corpus
 
 
