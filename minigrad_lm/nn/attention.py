@@ -83,6 +83,8 @@ class MultiHeadAttention(Module):
 
     forward(x, causal, key_padding_mask): x (B, T, d_model); key_padding_mask (B, T) boolean,
     True for real tokens. Dropout applies to the attention weights while training.
+    `tiled` picks the attention core: True by tiles (no (T, T) matrix), False the blocked one,
+    None (default) by length and dtype (functional.TILED_MIN_KEYS).
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
@@ -94,6 +96,7 @@ class MultiHeadAttention(Module):
         self.out = Linear(d_model, d_model, bias)
         self.attn_dropout = Dropout(dropout)
         self.recompute = False  # recompute the attention core in backward (keeps qkv only)
+        self.tiled: bool | None = None
 
     def forward(self, x: Tensor, causal: bool = False, key_padding_mask=None,
                 cache: KVCache | None = None, layer_index: int = 0) -> Tensor:
@@ -105,9 +108,10 @@ class MultiHeadAttention(Module):
             self._record(qkv, causal, key_padding_mask)
         if self.recompute and is_grad_enabled():
             y = checkpoint(F.multi_head_attention, qkv, self.n_heads, causal, key_padding_mask,
-                           p)
+                           p, self.tiled)
         else:
-            y = F.multi_head_attention(qkv, self.n_heads, causal, key_padding_mask, p)
+            y = F.multi_head_attention(qkv, self.n_heads, causal, key_padding_mask, p,
+                                       self.tiled)
         return self.out(y)
 
     def _record(self, qkv: Tensor, causal: bool, key_padding_mask) -> None:
