@@ -1,14 +1,18 @@
-"""Score a checkpoint on a file: loss and accuracy of a classifier, or loss, perplexity and
-next-token accuracy of a language model (of the hidden tokens, for a masked one).
+"""Score a checkpoint on a file: loss and accuracy of a classifier, loss, perplexity and
+next-token accuracy of a language model (of the hidden tokens, for a masked one), or exact
+match and F1 of a question-answering model (and bAbI's accuracy per task).
 
     python -m minigrad_lm.evaluate --ckpt runs/sst2 --data dev.tsv
     python -m minigrad_lm.evaluate --ckpt runs/mr --data neg.txt pos.txt --encoding latin-1 --json
     python -m minigrad_lm.evaluate --ckpt runs/default --data notes.txt
+    python -m minigrad_lm.evaluate --ckpt runs/babi --data qa1_valid.txt qa2_valid.txt
 
 --data reads as in training: for a classifier a TSV/CSV file (sentence/text and label
 columns) or one file of sentences per class (labels 0, 1, ... in the order given); for a
 language model text files, scored in consecutive windows of the model's context (a masked
-language model's with 15% of the tokens hidden, the same ones every time). Prints one
+language model's with 15% of the tokens hidden, the same ones every time); for a question-answering model SQuAD JSON or bAbI files, scored
+with SQuAD's normalisation (EM/F1, best over the gold answers) and, for bAbI, the accuracy
+per task, the mean error and the tasks failed (error > 5%). Prints one
 line, or with --json one JSON object. --ckpt takes a run folder (its best/ checkpoint, else
 latest/) or a checkpoint folder.
 """
@@ -23,6 +27,7 @@ import sys
 from .backend import check_device
 from .cli import report_errors
 from .data.labeled import load_labeled
+from .data.qa import read_qa
 from .data.text import load_text
 from .engine.tensor import no_grad
 from .train.checkpoint import read_checkpoint
@@ -30,6 +35,7 @@ from .train.tasks.classify import encode_sentences, score_classifier
 from .train.tasks.common import encode_text
 from .train.tasks.lm import score_lm
 from .train.tasks.masked_lm import score_masked_lm
+from .train.tasks.qa import answer_examples, qa_metrics
 
 __all__ = ["evaluate", "main"]
 
@@ -41,8 +47,10 @@ def evaluate(ckpt, model, data: list[str], encoding: str = "utf-8",
     if tokenizer is None:
         raise ValueError(f"{ckpt.path}: trained on token ids without a tokenizer; it cannot "
                          "read text files")
-    context = (model.body if ckpt.task == "classify" else model).config.context_length
+    context = (model if ckpt.task == "lm" else model.body).config.context_length
     with no_grad():
+        if ckpt.task == "qa":
+            return _evaluate_qa(ckpt, model, data, batch_size)
         if ckpt.task == "classify":
             rows = load_labeled(data, encoding)
             if int(rows.labels.max()) >= ckpt.num_classes:
@@ -66,8 +74,31 @@ def evaluate(ckpt, model, data: list[str], encoding: str = "utf-8",
                 "perplexity": math.exp(min(loss / tokens, 700.0)), "accuracy": correct / tokens}
 
 
+def _evaluate_qa(ckpt, model, data: list[str], batch_size: int) -> dict:
+    examples = read_qa(data).examples
+    trained = ckpt.state.get("train_config", {})
+    stride = trained.get("stride") or model.body.config.context_length // 2
+    answers = answer_examples(model, ckpt.tokenizer, ckpt.answers, examples, stride,
+                              trained.get("max_answer_tokens") or 30, batch_size)
+    return {"task": "qa", **qa_metrics(examples, [a.text for a in answers])}
+
+
+def _qa_lines(where: str, m: dict) -> str:
+    line = (f"{where}: {m['questions']:,} questions | exact match {m['exact_match']:.2f} | "
+            f"F1 {m['f1']:.2f}")
+    babi = m.get("babi")
+    if babi is None:
+        return line
+    tasks = " ".join(f"{t} {1 - a:.1%}" for t, a in babi["task_accuracy"].items())
+    return (f"{line}\nbAbI error per task: {tasks}\nbAbI mean error {babi['mean_error']:.1%} "
+            f"over {len(babi['task_accuracy'])} tasks; failed (error > 5%): "
+            f"{babi['failed_tasks']}")
+
+
 def _line(data: list[str], m: dict) -> str:
     where = ", ".join(data)
+    if m["task"] == "qa":
+        return _qa_lines(where, m)
     if m["task"] == "classify":
         return (f"{where}: {m['rows']:,} rows | loss {m['loss']:.4f} | accuracy "
                 f"{m['accuracy']:.1%}")

@@ -67,8 +67,9 @@ def predict_answers(model, features, contexts: Sequence[str], answer_names: Sequ
     model.eval()
     try:
         with no_grad():
+            by_length = np.argsort(features.lengths, kind="stable")  # batches pad little
             for lo in range(0, len(features), batch_size):
-                rows = np.arange(lo, min(lo + batch_size, len(features)))
+                rows = by_length[lo:lo + batch_size]
                 width = int(features.lengths[rows].max())
                 part = features.take(rows, width)
                 start, end, answer = model(part.ids, part.lengths, part.context_mask())

@@ -76,6 +76,7 @@ from ..models import (
 )
 from ..models.adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
 from ..models.classifier import POOLINGS
+from ..models.qa import QuestionAnswerer
 from ..models.hf_gpt2 import (
     EXPORT_ACTIVATIONS,
     config_from_hf,
@@ -109,7 +110,7 @@ LATEST, BEST = "latest", "best"
 METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
 LOCK = "train.lock"
-TASKS = ("lm", "classify", "translate")
+TASKS = ("lm", "classify", "translate", "qa")
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
 MAX_CLASSES = 65536
@@ -135,10 +136,11 @@ SEQ2SEQ_MODEL_SPEC = Object({
     "eos_id": Int(0, MAX_SIZE),
 })
 MODELS = {"lm": (GPTConfig, MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
-          "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC)}  # config class and shape by task
+          "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC), "qa": (GPTConfig, MODEL_SPEC)}  # config class and shape by task
 CONFIG_SPEC = Object({
     "format": Str(), "version": ANY, "task": Str(TASKS), "model": MapOf(ANY),
-    "num_classes": Optional(Int(2, MAX_CLASSES)), "pooling": Str(POOLINGS),
+    "num_classes": Optional(Int(1, MAX_CLASSES)), "pooling": Str(POOLINGS),
+    "answers": ListOf(Str()),  # qa: the answer head's classes
 }, required=("format", "version", "task", "model"))
 EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)},
                                  required=("type", "vocab_size"))
@@ -146,7 +148,7 @@ EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)}
 TOKENIZER_SPEC = Object({"type": Str(), "model": MapOf(ANY)}, extra=True)
 STATE_SPEC = Object({
     "step": Int(0), "rng": MapOf(ANY), "batch_rng": MapOf(ANY),
-    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc", "val_bleu")),
+    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc", "val_bleu", "val_f1")),
     "best_score": Optional(Num()), "best_step": Optional(Int(0)),
     "train_config": MapOf(ANY), "world_size": Int(1, 1 << 24), "rank_rngs": ListOf(MapOf(ANY)),
 }, extra=True)
@@ -167,12 +169,15 @@ def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
 
 def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | None = None,
                pooling: str = "mean") -> Module:
-    """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
+    """A fresh GPT for ``lm``, a :class:`SequenceClassifier` (``qa``: a
+    :class:`QuestionAnswerer` with ``num_classes`` answers) on a fresh GPT body, or a
     :class:`Seq2SeqTransformer` for ``translate`` (check the memory first:
     :func:`minigrad_lm.backend.memory.require`)."""
     if task == "translate":
         return Seq2SeqTransformer(config)
     body = GPT(config)
+    if task == "qa":
+        return QuestionAnswerer(body, num_classes)
     return body if task == "lm" else SequenceClassifier(body, num_classes, pooling)
 
 
@@ -195,6 +200,7 @@ def checkpoint_files(
     optimizer: Any,
     state: dict[str, Any],
     pooling: str | None = None,
+    answers: list[str] | None = None,
     extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """Everything one checkpoint folder holds, as file name -> bytes; ``extra_files`` (a LoRA
@@ -209,6 +215,8 @@ def checkpoint_files(
     }
     if pooling is not None:
         config["pooling"] = pooling
+    if answers is not None:
+        config["answers"] = answers
     files = {
         "model.safetensors": safetensors_bytes(dict(model.state_dict())),
         "config.json": (json_text(config) + "\n").encode(),
@@ -299,6 +307,7 @@ class Checkpoint:
     state: dict[str, Any]
     checksums: dict[str, str]
     pooling: str = "mean"
+    answers: list[str] | None = None  # qa: the answer head's classes
 
     @property
     def tokenizer(self):
@@ -417,7 +426,7 @@ def _foreign_config(folder: str) -> str | None:
 
 
 def _read_config(folder: str, checksums: dict[str, str]
-                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None, str]:
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None, str, list | None]:
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -436,10 +445,15 @@ def _read_config(folder: str, checksums: dict[str, str]
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
     num_classes = config.get("num_classes")
-    if task == "classify" and num_classes is None:
-        raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got null")
+    if task == "classify" and (num_classes or 0) < 2:
+        raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got "
+                              f"{short(num_classes)}")
+    answers = config.get("answers")
+    if task == "qa" and (answers is None or len(answers) != num_classes):
+        raise CheckpointError(f"{name}: a qa checkpoint needs 'answers', one per answer class "
+                              f"(num_classes {short(num_classes)})")
     # Checkpoints from before the choice pooled by the mean.
-    return task, model_config, num_classes, config.get("pooling", "mean")
+    return task, model_config, num_classes, config.get("pooling", "mean"), answers
 
 
 def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
@@ -468,15 +482,15 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
     if foreign is not None:
         raise CheckpointError(foreign)
     checksums = _read_checksums(folder)
-    task, model_config, num_classes, pooling = _read_config(folder, checksums)
+    task, model_config, num_classes, pooling, answers = _read_config(folder, checksums)
     tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
     state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
     return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums,
-                      pooling)
+                      pooling, answers)
 
 
 _MODEL_NOUNS = {"lm": "a language model", "classify": "a classifier",
-                "translate": "a translation model"}
+                "translate": "a translation model", "qa": "a question-answering model"}
 
 
 def read_checkpoint_of(path: str, task: str) -> Checkpoint:

@@ -84,6 +84,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     beam_size: int = 4
     length_penalty: float = 1.0
+    stride: int | None = None
+    max_answer_tokens: int = 30
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -97,6 +99,10 @@ class TrainConfig:
             self.max_steps = LM_STEPS
         if self.task == "translate" and self.max_steps is None and self.epochs is None:
             self.epochs = TRANSLATE_EPOCHS
+        if self.task == "qa" and self.max_steps is None and self.epochs is None:
+            self.epochs = QA_EPOCHS
+        if self.task == "qa" and self.stride is None:
+            self.stride = max(1, self.context // 2)
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name, choices in CHOICES.items():
@@ -119,9 +125,11 @@ class TrainConfig:
                                  "(every Nth line of --data held out for validation)")
         elif self.task == "translate":
             _check_translate(self)
+        elif self.task == "qa":
+            _check_qa(self)
         else:
             if self.epochs is not None:
-                raise ValueError("--epochs applies to --task classify or translate; give a "
+                raise ValueError("--epochs applies to --task classify, translate or qa; give a "
                                  "language model --max-steps")
             if self.attention == "bidirectional" and self.tokenizer not in _LEARNED_TOKENIZERS:
                 raise ValueError(f"--attention bidirectional trains a masked language model, "
@@ -153,7 +161,7 @@ class TrainConfig:
 
 
 CHOICES = {
-    "task": ("lm", "classify", "translate"),
+    "task": ("lm", "classify", "translate", "qa"),
     "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
@@ -166,6 +174,7 @@ CHOICES = {
 LM_STEPS = 2000
 CLASSIFY_EPOCHS = 3
 TRANSLATE_EPOCHS = 5
+QA_EPOCHS = 3
 # The options whose best value depends on the task, filled in where not given. The language
 # model's are nanoGPT's CPU recipe; the classifier's were measured on the Movie Review corpus
 # (see benchmarks/classify.py), against a bag-of-words baseline.
@@ -185,6 +194,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
                   "d_model": 256, "positional": "sinusoidal", "dropout": 0.1, "lr": 1.5e-3,
                   "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.98, "weight_decay": 0.01,
                   "log_every": 100, "attention": "bidirectional"},
+    # qa: a [CLS] question [SEP] context window; measured by benchmarks/qa.py
+    "qa": {"tokenizer": "word", "batch_size": 32, "context": 256, "n_layer": 2,
+           "d_model": 128, "positional": "learned", "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4,
+           "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1, "log_every": 100,
+           "attention": "bidirectional"},
 }
 
 _INF = math.inf
@@ -226,6 +240,8 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "label_smoothing": (0.0, (1.0,)),
     "beam_size": (1, _INF),
     "length_penalty": (0.0, _INF),
+    "stride": (1, _INF),
+    "max_answer_tokens": (1, _INF),
 }
 
 _LEARNED_TOKENIZERS = ("word", "bpe")
@@ -247,6 +263,21 @@ def _check_translate(cfg: TrainConfig) -> None:
     if cfg.attention != "bidirectional":
         raise ValueError("--attention causal: translate's encoder is bidirectional (its decoder "
                          "is causal)")
+
+
+def _check_qa(cfg: TrainConfig) -> None:
+    """Question files, somewhere to validate, a vocabulary with character offsets."""
+    if cfg.data is None:
+        raise ValueError("--task qa needs --data: SQuAD JSON file(s) or bAbI task files")
+    if cfg.val_data is None and cfg.val_every_nth is None:
+        raise ValueError("--task qa needs --val-data FILE(S) or --val-every-nth N (every Nth "
+                         "SQuAD article held out for validation)")
+    if cfg.tokenizer not in _LEARNED_TOKENIZERS:
+        raise ValueError(f"--task qa reads answers off character offsets: --tokenizer "
+                         f"{' or '.join(_LEARNED_TOKENIZERS)}, not {cfg.tokenizer}")
+    if cfg.stride > cfg.context:
+        raise ValueError(f"--stride {cfg.stride} is longer than --context {cfg.context}: "
+                         "windows would skip text")
 
 
 def _in_range(value: float, low: Any, high: Any) -> bool:
@@ -372,11 +403,13 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 _HELP = {
     "task": "lm: language modelling; classify: train or fine-tune a sentence classifier; "
-    "translate: train an encoder-decoder Transformer on parallel text",
+    "translate: train an encoder-decoder Transformer on parallel text; qa: question answering "
+    "(SQuAD spans, bAbI answers) on a Transformer encoder",
     "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
     "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
     "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
-    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
+    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not; qa: "
+    "SQuAD v1.1 JSON file(s) or bAbI task files (qaN_train.txt), several trained together",
     "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
     "of --data); translate: SOURCE_FILE TARGET_FILE",
     "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
@@ -417,7 +450,8 @@ _HELP = {
     "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
     "of --max-steps; translate: passes over the token batches",
     "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
-    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
+    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation (qa: "
+    "SQuAD articles N, 2N, ...)",
     "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
     "bpe 8000)",
     "min_count": "word/bpe: leave out words seen fewer times than this",
@@ -448,6 +482,9 @@ _HELP = {
     "label_smoothing": "translate: label smoothing of the training loss",
     "beam_size": "translate: beam size of the val BLEU decoding (1: greedy)",
     "length_penalty": "translate: beam hypotheses are ranked by log p / length ** this",
+    "stride": "qa: tokens between the starts of the overlapping windows a long context is read "
+    "in (default: half of --context)",
+    "max_answer_tokens": "qa: the longest span answer, in tokens",
 }
 
 
@@ -457,13 +494,13 @@ def _default_text(name: str) -> str:
     per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
     if name == "max_steps":
         per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}",
-                    "translate": f"--epochs {TRANSLATE_EPOCHS}"}
+                    "translate": f"--epochs {TRANSLATE_EPOCHS}", "qa": f"--epochs {QA_EPOCHS}"}
     if name == "decay_steps":
-        per_task["classify"] = per_task["translate"] = "the whole run"
+        per_task["classify"] = per_task["translate"] = per_task["qa"] = "the whole run"
     if name == "epochs":
-        per_task = {"classify": CLASSIFY_EPOCHS, "translate": TRANSLATE_EPOCHS}
+        per_task = {"classify": CLASSIFY_EPOCHS, "translate": TRANSLATE_EPOCHS, "qa": QA_EPOCHS}
     if name == "eval_every":
-        per_task["classify"] = per_task["translate"] = "twice an epoch"
+        per_task["classify"] = per_task["translate"] = per_task["qa"] = "twice an epoch"
     if per_task:
         return " (default: " + "; ".join(f"{t} {v}" for t, v in per_task.items()) + ")"
     return "" if default is None else f" (default: {default})"

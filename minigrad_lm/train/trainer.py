@@ -530,6 +530,7 @@ class Trainer:
                 optimizer=self.optimizer,
                 state=self._state(rank_rngs),
                 pooling=self.cfg.pooling if self.task.name == "classify" else None,
+                answers=getattr(self.task, "answers", None),
                 extra_files=None if spec is None else adapter_files(self.model, spec,
                                                                     self.cfg.init_from),
             )
@@ -801,7 +802,8 @@ def _train_locked(args: argparse.Namespace, world: World, claim: Callable[[str],
 
     def build() -> Trainer:
         task = make_task(cfg, source.tokenizer_dict if source else None,
-                         resume.num_classes if resume is not None else None)
+                         resume.num_classes if resume is not None else None,
+                         resume.answers if resume is not None else None)
         return _build(cfg, task, device, resume, init, world)
 
     trainer = world.agree(build)

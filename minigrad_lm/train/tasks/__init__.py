@@ -1,4 +1,5 @@
-"""The training tasks: language modelling (causal or masked), classification, translation.
+"""The training tasks: language modelling (causal or masked), classification, translation,
+question answering.
 
 Each task owns its data, batches, loss, evaluation and report lines; the trainer only
 talks to this small interface, so it treats them all the same way (checkpoints, resume).
@@ -9,17 +10,22 @@ from ..config import TrainConfig
 from .classify import ClassifyTask
 from .lm import LMTask
 from .masked_lm import MaskedLMTask
+from .qa import QATask
 from .translate import TranslateTask
 
-__all__ = ["ClassifyTask", "LMTask", "MaskedLMTask", "TranslateTask", "make_task"]
+__all__ = ["ClassifyTask", "LMTask", "MaskedLMTask", "QATask", "TranslateTask", "make_task"]
 
 
-def make_task(cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None = None):
+def make_task(cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None = None,
+              answers: list[str] | None = None):
     """The task object for ``cfg.task``; ``source_tokenizer`` comes from a resumed or
-    ``--init-from`` checkpoint, ``num_classes`` from a resumed classifier."""
+    ``--init-from`` checkpoint, ``num_classes`` from a resumed classifier, ``answers`` from a
+    resumed question-answering model."""
     if cfg.task == "lm":
         masked = cfg.attention == "bidirectional"
         return (MaskedLMTask if masked else LMTask)(cfg, source_tokenizer)
     if cfg.task == "translate":
         return TranslateTask(cfg, source_tokenizer)
+    if cfg.task == "qa":
+        return QATask(cfg, source_tokenizer, answers)
     return ClassifyTask(cfg, source_tokenizer, num_classes)
