@@ -101,8 +101,6 @@ class TrainConfig:
             self.epochs = TRANSLATE_EPOCHS
         if self.task == "qa" and self.max_steps is None and self.epochs is None:
             self.epochs = QA_EPOCHS
-        if self.task == "qa" and self.stride is None:
-            self.stride = max(1, self.context // 2)
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name, choices in CHOICES.items():
@@ -275,7 +273,7 @@ def _check_qa(cfg: TrainConfig) -> None:
     if cfg.tokenizer not in _LEARNED_TOKENIZERS:
         raise ValueError(f"--task qa reads answers off character offsets: --tokenizer "
                          f"{' or '.join(_LEARNED_TOKENIZERS)}, not {cfg.tokenizer}")
-    if cfg.stride > cfg.context:
+    if cfg.stride is not None and cfg.stride > cfg.context:
         raise ValueError(f"--stride {cfg.stride} is longer than --context {cfg.context}: "
                          "windows would skip text")
 

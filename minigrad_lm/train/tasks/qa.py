@@ -82,18 +82,19 @@ class QATask:
         self.framing = QATokens.of(tokenizer)
         self.tokenizer, self.tokenizer_dict = tokenizer, tokenizer.to_dict()
         self.vocab_size = tokenizer.vocab_size
+        self.stride = cfg.stride or max(1, cfg.context // 2)
         self.answers = answers or answer_vocabulary(train.examples)
         self.num_classes = len(self.answers)
         index = {a: i for i, a in enumerate(self.answers)}
         self.train_examples, self.val_examples = train.examples, val.examples
         self.train, self.untrained = encode_qa(train.examples, self.framing, cfg.context,
-                                               cfg.stride, index, training=True)
+                                               self.stride, index, training=True)
         if not len(self.train):
             raise ValueError(f"{', '.join(train.files)}: no question has an answer the model "
                              "can be trained on")
-        self.val, _ = encode_qa(val.examples, self.framing, cfg.context, cfg.stride, index,
+        self.val, _ = encode_qa(val.examples, self.framing, cfg.context, self.stride, index,
                                 training=False)
-        self.val_scored, _ = encode_qa(val.examples, self.framing, cfg.context, cfg.stride,
+        self.val_scored, _ = encode_qa(val.examples, self.framing, cfg.context, self.stride,
                                        index, training=True)
         self.train_rows = len(self.train)
         self.unseen = sum(e.kind == "class" and e.answers[0] not in index
@@ -110,7 +111,7 @@ class QATask:
              f"{self.train_rows:,} training windows; val ({val_from}): "
              f"{len(self.val_examples):,} questions in {len(self.val):,} windows"),
             (f"vocabulary {self.vocab_size:,}; {self.num_classes - 1} class answers; windows of "
-             f"--context {cfg.context} tokens, --stride {cfg.stride}; answers up to "
+             f"--context {cfg.context} tokens, --stride {self.stride}; answers up to "
              f"{cfg.max_answer_tokens} tokens; mean window {self.train.lengths.mean():.1f} "
              "tokens"),
         ]
