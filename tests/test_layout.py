@@ -11,7 +11,8 @@ README = PACKAGE.parent / "README.md"
 
 # Bottom first: a module may import its own layer and the ones before it, never a later one.
 LAYERS = ["io", "backend", "engine", "nn", "optim", "models", "inference", "data", "cli",
-          "train", "generate", "classify", "evaluate", "translate", "export", "plot", "testing"]
+          "train", "generate", "classify", "answer", "evaluate", "translate", "export", "plot",
+          "testing"]
 
 
 def _module_name(path: Path) -> str:
