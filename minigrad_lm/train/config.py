@@ -193,7 +193,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
                   "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.98, "weight_decay": 0.01,
                   "log_every": 100, "attention": "bidirectional"},
     # qa: a [CLS] question [SEP] context window; measured by benchmarks/qa.py
-    "qa": {"tokenizer": "word", "batch_size": 32, "context": 256, "n_layer": 2,
+    "qa": {"tokenizer": "word", "batch_size": 32, "context": 256, "n_layer": 3,
            "d_model": 128, "positional": "learned", "dropout": 0.1, "lr": 1e-3, "min_lr": 1e-4,
            "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1, "log_every": 100,
            "attention": "bidirectional"},
