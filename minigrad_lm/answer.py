@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 from .backend import check_device
+from .checkpoints.kinds import QAKind
 from .cli import report_errors
 from .data.qa import QAExample, read_qa
 from .data.text import read_text
+from .inference.qa import answer_examples
 from .io.files import atomic_write_json, json_text
 from .train.checkpoint import read_checkpoint_of
-from .train.tasks.qa import answer_examples
 
 __all__ = ["main"]
 
@@ -66,12 +67,11 @@ def _answer(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out}: is a folder")
     examples = _examples(args)
-    ckpt = read_checkpoint_of(args.ckpt, "qa")
-    trained = ckpt.state.get("train_config", {})
-    stride = args.stride or trained.get("stride") or ckpt.model_config.context_length // 2
-    max_tokens = args.max_answer_tokens or trained.get("max_answer_tokens") or 30
+    ckpt = read_checkpoint_of(args.ckpt, QAKind.name)
+    stride, longest = QAKind.reading(ckpt)
     model = ckpt.build_model(device, batch=args.batch_size)
-    answers = answer_examples(model, ckpt.tokenizer, ckpt.answers, examples, stride, max_tokens,
+    answers = answer_examples(model, ckpt.tokenizer, ckpt.extras["answers"], examples,
+                              args.stride or stride, args.max_answer_tokens or longest,
                               args.batch_size)
     if args.file is None:
         for a in answers:

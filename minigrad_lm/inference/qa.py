@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
+from ..data.qa import QAExample, QATokens, encode_qa
 from ..engine.tensor import no_grad
 
 
@@ -100,3 +101,15 @@ def _candidates(best, part, r, start_lp, end_lp, answer_lp, contexts, answer_nam
         if best[i] is None or score > best[i][0]:
             ans.probability = math.exp(score)
             best[i] = (score, ans)
+
+
+def answer_examples(model, tokenizer, answers: Sequence[str], examples: Sequence[QAExample],
+                    stride: int, max_answer_tokens: int, batch_size: int = 32) -> list[Answer]:
+    """The model's best answer to each example, read from its windows as in evaluation;
+    ``answers`` are the answer head's classes."""
+    context = model.body.config.context_length
+    index = {a: i for i, a in enumerate(answers)}
+    features, _ = encode_qa(examples, QATokens.of(tokenizer), context, stride, index,
+                            training=False)
+    return predict_answers(model, features, [e.context for e in examples], answers, batch_size,
+                           max_answer_tokens)

@@ -10,6 +10,9 @@ import re
 import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..data.qa import QAExample
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -75,3 +78,15 @@ def _task_order(task: str) -> tuple:
     """qa2 before qa10: the number, then the name."""
     digits = "".join(ch for ch in task if ch.isdigit())
     return (int(digits) if digits else 1 << 30, task)
+
+
+def qa_metrics(examples: Sequence[QAExample], predictions: Sequence[str]) -> dict[str, Any]:
+    """EM and F1 (percent) over all the questions; with bAbI questions, their accuracy per
+    task, mean error and failed tasks too."""
+    by_id = {e.qid: p for e, p in zip(examples, predictions)}
+    metrics: dict[str, Any] = squad_scores(by_id, {e.qid: e.answers for e in examples})
+    babi = [e for e in examples if e.kind == "class"]
+    if babi:
+        metrics["babi"] = babi_scores(by_id, {e.qid: e.answers[0] for e in babi},
+                                      {e.qid: e.group for e in babi})
+    return metrics

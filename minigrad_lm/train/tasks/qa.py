@@ -12,13 +12,13 @@ accuracy per task, the mean error and the failed tasks.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...checkpoints.kinds import LMKind, MaskedLMKind, QAKind
 from ...data.qa import (
     QAData,
-    QAExample,
     QAFeatures,
     QATokens,
     answer_vocabulary,
@@ -28,13 +28,26 @@ from ...data.qa import (
 from ...data.tokenizer import tokenizer_from_dict
 from ...engine.tensor import Tensor
 from ...inference.qa import predict_answers
-from ...inference.qa_metrics import babi_scores, squad_scores
+from ...inference.qa_metrics import qa_metrics
 from ...models.qa import qa_loss
-from ..config import TrainConfig
 from ..distributed import LOCAL, World
-from .common import EPOCH_STREAM, EVAL_STREAM, evaluating, fingerprint, new_tokenizer
+from .base import Task
+from .common import (
+    EPOCH_STREAM,
+    EVAL_STREAM,
+    evaluating,
+    fingerprint,
+    flag,
+    gpt_config,
+    new_tokenizer,
+    require_learned_tokenizer,
+)
 
-__all__ = ["QATask", "qa_metrics", "read_qa_split"]
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..config import TrainConfig
+
+__all__ = ["QATask", "read_qa_split"]
 
 BUCKET_BATCHES = 16  # batches of windows sorted by length together (see QATask._epoch_order)
 
@@ -50,28 +63,40 @@ def read_qa_split(cfg: TrainConfig) -> tuple[QAData, QAData]:
     return train.split_groups(cfg.val_every_nth)
 
 
-def qa_metrics(examples: list[QAExample], predictions: list[str]) -> dict[str, Any]:
-    """EM and F1 (percent) over all the questions; with bAbI questions, their accuracy per
-    task, mean error and failed tasks too."""
-    by_id = {e.qid: p for e, p in zip(examples, predictions)}
-    metrics: dict[str, Any] = squad_scores(by_id, {e.qid: e.answers for e in examples})
-    babi = [e for e in examples if e.kind == "class"]
-    if babi:
-        metrics["babi"] = babi_scores(by_id, {e.qid: e.answers[0] for e in babi},
-                                      {e.qid: e.group for e in babi})
-    return metrics
-
-
-class QATask:
+class QATask(Task):
     """Span and class answers on ``[CLS] question [SEP] context`` windows."""
 
-    name = "qa"
+    kind = QAKind
+    name = QAKind.name
+    summary = "question answering (SQuAD spans, bAbI answers) on a Transformer encoder"
+    # Measured by benchmarks/qa.py on bAbI and SQuAD, on 2 CPU cores.
+    defaults = {"epochs": 3, "tokenizer": "word", "batch_size": 32, "context": 256,
+                "n_layer": 3, "d_model": 128, "positional": "learned", "dropout": 0.1,
+                "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
+                "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
+                "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS}
+    options = ("epochs", "stride", "max_answer_tokens")
+    init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_f1"
+    higher_is_better = True
     head_share = 0.0  # the language model's output layer is not used
 
-    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None,
-                 answers: list[str] | None = None):
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.data is None:
+            raise ValueError("--task qa needs --data: SQuAD JSON file(s) or bAbI task files")
+        if cfg.val_data is None and cfg.val_every_nth is None:
+            raise ValueError("--task qa needs --val-data FILE(S) or --val-every-nth N (every "
+                             "Nth SQuAD article held out for validation)")
+        require_learned_tokenizer(cfg, "--task qa reads answers off character offsets")
+        if cfg.stride is not None and cfg.stride > cfg.context:
+            raise ValueError(f"{flag('stride')} {cfg.stride} is longer than --context "
+                             f"{cfg.context}: windows would skip text")
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
+                 resumed_extras: dict[str, Any] | None = None):
         self.cfg = cfg
+        answers = (resumed_extras or {}).get("answers")
         train, val = read_qa_split(cfg)
         self.sources, self.notes = (train.files, val.files), train.notes + val.notes
         if source_tokenizer is not None:
@@ -84,7 +109,6 @@ class QATask:
         self.vocab_size = tokenizer.vocab_size
         self.stride = cfg.stride or max(1, cfg.context // 2)
         self.answers = answers or answer_vocabulary(train.examples)
-        self.num_classes = len(self.answers)
         index = {a: i for i, a in enumerate(self.answers)}
         self.train_examples, self.val_examples = train.examples, val.examples
         self.train, self.untrained = encode_qa(train.examples, self.framing, cfg.context,
@@ -110,7 +134,7 @@ class QATask:
              f"({spans:,} span, {len(self.train_examples) - spans:,} class answers) in "
              f"{self.train_rows:,} training windows; val ({val_from}): "
              f"{len(self.val_examples):,} questions in {len(self.val):,} windows"),
-            (f"vocabulary {self.vocab_size:,}; {self.num_classes - 1} class answers; windows of "
+            (f"vocabulary {self.vocab_size:,}; {len(self.answers) - 1} class answers; windows of "
              f"--context {cfg.context} tokens, --stride {self.stride}; answers up to "
              f"{cfg.max_answer_tokens} tokens; mean window {self.train.lengths.mean():.1f} "
              "tokens"),
@@ -123,6 +147,12 @@ class QATask:
             lines.append(f"note: {self.unseen:,} val questions have a class answer never seen "
                          "in training: they count as wrong")
         return lines
+
+    def model_config(self, source: Checkpoint | None):
+        return gpt_config(self.cfg, self.vocab_size, source)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"answers": self.answers}
 
     def _epoch_order(self, epoch: int, size: int) -> np.ndarray:
         """Every training window once, shuffled by the seed and the epoch, then grouped by
@@ -193,10 +223,6 @@ class QATask:
             metrics["val_babi_failed"] = scores["babi"]["failed_tasks"]
         return metrics
 
-    @staticmethod
-    def improves(metrics: dict[str, float], best: float | None) -> bool:
-        return best is None or metrics["val_f1"] > best
-
     def eval_line(self, step: int, m: dict[str, Any]) -> str:
         line = (f"step {step}: train {m['train_loss']:.4f} | val {m['val_loss']:.4f} | "
                 f"val EM {m['val_em']:.1f} F1 {m['val_f1']:.1f}")
@@ -205,22 +231,11 @@ class QATask:
                      f"{m['val_babi_failed']} failed")
         return line
 
-    def finish(self, model, best: float | None) -> list[str]:
-        return []
 
 
 def _files(paths: list[str]) -> str:
     """The files, or for many (20 bAbI tasks) how many and the first and last."""
-    return ", ".join(paths) if len(paths) <= 3 else f"{len(paths)} files ({paths[0]} ... {paths[-1]})"
+    if len(paths) <= 3:
+        return ", ".join(paths)
+    return f"{len(paths)} files ({paths[0]} ... {paths[-1]})"
 
-
-def answer_examples(model, tokenizer, answers: list[str], examples: list[QAExample],
-                    stride: int, max_answer_tokens: int, batch_size: int = 32) -> list:
-    """The model's best answer (inference.qa.Answer: text, probability, span) to each
-    example, read from its windows as in evaluation."""
-    context = model.body.config.context_length
-    index = {a: i for i, a in enumerate(answers)}
-    features, _ = encode_qa(examples, QATokens.of(tokenizer), context, stride, index,
-                            training=False)
-    return predict_answers(model, features, [e.context for e in examples], answers, batch_size,
-                           max_answer_tokens)
