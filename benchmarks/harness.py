@@ -106,13 +106,14 @@ def cli_training(argv: list[str]) -> tuple[float, list[dict], list[dict]]:
     from minigrad_lm import train
     from minigrad_lm.train.checkpoint import read_metrics
 
-    log = io.StringIO()
+    log, errors = io.StringIO(), io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(errors):
         code = train.main(argv)
     seconds = time.perf_counter() - start
     if code != 0:
-        raise RuntimeError(f"training failed ({code}):\n{log.getvalue()[-2000:]}")
+        raise RuntimeError(f"training failed ({code}):\n{log.getvalue()[-2000:]}\n"
+                           f"{errors.getvalue()[-2000:]}")
     records = read_metrics(argv[argv.index("--out") + 1])
     return (seconds, [r for r in records if r["kind"] == "eval"],
             [r for r in records if r["kind"] == "train"])

@@ -1,7 +1,7 @@
 """Question answering on real data: bAbI's 20 tasks (1k) and SQuAD v1.1 held-out articles.
 
     python -m benchmarks.qa [--data ../shared/data] [--arms babi squad]
-        [--babi-epochs 6] [--squad-epochs 6] [--init-from DIR] [--smoke]
+        [--babi-epochs 6] [--squad-epochs 4] [--init-from DIR] [--smoke]
 
 bAbI: one model trained jointly on the 20 tasks' training files (18,013 questions; 20
 separate models would cost 20 runs), validated on their valid files; reported as the error
@@ -39,11 +39,12 @@ SQUAD_EVERY = 5
 # The recipes (2 CPU cores): a 3-layer encoder, d_model 128, on [CLS] question [SEP] context.
 BABI_RECIPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
                "--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1", "--lowercase"]
-SQUAD_RECIPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
-                "--stride", "128", "--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1",
-                "--lowercase", "--vocab-size", "20000"]
-SMOKE = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--max-steps", "12",
-         "--eval-every", "12", "--batch-size", "8", "--log-every", "4"]
+SQUAD_VOCABULARY = ["--lowercase", "--vocab-size", "20000"]
+SQUAD_SHAPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
+               *SQUAD_VOCABULARY]
+SQUAD_TRAINING = ["--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1"]
+SMOKE_SHAPE = ["--n-layer", "1", "--d-model", "32", "--n-head", "2"]
+SMOKE = ["--max-steps", "12", "--eval-every", "12", "--batch-size", "8", "--log-every", "4"]
 
 
 def _train(argv: list[str]) -> dict:
@@ -68,8 +69,8 @@ def babi(data: Path, tmp: str, epochs: int, extra: list[str], smoke: bool) -> di
     train_files = [str(data / "babi" / f"qa{t}_train.txt") for t in tasks]
     valid_files = [str(data / "babi" / f"qa{t}_valid.txt") for t in tasks]
     # evaluated once an epoch (563 steps of 32 questions): scoring 1,987 questions costs time
-    length = SMOKE if smoke else ["--epochs", str(epochs), "--log-every", "100",
-                                  "--eval-every", "563"]
+    length = ([*SMOKE_SHAPE, *SMOKE] if smoke else
+              ["--epochs", str(epochs), "--log-every", "100", "--eval-every", "563"])
     argv = ["--task", "qa", "--data", *train_files, "--val-data", *valid_files, *BABI_RECIPE,
             *extra, *length, "--out", f"{tmp}/babi"]
     run = _train(argv)
@@ -97,35 +98,22 @@ def squad(data: Path, tmp: str, epochs: int, extra: list[str], init_from: str | 
     train_file, held_file, n_train, n_held = _split_squad(data / "squad" / "train.json", tmp,
                                                           smoke)
     length = SMOKE if smoke else ["--epochs", str(epochs), "--log-every", "100"]
-    common = ["--task", "qa", "--data", train_file, "--val-data", held_file, *SQUAD_RECIPE,
-              *extra, *length]
+    common = ["--task", "qa", "--data", train_file, "--val-data", held_file, *SQUAD_TRAINING]
     results: dict = {"train_articles": n_train, "heldout_articles": n_held}
+    shape = [*SQUAD_SHAPE, *(SMOKE_SHAPE if smoke else [])]
     arms = {"scratch": []}
     if init_from:
-        # the pretrained encoder brings its shape and tokenizer; the recipe's shape flags go
+        # the pretrained encoder brings its shape and tokenizer; from scratch gets the same
+        # shape (and a vocabulary of its own), so the two differ in their start alone
+        c = read_checkpoint(init_from).model_config
+        shape = ["--n-layer", str(c.n_layer), "--d-model", str(c.d_model), "--n-head",
+                 str(c.n_head), "--context", str(c.context_length), *SQUAD_VOCABULARY]
         arms["pretrained"] = ["--init-from", init_from]
-    for name, more in arms.items():
-        argv = common + more + ["--out", f"{tmp}/squad_{name}"]
-        if more:
-            argv = _without_shape(argv)
+    for name, start in arms.items():
+        argv = [*common, *(start or shape), *extra, *length, "--out", f"{tmp}/squad_{name}"]
         results[name] = _train(argv)
         results[name]["heldout"] = _score(f"{tmp}/squad_{name}", [held_file])
     return results
-
-
-def _without_shape(argv: list[str]) -> list[str]:
-    """The options less those a checkpoint fixes (its shape and vocabulary)."""
-    fixed = {"--n-layer", "--d-model", "--n-head", "--context", "--vocab-size", "--lowercase"}
-    out, skip = [], False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if a in fixed:
-            skip = a != "--lowercase"
-            continue
-        out.append(a)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the shared data folder (babi/, squad/)")
     parser.add_argument("--arms", nargs="+", choices=("babi", "squad"), default=["babi", "squad"])
     parser.add_argument("--babi-epochs", type=int, default=6)
-    parser.add_argument("--squad-epochs", type=int, default=6)
+    parser.add_argument("--squad-epochs", type=int, default=4)
     parser.add_argument("--init-from", metavar="DIR",
                         help="a pretrained encoder (or GPT-2 folder) for the SQuAD arm")
     parser.add_argument("--train-args", default="", metavar="'FLAGS'",
