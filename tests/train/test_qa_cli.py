@@ -240,3 +240,32 @@ def test_answer_refuses_a_checkpoint_of_another_task(tmp_path, capsys):
     capsys.readouterr()
     assert answer.main(["--ckpt", str(tmp_path / "lm"), "--context", "a", "b?"]) == 2
     assert_one_line_error(capsys.readouterr().err, "not a question-answering model")
+
+
+def test_init_from_a_gpt2_folder_reads_the_answer_off_a_causal_body(tmp_path, capsys):
+    """A Hugging Face GPT-2 folder (here a tiny one with the fixture's byte-level BPE, which has
+    <|endoftext|> but no [CLS] or [SEP]): the question and context are joined by
+    <|endoftext|>, spans still map back to the context's characters."""
+    from minigrad_lm.data.tokenizer import tokenizer_from_dict
+    from minigrad_lm.data.trained_tokenizer import write_gpt2_tokenizer
+    from minigrad_lm.models import GPT, GPTConfig
+    from tests.cli_support import REPO
+
+    fixture = REPO / "tests" / "fixtures" / "gpt2_bpe_tokenizer.json"
+    tok = tokenizer_from_dict(json.loads(fixture.read_text(encoding="utf-8")))
+    folder = tmp_path / "gpt2"
+    GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, n_layer=1, n_head=2,
+                  d_model=16)).save_pretrained(str(folder), eos_token_id=tok.eos_token_id)
+    write_gpt2_tokenizer(tok, folder)
+    train, val = copy_task(tmp_path / "t.json", 4, 10), copy_task(tmp_path / "v.json", 1, 11)
+    assert run_train("--task", "qa", "--data", train, "--val-data", val, "--init-from", folder,
+                     "--attention", "causal", "--max-steps", "2", "--batch-size", "4",
+                     "--peak-flops", "1e11", "--out", tmp_path / "qa") == 0
+    config = json.loads((tmp_path / "qa" / "latest" / "config.json").read_text())
+    assert config["model"]["causal"] is True and config["model"]["context_length"] == 64
+    capsys.readouterr()
+    context = "Birds sing. The code is Tau. The river runs."
+    assert answer.main(["--ckpt", str(tmp_path / "qa"), "--context", context,
+                        "What is the code?"]) == 0
+    text = capsys.readouterr().out.split("\t")[0]
+    assert text and text in context  # an untrained model's guess, but the context's own text
