@@ -160,7 +160,11 @@ def test_mismatched_answer_start_is_scored_but_not_trained(tmp_path):
      '"answers": [{"text": "c", "answer_start": 0}]}]}]}]}', "also names a question"),
 ])
 def test_bad_squad_files_name_file_and_question(tmp_path, content, message):
-    path = tmp_path / "bad.json"
+    assert_read_error(tmp_path / "bad.json", content, message)
+
+
+def assert_read_error(path, content: str, message: str) -> None:
+    """Reading ``content`` from ``path`` fails with ``message``, naming the file."""
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError) as err:
         read_qa(str(path))
@@ -218,8 +222,4 @@ def test_babi_class_answers_train_on_the_last_window(tmp_path):
     ("\n\n", "no questions"),
 ])
 def test_bad_babi_lines_name_file_and_line(tmp_path, content, message):
-    path = tmp_path / "qa1_train.txt"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(ValueError) as err:
-        read_qa(str(path))
-    assert message in str(err.value) and str(path) in str(err.value)
+    assert_read_error(tmp_path / "qa1_train.txt", content, message)
