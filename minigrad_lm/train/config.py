@@ -311,7 +311,8 @@ _HELP = {
     "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
     "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
     "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
-    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
+    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not; qa: "
+    "SQuAD v1.1 JSON file(s) or bAbI task files (qaN_train.txt), several trained together",
     "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
     "of --data); translate: SOURCE_FILE TARGET_FILE",
     "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
@@ -350,9 +351,10 @@ _HELP = {
     "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
     "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
     "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
-    "of --max-steps; translate: passes over the token batches",
+    "of --max-steps; translate: passes over the token batches; qa: over the training windows",
     "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
-    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
+    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation (qa: "
+    "SQuAD articles N, 2N, ...)",
     "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
     "bpe 8000)",
     "min_count": "word/bpe: leave out words seen fewer times than this",
