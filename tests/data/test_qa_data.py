@@ -223,3 +223,33 @@ def test_babi_class_answers_train_on_the_last_window(tmp_path):
 ])
 def test_bad_babi_lines_name_file_and_line(tmp_path, content, message):
     assert_read_error(tmp_path / "qa1_train.txt", content, message)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["data", "paragraphs", "context", "qas", "id", "question", "answers",
+                         "text", "answer_start", "title", "is_impossible"]), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=JSON_VALUES)
+def test_any_json_document_reads_or_fails_with_one_value_error(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("fuzz") / "doc.json"
+    path.write_text(json.dumps({"data": doc}), encoding="utf-8")
+    try:
+        read_qa(str(path))
+    except ValueError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_any_bytes_read_or_fail_with_one_value_error(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("fuzz") / "qa1_train.txt"
+    path.write_bytes(raw)
+    try:
+        read_qa(str(path))
+    except ValueError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
