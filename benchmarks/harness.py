@@ -104,7 +104,7 @@ def cli_training(argv: list[str]) -> tuple[float, list[dict], list[dict]]:
     import io
 
     from minigrad_lm import train
-    from minigrad_lm.train.checkpoint import read_metrics
+    from minigrad_lm.checkpoints.metrics import read_metrics
 
     log, errors = io.StringIO(), io.StringIO()
     start = time.perf_counter()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from minigrad_lm.evaluate import evaluate
-from minigrad_lm.train.checkpoint import read_checkpoint
+from minigrad_lm.checkpoints.folder import read_checkpoint
 
 from .harness import cli_training, machine
 

@@ -24,7 +24,7 @@ from .data.qa import QAExample, read_qa
 from .data.text import read_text
 from .inference.qa import answer_examples
 from .io.files import atomic_write_json, json_text
-from .train.checkpoint import read_checkpoint_of
+from .checkpoints.folder import read_checkpoint_of
 
 __all__ = ["main"]
 

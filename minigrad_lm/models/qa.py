@@ -58,7 +58,7 @@ class QuestionAnswerer(Module):
         lens = xp.asarray(backend.to_device(np.asarray(lengths, np.int64), device))
         keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
         causal = self.body.config.causal
-        h = self.body.body(ids, key_padding_mask=None if causal else keep)  # (B, T, d)
+        h = self.body.hidden_states(ids, key_padding_mask=None if causal else keep)  # (B, T, d)
         logits = self.span(h)  # (B, T, 2)
         outside = ~xp.asarray(backend.to_device(np.asarray(context_mask, bool), device))
         start = ops.masked_fill(logits[:, :, 0], outside, MASKED)

@@ -19,7 +19,7 @@ from .qa import QATask
 from .translate import TranslateTask
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 __all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "LMTask", "MaskedLMTask", "QATask", "Task",
