@@ -1,6 +1,7 @@
 """GPT training-step benchmark: minigrad_lm vs PyTorch eager, same weights, data and optimizer.
 
     python -m benchmarks.train_step [--configs S M] [--steps 10] [--rounds 2] [--device cpu]
+        [--out benchmarks/results/train_step_paths_cpu.json]
 
 Each path runs in a fresh process, the paths taking turns for `rounds` rounds: "library" is a
 user's own script (import minigrad_lm, build, train: nothing called first), "cli" calls
@@ -148,14 +149,20 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2, help="turns of the paths")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="also write the rows here as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(_child(*json.loads(args.child))))
         return
-    print(json.dumps(machine()))
-    for row in run(args.configs, args.steps, args.device, args.rounds):
+    info = machine()
+    print(json.dumps(info))
+    rows = run(args.configs, args.steps, args.device, args.rounds)
+    for row in rows:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

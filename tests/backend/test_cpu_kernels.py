@@ -119,6 +119,38 @@ def test_the_opt_outs_leave_the_process_as_it_was():
         == [[], 0]
 
 
+TRAIN_PROBE = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    import minigrad_lm as mg
+    from minigrad_lm.models import GPT, GPTConfig
+    if sys.argv[1:] == ["cli"]:
+        mg.backend.tune_for_training()
+    mg.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=2, d_model=128))
+    opt = mg.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = np.random.default_rng(0).integers(0, 50, (16, 65))
+    for _ in range(3):
+        loss = model.loss(ids[:, :-1], ids[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(hashlib.sha256(b"".join(p.numpy().tobytes() for p in model.parameters())).hexdigest())
+""")
+
+
+def test_the_allocator_setting_changes_no_result():
+    """The library path (tuned at the first backward), the command-line tools' path (tuned
+    first) and the opt-out train to bit-identical weights."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MINIGRAD_MALLOC_TUNING", None)
+    runs = [([], {}), (["cli"], {}), ([], {"MINIGRAD_MALLOC_TUNING": "0"})]
+    digests = {subprocess.run([sys.executable, "-c", TRAIN_PROBE, *args], env={**env, **extra},
+                              capture_output=True, text=True, check=True).stdout.strip()
+               for args, extra in runs}
+    assert len(digests) == 1
+
+
 @pytest.mark.parametrize("env_vars, budget", [
     ({"MINIGRAD_CPU_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3),
     ({"OMP_NUM_THREADS": "2"}, 2),
