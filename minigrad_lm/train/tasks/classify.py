@@ -30,7 +30,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 
@@ -52,7 +52,6 @@ class ClassifyTask(Task):
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional"}
     options = ("epochs", "word_dropout")
-    saved_defaults = {"word_dropout": 0.0}  # runs from before word dropout trained without
     init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_acc"
     higher_is_better = True
