@@ -1,6 +1,7 @@
 """GPT training-step benchmark: minigrad_lm vs PyTorch eager, same weights, data and optimizer.
 
     python -m benchmarks.train_step [--configs S M] [--steps 10] [--rounds 2] [--device cpu]
+        [--paths library cli torch library_opt_out]
         [--out benchmarks/results/train_step_paths_cpu.json]
 
 Each path runs in a fresh process, the paths taking turns for `rounds` rounds: "library" is a
@@ -112,17 +113,18 @@ def _in_fresh_process(path: str, name: str, steps: int, device: str) -> dict | N
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(configs, steps: int, device: str = "cpu", rounds: int = 2) -> list[dict]:
-    """S and M train steps of each path (PATHS), each in a fresh process, taking turns."""
+def run(configs, steps: int, device: str = "cpu", rounds: int = 2,
+        paths: tuple[str, ...] = PATHS) -> list[dict]:
+    """S and M train steps of each of `paths` (PATHS), each in a fresh process, taking turns."""
     peak = numpy_gemm_flops() if device == "cpu" else None
     rows = []
     for name in configs:
         cfg, batch = CONFIGS[name]
         tokens = batch * cfg.context_length
         flops = cfg.flops_per_token() * tokens
-        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
+        runs: dict[str, list[dict]] = {path: [] for path in paths}
         for _ in range(rounds):
-            for path in PATHS:
+            for path in paths:
                 result = _in_fresh_process(path, name, steps, device)
                 if result is not None:
                     runs[path].append(result)
@@ -136,8 +138,8 @@ def run(configs, steps: int, device: str = "cpu", rounds: int = 2) -> list[dict]
                         f"{path}_peak_rss_mib": max(r["peak_rss_mib"] for r in results)})
             if peak and path != "torch":
                 row[f"{path}_mfu"] = flops / seconds / peak
-        if runs["torch"]:
-            for path in ("library", "cli", "library_opt_out"):
+        if runs.get("torch"):
+            for path in [p for p in paths if p != "torch"]:
                 row[f"{path}_vs_torch"] = row["torch_ms"] / row[f"{path}_ms"]
         rows.append(row)
     return rows
@@ -149,6 +151,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2, help="turns of the paths")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     p.add_argument("--out", help="also write the rows here as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -157,7 +160,7 @@ def main(argv=None):
         return
     info = machine()
     print(json.dumps(info))
-    rows = run(args.configs, args.steps, args.device, args.rounds)
+    rows = run(args.configs, args.steps, args.device, args.rounds, tuple(args.paths))
     for row in rows:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     if args.out:
