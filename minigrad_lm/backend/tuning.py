@@ -5,8 +5,8 @@ benchmarks/train_step.py allocates about 900 MiB in blocks of 128 KiB or more pe
 half of them NumPy temporaries inside the kernels' own expressions. glibc returns freed memory
 at the top of its heap to the OS once more than a few MiB are free there (its trim threshold
 follows the largest block freed so far), so every step faulted its working set back in: 12,600
-page faults per step on config S and 51,000 on config M, measured with getrusage, and with them
-30-50% of the step (benchmarks/results/cpu_tuning.json). An engine-side pool could hold only
+page faults per step on config S and 51,000 on config M (getrusage), with 9-18 ms and 110 ms of
+system time a step (benchmarks/results/cpu_tuning.json). An engine-side pool could hold only
 the arrays the engine allocates itself, not the temporaries of each NumPy expression, so the
 heap would still shrink and grow every step; raising glibc's mmap and trim thresholds removes
 the faults (3 per step).
