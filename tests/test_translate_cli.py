@@ -14,9 +14,10 @@ import pytest
 pytest.importorskip("sacrebleu")
 
 from minigrad_lm import translate as translate_cli  # noqa: E402
+from minigrad_lm.data.text import read_lines  # noqa: E402
 from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics  # noqa: E402
 from minigrad_lm.train.config import TrainConfig  # noqa: E402
-from minigrad_lm.train.tasks.translate import TranslateTask, bleu, read_lines  # noqa: E402
+from minigrad_lm.train.tasks.translate import TranslateTask, bleu  # noqa: E402
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
 
 WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
@@ -159,7 +160,7 @@ def test_bad_translation_input(case, data, tmp_path, capsys):
         bad = tmp_path / "bad.src"
         bad.write_bytes(b"alpha\n\xff beta\n")
         argv = args(((bad, train_tgt), (val_src, val_tgt)), tmp_path / "out")
-        expect = (f"{bad}:2: not UTF-8",)
+        expect = (f"{bad}:2: not valid utf-8",)
     else:
         argv = args(((tmp_path / "nope.src", train_tgt), (val_src, val_tgt)), tmp_path / "out")
         expect = (f"{tmp_path / 'nope.src'}: no such file",)
@@ -171,7 +172,7 @@ def test_bad_translation_input(case, data, tmp_path, capsys):
 def test_translate_cli_errors(copy_run, tmp_path, capsys):
     assert translate_cli.main(["--ckpt", str(copy_run), " ".join(["alpha"] * 12)]) == 2
     assert_one_line_error(capsys.readouterr().err,
-                          "sentence 1: 13 tokens, longer than the model's maximum of 12")
+                          "argument 1: 13 tokens, longer than the model's maximum of 12")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("some text for a language model\n" * 40, encoding="utf-8")
     assert run_train("--data", corpus, "--out", tmp_path / "lm", "--max-steps", "1",

@@ -16,54 +16,32 @@ is a function of the step alone, so ``--resume`` continues bit-identically, mid-
 
 from __future__ import annotations
 
-import gzip
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...data.text import read_lines
 from ...data.trained_tokenizer import SEP, TrainedTokenizer
 from ...engine.tensor import Tensor
 from ...inference.decoding import DecodeOptions, translate_ids
-from ...io.untrusted import read_regular_bytes
 from ...models.seq2seq import Seq2SeqConfig
 from ...nn import functional as F
 from ..config import TrainConfig
 from ..distributed import LOCAL, World
 from .common import EPOCH_STREAM, EVAL_STREAM, evaluating, fingerprint, new_tokenizer
 
-__all__ = ["TranslateTask", "bleu", "read_lines", "read_parallel"]
+__all__ = ["TranslateTask", "bleu", "read_parallel"]
 
 SHUFFLE_STREAM = 5  # ties between equally long pairs are broken by this stream of the seed
 EXAMPLES = 3
 
 
-def read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file, gzipped or not (without their line endings)."""
-    p = Path(path)
-    raw = read_regular_bytes(p, 1 << 62)  # a folder, FIFO or device is refused by name
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{p}: not a readable gzip file ({e})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ValueError(f"{p}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x})") from None
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start another
-    return [line.removesuffix("\r") for line in lines]
-
-
-def read_parallel(src_path: str, tgt_path: str
+def read_parallel(src_path: str, tgt_path: str, encoding: str = "utf-8"
                   ) -> tuple[list[str], list[str], list[int], list[int]]:
     """(sources, targets, their line numbers, line numbers of skipped pairs with an empty
     side) of two line-aligned files."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    src, tgt = read_lines(src_path, encoding), read_lines(tgt_path, encoding)
     if len(src) != len(tgt):
         raise ValueError(f"{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}: "
                          "parallel files must be line-aligned")
@@ -115,8 +93,8 @@ class TranslateTask:
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
         self.cfg = cfg
         _sacrebleu()  # missing: fail before any work
-        train_src, train_tgt, train_lines, self.train_empty = read_parallel(*cfg.data)
-        self.val_src, self.val_tgt, val_lines, self.val_empty = read_parallel(*cfg.val_data)
+        train_src, train_tgt, train_lines, self.train_empty = read_parallel(*cfg.data, cfg.encoding)
+        self.val_src, self.val_tgt, val_lines, self.val_empty = read_parallel(*cfg.val_data, cfg.encoding)
         if source_tokenizer is not None:
             self.tokenizer = TrainedTokenizer.from_dict(source_tokenizer)
         else:
