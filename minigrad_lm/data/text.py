@@ -18,6 +18,8 @@ PathLike = str | os.PathLike[str]
 # Peak bytes of memory per byte of a text corpus while it is read and encoded (the str, its code
 # points, int64 ids and the searches of the char tokenizer): 37 measured on a 100 MB line.
 TEXT_MEMORY_PER_BYTE = 40
+# A token folder's ids are uint16.
+MAX_FOLDER_VOCAB = 1 << 16
 # The most text one command reads (decompressed), whatever the memory: 16 GiB.
 MAX_TEXT_BYTES = 1 << 34
 # Every character str.splitlines ends a line at: a space in an output line, so whoever reads the
@@ -128,12 +130,12 @@ def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
     vocab = parse_json(read_regular_bytes(vocab_path, 256 << 20), str(vocab_path))
     if isinstance(vocab, dict) and "type" in vocab:
         with reading(str(vocab_path)):
-            return vocab, tokenizer_from_dict(vocab).vocab_size
+            return vocab, tokenizer_from_dict(vocab, MAX_FOLDER_VOCAB).vocab_size
     size = vocab.get("vocab_size") if isinstance(vocab, dict) else None
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_FOLDER_VOCAB:
         raise ValueError(
             f'{vocab_path}: expected a tokenizer dict or {{"vocab_size": N}} with '
-            "1 <= N <= 65536 (ids are uint16)"
+            f"1 <= N <= {MAX_FOLDER_VOCAB} (ids are uint16)"
         )
     return None, size
 

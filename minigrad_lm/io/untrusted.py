@@ -30,8 +30,10 @@ __all__ = [
     "ListOf",
     "MissingFileError",
     "MapOf",
+    "NULL",
     "Num",
     "Object",
+    "OneOf",
     "Optional",
     "Spec",
     "Str",
@@ -271,6 +273,16 @@ class _Any(Spec):
 ANY = _Any()
 
 
+class _Null(Spec):
+    def check(self, value, source, where):
+        if value is not None:
+            raise self.fail(source, where, "null", value)
+        return value
+
+
+NULL = _Null()
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -388,6 +400,20 @@ class Object(Spec):
                                  f"(known: {', '.join(self.fields)})")
         return {k: self.fields[k].check(v, source, _join(where, k)) if k in self.fields else v
                 for k, v in value.items()}
+
+
+class OneOf(Spec):
+    """An object whose ``key`` (e.g. ``"type"``) says which of ``specs`` it must match."""
+
+    def __init__(self, key: str, specs: Mapping[str, Spec]):
+        self.key, self.specs = key, dict(specs)
+
+    def check(self, value, source, where):
+        tag = value.get(self.key) if isinstance(value, dict) else None
+        if not isinstance(tag, str) or tag not in self.specs:
+            wanted = f"an object whose {self.key!r} is one of {', '.join(map(repr, self.specs))}"
+            raise self.fail(source, where, wanted, tag if isinstance(value, dict) else value)
+        return self.specs[tag].check(value, source, where)
 
 
 def check(value: Any, spec: Spec, source: str) -> Any:
