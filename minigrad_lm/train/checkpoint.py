@@ -333,7 +333,7 @@ class Checkpoint:
         name = os.path.join(self.path, "model.safetensors")
         spec = self.adapter_spec
         if spec is not None and not lora_layers(model):
-            apply_spec(model, spec)
+            apply_spec(model, spec, os.path.join(self.path, ADAPTER_CONFIG))
             self.load_weights(model, state)
             remove_lora(model, merge=True)
             model.requires_grad_(True)

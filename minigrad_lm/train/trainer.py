@@ -655,7 +655,7 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
         init.load_weights(model if cfg.task == "lm" else model.body)
     spec = _lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
-        apply_spec(model, spec)
+        apply_spec(model, spec, f"--lora-rank {spec.rank}")
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])

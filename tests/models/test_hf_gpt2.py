@@ -429,7 +429,7 @@ def test_export_cli_writes_a_loadable_folder_and_refuses_a_non_empty_one(tmp_pat
     assert export.main(["--ckpt", str(run), "--to-hf", str(out), "--overwrite"]) == 0
     assert not (out / "tokenizer.json").exists()
     assert export.main(["--ckpt", str(run), "--to-hf", str(run / "best"), "--overwrite"]) == 2
-    assert "is the checkpoint being exported" in capsys.readouterr().err
+    assert "which is being exported; choose another folder" in capsys.readouterr().err
 
 
 def test_export_cli_refuses_post_norm_and_classifiers_before_writing(tmp_path, capsys):
