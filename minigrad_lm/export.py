@@ -37,15 +37,7 @@ from .models.adapters import (
 )
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .nn.lora import remove_lora
-from .train.checkpoint import (
-    BEST,
-    CHECKSUMS,
-    LATEST,
-    LOCK,
-    METRICS,
-    make_model,
-    read_checkpoint,
-)
+from .train.checkpoint import BEST, CHECKSUMS, LATEST, LOCK, METRICS, read_checkpoint
 
 __all__ = ["main"]
 
@@ -128,7 +120,7 @@ def _ancestors(folder: str):
 
 def _export(args: argparse.Namespace) -> int:
     ckpt = read_checkpoint(args.ckpt)
-    if ckpt.task != "lm":
+    if not ckpt.kind.bare_gpt:
         raise ValueError(f"{ckpt.path}: a {ckpt.task} checkpoint; only language models "
                          "(--task lm) can be exported as GPT-2")
     source = ckpt.tokenizer  # None for token ids that came without a tokenizer
@@ -193,7 +185,7 @@ def _model_with_adapters(ckpt, adapter: str | None):
     spec = ckpt.adapter_spec
     if spec is not None and adapter is not None:
         raise ValueError(f"--adapter: {ckpt.path} already has LoRA adapters; export it alone")
-    model = make_model(ckpt.task, ckpt.model_config, ckpt.num_classes)
+    model = ckpt.kind.build(ckpt.model_config, ckpt.extras)
     if spec is not None:
         # the checkpoint's weights then load with the adapters apart
         apply_spec(model, spec, os.path.join(ckpt.path, ADAPTER_CONFIG))

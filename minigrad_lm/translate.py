@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from .backend import check_device
 from .cli import report_errors
+from .data.parallel import encode_lines
 from .data.text import STDIN, one_line, read_lines
-from .inference.decoding import DecodeOptions, translate_ids
+from .inference.decoding import DecodeOptions, translate_text
 from .train.checkpoint import read_checkpoint_of
 
 __all__ = ["main", "translate"]
@@ -30,17 +29,16 @@ __all__ = ["main", "translate"]
 
 def translate(model, tokenizer, sentences: list[str], options: DecodeOptions,
               names: list[str] | None = None) -> list[str]:
-    """One line per sentence: its translation (an empty sentence translates to an empty string);
-    ``names`` (e.g. ``file:line``) say which sentence an error is about."""
-    c = model.config
+    """One line per sentence: its translation (an empty sentence translates to an empty string,
+    a line break the model decodes becomes a space); ``names`` (e.g. ``file:line``) say which
+    sentence an error is about."""
     todo = [i for i, s in enumerate(sentences) if s.strip()]
-    sources = [np.append(ids, c.eos_id) for ids in tokenizer.encode_batch(
-        [sentences[i] for i in todo])]
+    sources = encode_lines(tokenizer, [sentences[i] for i in todo], model.config.eos_id)
     todo_names = [names[i] if names else f"sentence {i + 1}" for i in todo]
     out = [""] * len(sentences)
-    for i, hyp in zip(todo, translate_ids(model, sources, options, names=todo_names),
-                      strict=True):
-        out[i] = one_line(tokenizer.decode(hyp)).strip()
+    for i, text in zip(todo, translate_text(model, tokenizer, sources, options, todo_names),
+                       strict=True):
+        out[i] = one_line(text).strip()
     return out
 
 
@@ -87,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m minigrad_lm.translate", description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, metavar="DIR",
                         help="run folder (uses best/, else latest/) or checkpoint folder")
-    parser.add_argument("--file", metavar="PATH", help="one sentence per line (gzip or not; - is stdin)")
+    parser.add_argument("--file", metavar="PATH",
+                        help="one sentence per line (gzip or not; - is stdin)")
     parser.add_argument("--encoding", default="utf-8",
                         help="text encoding of --file or stdin (default: utf-8)")
     parser.add_argument("--beam", type=int, default=4, metavar="N",

@@ -179,3 +179,16 @@ def encode_classification(
         ids[i, :n] = tokens[:n]
         lengths[i] = n
     return ids, lengths, cut
+
+
+def encode_sentences(tokenizer, texts: list[str], context: int, pooling: str,
+                     names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ids, lengths and the number of sentences cut, as a classifier with ``pooling`` reads
+    them: after a [CLS] token for ``"cls"``."""
+    prefix = ()
+    if pooling == "cls":
+        if getattr(tokenizer, "cls_id", None) is None:
+            raise ValueError("pooling cls: the tokenizer has no [CLS] token (use a word or bpe "
+                             "tokenizer)")
+        prefix = (tokenizer.cls_id,)
+    return encode_classification(texts, tokenizer, context, names, prefix)

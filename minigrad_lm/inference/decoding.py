@@ -17,7 +17,8 @@ import numpy as np
 
 from ..backend import memory
 
-__all__ = ["DecodeOptions", "beam_search", "greedy", "max_target_length", "translate_ids"]
+__all__ = ["DecodeOptions", "beam_search", "greedy", "max_target_length", "translate_ids",
+           "translate_text"]
 
 
 # length ** penalty must stay a float for any length a model can have (2**31 ** 30 ~ 1e280).
@@ -203,3 +204,11 @@ def translate_ids(model, sources: list[np.ndarray], options: DecodeOptions,
         for i, hyp in zip(part, hyps):
             out[i] = hyp
     return out
+
+
+def translate_text(model, tokenizer, sources: list[np.ndarray], options: DecodeOptions,
+                   names: list[str] | None = None) -> list[str]:
+    """The decoded translation of each source id sequence (eos included in the sources);
+    ``names`` as for :func:`translate_ids`."""
+    return [tokenizer.decode(h).strip()
+            for h in translate_ids(model, sources, options, names=names)]

@@ -1,5 +1,5 @@
-"""Masked language modelling (`--task lm --attention bidirectional`): the masking, the run, its
-checkpoint and what the other commands do with it."""
+"""Masked language modelling (`--task mlm`, or `--task lm --attention bidirectional`): the
+masking, the run, its checkpoint and what the other commands do with it."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from minigrad_lm.data.trained_tokenizer import FIRST_WORD_ID
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
-from minigrad_lm.train.tasks.masked_lm import IGNORE, mask_draws, mask_tokens
+from minigrad_lm.data.masking import mask_draws, mask_tokens
+from minigrad_lm.nn.functional import IGNORE_INDEX as IGNORE
 from tests.cli_support import TINY, WORDS, assert_one_line_error, run_module, run_train
 
 MASK_ID, VOCAB = 4, 60
@@ -75,7 +76,7 @@ def test_a_masked_language_model_learns_to_fill_in_words(mlm_run):
     evals = [r for r in read_metrics(str(out)) if r["kind"] == "eval"]
     assert evals[-1]["val_acc"] > 0.4, evals  # chance: 1 in 20 words
     ckpt = read_checkpoint(str(out))
-    assert ckpt.task == "lm" and not ckpt.model_config.causal
+    assert ckpt.task == "mlm" and not ckpt.model_config.causal
     assert ckpt.tokenizer.mask_id == MASK_ID
 
 
@@ -127,7 +128,8 @@ def test_resuming_a_masked_language_model_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--attention", "bidirectional"], "needs a [MASK] token: --tokenizer word or bpe, not char"),
+    (["--attention", "bidirectional", "--tokenizer", "char"],
+     "needs a [MASK] token: --tokenizer word or bpe, not char"),
     ([*MASKED, "--mask-prob", "1"], "--mask-prob must be"),
 ])
 def test_bad_masked_language_model_options(tmp_path, capsys, argv, message):
