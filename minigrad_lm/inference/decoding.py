@@ -17,10 +17,11 @@ import numpy as np
 
 from ..backend import memory
 
-__all__ = ["DecodeOptions", "beam_search", "greedy", "max_target_length", "translate_ids",
-           "translate_text"]
+__all__ = ["DECODE_BATCH", "DecodeOptions", "beam_search", "decoding_bytes", "greedy",
+           "max_target_length", "translate_ids", "translate_text"]
 
 
+DECODE_BATCH = 64  # sentences decoded together (each beam-size hypotheses)
 # length ** penalty must stay a float for any length a model can have (2**31 ** 30 ~ 1e280).
 MAX_LENGTH_PENALTY = 30.0
 
@@ -172,7 +173,7 @@ def decoding_bytes(config, rows: int) -> tuple[int, str]:
 
 
 def translate_ids(model, sources: list[np.ndarray], options: DecodeOptions,
-                  batch_size: int = 64, use_cache: bool = True,
+                  batch_size: int = DECODE_BATCH, use_cache: bool = True,
                   names: list[str] | None = None) -> list[list[int]]:
     """Target ids for each source id sequence (eos included in the sources), batched by length
     so that each batch needs little padding; results come back in the input order. ``names``
@@ -207,8 +208,9 @@ def translate_ids(model, sources: list[np.ndarray], options: DecodeOptions,
 
 
 def translate_text(model, tokenizer, sources: list[np.ndarray], options: DecodeOptions,
-                   names: list[str] | None = None) -> list[str]:
+                   names: list[str] | None = None, batch_size: int = DECODE_BATCH
+                   ) -> list[str]:
     """The decoded translation of each source id sequence (eos included in the sources);
-    ``names`` as for :func:`translate_ids`."""
+    ``names`` and ``batch_size`` as for :func:`translate_ids`."""
     return [tokenizer.decode(h).strip()
-            for h in translate_ids(model, sources, options, names=names)]
+            for h in translate_ids(model, sources, options, batch_size, names=names)]

@@ -22,6 +22,8 @@ from .tasks import DEFAULT_TASK, TASKS, task_name
 from .tasks.common import flag as _flag
 
 __all__ = [
+    "PATH_LISTS",
+    "TASK_OPTIONS",
     "TrainConfig",
     "build_parser",
     "check_fields",
@@ -75,19 +77,19 @@ class TrainConfig:
     min_count: int = 1
     lowercase: bool = False
     attention: str | None = None
-    mask_prob: float = 0.15
-    pooling: str = "mean"
+    mask_prob: float | None = None
+    pooling: str | None = None
     word_dropout: float | None = None
-    recompute: str = "none"
-    lora_rank: int = 0
-    lora_alpha: float = 16.0
-    lora_targets: str = "qkv"
+    recompute: str | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: str | None = None
     d_ff: int | None = None
-    embeddings: str = "shared"
-    batch_tokens: int = 4096
-    label_smoothing: float = 0.1
-    beam_size: int = 4
-    length_penalty: float = 1.0
+    embeddings: str | None = None
+    batch_tokens: int | None = None
+    label_smoothing: float | None = None
+    beam_size: int | None = None
+    length_penalty: float | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -95,7 +97,7 @@ class TrainConfig:
         _check_choice("task", self.task)
         self.task = task_name(self.to_dict())
         task = TASKS[self.task]
-        for name in _TASK_OPTIONS:
+        for name in TASK_OPTIONS:
             if getattr(self, name) is not None and name not in task.options:
                 owners = " or ".join(t.name for t in TASKS.values() if name in t.options)
                 raise ValueError(f"{_flag(name)} applies to --task {owners}")
@@ -106,7 +108,8 @@ class TrainConfig:
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name in CHOICES:
-            _check_choice(name, getattr(self, name))
+            if getattr(self, name) is not None or name not in TASK_OPTIONS:
+                _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
         if self.val_data is not None and self.val_every_nth is not None:
@@ -133,7 +136,7 @@ CHOICES = {
 }
 RUN_LENGTH = ("max_steps", "epochs")  # a task's defaults give one: its run's length
 # Options of some tasks only (default None): refused, when given, by the others.
-_TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
+TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
 # What an option left at None means, for the tasks without a default for it.
 _NONE_MEANS = {"decay_steps": "the whole run", "eval_every": "twice an epoch"}
 

@@ -62,9 +62,17 @@ from .checkpoint import (
     truncate_metrics,
 )
 from .checkpoint import save_checkpoint as write_checkpoints
-from .config import TrainConfig, build_parser, check_fields, read_config_file
+from .config import (
+    PATH_LISTS,
+    TASK_OPTIONS,
+    TrainConfig,
+    build_parser,
+    check_fields,
+    read_config_file,
+)
 from .distributed import CollectiveError, World
 from .tasks import TASKS, make_task, task_name
+from .tasks.common import flag
 
 __all__ = ["main", "measure_peak_flops"]
 
@@ -157,17 +165,38 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     saved = source.state.get("train_config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{source.path}/state.json: lacks the training configuration")
-    saved = check_fields(saved, f"{source.path}/state.json")
-    task = TASKS.get(task_name(saved))
-    if task is not None:
-        saved = {**task.saved_defaults, **saved}
+    state = f"{source.path}/state.json"
+    saved = check_fields(saved, state)
+    if task_name(saved) != source.task:
+        raise CheckpointError(f"{state}: its training configuration is of --task "
+                              f"{task_name(saved)} but config.json holds a {source.task} model")
+    task = TASKS[source.task]
+    # What the run was trained with: its task's options (another task's were never used).
+    saved = {k: v for k, v in {**task.saved_defaults, **saved}.items()
+             if k not in TASK_OPTIONS or k in task.options}
     if "task" in explicit and task_name({**saved, **explicit}) != task_name(saved):
         raise CheckpointError(f"--resume: {source.path} was trained with --task "
                               f"{task_name(saved)}, not {explicit['task']}")
-    if "tokenizer" in explicit and explicit["tokenizer"] != saved.get("tokenizer"):
-        raise CheckpointError(f"--resume: {source.path} was trained with --tokenizer "
-                              f"{saved.get('tokenizer')}, not {explicit['tokenizer']}")
+    for name in task.fixed:
+        if name in explicit and not _same_option(name, explicit[name], saved.get(name)):
+            raise CheckpointError(f"--resume: {source.path} was trained with {flag(name)} "
+                                  f"{_shown(saved.get(name))}, not {_shown(explicit[name])}")
     return source, saved
+
+
+def _same_option(name: str, given, saved) -> bool:
+    """Whether a resumed run's option ``given`` says what it was trained with (paths compared
+    as the files they name)."""
+    if name in PATH_LISTS and given is not None and saved is not None:
+        given, saved = ([os.path.realpath(p) for p in ([v] if isinstance(v, str) else v)]
+                        for v in (given, saved))
+    return given == saved
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "(not given)"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _without_replaced_length(saved: dict, explicit: dict) -> dict:
@@ -719,7 +748,7 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
         print(f"LoRA rank {spec.rank} (alpha {spec.alpha:g}) on {', '.join(spec.targets)}: "
               f"{trainable:,} trainable parameters "
               f"({trainable / trainer.model.num_parameters():.2%}), the rest frozen")
-    if cfg.recompute != "none":
+    if cfg.recompute not in (None, "none"):
         print(f"recompute: {cfg.recompute} (activations recomputed in backward)")
     if init is not None:
         print(f"initialized from {init.path}")
