@@ -63,7 +63,6 @@ from .checkpoint import (
 )
 from .checkpoint import save_checkpoint as write_checkpoints
 from .config import (
-    PATH_LISTS,
     TASK_OPTIONS,
     TrainConfig,
     build_parser,
@@ -178,19 +177,10 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
         raise CheckpointError(f"--resume: {source.path} was trained with --task "
                               f"{task_name(saved)}, not {explicit['task']}")
     for name in task.fixed:
-        if name in explicit and not _same_option(name, explicit[name], saved.get(name)):
+        if name in explicit and explicit[name] != saved.get(name):
             raise CheckpointError(f"--resume: {source.path} was trained with {flag(name)} "
                                   f"{_shown(saved.get(name))}, not {_shown(explicit[name])}")
     return source, saved
-
-
-def _same_option(name: str, given, saved) -> bool:
-    """Whether a resumed run's option ``given`` says what it was trained with (paths compared
-    as the files they name)."""
-    if name in PATH_LISTS and given is not None and saved is not None:
-        given, saved = ([os.path.realpath(p) for p in ([v] if isinstance(v, str) else v)]
-                        for v in (given, saved))
-    return given == saved
 
 
 def _shown(value) -> str:
