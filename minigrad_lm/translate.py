@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backend import check_device
+from .backend import check_device, memory
 from .cli import report_errors
 from .data.parallel import encode_lines
 from .data.text import STDIN, one_line, read_lines
-from .inference.decoding import DecodeOptions, translate_text
+from .inference.decoding import DECODE_BATCH, DecodeOptions, decoding_bytes, translate_text
 from .train.checkpoint import read_checkpoint_of
 
 __all__ = ["main", "translate"]
@@ -74,6 +74,8 @@ def _translate(args: argparse.Namespace) -> int:
         raise ValueError("no sentences: give them as arguments, with --file, or one per line on "
                          "stdin")
     ckpt = read_checkpoint_of(args.ckpt, "translate")
+    need, detail = decoding_bytes(ckpt.model_config, DECODE_BATCH * options.beam_size)
+    memory.require(need, detail, f"--beam {options.beam_size}", device)
     model = ckpt.build_model(device)
     for line in translate(model, ckpt.tokenizer, sentences, options, names):
         print(line)
