@@ -233,8 +233,9 @@ def _optional(name: str) -> bool:
     return type(None) in typing.get_args(_HINTS[name])
 
 
-def _check_type(name: str, value: Any) -> Any:
-    """``value`` if it fits field ``name`` (an int is accepted for a float); else ValueError."""
+def _check_type(name: str, value: Any, called: str | None = None) -> Any:
+    """``value`` if it fits field ``name`` (an int is accepted for a float); else a ValueError
+    calling it ``called`` (its flag by default)."""
     kind = _base_type(name)
     if value is None and _optional(name):
         return None
@@ -252,11 +253,12 @@ def _check_type(name: str, value: Any) -> Any:
     noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
     if name in PATH_LISTS:
         noun = "a path or a list of paths"
-    raise ValueError(f"{_flag(name)} must be {noun}, got {short(value)}")
+    raise ValueError(f"{called or _flag(name)} must be {noun}, got {short(value)}")
 
 
 def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Refuse unknown keys; accept ``max-steps`` for ``max_steps`` as on the command line."""
+    """Refuse unknown keys and values of the wrong type, naming ``source`` (a file) and the
+    key; accept ``max-steps`` for ``max_steps`` as on the command line."""
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
@@ -264,7 +266,7 @@ def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise ValueError(
                 f"{source}: unknown option {short(key)} (known: {', '.join(_FIELD_NAMES)})"
             )
-        out[name] = value
+        out[name] = _check_type(name, value, f"{source}: key {short(key)}")
     return out
 
 

@@ -173,6 +173,11 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     # What the run was trained with: its task's options (another task's were never used).
     saved = {k: v for k, v in {**task.saved_defaults, **saved}.items()
              if k not in TASK_OPTIONS or k in task.options}
+    try:
+        TrainConfig(**saved)  # each value in its range: a hand edit is named as such
+    except ValueError as e:
+        raise CheckpointError(f"{state}: the run's training configuration is refused: {e}"
+                              ) from None
     if "task" in explicit and task_name({**saved, **explicit}) != task_name(saved):
         raise CheckpointError(f"--resume: {source.path} was trained with --task "
                               f"{task_name(saved)}, not {explicit['task']}")

@@ -135,3 +135,24 @@ def test_a_resumed_run_records_only_what_it_uses(tmp_path):
     recorded = json.loads((run / "train_config.json").read_text())
     unused = [o for o in TASK_OPTIONS if o not in TASKS["translate"].options]
     assert {o: recorded[o] for o in unused} == {o: None for o in unused}
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(task=st.sampled_from(sorted(TASKS)), key=st.sampled_from(sorted(VALUES)),
+       value=st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+       | st.lists(st.integers(), max_size=2))
+def test_a_hand_edited_state_json_value_is_named_by_its_file_and_key(tmp_path_factory, capsys,
+                                                                      task, key, value):
+    """A resumed run either accepts the edited value or says which file and key hold it."""
+    run = tmp_path_factory.mktemp("edited") / "run"
+    shutil.copytree(V1 / task, run)
+    edit_json(run / "latest", "state.json",
+              lambda s: s["train_config"].update({key: value, "out": str(run)}))
+    capsys.readouterr()
+    status = run_train("--out", run, "--resume", "--max-steps", "3", "--eval-every", "100")
+    err = capsys.readouterr().err
+    assert status in (0, 2), err
+    if status == 2:
+        assert_one_line_error(err)
+        assert "state.json" in err or "--max-steps" in err, err
