@@ -37,7 +37,8 @@ from .models.adapters import (
 )
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .nn.lora import remove_lora
-from .train.checkpoint import BEST, CHECKSUMS, LATEST, LOCK, METRICS, read_checkpoint
+from .checkpoints.folder import BEST, CHECKSUMS, LATEST, read_checkpoint
+from .checkpoints.metrics import METRICS
 
 __all__ = ["main"]
 
@@ -95,11 +96,9 @@ def _check_out(out: str, overwrite: bool, sources: tuple[str, ...]) -> None:
         if held is not None:
             raise ValueError(f"--to-hf {out}: is or is inside a folder holding the checkpoint "
                              f"{held}, which an export must not change; choose another folder")
-    run_files = [n for n in (METRICS, LOCK, "train_config.json")
-                 if os.path.lexists(os.path.join(out, n))]
-    if run_files:
-        raise ValueError(f"--to-hf {out}: a training run's folder (it has {run_files[0]}); "
-                         "choose another folder")
+    if os.path.lexists(os.path.join(out, METRICS)):
+        raise ValueError(f"--to-hf {out}: a training run's folder (it has {METRICS}); choose "
+                         "another folder")
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise ValueError(f"--to-hf {out}: folder is not empty (pass --overwrite to replace its "
                          "model and tokenizer files)")

@@ -18,11 +18,11 @@ import argparse
 import sys
 
 from .backend import check_device, memory
+from .checkpoints.folder import read_checkpoint_of
 from .cli import report_errors
 from .data.parallel import encode_lines
 from .data.text import STDIN, one_line, read_lines
 from .inference.decoding import DECODE_BATCH, DecodeOptions, decoding_bytes, translate_text
-from .train.checkpoint import read_checkpoint_of
 
 __all__ = ["main", "translate"]
 
@@ -42,7 +42,7 @@ def translate(model, tokenizer, sentences: list[str], options: DecodeOptions,
     return out
 
 
-FLAGS = {"beam_size": "--beam", "length_penalty": "--length-penalty",
+FLAGS = {"beam_size": "--beam-size", "length_penalty": "--length-penalty",
          "max_len_a": "--max-len-a", "max_len_b": "--max-len-b"}
 
 
@@ -75,7 +75,7 @@ def _translate(args: argparse.Namespace) -> int:
                          "stdin")
     ckpt = read_checkpoint_of(args.ckpt, "translate")
     need, detail = decoding_bytes(ckpt.model_config, DECODE_BATCH * options.beam_size)
-    memory.require(need, detail, f"--beam {options.beam_size}", device)
+    memory.require(need, detail, f"--beam-size {options.beam_size}", device)
     model = ckpt.build_model(device)
     for line in translate(model, ckpt.tokenizer, sentences, options, names):
         print(line)
@@ -91,13 +91,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="one sentence per line (gzip or not; - is stdin)")
     parser.add_argument("--encoding", default="utf-8",
                         help="text encoding of --file or stdin (default: utf-8)")
-    parser.add_argument("--beam", type=int, default=4, metavar="N",
-                        help="beam size; 1 is greedy (default: 4)")
-    parser.add_argument("--length-penalty", type=float, default=1.0, metavar="X",
-                        help="rank hypotheses by log p / length ** X (default: 1.0)")
-    parser.add_argument("--max-len-a", type=float, default=1.5, metavar="X",
-                        help="at most X x source tokens + --max-len-b tokens (default: 1.5)")
-    parser.add_argument("--max-len-b", type=int, default=10, metavar="N", help="(default: 10)")
+    default = DecodeOptions()
+    parser.add_argument("--beam-size", "--beam", type=int, default=default.beam_size,
+                        metavar="N", help="beam size; 1 is greedy (default: %(default)s)")
+    parser.add_argument("--length-penalty", type=float, default=default.length_penalty,
+                        metavar="X",
+                        help="rank hypotheses by log p / length ** X (default: %(default)s)")
+    parser.add_argument("--max-len-a", type=float, default=default.max_len_a, metavar="X",
+                        help="at most X x source tokens + --max-len-b tokens "
+                        "(default: %(default)s)")
+    parser.add_argument("--max-len-b", type=int, default=default.max_len_b, metavar="N",
+                        help="(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
     args = parser.parse_args(argv)

@@ -75,8 +75,8 @@ SAMPLERS = [
                                                                   s.items()))
 @pytest.mark.parametrize("shape", [{}, {"norm_first": False, "positional": "sinusoidal"}],
                          ids=["pre-learned", "post-sinusoidal"])
-def test_cached_and_uncached_generation_agree(sampler, shape):
-    model = _tiny_gpt(**shape)
+def test_cached_and_uncached_generation_agree(device, sampler, shape):
+    model = _tiny_gpt(**shape).to(device)
     prompt = np.array([3, 1, 4])
     # 40 new tokens on a context of 8: the window restarts several times.
     cached = generate(model, prompt, 40, seed=7, use_cache=True, **sampler)
@@ -84,6 +84,13 @@ def test_cached_and_uncached_generation_agree(sampler, shape):
     assert cached.dtype == np.int64 and cached.shape == (40,)
     assert cached.tolist() == uncached.tolist()
     assert ((cached >= 0) & (cached < 13)).all()
+
+
+def test_generation_on_gpu_gives_the_cpu_tokens(gpu):
+    prompt = np.array([3, 1, 4])
+    cpu = generate(_tiny_gpt(), prompt, 20, seed=3, temperature=0.8, top_k=6)
+    assert generate(_tiny_gpt().to(gpu), prompt, 20, seed=3, temperature=0.8,
+                    top_k=6).tolist() == cpu.tolist()
 
 
 def test_cache_feeds_one_token_per_step():
@@ -133,13 +140,9 @@ def test_generate_rejects_bad_options(kwargs, match):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lm_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gen")
-    out = folder / "run"
-    assert run_train("--data", write_corpus(folder), "--out", out, "--max-steps", "20",
-                     "--eval-every", "10", *TINY) == 0
-    return out
+@pytest.fixture
+def lm_run(tiny_lm_run) -> Path:
+    return tiny_lm_run
 
 
 def _generate(capsys, *argv) -> tuple[int, str, str]:

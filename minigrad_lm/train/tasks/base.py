@@ -19,7 +19,7 @@ from ..distributed import LOCAL, World
 from .common import FIXED_ON_RESUME
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 
@@ -39,8 +39,6 @@ class Task(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     # Options a resumed run keeps from its checkpoint: given again, they must agree with it.
     fixed: ClassVar[tuple[str, ...]] = FIXED_ON_RESUME
-    # Values of options that a run saved before the option existed trained with (--resume).
-    saved_defaults: ClassVar[dict[str, Any]] = {}
     # Tasks whose checkpoints --init-from may start this one from (their weights fit).
     init_from: ClassVar[tuple[str, ...]] = ()
     best_metric: ClassVar[str] = "val_loss"  # the evaluate() key that picks best/

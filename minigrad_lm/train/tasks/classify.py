@@ -31,7 +31,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 
@@ -55,7 +55,6 @@ class ClassifyTask(Task):
                 "pooling": "mean", **GPT_OPTIONS}
     options = ("epochs", "word_dropout", "pooling", "val_every_nth", *GPT_OPTIONS)
     fixed = (*Task.fixed, "pooling")
-    saved_defaults = {"word_dropout": 0.0}  # runs from before word dropout trained without
     init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_acc"
     higher_is_better = True

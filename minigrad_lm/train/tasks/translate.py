@@ -43,7 +43,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 __all__ = ["TranslateTask"]
@@ -81,8 +81,9 @@ class TranslateTask(Task):
                 "d_model": 256, "positional": "sinusoidal", "dropout": 0.1, "lr": 1.5e-3,
                 "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.98, "weight_decay": 0.01,
                 "log_every": 100, "attention": "bidirectional", "embeddings": "shared",
-                "batch_tokens": 4096, "label_smoothing": 0.1, "beam_size": 4,
-                "length_penalty": 1.0}
+                "batch_tokens": 4096, "label_smoothing": 0.1,
+                "beam_size": DecodeOptions.beam_size,
+                "length_penalty": DecodeOptions.length_penalty}
     options = ("epochs", "d_ff", "embeddings", "batch_tokens", "label_smoothing", "beam_size",
                "length_penalty")
     fixed = (*Task.fixed, "d_ff", "embeddings", "batch_tokens")
