@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine import amp
 from ..data.tokenizer import TOKENIZER_KINDS
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
 from ..models.classifier import POOLINGS
@@ -147,9 +148,14 @@ class TrainConfig:
         "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
         "more time), attention drops the attention probabilities (grows with context squared)",
         choices=RECOMPUTE)
+    precision: str = option(
+        "fp32", "fp16: mixed precision (float16 GEMMs and attention, float32 master weights, "
+        "optimizer state and reductions, dynamic loss scaling; the log line shows the scale and "
+        "the steps skipped on overflow); on the CPU it checks numerics and is not faster; bf16 "
+        "is refused (no bfloat16 arithmetic in NumPy or CuPy)", choices=amp.PRECISIONS)
     lora_rank: int | None = option(
-        None, "train rank-R LoRA adapters on --lora-targets instead of the whole model (the GPT body "
-        "is frozen; a classifier's head still trains; 0: off); checkpoints then also hold "
+        None, "train rank-R LoRA adapters on --lora-targets instead of the whole model (the GPT "
+        "body is frozen; a classifier's head still trains; 0: off); checkpoints then also hold "
         "adapter_model.safetensors + adapter_config.json in the PEFT layout", range=(0, 65536))
     lora_alpha: float | None = option(
         None, "LoRA scale: the update is (alpha / rank) B A", range=((0.0,), 1000000000.0))
@@ -197,6 +203,8 @@ class TrainConfig:
                 _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        if self.precision == "bf16":
+            raise ValueError(f"--precision bf16: {amp.NO_BFLOAT16}")
         if self.val_data is not None and self.val_every_nth is not None:
             raise ValueError("--val-data and --val-every-nth both say where validation comes "
                              "from: choose one")
