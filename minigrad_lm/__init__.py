@@ -10,7 +10,7 @@ import numpy as _np
 
 from . import backend, engine, models, nn, optim  # mg.nn.Linear, mg.optim.AdamW, mg.models.GPT
 from .backend import cuda_available, get_default_device, set_default_device
-from .engine import ops, recompute, rng
+from .engine import amp, ops, recompute, rng
 from .engine.creation import (
     arange,
     full,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine import amp
 from ..data.tokenizer import TOKENIZER_KINDS
 from ..inference.decoding import DecodeOptions
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
@@ -147,6 +148,11 @@ class TrainConfig:
         "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
         "more time), attention drops the attention probabilities (grows with context squared)",
         choices=RECOMPUTE)
+    precision: str = option(
+        "fp32", "fp16: mixed precision (float16 GEMMs and attention, float32 master weights, "
+        "optimizer state and reductions, dynamic loss scaling; the log line shows the scale and "
+        "the steps skipped on overflow); on the CPU it checks numerics and is not faster; bf16 "
+        "is refused (no bfloat16 arithmetic in NumPy or CuPy)", choices=amp.PRECISIONS)
     lora_rank: int = option(
         0, "train rank-R LoRA adapters on --lora-targets instead of the whole model (the GPT body "
         "is frozen; a classifier's head still trains; 0: off); checkpoints then also hold "
@@ -196,6 +202,8 @@ class TrainConfig:
             _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        if self.precision == "bf16":
+            raise ValueError(f"--precision bf16: {amp.NO_BFLOAT16}")
         if self.val_data is not None and self.val_every_nth is not None:
             raise ValueError("--val-data and --val-every-nth both say where validation comes "
                              "from: choose one")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backend import memory
 from ..checkpoints.folder import Checkpoint
-from ..engine import rng
+from ..engine import amp, rng
 from ..io.files import CheckpointError
 from ..models.adapters import apply_spec
 from ..nn import Module
@@ -67,6 +67,7 @@ class Start:
     world: World
     device: str
     peak: Peak | None  # None on ranks other than 0, which never report MFU
+    scaler: amp.GradScaler  # loss scaling, enabled by --precision fp16
     step: int = 0
     best_score: float | None = None
     best_step: int | None = None
@@ -129,8 +130,9 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
         rng.manual_seed(_rank_seed(cfg.seed, world.rank))  # dropout masks of its own
     length = RunLength.of(cfg, task, cfg.batch_size * cfg.grad_accum_steps * world.size)
     peak = Peak(device, cfg.peak_flops) if world.is_root else None
+    scaler = amp.GradScaler(enabled=cfg.precision == "fp16")
     begin = Start(cfg, length, task, model, model_config, optimizer, batch_rng, world, device,
-                  peak)
+                  peak, scaler)
     if resume is not None:
         _restore_random_state(resume, batch_rng, world.rank)
         begin.best_score = resume.state.get("best_score")
@@ -139,6 +141,12 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
         resume.load_weights(model)
         resume.load_optimizer(optimizer)
         begin.step = _resumed_step(resume, optimizer)
+        if scaler.enabled and "grad_scaler" in resume.state:
+            try:
+                scaler.load_state_dict(resume.state["grad_scaler"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"{resume.path}/state.json: bad grad_scaler ({e!r})") \
+                    from None
         if begin.step >= length.max_steps:
             more = "--epochs" if cfg.epochs is not None else "--max-steps"
             raise ValueError(
