@@ -14,7 +14,8 @@ README = PACKAGE.parent / "README.md"
 
 # Bottom first: a module may import its own layer and the ones before it, never a later one.
 LAYERS = ["io", "backend", "engine", "nn", "optim", "models", "data", "inference", "checkpoints",
-          "cli", "train", "generate", "classify", "evaluate", "translate", "explain", "export",
+          "cli", "train", "generate", "classify", "answer", "evaluate", "translate", "explain",
+          "export",
           "plot", "testing"]
 
 
@@ -110,7 +111,8 @@ def test_the_readme_layout_names_every_folder_and_root_module():
     assert listed == actual
 
 
-INFERENCE_CLIS = ("generate", "classify", "evaluate", "translate", "explain", "export", "plot")
+INFERENCE_CLIS = ("generate", "classify", "answer", "evaluate", "translate", "explain", "export",
+                  "plot")
 
 
 def test_the_inference_commands_never_import_the_trainer():

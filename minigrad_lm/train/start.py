@@ -122,7 +122,7 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
         init.load_weights(task.kind.pretrained_part(model))
     spec = lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
-        apply_spec(model, spec)
+        apply_spec(model, spec, f"--lora-rank {spec.rank}")
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])

@@ -416,7 +416,7 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
         print(f"LoRA rank {spec.rank} (alpha {spec.alpha:g}) on {', '.join(spec.targets)}: "
               f"{trainable:,} trainable parameters "
               f"({trainable / trainer.model.num_parameters():.2%}), the rest frozen")
-    if cfg.recompute != "none":
+    if cfg.recompute not in (None, "none"):
         print(f"recompute: {cfg.recompute} (activations recomputed in backward)")
     if init is not None:
         print(f"initialized from {init.path}")

@@ -233,7 +233,7 @@ def test_length_limit_and_source_errors():
         translate_ids(model, [np.array([5, EOS]), np.arange(13) % 8 + 3], DecodeOptions())
     with pytest.raises(ValueError, match="source of 13 tokens is longer than context_length=12"):
         model(np.ones((1, 13), np.int64), np.ones((1, 2), np.int64))
-    with pytest.raises(ValueError, match="beam size must be a positive integer"):
+    with pytest.raises(ValueError, match="beam_size must be a positive integer"):
         DecodeOptions(beam_size=0)
     with pytest.raises(ValueError, match="eos_id=11 is outside the vocabulary of 11"):
         Seq2SeqConfig(vocab_size=11, eos_id=11)

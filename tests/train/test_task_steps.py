@@ -1,10 +1,11 @@
 """Two training steps of every task (each of train.tasks.TASKS has a case here) through
 `python -m minigrad_lm.train`, as a user runs it, on each device against the same run on the
 CPU: the language model, the masked language model, the classifier (bidirectional, [CLS]
-pooling, word dropout), translation (beam search in its evaluation), a LoRA fine-tune with
-recompute, and a resumed run. Compared: every step's loss and gradient norm,
-the evaluation, and the weights and Adam moments saved after the steps; on the CPU the two runs
-must agree bit for bit. Dropout is off: a GPU draws its masks from a generator of its own."""
+pooling, word dropout), translation (beam search in its evaluation), question answering (span
+and answer heads), a LoRA fine-tune with recompute, and a resumed run. Compared: every step's
+loss and gradient norm, the evaluation, and the weights and Adam moments saved after the steps;
+on the CPU the two runs must agree bit for bit. Dropout is off: a GPU draws its masks from a
+generator of its own."""
 from __future__ import annotations
 
 import json
@@ -52,6 +53,14 @@ def translate(folder: Path) -> list:
             val_tgt, *MODEL, "--beam-size", "2", "--label-smoothing", "0.1"]
 
 
+def qa(folder: Path) -> list:
+    from tests.train.test_qa_cli import QA, copy_task
+    train, val = folder / "qa_train.json", folder / "qa_val.json"
+    if not train.exists():
+        copy_task(train, 4, 0), copy_task(val, 1, 1)
+    return [*QA, "--data", train, "--val-data", val]
+
+
 def lora(folder: Path) -> list:
     base = folder / "base"
     if not base.exists():
@@ -60,7 +69,7 @@ def lora(folder: Path) -> list:
             "4", "--lora-targets", "qkv,fc", "--recompute", "blocks", "--lr", "1e-2"]
 
 
-CASES = {f.__name__: f for f in (lm, mlm, classify, translate, lora)}
+CASES = {f.__name__: f for f in (lm, mlm, classify, translate, qa, lora)}
 
 
 @pytest.fixture(scope="module")

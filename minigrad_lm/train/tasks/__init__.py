@@ -1,5 +1,6 @@
 """The training tasks, one module each: language modelling (``lm``), masked language modelling
-(``mlm``), sentence classification (``classify``) and translation (``translate``).
+(``mlm``), sentence classification (``classify``), translation (``translate``) and question
+answering (``qa``).
 
 Each is a :class:`~.base.Task` that owns its rules (defaults, option checks, model, data,
 loss, evaluation, best metric, checkpoint contents); the trainer, the configuration and the
@@ -14,17 +15,18 @@ from .base import Task
 from .classify import ClassifyTask
 from .lm import LMTask
 from .masked_lm import MaskedLMTask
+from .qa import QATask
 from .translate import TranslateTask
 
 if TYPE_CHECKING:
     from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "LMTask", "MaskedLMTask", "Task",
+__all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "LMTask", "MaskedLMTask", "QATask", "Task",
            "TranslateTask", "make_task", "task_name"]
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LMTask, MaskedLMTask, ClassifyTask,
-                                                    TranslateTask)}
+                                                    TranslateTask, QATask)}
 DEFAULT_TASK = LMTask.name
 
 

@@ -19,6 +19,7 @@ from ..distributed import LOCAL, World
 from .base import Task
 from .common import (
     EVAL_STREAM,
+    GPT_OPTIONS,
     MAJORITY_MARGIN,
     epoch_draw,
     evaluating,
@@ -50,8 +51,10 @@ class ClassifyTask(Task):
     defaults = {"epochs": 3, "tokenizer": "word", "batch_size": 32, "context": 64,
                 "n_layer": 2, "d_model": 128, "positional": "learned", "dropout": 0.1,
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
-                "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional"}
-    options = ("epochs", "word_dropout")
+                "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
+                "pooling": "mean", **GPT_OPTIONS}
+    options = ("epochs", "word_dropout", "pooling", "val_every_nth", *GPT_OPTIONS)
+    fixed = (*Task.fixed, "pooling")
     init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_acc"
     higher_is_better = True
