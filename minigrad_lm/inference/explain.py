@@ -11,8 +11,8 @@
   :class:`ExplainOptions`.
 
 Gradients come from the engine's autograd, taken with respect to the token-embedding tensor the
-model reads (``GPT.hidden_states(token_embeddings=...)``); position embeddings belong to the model, not
-to the attribution. Attention maps are the probabilities the layers computed, recorded by
+model reads (``GPT.hidden_states(token_embeddings=...)``); position embeddings belong to the
+model, not to the attribution. Attention maps are the probabilities the layers computed, recorded by
 :class:`~minigrad_lm.nn.attention.AttentionRecorder`.
 """
 from __future__ import annotations
@@ -386,7 +386,8 @@ def explain_next_token(model, ids, target: int | None = None,
             target, limit, "token id")
 
         def f(e: Tensor) -> Tensor:
-            hidden = model.hidden_states(np.repeat(ids[None], e.shape[0], axis=0), token_embeddings=e)
+            rows = np.repeat(ids[None], e.shape[0], axis=0)
+            hidden = model.hidden_states(rows, token_embeddings=e)
             return model.head(hidden[:, -1])[:, target]
 
         attribution = _attribute(f, ids, table, method, steps, baseline, batch, token_text)
