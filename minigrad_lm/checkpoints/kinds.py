@@ -11,22 +11,25 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..backend.memory import Head
 from ..data.labeled import encode_sentences, load_labeled
 from ..data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
-from ..data.qa import read_qa
+from ..data.qa import QAExample, read_qa
 from ..data.text import encode_text, load_text
 from ..engine.tensor import no_grad
 from ..inference.decoding import DecodeOptions, translate_ids, translate_text
 from ..inference.explain import (
     ExplainOptions,
     Explanation,
+    explain_answer,
     explain_classifier,
     explain_next_token,
     explain_translation,
     token_text,
 )
-from ..inference.qa import answer_examples
+from ..inference.qa import answer_examples, predict_answers, read_windows
 from ..inference.qa_metrics import qa_metrics
 from ..inference.scoring import (
     bleu,
@@ -122,6 +125,14 @@ class CheckpointKind:
                 if k.explain.__func__ is not CheckpointKind.explain.__func__]  # overridden
         raise ValueError(f"{ckpt.path}: {cls.noun}, which explain does not read (it reads "
                          f"{', '.join(able)})")
+
+
+    @classmethod
+    def check_explain_options(cls, ckpt, options: ExplainOptions) -> None:
+        """Refuse the explain flags this kind does not read (a context: QA's alone)."""
+        if options.context is not None:
+            raise ValueError(f"--context/--context-file: {ckpt.path} is {cls.noun}; only a "
+                             "question-answering model reads a context")
 
 
 def _tokenizer(ckpt):
@@ -385,6 +396,45 @@ class QAKind(CheckpointKind):
         answers = answer_examples(model, _tokenizer(ckpt), ckpt.extras["answers"], examples,
                                   stride, longest, batch_size)
         return {"task": cls.name, **qa_metrics(examples, [a.text for a in answers])}
+
+    @classmethod
+    def check_explain_options(cls, ckpt, options):
+        """A question needs its context; the chosen answer is what is explained."""
+        if options.context is None:
+            raise ValueError(f"{ckpt.path}: {cls.noun} explains the answer to a question about "
+                             "a text: give --context TEXT or --context-file FILE")
+        if options.target is not None:
+            raise ValueError("--target: a question-answering model is explained for the answer "
+                             "it chooses (as python -m minigrad_lm.answer prints it)")
+
+    @classmethod
+    def explain(cls, ckpt, model, sentences, names, options):
+        """Attributions of each question's chosen answer (as ``answer`` chooses it) to the
+        tokens of the window it was read from, question and context: of a span's start plus
+        end logit, or of a class answer's logit."""
+        cls.check_explain_options(ckpt, options)
+        tokenizer, answers = _tokenizer(ckpt), ckpt.extras["answers"]
+        examples = [QAExample(name, q, options.context, [], [], "span", "", name)
+                    for q, name in zip(sentences, names, strict=True)]
+        stride, longest = cls.reading(ckpt)
+        windows = read_windows(model, tokenizer, answers, examples, stride)
+        chosen = predict_answers(model, windows, [options.context] * len(examples), answers,
+                                 options.batch, longest)
+        out = []
+        for i, a in enumerate(chosen):
+            row = a.window
+            n = int(windows.lengths[row])
+            ex = explain_answer(model, windows.ids[row, :n], windows.context_mask()[row, :n],
+                                a.tokens, a.answer_class, a.text, a.probability,
+                                answer_names=list(answers), **options.attribution(tokenizer))
+            rows = np.flatnonzero(windows.example == i)
+            if len(rows) > 1:
+                lo = int(windows.offsets[row, windows.ctx_lo[row], 0])
+                ex.note = (f"the context is read in {len(rows)} windows; explained: window "
+                           f"{int(np.searchsorted(rows, row)) + 1}, from character {lo}, which "
+                           "holds the chosen answer")
+            out.append(ex)
+        return out
 
     @staticmethod
     def report(where, m):
