@@ -1,17 +1,13 @@
 """python -m minigrad_lm.explain on a question-answering checkpoint: the chosen answer's
-attributions (complete for a span's score), the same answer as ``answer`` prints, long
-contexts and the flags only QA reads."""
+attributions, the same answer as ``answer`` prints, long contexts and the flags only QA
+reads (explain_answer's completeness: tests/inference/test_explain.py)."""
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from minigrad_lm import answer
-from minigrad_lm.inference.explain import explain_answer
-from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.models.qa import QuestionAnswerer
 from tests.cli_support import assert_one_line_error
 from tests.test_explain_cli import explain, runs  # noqa: F401 (the classifier run fixture)
 from tests.train.test_qa_cli import trained  # noqa: F401 (a trained QA run)
@@ -22,24 +18,6 @@ CONTEXT = "Birds sing. The code is omega. The river runs past."
 @pytest.fixture(scope="module")
 def qa_run(trained):  # noqa: F811
     return trained / "run"
-
-
-def test_span_score_attributions_are_complete():
-    model = QuestionAnswerer(GPT(GPTConfig(vocab_size=20, context_length=12, n_layer=1,
-                                           n_head=2, d_model=16, causal=False)), 3)
-    ids = np.array([1, 5, 6, 2, 7, 8, 9, 10, 11])
-    mask = np.arange(len(ids)) >= 4
-    ex = explain_answer(model, ids, mask, (5, 7), steps=64, baseline=None)
-    a = ex.attribution
-    assert ex.explains == "answer span" and ex.answer_tokens == (5, 7)
-    assert abs(a.completeness_gap) < 1e-3 * max(1.0, abs(a.output - a.baseline_output))
-    start, end, _ = model(ids[None], [len(ids)], mask[None])
-    assert a.output == pytest.approx(float(start.data[0, 5] + end.data[0, 7]), rel=1e-4)
-    cls = explain_answer(model, ids, mask, None, 2, steps=32, baseline=None)
-    assert cls.explains == "answer class" and cls.target == 2
-    assert abs(cls.attribution.completeness_gap) < 1e-3
-    with pytest.raises(ValueError, match="not within the context"):
-        explain_answer(model, ids, mask, (1, 5))
 
 
 def _answer(capsys, run, *argv) -> str:
