@@ -50,7 +50,7 @@ def evaluate(ckpt, model, data: list[str], encoding: str = "utf-8",
                 raise ValueError(f"{rows.names()[i]}: label {int(rows.labels[i])}, but the "
                                  f"classifier has {ckpt.num_classes} classes")
             ids, lengths, cut = encode_sentences(tokenizer, rows.texts, context, ckpt.pooling,
-                                                 rows.names())
+                                                 rows.names(), ckpt.truncation)
             loss, correct = score_classifier(model, ids, lengths, rows.labels, batch_size)
             n = len(rows.labels)
             return {"task": "classify", "rows": n, "loss": loss / n, "accuracy": correct / n,

@@ -2,7 +2,9 @@
 """
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from ..backend import memory
 from ..io.untrusted import parse_json, read_regular_bytes, reading, require_regular_file
+from .streaming import GZIP_MAGIC
 from .tokenizer import as_ids, tokenizer_from_dict
 
 PathLike = str | os.PathLike[str]
@@ -20,10 +23,16 @@ TEXT_MEMORY_PER_BYTE = 40
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """A whole regular text file (``/dev/zero`` would never end) in ``encoding``, a leading BOM
-    dropped, CRLF -> LF. Bytes that are not valid in it are an error naming the file, the line
-    and the flag that picks another encoding."""
-    return decode_text(read_regular_bytes(path, 1 << 62), encoding, str(path))
+    """A whole regular text file (``/dev/zero`` would never end) in ``encoding``, gunzipped when
+    it is gzip (whatever its name), a leading BOM dropped, CRLF -> LF. Bytes that are not valid
+    in it are an error naming the file, the line and the flag that picks another encoding."""
+    raw = read_regular_bytes(path, 1 << 62)
+    if raw.startswith(GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: not a readable gzip file ({e})") from None
+    return decode_text(raw, encoding, str(path))
 
 
 def decode_text(raw: bytes, encoding: str, name: str) -> str:

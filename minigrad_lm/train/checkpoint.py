@@ -76,6 +76,7 @@ from ..models import (
 )
 from ..models.adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
 from ..models.classifier import POOLINGS
+from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
 from ..models.hf_gpt2 import (
     EXPORT_ACTIVATIONS,
     config_from_hf,
@@ -109,7 +110,7 @@ LATEST, BEST = "latest", "best"
 METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
 LOCK = "train.lock"
-TASKS = ("lm", "classify", "translate")
+TASKS = ("lm", "mlm", "electra", "classify", "translate")
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
 MAX_CLASSES = 65536
@@ -117,14 +118,16 @@ MAX_CLASSES = 65536
 MAX_METRICS_LINE = 1 << 20
 
 # The shapes of the JSON files (see minigrad_lm.io.untrusted): checked before any value is used.
-MODEL_SPEC = Object({
+GPT_FIELDS = {
     "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
     "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
     "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
     "positional": Str(("learned", "sinusoidal")), "tie_weights": Bool(),
     "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
     "causal": Bool(), "recompute": Str(("none", "blocks", "attention")),
-})
+}
+MODEL_SPEC = Object(GPT_FIELDS)
+ELECTRA_MODEL_SPEC = Object({**GPT_FIELDS, "generator_layers": Int(1, MAX_SIZE)})
 SEQ2SEQ_MODEL_SPEC = Object({
     "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
     "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
@@ -134,7 +137,8 @@ SEQ2SEQ_MODEL_SPEC = Object({
     "layer_norm_eps": Num(above=0.0), "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
     "eos_id": Int(0, MAX_SIZE),
 })
-MODELS = {"lm": (GPTConfig, MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
+MODELS = {"lm": (GPTConfig, MODEL_SPEC), "mlm": (GPTConfig, MODEL_SPEC),
+          "electra": (ElectraConfig, ELECTRA_MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
           "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC)}  # config class and shape by task
 CONFIG_SPEC = Object({
     "format": Str(), "version": ANY, "task": Str(TASKS), "model": MapOf(ANY),
@@ -172,8 +176,10 @@ def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | 
     :func:`minigrad_lm.backend.memory.require`)."""
     if task == "translate":
         return Seq2SeqTransformer(config)
+    if task == "electra":
+        return ElectraPretrainer(config)
     body = GPT(config)
-    return body if task == "lm" else SequenceClassifier(body, num_classes, pooling)
+    return SequenceClassifier(body, num_classes, pooling) if task == "classify" else body
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +326,11 @@ class Checkpoint:
         return self._safetensors("model.safetensors")
 
     @property
+    def truncation(self) -> str:
+        """How the classifier cut texts longer than its context (``head`` before the choice)."""
+        return str(self.state.get("train_config", {}).get("truncation", "head"))
+
+    @property
     def adapter_spec(self):
         """The LoRA adapters this checkpoint's model has (a --lora-rank run), else None."""
         if ADAPTER_CONFIG not in self.checksums:
@@ -344,6 +355,12 @@ class Checkpoint:
             raise CheckpointError(f"{name}: does not fit config.json ({e.args[0]})") from None
         except ValueError as e:
             raise CheckpointError(f"{name}: does not fit config.json ({e})") from None
+
+    def load_encoder(self, body: GPT) -> None:
+        """The pretrained encoder's weights into ``body`` (a classifier's): the whole model of
+        a language model, the encoder of an ELECTRA pretrainer."""
+        state = self._state_dict()
+        self.load_weights(body, encoder_state(state) if self.task == "electra" else state)
 
     def check_memory(self, device: str = "cpu", batch: int = 1) -> None:
         """Refuse a model too large for ``device`` before anything is allocated."""
@@ -475,7 +492,8 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
                       pooling)
 
 
-_MODEL_NOUNS = {"lm": "a language model", "classify": "a classifier",
+_MODEL_NOUNS = {"lm": "a language model", "mlm": "a masked language model",
+                "electra": "an ELECTRA pretrainer", "classify": "a classifier",
                 "translate": "a translation model"}
 
 

@@ -72,8 +72,12 @@ class TrainConfig:
     lowercase: bool = False
     attention: str | None = None
     mask_prob: float = 0.15
+    generator_layers: int = 1
+    token_cache: str | None = None
     pooling: str = "mean"
     word_dropout: float | None = None
+    truncation: str = "head"
+    layer_decay: float = 1.0
     recompute: str = "none"
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -93,8 +97,8 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.task == "classify" and self.max_steps is None and self.epochs is None:
             self.epochs = CLASSIFY_EPOCHS
-        if self.task == "lm" and self.max_steps is None:
-            self.max_steps = LM_STEPS
+        if self.task in PRETRAINING_TASKS and self.max_steps is None:
+            self.max_steps = LM_STEPS if self.task == "lm" else PRETRAIN_STEPS
         if self.task == "translate" and self.max_steps is None and self.epochs is None:
             self.epochs = TRANSLATE_EPOCHS
         for name in _RANGES:
@@ -123,6 +127,9 @@ class TrainConfig:
             if self.epochs is not None:
                 raise ValueError("--epochs applies to --task classify or translate; give a "
                                  "language model --max-steps")
+            if self.task != "lm" and self.attention != "bidirectional":
+                raise ValueError(f"--task {self.task} pretrains a bidirectional encoder: "
+                                 "--attention causal is --task lm's")
             if self.attention == "bidirectional" and self.tokenizer not in _LEARNED_TOKENIZERS:
                 raise ValueError(f"--attention bidirectional trains a masked language model, "
                                  f"which needs a [MASK] token: --tokenizer word or bpe, not "
@@ -141,6 +148,8 @@ class TrainConfig:
                              "shows the first token nothing else)")
         if self.word_dropout is not None and self.task != "classify":
             raise ValueError("--word-dropout applies to --task classify")
+        if self.truncation != "head" and self.task != "classify":
+            raise ValueError("--truncation applies to --task classify")
         if self.word_dropout and self.tokenizer not in _LEARNED_TOKENIZERS:
             raise ValueError(f"--word-dropout replaces words by [UNK]: --tokenizer word or bpe, "
                              f"not {self.tokenizer}")
@@ -153,17 +162,28 @@ class TrainConfig:
 
 
 CHOICES = {
-    "task": ("lm", "classify", "translate"),
+    "task": ("lm", "mlm", "electra", "classify", "translate"),
     "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
     "positional": ("learned", "sinusoidal"),
     "attention": ("causal", "bidirectional"),
     "pooling": ("mean", "cls", "last"),
+    "truncation": ("head", "head_tail"),
     "recompute": ("none", "blocks", "attention"),
     "embeddings": ("shared", "separate"),
 }
 
 LM_STEPS = 2000
+PRETRAIN_STEPS = 3600
+# The tasks that learn from unlabelled text: a run of any of them can start a classifier.
+PRETRAINING_TASKS = ("lm", "mlm", "electra")
+# The pretraining recipe of a bidirectional encoder, measured on IMDB's unlabelled reviews by
+# benchmarks/pretrain.py: the classifier's shape at the context of a document.
+_PRETRAIN_DEFAULTS: dict[str, Any] = {
+    "tokenizer": "word", "decay_steps": PRETRAIN_STEPS, "batch_size": 32, "context": 256,
+    "n_layer": 2, "d_model": 128, "positional": "learned", "dropout": 0.0, "lr": 1e-3,
+    "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.99, "weight_decay": 0.1, "eval_every": 300,
+    "log_every": 100, "attention": "bidirectional"}
 CLASSIFY_EPOCHS = 3
 TRANSLATE_EPOCHS = 5
 # The options whose best value depends on the task, filled in where not given. The language
@@ -174,6 +194,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
            "n_layer": 4, "d_model": 128, "positional": "learned", "dropout": 0.0, "lr": 2e-3,
            "min_lr": 2e-4, "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1,
            "eval_every": 250, "log_every": 100, "attention": "causal"},
+    "mlm": _PRETRAIN_DEFAULTS,
+    "electra": _PRETRAIN_DEFAULTS,
     "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
                  "d_model": 128, "positional": "learned", "dropout": 0.1, "lr": 1e-3,
                  "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1,
@@ -218,7 +240,9 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "vocab_size": (5, _INF),
     "min_count": (1, _INF),
     "mask_prob": ((0.0,), (1.0,)),
+    "generator_layers": (1, _INF),
     "word_dropout": (0.0, (1.0,)),
+    "layer_decay": ((0.0,), 1.0),
     "lora_rank": (0, 65536),
     "lora_alpha": ((0.0,), 1e9),
     "d_ff": (1, _INF),
@@ -371,7 +395,10 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 _HELP = {
-    "task": "lm: language modelling; classify: train or fine-tune a sentence classifier; "
+    "task": "lm: language modelling (a masked LM with --attention bidirectional); mlm: the "
+    "masked LM (BERT's pretraining of an encoder); electra: replaced-token detection (ELECTRA's "
+    "pretraining: a small generator fills the hidden tokens, the encoder tells which were "
+    "replaced); classify: train or fine-tune a sentence classifier; "
     "translate: train an encoder-decoder Transformer on parallel text",
     "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
     "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
@@ -427,8 +454,18 @@ _HELP = {
     "bidirectional (a masked language model, BERT's pretraining, for --init-from of a classifier)",
     "mask_prob": "lm with --attention bidirectional: the share of tokens hidden and predicted "
     "(of them 80%% become [MASK], 10%% a random token, 10%% stay)",
+    "token_cache": "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches "
+    "(the text tokenized once, reused while it and the tokenizer are unchanged; default: "
+    "token_cache/ beside the --out folder)",
+    "generator_layers": "electra: layers of the generator, which shares the encoder's "
+    "embeddings",
     "word_dropout": "classify: the probability that a training sentence's word is replaced by "
     "[UNK] (default: 0.3 with a word or bpe vocabulary, as DAN on SST; 0 with char or byte)",
+    "truncation": "classify: which tokens of a text longer than --context are kept: head (the "
+    "first ones) or head_tail (the first quarter and the last three quarters of the context: "
+    "a review's verdict is often at its end)",
+    "layer_decay": "each Transformer layer below the top learns at this times the lr of the "
+    "one above it (the embeddings lowest), the head at --lr (1: one lr for all)",
     "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
     "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
     "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
@@ -456,7 +493,8 @@ def _default_text(name: str) -> str:
     default = getattr(TrainConfig, name)
     per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
     if name == "max_steps":
-        per_task = {"lm": LM_STEPS, "classify": f"--epochs {CLASSIFY_EPOCHS}",
+        per_task = {"lm": LM_STEPS, "mlm": PRETRAIN_STEPS, "electra": PRETRAIN_STEPS,
+                    "classify": f"--epochs {CLASSIFY_EPOCHS}",
                     "translate": f"--epochs {TRANSLATE_EPOCHS}"}
     if name == "decay_steps":
         per_task["classify"] = per_task["translate"] = "the whole run"
@@ -469,7 +507,7 @@ def _default_text(name: str) -> str:
     return "" if default is None else f" (default: {default})"
 
 
-_METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "device": "DEVICE",
+_METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "token_cache": "DIR", "device": "DEVICE",
              "init_from": "DIR"}
 _TYPE_METAVARS = {int: "N", float: "X"}
 

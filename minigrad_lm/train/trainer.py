@@ -48,8 +48,9 @@ from ..cli import USAGE_ERROR, report_errors
 from ..engine import rng
 from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, json_text
 from ..models import GPTConfig
+from ..models.electra import ElectraConfig
 from ..models.adapters import LoraSpec, adapter_files, apply_spec, parse_targets
-from ..optim.optimizers import AdamW, clip_grad_norm_, decay_groups
+from ..optim.optimizers import AdamW, clip_grad_norm_, decay_groups, layer_decay_groups
 from ..optim.schedules import LRScheduler
 from . import distributed
 from .checkpoint import (
@@ -65,7 +66,13 @@ from .checkpoint import (
     truncate_metrics,
 )
 from .checkpoint import save_checkpoint as write_checkpoints
-from .config import TrainConfig, build_parser, check_fields, read_config_file
+from .config import (
+    PRETRAINING_TASKS,
+    TrainConfig,
+    build_parser,
+    check_fields,
+    read_config_file,
+)
 from .distributed import CollectiveError, World
 from .tasks import make_task
 
@@ -204,10 +211,10 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]
     if cfg.init_from is None:
         return cfg, None, None
     init = read_checkpoint(cfg.init_from)
-    if init.task != "lm":
+    if init.task not in PRETRAINING_TASKS:
         raise CheckpointError(
-            f"--init-from {init.path}: a {init.task} checkpoint; give a language-model checkpoint"
-        )
+            f"--init-from {init.path}: a {init.task} checkpoint; give a pretrained one (--task "
+            f"{', '.join(PRETRAINING_TASKS)})")
     return _adopt_model(cfg, init, explicit, "--init-from: checkpoint"), None, init
 
 
@@ -216,9 +223,12 @@ def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) ->
     language model can start a bidirectional classifier), or the options'."""
     causal = cfg.attention == "causal"
     if source is not None:
-        return dataclasses.replace(source.model_config, dropout=cfg.dropout, causal=causal,
+        config = source.model_config
+        if isinstance(config, ElectraConfig) and cfg.task != "electra":
+            config = config.encoder()
+        return dataclasses.replace(config, dropout=cfg.dropout, causal=causal,
                                    recompute=cfg.recompute)
-    return GPTConfig(
+    config = GPTConfig(
         causal=causal,
         vocab_size=vocab_size,
         context_length=cfg.context,
@@ -230,6 +240,9 @@ def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) ->
         positional=cfg.positional,
         recompute=cfg.recompute,
     )
+    if cfg.task == "electra":
+        return ElectraConfig(**config.to_dict(), generator_layers=cfg.generator_layers)
+    return config
 
 
 def _lora_spec(cfg: TrainConfig) -> LoraSpec | None:
@@ -652,12 +665,17 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     model = make_model(cfg.task, model_config, task.num_classes, cfg.pooling)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
-        init.load_weights(model if cfg.task == "lm" else model.body)
+        if cfg.task == "classify":
+            init.load_encoder(model.body)
+        else:
+            init.load_weights(model)
     spec = _lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
         apply_spec(model, spec)
-    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
-                      betas=(cfg.beta1, cfg.beta2))
+    groups = (decay_groups(model, cfg.weight_decay) if cfg.layer_decay == 1.0 else
+              layer_decay_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay,
+                                 model_config.n_layer))
+    optimizer = AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
     if world.rank > 0:
         rng.manual_seed(_rank_seed(cfg.seed, world.rank))  # dropout masks of its own

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from ..config import TrainConfig
 from .classify import ClassifyTask
+from .electra import ElectraTask
 from .lm import LMTask
 from .masked_lm import MaskedLMTask
 from .translate import TranslateTask
 
-__all__ = ["ClassifyTask", "LMTask", "MaskedLMTask", "TranslateTask", "make_task"]
+__all__ = ["ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask", "TranslateTask", "make_task"]
 
 
 def make_task(cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None = None):
     """The task object for ``cfg.task``; ``source_tokenizer`` comes from a resumed or
     ``--init-from`` checkpoint, ``num_classes`` from a resumed classifier."""
-    if cfg.task == "lm":
+    if cfg.task == "electra":
+        return ElectraTask(cfg, source_tokenizer)
+    if cfg.task in ("lm", "mlm"):
         masked = cfg.attention == "bidirectional"
         return (MaskedLMTask if masked else LMTask)(cfg, source_tokenizer)
     if cfg.task == "translate":
