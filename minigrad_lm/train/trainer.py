@@ -75,6 +75,7 @@ from .config import (
 )
 from .distributed import CollectiveError, World
 from .tasks import make_task
+from .tasks.common import tokenizer_kind
 
 __all__ = ["main", "measure_peak_flops"]
 
@@ -215,7 +216,25 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]
         raise CheckpointError(
             f"--init-from {init.path}: a {init.task} checkpoint; give a pretrained one (--task "
             f"{', '.join(PRETRAINING_TASKS)})")
+    _refuse_other_tokenizer(init, explicit)
     return _adopt_model(cfg, init, explicit, "--init-from: checkpoint"), None, init
+
+
+def _refuse_other_tokenizer(init: Checkpoint, explicit: dict) -> None:
+    """A pretrained encoder reads the tokens it learned: tokenizer options that ask for
+    another vocabulary are an error naming both, not silently ignored."""
+    kind = tokenizer_kind(init.tokenizer_dict)
+    size = init.model_config.vocab_size
+    asked = []
+    if explicit.get("tokenizer", kind) != kind:
+        asked.append(f"--tokenizer {explicit['tokenizer']}")
+    if explicit.get("vocab_size", size) != size:
+        asked.append(f"--vocab-size {explicit['vocab_size']}")
+    if asked:
+        raise CheckpointError(
+            f"--init-from {init.path}: its tokenizer is {kind} with {size:,} tokens, not "
+            f"{' '.join(asked)}; the encoder reads the tokens it was pretrained on (leave the "
+            "tokenizer options out)")
 
 
 def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) -> GPTConfig:

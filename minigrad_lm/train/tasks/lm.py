@@ -82,7 +82,7 @@ class LMTask:
         if source_tokenizer is not None and source_tokenizer != tok:
             raise ValueError(f"{folder}/vocab.json: not the checkpoint's tokenizer")
         self.tokenizer_dict = tok
-        self.tokenizer = None if tok["type"] == "external" else tokenizer_from_dict(tok)
+        self.tokenizer = None if tok.get("type") == "external" else tokenizer_from_dict(tok)
         self.source = (
             f"{folder}: {len(self.train):,} train and {len(self.val):,} val token ids"
         )
