@@ -20,7 +20,8 @@ Stages, each a training run through the CLI exactly as a user would type it (pri
 MR's split: lines 10, 20, ... of each file are validation (Latin-1). IMDB's: lines 10, 20, ...
 of each labelled file (2,500 of the 25,000 reviews). A run whose folder in ``--work`` already
 holds a finished run of the same command is reused (its stored result; for a run stopped by
-time, whatever its --max-steps cap), so the stages can be run one at a time (--stop-after). Writes benchmarks/results/pretrain_imdb.json; skips without the data.
+time, whatever its --max-steps cap), so the stages can be run one at a time (--stop-after).
+Writes benchmarks/results/pretrain_imdb.json; skips without the data.
 """
 from __future__ import annotations
 

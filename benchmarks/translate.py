@@ -27,11 +27,12 @@ import numpy as np
 
 import minigrad_lm as mg
 from minigrad_lm.inference.decoding import DecodeOptions, translate_ids
+from minigrad_lm.inference.scoring import bleu
 from minigrad_lm.models import Seq2SeqTransformer
 from minigrad_lm.optim import AdamW, LRScheduler, clip_grad_norm_, decay_groups, lr_at
 from minigrad_lm.train.config import TrainConfig
 from minigrad_lm.train.distributed import LOCAL
-from minigrad_lm.train.tasks.translate import TranslateTask, bleu
+from minigrad_lm.train.tasks.translate import TranslateTask
 
 from .harness import machine
 
@@ -206,7 +207,7 @@ def _score(impl, task, cfg, limit: int | None) -> dict:
 def _estimate_steps(task, cfg, minutes: float) -> int:
     """Steps that fit in `minutes`, from the median of a few timed steps of a throwaway model."""
     mg.manual_seed(cfg.seed + 1)
-    probe = _Ours(Seq2SeqTransformer(task.model_config()), cfg, None)
+    probe = _Ours(Seq2SeqTransformer(task.model_config(None)), cfg, None)
     times = []
     for step in range(8):
         batch = task.batch_at(task.draw(None, 1, step))
@@ -244,7 +245,7 @@ def main(argv=None) -> int:
     if cfg.warmup_steps > steps // 5:  # a short run still reaches its peak learning rate
         cfg.warmup_steps = max(1, steps // 5)
     mg.manual_seed(cfg.seed)
-    model = Seq2SeqTransformer(task.model_config())
+    model = Seq2SeqTransformer(task.model_config(None))
     impls = [_Ours(model, cfg, steps)]
     if not args.no_torch:
         import torch

@@ -19,11 +19,11 @@ import numpy as np
 
 from .backend import check_device
 from .cli import report_errors
+from .data.labeled import encode_sentences
 from .data.text import decode_text, read_text
 from .engine.ops import softmax
 from .engine.tensor import no_grad
 from .train.checkpoint import read_checkpoint_of
-from .train.tasks.classify import encode_sentences
 
 __all__ = ["main", "predict"]
 

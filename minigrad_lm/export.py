@@ -35,7 +35,7 @@ from .models.adapters import (
 )
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .nn.lora import remove_lora
-from .train.checkpoint import make_model, read_checkpoint
+from .train.checkpoint import read_checkpoint
 
 __all__ = ["main"]
 
@@ -78,7 +78,7 @@ def _check_out(out: str, overwrite: bool, protected: tuple[str, ...]) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     ckpt = read_checkpoint(args.ckpt)
-    if ckpt.task != "lm":
+    if not ckpt.kind.bare_gpt:
         raise ValueError(f"{ckpt.path}: a {ckpt.task} checkpoint; only language models "
                          "(--task lm) can be exported as GPT-2")
     source = ckpt.tokenizer  # None for token ids that came without a tokenizer
@@ -133,7 +133,7 @@ def _model_with_adapters(ckpt, adapter: str | None):
     spec = ckpt.adapter_spec
     if spec is not None and adapter is not None:
         raise ValueError(f"--adapter: {ckpt.path} already has LoRA adapters; export it alone")
-    model = make_model(ckpt.task, ckpt.model_config, ckpt.num_classes)
+    model = ckpt.kind.build(ckpt.model_config, ckpt.extras)
     if spec is not None:
         apply_spec(model, spec)  # the checkpoint's weights then load with the adapters apart
     ckpt.load_weights(model)

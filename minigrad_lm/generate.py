@@ -25,7 +25,8 @@ from .backend import check_device
 from .cli import report_errors
 from .inference.sampling import check_options, generate
 from .io.files import CheckpointError
-from .train.checkpoint import read_checkpoint_of
+from .checkpoints.kinds import LMKind
+from .train.checkpoint import read_checkpoint, require_task
 
 __all__ = ["main"]
 
@@ -88,10 +89,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_options(args.temperature, args.top_k, args.top_p)  # before any output
-    ckpt = read_checkpoint_of(args.ckpt, "lm")
-    if not ckpt.model_config.causal:
+    ckpt = read_checkpoint(args.ckpt)
+    if ckpt.kind.bare_gpt and not ckpt.model_config.causal:
         raise CheckpointError(f"{ckpt.path}: a masked language model (bidirectional); it fills "
                               "in hidden tokens and cannot continue a prompt")
+    require_task(ckpt, LMKind.name)
     tokenizer = ckpt.tokenizer
     if tokenizer is None:
         raise CheckpointError(

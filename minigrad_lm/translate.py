@@ -16,26 +16,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from .backend import check_device
 from .cli import report_errors
-from .inference.decoding import DecodeOptions, translate_ids
+from .data.parallel import encode_lines, read_lines
+from .inference.decoding import DecodeOptions, translate_text
 from .train.checkpoint import read_checkpoint_of
-from .train.tasks.translate import read_lines
 
 __all__ = ["main", "translate"]
 
 
 def translate(model, tokenizer, sentences: list[str], options: DecodeOptions) -> list[str]:
     """Translations of `sentences` (an empty sentence translates to an empty string)."""
-    c = model.config
     todo = [i for i, s in enumerate(sentences) if s.strip()]
-    sources = [np.append(ids, c.eos_id) for ids in tokenizer.encode_batch(
-        [sentences[i] for i in todo])]
+    sources = encode_lines(tokenizer, [sentences[i] for i in todo], model.config.eos_id)
     out = [""] * len(sentences)
-    for i, hyp in zip(todo, translate_ids(model, sources, options), strict=True):
-        out[i] = tokenizer.decode(hyp).strip()
+    for i, text in zip(todo, translate_text(model, tokenizer, sources, options), strict=True):
+        out[i] = text
     return out
 
 

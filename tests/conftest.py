@@ -14,10 +14,37 @@ settings.register_profile("gpu", max_examples=5, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-# MINIGRAD_TEST_DEVICE=cuda runs the device-parametrized tests on the GPU only; by default they
-# run on the CPU and on CUDA when a GPU is present (skipped with a reason otherwise).
+# By default the device-parametrized tests run on the CPU, and on CUDA when a GPU is present
+# (skipped with a reason otherwise). MINIGRAD_TEST_DEVICE=cuda (or cpu) runs only them, on that
+# device only, and a GPU asked for that way must be there: an error, not a run of skips.
 _REQUESTED = os.environ.get("MINIGRAD_TEST_DEVICE")
 DEVICES = [_REQUESTED] if _REQUESTED else ["cpu", "cuda"]
+
+
+def _missing_cuda() -> str | None:
+    """Why CUDA cannot be used here, or None when it can."""
+    try:
+        mg.backend.cupy()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def pytest_configure(config):
+    if _REQUESTED and mg.backend.normalize_device(_REQUESTED) != "cpu":
+        reason = _missing_cuda()
+        if reason is not None:
+            raise pytest.UsageError(f"MINIGRAD_TEST_DEVICE={_REQUESTED}: {reason}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With MINIGRAD_TEST_DEVICE set, the tests that take no device are deselected."""
+    if not _REQUESTED:
+        return
+    off = [item for item in items if "device" not in getattr(item, "fixturenames", ())]
+    if off:
+        config.hook.pytest_deselected(items=off)
+        items[:] = [item for item in items if "device" in getattr(item, "fixturenames", ())]
 
 
 @pytest.fixture(scope="session", params=DEVICES)
@@ -27,3 +54,10 @@ def device(request):
         pytest.skip("CUDA device not available (CuPy or a GPU is missing)")
     return name
 
+
+@pytest.fixture
+def gpu(device):
+    """The device, for checks that compare a GPU with the CPU: skipped where it is the CPU."""
+    if device == "cpu":
+        pytest.skip("compares a GPU with the CPU")
+    return device

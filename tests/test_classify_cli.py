@@ -74,7 +74,7 @@ def test_classifier_learns_a_separable_task(clf_run, capsys):
     assert {"val_loss", "val_acc", "train_loss", "train_acc"} <= set(evals[-1])
     assert max(r["val_acc"] for r in evals) >= 0.9
     best = read_checkpoint(str(clf_run / "best"))
-    assert best.task == "classify" and best.num_classes == 2
+    assert best.task == "classify" and best.extras["num_classes"] == 2
     assert best.state["best_metric"] == "val_acc"
     assert best.state["best_score"] == max(r["val_acc"] for r in evals)
     assert best.state["step"] == next(r["step"] for r in evals
@@ -132,7 +132,7 @@ def test_csv_with_text_label_header(tmp_path):
     out = tmp_path / "run"
     assert run_train(*CLASSIFY, "--data", tmp_path / "train.csv", "--val-data",
                      tmp_path / "dev.csv", "--out", out, "--max-steps", "2") == 0
-    assert read_checkpoint(str(out)).num_classes == 2
+    assert read_checkpoint(str(out)).extras["num_classes"] == 2
 
 
 BAD = {
@@ -353,7 +353,7 @@ def test_cls_pooling_on_a_bpe_vocabulary(tmp_path, data):
                      "--tokenizer", "bpe", "--vocab-size", "300", "--pooling", "cls",
                      "--max-steps", "3", "--out", out) == 0
     ckpt = read_checkpoint(str(out))
-    assert ckpt.pooling == "cls" and ckpt.tokenizer.kind == "bpe"
+    assert ckpt.extras["pooling"] == "cls" and ckpt.tokenizer.kind == "bpe"
     model = ckpt.build_model()
     labels, _ = classify_cli.predict(model, ckpt.tokenizer, ["a good film", "an awful one"])
     assert labels.shape == (2,)

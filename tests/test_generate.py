@@ -75,8 +75,8 @@ SAMPLERS = [
                                                                   s.items()))
 @pytest.mark.parametrize("shape", [{}, {"norm_first": False, "positional": "sinusoidal"}],
                          ids=["pre-learned", "post-sinusoidal"])
-def test_cached_and_uncached_generation_agree(sampler, shape):
-    model = _tiny_gpt(**shape)
+def test_cached_and_uncached_generation_agree(device, sampler, shape):
+    model = _tiny_gpt(**shape).to(device)
     prompt = np.array([3, 1, 4])
     # 40 new tokens on a context of 8: the window restarts several times.
     cached = generate(model, prompt, 40, seed=7, use_cache=True, **sampler)
@@ -84,6 +84,13 @@ def test_cached_and_uncached_generation_agree(sampler, shape):
     assert cached.dtype == np.int64 and cached.shape == (40,)
     assert cached.tolist() == uncached.tolist()
     assert ((cached >= 0) & (cached < 13)).all()
+
+
+def test_generation_on_gpu_gives_the_cpu_tokens(gpu):
+    prompt = np.array([3, 1, 4])
+    cpu = generate(_tiny_gpt(), prompt, 20, seed=3, temperature=0.8, top_k=6)
+    assert generate(_tiny_gpt().to(gpu), prompt, 20, seed=3, temperature=0.8,
+                    top_k=6).tolist() == cpu.tolist()
 
 
 def test_cache_feeds_one_token_per_step():

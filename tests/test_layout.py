@@ -10,8 +10,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minigrad_lm"
 README = PACKAGE.parent / "README.md"
 
 # Bottom first: a module may import its own layer and the ones before it, never a later one.
-LAYERS = ["io", "backend", "engine", "nn", "optim", "models", "inference", "data", "cli",
-          "train", "generate", "classify", "evaluate", "translate", "export", "plot", "testing"]
+LAYERS = ["io", "backend", "engine", "nn", "optim", "models", "data", "inference", "checkpoints",
+          "cli", "train", "generate", "classify", "evaluate", "translate", "export", "plot",
+          "testing"]
 
 
 def _module_name(path: Path) -> str:
@@ -19,12 +20,23 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:``: names for type hints, never run."""
+    return {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+            and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+            for stmt in block.body for n in ast.walk(stmt)}
+
+
 def _imports(path: Path) -> set[str]:
-    """The package modules ``path`` imports, at the top or inside functions."""
+    """The package modules ``path`` imports when it runs, at the top or inside functions."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    hints = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[:len(package.split(".")) - node.level + 1]

@@ -16,7 +16,9 @@ pytest.importorskip("sacrebleu")
 from minigrad_lm import translate as translate_cli  # noqa: E402
 from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics  # noqa: E402
 from minigrad_lm.train.config import TrainConfig  # noqa: E402
-from minigrad_lm.train.tasks.translate import TranslateTask, bleu, read_lines  # noqa: E402
+from minigrad_lm.data.parallel import read_lines  # noqa: E402
+from minigrad_lm.inference.scoring import bleu  # noqa: E402
+from minigrad_lm.train.tasks.translate import TranslateTask  # noqa: E402
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
 
 WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
@@ -188,5 +190,5 @@ def test_translate_cli_errors(copy_run, tmp_path, capsys):
     sums["config.json"] = hashlib.sha256(text.encode()).hexdigest()
     (folder / "checksums.json").write_text(json.dumps(sums))
     assert translate_cli.main(["--ckpt", str(tmp_path / "lm" / "latest"), "hallo"]) == 2
-    assert_one_line_error(capsys.readouterr().err, "key 'task': expected one of 'lm', 'classify', "
-                                                   "'translate', got 'summarize'")
+    assert_one_line_error(capsys.readouterr().err, "key 'task': expected one of 'lm', 'mlm', "
+                                                   "'classify', 'translate', got 'summarize'")

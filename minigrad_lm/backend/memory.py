@@ -8,14 +8,25 @@ the estimate with the memory the device has free and refuses what cannot fit, na
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Protocol
 
 from ..io.untrusted import InputError
 from .devices import cupy, device_index
 
-__all__ = ["MemoryEstimateError", "available_bytes", "gib", "inference_bytes",
-           "parameter_count", "require", "training_bytes"]
+__all__ = ["Head", "MemoryEstimateError", "ModelShape", "available_bytes", "gib",
+           "inference_bytes", "require", "training_bytes"]
 
 FLOAT32 = 4
+
+
+@dataclass(frozen=True)
+class Head:
+    """A task's output layer when it is not the vocabulary projection: its own parameters and
+    its outputs per row (a classifier's classes)."""
+
+    parameters: int = 0
+    outputs: int | None = None  # None: logits over the vocabulary at every position
 
 
 class MemoryEstimateError(InputError, MemoryError):
@@ -26,50 +37,45 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:,.1f} MiB"
 
 
-def parameter_count(config, num_classes: int | None = None) -> int:
-    """Trainable parameters of a GPT (and of a classifier head on it), counted from the
-    config alone (Python ints: no overflow, whatever the sizes)."""
-    v, t, c, n = config.vocab_size, config.context_length, config.d_model, config.n_layer
-    norm = 2 * c if config.bias else c
-    per_layer = 12 * c * c + 2 * norm + (9 * c if config.bias else 0)
-    count = v * c + n * per_layer + norm
-    count += t * c  # learned positions, or the sinusoidal table (a buffer of the same size)
-    if not config.tie_weights:
-        count += v * c
-    if num_classes is not None:
-        count += c * num_classes + num_classes
-    return count
+class ModelShape(Protocol):
+    """What a model config tells the estimate (GPTConfig, Seq2SeqConfig, ...)."""
+
+    vocab_size: int
+    context_length: int
+    n_head: int
+    d_model: int
+
+    def parameter_count(self) -> int: ...
+    def buffer_count(self) -> int: ...
+    def kept_per_token(self, context: int) -> int: ...
+    def cache_per_token(self) -> int: ...
 
 
-def _activations(config, batch: int, context: int, num_classes: int | None) -> int:
-    """Values a forward pass keeps for backward: per layer and token about 17 d_model (norms,
-    q/k/v, MLP in and out) plus the attention row; then the logits and their gradient."""
-    c, h = config.d_model, config.n_head
-    per_token = config.n_layer * (17 * c + h * context) + 2 * c
-    per_token += 3 * (num_classes if num_classes is not None else config.vocab_size)
-    return FLOAT32 * batch * context * per_token
-
-
-def training_bytes(config, batch: int, context: int | None = None,
-                   num_classes: int | None = None) -> tuple[int, str]:
+def training_bytes(config: ModelShape, batch: int, context: int | None = None,
+                   head: Head | None = None) -> tuple[int, str]:
     """(bytes, what they are) to train: weights, gradients and AdamW's two moments (four
-    float32 copies) plus the activations of one micro-batch."""
+    float32 copies) plus the activations of one micro-batch and the output layer's logits and
+    their gradient."""
     context = context or config.context_length
-    weights = 4 * FLOAT32 * parameter_count(config, num_classes)
-    acts = _activations(config, batch, context, num_classes)
+    head = head or Head()
+    weights = FLOAT32 * (4 * (config.parameter_count() + head.parameters)
+                         + config.buffer_count())
+    outputs = head.outputs if head.outputs is not None else config.vocab_size
+    acts = FLOAT32 * batch * context * (config.kept_per_token(context) + 3 * outputs)
     return weights + acts, (f"weights, gradients and AdamW moments {gib(weights)}, activations "
                             f"of a batch of {batch} x {context} tokens {gib(acts)}")
 
 
-def inference_bytes(config, batch: int = 1, num_classes: int | None = None) -> tuple[int, str]:
+def inference_bytes(config: ModelShape, batch: int = 1, head: Head | None = None
+                    ) -> tuple[int, str]:
     """(bytes, what they are) to run: the weights, a key/value cache over the context and one
     window's activations (nothing is kept for backward)."""
-    t, c = config.context_length, config.d_model
-    weights = FLOAT32 * parameter_count(config, num_classes)
-    cache = FLOAT32 * batch * 2 * config.n_layer * t * c
-    acts = FLOAT32 * batch * t * (8 * c + config.n_head * t)
+    t, head = config.context_length, head or Head()
+    weights = FLOAT32 * (config.parameter_count() + head.parameters + config.buffer_count())
+    cache = FLOAT32 * batch * t * config.cache_per_token()
+    acts = FLOAT32 * batch * t * (8 * config.d_model + config.n_head * t)
     # A language model's logits cover every position; a classifier's one pooled row.
-    acts += FLOAT32 * batch * (t * config.vocab_size if num_classes is None else num_classes)
+    acts += FLOAT32 * batch * (t * config.vocab_size if head.outputs is None else head.outputs)
     return weights + cache + acts, (f"weights {gib(weights)}, key/value cache and activations "
                                     f"{gib(cache + acts)}")
 

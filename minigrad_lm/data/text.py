@@ -13,7 +13,7 @@ import numpy as np
 from ..backend import memory
 from ..io.untrusted import parse_json, read_regular_bytes, reading, require_regular_file
 from .streaming import GZIP_MAGIC
-from .tokenizer import as_ids, tokenizer_from_dict
+from .tokenizer import CharTokenizer, as_ids, tokenizer_from_dict
 from .trained_tokenizer import is_hf_dict
 
 PathLike = str | os.PathLike[str]
@@ -176,3 +176,31 @@ def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int
 
 
 _CHUNK = 1 << 20  # ids per chunk: 8 MB as int64
+
+
+def _first_unknown(tokenizer: CharTokenizer, text: str) -> int:
+    known = set(tokenizer.chars)
+    return next(i for i, c in enumerate(text) if c not in known)
+
+
+def encode_text(tokenizer, text: str, name: str) -> np.ndarray:
+    """Encode a corpus; an unknown character is reported by file and line, not offset. A
+    learned (word or BPE) vocabulary encodes it line by line with [SEP] after each line, the
+    line breaks that word tokens would otherwise lose."""
+    sep = getattr(tokenizer, "sep_id", None)
+    if sep is not None:
+        lines = [line for line in text.split("\n") if line.strip()]
+        ends = np.array([sep], np.int64)
+        return np.concatenate([piece for ids in tokenizer.encode_batch(lines)
+                               for piece in (ids, ends)])
+    try:
+        return tokenizer.encode(text)
+    except ValueError:
+        if not isinstance(tokenizer, CharTokenizer):  # byte-level BPE: only lone surrogates
+            raise ValueError(f"{name}: text cannot be encoded as UTF-8 bytes") from None
+        pos = _first_unknown(tokenizer, text)
+        line = text.count("\n", 0, pos) + 1
+        raise ValueError(
+            f"{name}:{line}: character {text[pos]!r} is not in the vocabulary of the "
+            "checkpoint's tokenizer"
+        ) from None

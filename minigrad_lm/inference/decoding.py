@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DecodeOptions", "beam_search", "greedy", "max_target_length", "translate_ids"]
+__all__ = ["DecodeOptions", "beam_search", "greedy", "max_target_length", "translate_ids",
+           "translate_text"]
 
 
 @dataclass
@@ -160,3 +161,9 @@ def translate_ids(model, sources: list[np.ndarray], options: DecodeOptions,
         for i, hyp in zip(part, hyps):
             out[i] = hyp
     return out
+
+
+def translate_text(model, tokenizer, sources: list[np.ndarray], options: DecodeOptions
+                   ) -> list[str]:
+    """The decoded translation of each source id sequence (eos included in the sources)."""
+    return [tokenizer.decode(h).strip() for h in translate_ids(model, sources, options)]

@@ -6,6 +6,18 @@ import dataclasses
 from dataclasses import dataclass
 
 RECOMPUTE = ("none", "blocks", "attention")
+POSITIONALS = ("learned", "sinusoidal")
+
+
+def linear_size(n_in: int, n_out: int, bias: bool) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def layer_sizes(d: int, d_ff: int, bias: bool) -> tuple[int, int, int]:
+    """Parameters of (an attention block, a feed-forward block, a LayerNorm) of width ``d``."""
+    attention = linear_size(d, 3 * d, bias) + linear_size(d, d, bias)
+    feed_forward = linear_size(d, d_ff, bias) + linear_size(d_ff, d, bias)
+    return attention, feed_forward, d * (2 if bias else 1)
 
 
 def check_transformer_shape(config, sizes: tuple[str, ...]) -> None:
@@ -19,7 +31,7 @@ def check_transformer_shape(config, sizes: tuple[str, ...]) -> None:
     if config.d_model % config.n_head:
         raise ValueError(f"{kind}: d_model={config.d_model} is not divisible by "
                          f"n_head={config.n_head}")
-    if config.positional not in ("learned", "sinusoidal"):
+    if config.positional not in POSITIONALS:
         raise ValueError(f"{kind}.positional must be 'learned' or 'sinusoidal', got "
                          f"{config.positional!r}")
 
@@ -64,6 +76,29 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"GPTConfig: unknown keys {unknown}")
         return cls(**d)
+
+    def parameter_count(self) -> int:
+        """The model's parameters, counted from the config alone (Python ints: no overflow,
+        whatever the sizes); equal to ``GPT(config).num_parameters()``."""
+        c = self.d_model
+        attention, feed_forward, norm = layer_sizes(c, 4 * c, self.bias)
+        count = self.vocab_size * c + self.n_layer * (attention + feed_forward + 2 * norm) + norm
+        if self.positional == "learned":
+            count += self.context_length * c
+        return count + (0 if self.tie_weights else self.vocab_size * c)
+
+    def buffer_count(self) -> int:
+        """Values held beside the parameters: the sinusoidal position table."""
+        return self.context_length * self.d_model if self.positional == "sinusoidal" else 0
+
+    def kept_per_token(self, context: int) -> int:
+        """Values a training forward keeps for backward per token, before the output layer:
+        per layer about 17 d_model (norms, q/k/v, MLP in and out) plus the attention row."""
+        return self.n_layer * (17 * self.d_model + self.n_head * context) + 2 * self.d_model
+
+    def cache_per_token(self) -> int:
+        """Values of the key/value cache per token of context."""
+        return 2 * self.n_layer * self.d_model
 
     def flops_per_token(self, head_share: float = 1.0) -> float:
         """Training FLOPs per token (forward + backward), as in the PaLM/nanoGPT MFU estimate;

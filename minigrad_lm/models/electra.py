@@ -24,7 +24,6 @@ from ..nn.layers import Linear
 from .config import GPTConfig
 from .gpt import GPT
 
-IGNORE = -100  # a target that is not scored
 # The paper's weight of the replaced-token loss against the generator's (its per-token loss
 # is far smaller than a softmax over the vocabulary).
 DISCRIMINATOR_WEIGHT = 50.0
@@ -86,12 +85,11 @@ def sample_replacements(logits: np.ndarray, uniform: np.ndarray) -> np.ndarray:
 def electra_losses(model: ElectraPretrainer, inputs: np.ndarray, targets: np.ndarray,
                    uniform: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
     """(generator loss, replaced-token loss, which tokens were replaced (B, T), the encoder's
-    replaced-token logits (B, T)) of windows ``inputs`` (B, T) in
-    which the positions with a target (not :data:`IGNORE`) were hidden. The generator's
-    samples at those positions (drawn with ``uniform`` (B, T)) replace the original tokens;
+    replaced-token logits (B, T)) of windows ``inputs`` (B, T) in which the positions with a
+    target (not ``IGNORE_INDEX``) were hidden. The generator's samples at those positions (drawn with ``uniform`` (B, T)) replace the original tokens;
     the encoder reads the result and is scored on every token. No gradient flows through the
     sampling (as in the paper)."""
-    scored = targets != IGNORE
+    scored = targets != F.IGNORE_INDEX
     gen_logits = model.generator.head(model.generator.body(inputs)[scored])  # (N, V)
     gen_loss = F.cross_entropy(gen_logits, targets[scored])
     with no_grad():

@@ -103,7 +103,7 @@ class GPT(Module):
         """Logits (B, T, vocab_size) for token ids idx (B, T)."""
         return self.head(self.body(idx, cache=cache))
 
-    def loss(self, idx, targets, ignore_index: int = -100) -> Tensor:
+    def loss(self, idx, targets, ignore_index: int = F.IGNORE_INDEX) -> Tensor:
         """Mean next-token cross-entropy of the logits for idx against targets (B, T)."""
         logits = self(idx)
         return F.cross_entropy(logits, targets, ignore_index=ignore_index)

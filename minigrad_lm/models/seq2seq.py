@@ -20,7 +20,7 @@ from ..nn.transformer import (
     TransformerLayer,
     positions,
 )
-from .config import check_transformer_shape
+from .config import check_transformer_shape, layer_sizes
 
 
 @dataclass
@@ -65,6 +65,35 @@ class Seq2SeqConfig:
         if unknown:
             raise ValueError(f"Seq2SeqConfig: unknown keys {unknown}")
         return cls(**d)
+
+    def parameter_count(self) -> int:
+        """The model's parameters, counted from the config alone; equal to
+        ``Seq2SeqTransformer(config).num_parameters()``."""
+        d, v = self.d_model, self.vocab_size
+        attention, feed_forward, norm = layer_sizes(d, self.d_ff, self.bias)
+        encoder = attention + feed_forward + 2 * norm
+        decoder = 2 * attention + feed_forward + 3 * norm  # cross-attention: q, kv and out
+        count = v * d * (1 if self.share_embeddings else 2) + self.n_layer * (encoder + decoder)
+        count += 2 * norm + (self.context_length * d if self.positional == "learned" else 0)
+        return count + (0 if self.tie_weights else v * d)
+
+    def buffer_count(self) -> int:
+        """Values held beside the parameters: the sinusoidal position table."""
+        return self.context_length * self.d_model if self.positional == "sinusoidal" else 0
+
+    def kept_per_token(self, context: int) -> int:
+        """Values a training forward keeps for backward per (source or target) token, before
+        the output layer: an encoder layer's and a decoder layer's (three sublayers, two
+        attention rows), as for a GPT layer, half the tokens each."""
+        d, h = self.d_model, self.n_head
+        encoder = 9 * d + 2 * self.d_ff + h * context
+        decoder = 15 * d + 2 * self.d_ff + 2 * h * context
+        return self.n_layer * (encoder + decoder) // 2 + 4 * d
+
+    def cache_per_token(self) -> int:
+        """Values of the decoder's caches per token: its own keys/values and the encoder
+        memory's projected keys/values, in every layer."""
+        return 4 * self.n_layer * self.d_model
 
     def flops_per_token(self, head_share: float = 1.0) -> float:
         """Training FLOPs per (source or target) token: 6 x the weights it passes through, half

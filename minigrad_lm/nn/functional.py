@@ -180,7 +180,10 @@ class CrossEntropy(Function):
         return g, None, None, None, None
 
 
-def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
+IGNORE_INDEX = -100  # a target that is not scored (PyTorch's convention)
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0,
                   reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy with integer class targets, stable for logits of any magnitude.
 

@@ -6,8 +6,9 @@ one, plus ``metrics.jsonl`` (one JSON record per line) and ``train_config.json``
 folder holds only safetensors and JSON, never a pickle:
 
 - ``model.safetensors``: the weights (``state_dict()`` names);
-- ``config.json``: format tag, task (``lm``, ``classify`` or ``translate``), model config (GPT
-  or encoder-decoder), number of classes;
+- ``config.json``: format tag and version, task (a name of
+  :data:`~minigrad_lm.checkpoints.kinds.KINDS`), model config (GPT or encoder-decoder) and the
+  task's own keys (a classifier's number of classes and pooling);
 - ``tokenizer.json``: the tokenizer's ``to_dict()``, or ``{"type": "external", "vocab_size": N}``
   for token ids that came without a tokenizer;
 - ``optimizer.safetensors`` + ``optimizer.json``: AdamW moment buffers and its step;
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +54,6 @@ from ..io.files import (
 )
 from ..io.untrusted import (
     ANY,
-    Bool,
     InputError,
     Int,
     ListOf,
@@ -67,22 +68,10 @@ from ..io.untrusted import (
     require_regular_file,
     short,
 )
-from ..models import (
-    GPT,
-    GPTConfig,
-    Seq2SeqConfig,
-    Seq2SeqTransformer,
-    SequenceClassifier,
-)
+from ..checkpoints.kinds import KINDS, MAX_SIZE, CheckpointKind, LMKind
+from ..models import GPTConfig, Seq2SeqConfig
 from ..models.adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
-from ..models.classifier import POOLINGS
-from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
-from ..models.hf_gpt2 import (
-    EXPORT_ACTIVATIONS,
-    config_from_hf,
-    is_hf_gpt2_dir,
-    read_gpt2_state,
-)
+from ..models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from ..nn import Module
 from ..nn.lora import lora_layers, remove_lora
 
@@ -98,6 +87,7 @@ __all__ = [
     "make_model",
     "read_checkpoint",
     "read_checkpoint_of",
+    "require_task",
     "read_metrics",
     "run_has_checkpoint",
     "save_checkpoint",
@@ -105,52 +95,25 @@ __all__ = [
 ]
 
 FORMAT = "minigrad_lm.checkpoint"
-VERSION = 1
+VERSION = 2  # 1: every config.json held num_classes, and a masked LM was task "lm"
 LATEST, BEST = "latest", "best"
 METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
 LOCK = "train.lock"
-TASKS = ("lm", "mlm", "electra", "classify", "translate")
-# Sizes above these are no model anyone trains here; the memory estimate refuses far less.
-MAX_SIZE = 2**31 - 1
-MAX_CLASSES = 65536
 # A metrics.jsonl line is a few hundred bytes; a longer one is not a record of ours.
 MAX_METRICS_LINE = 1 << 20
 
 # The shapes of the JSON files (see minigrad_lm.io.untrusted): checked before any value is used.
-GPT_FIELDS = {
-    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
-    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
-    "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
-    "positional": Str(("learned", "sinusoidal")), "tie_weights": Bool(),
-    "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
-    "causal": Bool(), "recompute": Str(("none", "blocks", "attention")),
-}
-MODEL_SPEC = Object(GPT_FIELDS)
-ELECTRA_MODEL_SPEC = Object({**GPT_FIELDS, "generator_layers": Int(1, MAX_SIZE)})
-SEQ2SEQ_MODEL_SPEC = Object({
-    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
-    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
-    "d_ff": Int(1, MAX_SIZE), "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
-    "positional": Str(("learned", "sinusoidal")), "share_embeddings": Bool(),
-    "tie_weights": Bool(), "activation": Str(tuple(EXPORT_ACTIVATIONS)),
-    "layer_norm_eps": Num(above=0.0), "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
-    "eos_id": Int(0, MAX_SIZE),
-})
-MODELS = {"lm": (GPTConfig, MODEL_SPEC), "mlm": (GPTConfig, MODEL_SPEC),
-          "electra": (ElectraConfig, ELECTRA_MODEL_SPEC), "classify": (GPTConfig, MODEL_SPEC),
-          "translate": (Seq2SeqConfig, SEQ2SEQ_MODEL_SPEC)}  # config class and shape by task
-CONFIG_SPEC = Object({
-    "format": Str(), "version": ANY, "task": Str(TASKS), "model": MapOf(ANY),
-    "num_classes": Optional(Int(2, MAX_CLASSES)), "pooling": Str(POOLINGS),
-}, required=("format", "version", "task", "model"))
+CONFIG_SPEC = Object({"format": Str(), "version": ANY, "task": Str(tuple(KINDS)),
+                      "model": MapOf(ANY)}, required=("format", "version", "task", "model"),
+                     extra=True)
 EXTERNAL_TOKENIZER_SPEC = Object({"type": Str(), "vocab_size": Int(1, MAX_SIZE)},
                                  required=("type", "vocab_size"))
 # One of ours has a "type"; a `tokenizers` document (a learned word/BPE vocabulary) a "model".
 TOKENIZER_SPEC = Object({"type": Str(), "model": MapOf(ANY)}, extra=True)
 STATE_SPEC = Object({
     "step": Int(0), "rng": MapOf(ANY), "batch_rng": MapOf(ANY),
-    "best_val_loss": Optional(Num()), "best_metric": Str(("val_loss", "val_acc", "val_bleu")),
+    "best_val_loss": Optional(Num()), "best_metric": Str(),
     "best_score": Optional(Num()), "best_step": Optional(Int(0)),
     "train_config": MapOf(ANY), "world_size": Int(1, 1 << 24), "rank_rngs": ListOf(MapOf(ANY)),
 }, extra=True)
@@ -169,17 +132,11 @@ def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
     return {"type": "external", "vocab_size": vocab_size}
 
 
-def make_model(task: str, config: GPTConfig | Seq2SeqConfig, num_classes: int | None = None,
-               pooling: str = "mean") -> Module:
-    """A fresh GPT for ``lm``, a :class:`SequenceClassifier` on a fresh GPT body, or a
-    :class:`Seq2SeqTransformer` for ``translate`` (check the memory first:
+def make_model(task: str, config: GPTConfig | Seq2SeqConfig,
+               extras: dict[str, Any] | None = None) -> Module:
+    """A fresh model of ``task``'s kind (check the memory first:
     :func:`minigrad_lm.backend.memory.require`)."""
-    if task == "translate":
-        return Seq2SeqTransformer(config)
-    if task == "electra":
-        return ElectraPretrainer(config)
-    body = GPT(config)
-    return SequenceClassifier(body, num_classes, pooling) if task == "classify" else body
+    return KINDS[task].build(config, extras or {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,24 +154,17 @@ def checkpoint_files(
     task: str,
     model_config: GPTConfig,
     tokenizer_dict: dict[str, Any],
-    num_classes: int | None,
     optimizer: Any,
     state: dict[str, Any],
-    pooling: str | None = None,
+    extras: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """Everything one checkpoint folder holds, as file name -> bytes; ``extra_files`` (a LoRA
-    run's adapter files) are checksummed with the rest."""
+    """Everything one checkpoint folder holds, as file name -> bytes: ``extras`` are the
+    task's own keys of config.json; ``extra_files`` (a LoRA run's adapter files) are
+    checksummed with the rest."""
     opt = optimizer.state_dict()
-    config = {
-        "format": FORMAT,
-        "version": VERSION,
-        "task": task,
-        "model": model_config.to_dict(),
-        "num_classes": num_classes,
-    }
-    if pooling is not None:
-        config["pooling"] = pooling
+    config = {"format": FORMAT, "version": VERSION, "task": task,
+              "model": model_config.to_dict(), **(extras or {})}
     files = {
         "model.safetensors": safetensors_bytes(dict(model.state_dict())),
         "config.json": (json_text(config) + "\n").encode(),
@@ -300,11 +250,14 @@ class Checkpoint:
     path: str
     task: str
     model_config: GPTConfig | Seq2SeqConfig
-    num_classes: int | None
     tokenizer_dict: dict[str, Any]
     state: dict[str, Any]
     checksums: dict[str, str]
-    pooling: str = "mean"
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # the task's own keys
+
+    @property
+    def kind(self) -> type[CheckpointKind]:
+        return KINDS[self.task]
 
     @property
     def tokenizer(self):
@@ -327,8 +280,9 @@ class Checkpoint:
 
     @property
     def truncation(self) -> str:
-        """How the classifier cut texts longer than its context (``head`` before the choice)."""
-        return str(self.state.get("train_config", {}).get("truncation", "head"))
+        """How a classifier cut texts longer than its context, as it was trained (``head``
+        before the choice existed)."""
+        return str(self.state.get("train_config", {}).get("truncation") or "head")
 
     @property
     def adapter_spec(self):
@@ -356,15 +310,15 @@ class Checkpoint:
         except ValueError as e:
             raise CheckpointError(f"{name}: does not fit config.json ({e})") from None
 
-    def load_encoder(self, body: GPT) -> None:
-        """The pretrained encoder's weights into ``body`` (a classifier's): the whole model of
-        a language model, the encoder of an ELECTRA pretrainer."""
-        state = self._state_dict()
-        self.load_weights(body, encoder_state(state) if self.task == "electra" else state)
+    def load_pretrained(self, part: Module) -> None:
+        """The weights that start another task's model into ``part`` of it (``--init-from``):
+        an ELECTRA pretrainer's encoder, a language model whole."""
+        self.load_weights(part, self.kind.pretrained_state(self._state_dict()))
 
     def check_memory(self, device: str = "cpu", batch: int = 1) -> None:
         """Refuse a model too large for ``device`` before anything is allocated."""
-        nbytes, detail = memory.inference_bytes(self.model_config, batch, self.num_classes)
+        head = self.kind.head(self.model_config, self.extras)
+        nbytes, detail = memory.inference_bytes(self.model_config, batch, head)
         c = self.model_config
         memory.require(nbytes, detail, f"{self.path}: the model of config.json (vocabulary "
                        f"{c.vocab_size}, context {c.context_length}, {c.n_layer} layers, d_model "
@@ -375,7 +329,7 @@ class Checkpoint:
         estimated and its weights are read and checked before it is built."""
         self.check_memory(device, batch)
         state = self._state_dict()
-        model = make_model(self.task, self.model_config, self.num_classes, self.pooling)
+        model = self.kind.build(self.model_config, self.extras)
         model.to(device)
         self.load_weights(model, state)
         return model.eval()
@@ -433,30 +387,38 @@ def _foreign_config(folder: str) -> str | None:
     return f"{name}: not a minigrad_lm checkpoint config (no format {FORMAT!r})"
 
 
+def _upgrade(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A config.json of an older format version in today's form, or an error naming it."""
+    version = config.get("version")
+    if version == VERSION:
+        return config
+    if version != 1:
+        raise CheckpointError(f"{name}: checkpoint format version {short(version)}, this code "
+                              f"reads versions 1 to {VERSION}")
+    config = check(config, CONFIG_SPEC, name)
+    if config.get("num_classes", 0) is None:  # format 1 wrote it for every task
+        config = {k: v for k, v in config.items() if k != "num_classes"}
+    KINDS[config["task"]].config_spec.check(config["model"], name, "model")
+    return {**KINDS[config["task"]].upgrade(config), "version": VERSION}
+
+
 def _read_config(folder: str, checksums: dict[str, str]
-                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, int | None, str]:
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, dict[str, Any]]:
+    """(task, model config, the task's own keys) of ``folder/config.json``."""
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{name}: not a minigrad_lm checkpoint config")
-    if config.get("version") != VERSION:
-        raise CheckpointError(
-            f"{name}: checkpoint format version {short(config.get('version'))}, this code "
-            f"reads version {VERSION}"
-        )
-    config = check(config, CONFIG_SPEC, name)
-    task = config["task"]
-    config_class, model_spec = MODELS[task]
-    model_spec.check(config["model"], name, "model")
+    config = check(_upgrade(config, name), CONFIG_SPEC, name)
+    kind = KINDS[config["task"]]
+    kind.config_spec.check(config["model"], name, "model")
+    extras = {k: v for k, v in config.items() if k not in CONFIG_SPEC.fields}
+    check(extras, Object(kind.extras, required=tuple(kind.extras)), name)
     try:
-        model_config = config_class.from_dict(config["model"])
+        model_config = kind.config_class.from_dict(config["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
-    num_classes = config.get("num_classes")
-    if task == "classify" and num_classes is None:
-        raise CheckpointError(f"{name}: a classifier needs num_classes >= 2, got null")
-    # Checkpoints from before the choice pooled by the mean.
-    return task, model_config, num_classes, config.get("pooling", "mean")
+    return kind.name, model_config, extras
 
 
 def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
@@ -485,41 +447,41 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
     if foreign is not None:
         raise CheckpointError(foreign)
     checksums = _read_checksums(folder)
-    task, model_config, num_classes, pooling = _read_config(folder, checksums)
+    task, model_config, extras = _read_config(folder, checksums)
     tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
     state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
-    return Checkpoint(folder, task, model_config, num_classes, tokenizer_dict, state, checksums,
-                      pooling)
+    if "best_score" not in state:  # written before the best score was named: its val loss
+        state = {**state, "best_score": state.get("best_val_loss")}
+    return Checkpoint(folder, task, model_config, tokenizer_dict, state, checksums, extras)
 
 
-_MODEL_NOUNS = {"lm": "a language model", "mlm": "a masked language model",
-                "electra": "an ELECTRA pretrainer", "classify": "a classifier",
-                "translate": "a translation model"}
+def require_task(ckpt: Checkpoint, task: str) -> Checkpoint:
+    """``ckpt``, unless it is another task's: then an error that says how to train the right
+    one (what every command that uses one model needs)."""
+    if ckpt.task != task:
+        raise CheckpointError(
+            f"{ckpt.path}: a {ckpt.task} checkpoint, not {KINDS[task].noun}; train one with "
+            f"python -m minigrad_lm.train --task {task}")
+    return ckpt
 
 
 def read_checkpoint_of(path: str, task: str) -> Checkpoint:
-    """:func:`read_checkpoint`, refusing a checkpoint of another task with a line that says
-    how to train the right one (what every command that uses one model needs)."""
-    ckpt = read_checkpoint(path)
-    if ckpt.task != task:
-        raise CheckpointError(
-            f"{ckpt.path}: a {ckpt.task} checkpoint, not {_MODEL_NOUNS[task]}; train one with "
-            f"python -m minigrad_lm.train --task {task}")
-    return ckpt
+    """:func:`read_checkpoint`, refusing a checkpoint of another task (:func:`require_task`)."""
+    return require_task(read_checkpoint(path), task)
 
 
 def _read_hf_gpt2(path: str) -> Checkpoint:
     config_file = os.path.join(path, "config.json")
     config = config_from_hf(read_json(config_file), source=config_file)
     if not has_tokenizer_files(path):
-        return Checkpoint(path, "lm", config, None, external_tokenizer_dict(config.vocab_size),
+        return Checkpoint(path, LMKind.name, config, external_tokenizer_dict(config.vocab_size),
                           {}, {})
     with reading(os.path.join(path, "tokenizer.json")):
         tokenizer = read_gpt2_tokenizer(path)
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but "
                               f"config.json's vocabulary only {config.vocab_size}")
-    return Checkpoint(path, "lm", config, None, tokenizer.to_dict(), {}, {})
+    return Checkpoint(path, LMKind.name, config, tokenizer.to_dict(), {}, {})
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
+from ..models.classifier import POOLINGS
+from ..models.config import POSITIONALS, RECOMPUTE
+from .tasks import DEFAULT_TASK, TASKS, task_name
+from .tasks.common import flag as _flag
 
 __all__ = [
     "TrainConfig",
@@ -33,7 +37,7 @@ class TrainConfig:
     library's docstrings, in about 6 minutes on 2 CPU cores.
     """
 
-    task: str = "lm"
+    task: str = DEFAULT_TASK
     data: str | list[str] | None = None
     val_data: str | list[str] | None = None
     tokenizer: str | None = None
@@ -72,12 +76,12 @@ class TrainConfig:
     lowercase: bool = False
     attention: str | None = None
     mask_prob: float = 0.15
-    generator_layers: int = 1
-    token_cache: str | None = None
     pooling: str = "mean"
     word_dropout: float | None = None
-    truncation: str = "head"
-    layer_decay: float = 1.0
+    truncation: str | None = None
+    layer_decay: float | None = None
+    generator_layers: int | None = None
+    token_cache: str | None = None
     recompute: str = "none"
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -92,122 +96,57 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _check_type(f.name, getattr(self, f.name)))
-        for name, value in TASK_DEFAULTS.get(self.task, {}).items():
-            if getattr(self, name) is None:
+        _check_choice("task", self.task)
+        self.task = task_name(self.to_dict())
+        task = TASKS[self.task]
+        for name in _TASK_OPTIONS:
+            if getattr(self, name) is not None and name not in task.options:
+                owners = " or ".join(t.name for t in TASKS.values() if name in t.options)
+                raise ValueError(f"{_flag(name)} applies to --task {owners}")
+        no_length = all(getattr(self, name) is None for name in RUN_LENGTH)
+        for name, value in task.defaults.items():
+            if getattr(self, name) is None and (name not in RUN_LENGTH or no_length):
                 setattr(self, name, value)
-        if self.task == "classify" and self.max_steps is None and self.epochs is None:
-            self.epochs = CLASSIFY_EPOCHS
-        if self.task in PRETRAINING_TASKS and self.max_steps is None:
-            self.max_steps = LM_STEPS if self.task == "lm" else PRETRAIN_STEPS
-        if self.task == "translate" and self.max_steps is None and self.epochs is None:
-            self.epochs = TRANSLATE_EPOCHS
         for name in _RANGES:
             _check_range(name, getattr(self, name))
-        for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"{_flag(name)} must be one of {', '.join(choices)}, got "
-                    f"{getattr(self, name)!r}"
-                )
+        for name in CHOICES:
+            _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
-        self._check_task_options()
-
-    def _check_task_options(self) -> None:
-        if self.task == "classify":
-            if self.data is None:
-                raise ValueError("--task classify needs --data: a TSV/CSV file of sentences "
-                                 "and labels, or one file of sentences per class")
-            if self.val_data is None and self.val_every_nth is None:
-                raise ValueError("--task classify needs --val-data FILE(S) or --val-every-nth N "
-                                 "(every Nth line of --data held out for validation)")
-        elif self.task == "translate":
-            _check_translate(self)
-        else:
-            if self.epochs is not None:
-                raise ValueError("--epochs applies to --task classify or translate; give a "
-                                 "language model --max-steps")
-            if self.task != "lm" and self.attention != "bidirectional":
-                raise ValueError(f"--task {self.task} pretrains a bidirectional encoder: "
-                                 "--attention causal is --task lm's")
-            if self.attention == "bidirectional" and self.tokenizer not in _LEARNED_TOKENIZERS:
-                raise ValueError(f"--attention bidirectional trains a masked language model, "
-                                 f"which needs a [MASK] token: --tokenizer word or bpe, not "
-                                 f"{self.tokenizer}")
-            if isinstance(self.data, list) and self.val_data is None \
-                    and self.val_every_nth is None:
-                raise ValueError("several --data files: give --val-data or --val-every-nth N")
         if self.val_data is not None and self.val_every_nth is not None:
             raise ValueError("--val-data and --val-every-nth both say where validation comes "
                              "from: choose one")
         if self.epochs is not None and self.max_steps is not None:
             raise ValueError(f"--epochs {self.epochs} and --max-steps {self.max_steps} both set "
                              "the length of the run: choose one")
-        if self.pooling == "cls" and self.attention != "bidirectional":
-            raise ValueError("--pooling cls needs --attention bidirectional (a causal model "
-                             "shows the first token nothing else)")
-        if self.word_dropout is not None and self.task != "classify":
-            raise ValueError("--word-dropout applies to --task classify")
-        if self.truncation != "head" and self.task != "classify":
-            raise ValueError("--truncation applies to --task classify")
-        if self.word_dropout and self.tokenizer not in _LEARNED_TOKENIZERS:
-            raise ValueError(f"--word-dropout replaces words by [UNK]: --tokenizer word or bpe, "
-                             f"not {self.tokenizer}")
-        if self.pooling == "cls" and self.tokenizer in ("char", "byte"):
-            raise ValueError(f"--pooling cls needs a [CLS] token: --tokenizer word or bpe, "
-                             f"not {self.tokenizer}")
+        task.check(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 CHOICES = {
-    "task": ("lm", "mlm", "electra", "classify", "translate"),
+    "task": tuple(TASKS),
     "tokenizer": ("char", "byte", "word", "bpe"),
     "norm": ("pre", "post"),
-    "positional": ("learned", "sinusoidal"),
+    "positional": POSITIONALS,
     "attention": ("causal", "bidirectional"),
-    "pooling": ("mean", "cls", "last"),
-    "truncation": ("head", "head_tail"),
-    "recompute": ("none", "blocks", "attention"),
+    "pooling": POOLINGS,
+    "recompute": RECOMPUTE,
     "embeddings": ("shared", "separate"),
 }
+RUN_LENGTH = ("max_steps", "epochs")  # a task's defaults give one: its run's length
+# Options of some tasks only (default None): refused, when given, by the others.
+_TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
+# What an option left at None means, for the tasks without a default for it.
+_NONE_MEANS = {"decay_steps": "the whole run", "eval_every": "twice an epoch"}
 
-LM_STEPS = 2000
-PRETRAIN_STEPS = 3600
-# The tasks that learn from unlabelled text: a run of any of them can start a classifier.
-PRETRAINING_TASKS = ("lm", "mlm", "electra")
-# The pretraining recipe of a bidirectional encoder, measured on IMDB's unlabelled reviews by
-# benchmarks/pretrain.py: the classifier's shape at the context of a document.
-_PRETRAIN_DEFAULTS: dict[str, Any] = {
-    "tokenizer": "word", "decay_steps": PRETRAIN_STEPS, "batch_size": 32, "context": 256,
-    "n_layer": 2, "d_model": 128, "positional": "learned", "dropout": 0.0, "lr": 1e-3,
-    "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.99, "weight_decay": 0.1, "eval_every": 300,
-    "log_every": 100, "attention": "bidirectional"}
-CLASSIFY_EPOCHS = 3
-TRANSLATE_EPOCHS = 5
-# The options whose best value depends on the task, filled in where not given. The language
-# model's are nanoGPT's CPU recipe; the classifier's were measured on the Movie Review corpus
-# (see benchmarks/classify.py), against a bag-of-words baseline.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lm": {"tokenizer": "char", "decay_steps": 2000, "batch_size": 32, "context": 64,
-           "n_layer": 4, "d_model": 128, "positional": "learned", "dropout": 0.0, "lr": 2e-3,
-           "min_lr": 2e-4, "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1,
-           "eval_every": 250, "log_every": 100, "attention": "causal"},
-    "mlm": _PRETRAIN_DEFAULTS,
-    "electra": _PRETRAIN_DEFAULTS,
-    "classify": {"tokenizer": "word", "batch_size": 32, "context": 64, "n_layer": 2,
-                 "d_model": 128, "positional": "learned", "dropout": 0.1, "lr": 1e-3,
-                 "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1,
-                 "log_every": 100, "attention": "bidirectional"},
-    # translate: a batch_size of 1 token-count batch (of --batch-tokens) per micro-batch; the
-    # attention named is the encoder's (the decoder's is causal). Measured on Multi30k by
-    # benchmarks/translate.py.
-    "translate": {"tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
-                  "d_model": 256, "positional": "sinusoidal", "dropout": 0.1, "lr": 1.5e-3,
-                  "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.98, "weight_decay": 0.01,
-                  "log_every": 100, "attention": "bidirectional"},
-}
+
+def _check_choice(name: str, value: Any) -> None:
+    if value not in CHOICES[name]:
+        raise ValueError(f"{_flag(name)} must be one of {', '.join(CHOICES[name])}, got "
+                         f"{value!r}")
+
 
 _INF = math.inf
 _INT_MAX = 2**63 - 1
@@ -240,9 +179,9 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "vocab_size": (5, _INF),
     "min_count": (1, _INF),
     "mask_prob": ((0.0,), (1.0,)),
-    "generator_layers": (1, _INF),
     "word_dropout": (0.0, (1.0,)),
     "layer_decay": ((0.0,), 1.0),
+    "generator_layers": (1, _INF),
     "lora_rank": (0, 65536),
     "lora_alpha": ((0.0,), 1e9),
     "d_ff": (1, _INF),
@@ -251,27 +190,6 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "beam_size": (1, _INF),
     "length_penalty": (0.0, _INF),
 }
-
-_LEARNED_TOKENIZERS = ("word", "bpe")
-
-
-def _check_translate(cfg: TrainConfig) -> None:
-    """Two files each for --data and --val-data, a learned vocabulary, a fresh model."""
-    for name in ("data", "val_data"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, list) and len(value) == 2):
-            raise ValueError(f"--task translate needs {_flag(name)} SOURCE_FILE TARGET_FILE "
-                             "(two line-aligned files)")
-    if cfg.tokenizer not in _LEARNED_TOKENIZERS:
-        raise ValueError(f"--task translate learns its vocabulary: --tokenizer "
-                         f"{' or '.join(_LEARNED_TOKENIZERS)}, not {cfg.tokenizer}")
-    if cfg.init_from is not None:
-        raise ValueError("--init-from starts from a language model; --task translate trains "
-                         "an encoder-decoder from scratch")
-    if cfg.attention != "bidirectional":
-        raise ValueError("--attention causal: translate's encoder is bidirectional (its decoder "
-                         "is causal)")
-
 
 def _in_range(value: float, low: Any, high: Any) -> bool:
     """Inside the bounds and finite: an infinite --lr passes any lower bound, then the run
@@ -297,10 +215,6 @@ def _check_range(name: str, value: Any) -> None:
         high = _INT_MAX  # an integer option becomes a NumPy integer somewhere
     if not _in_range(value, low, high):
         raise ValueError(f"{_flag(name)} must be {_range_text(low, high)}, got {short(value)}")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -395,11 +309,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 _HELP = {
-    "task": "lm: language modelling (a masked LM with --attention bidirectional); mlm: the "
-    "masked LM (BERT's pretraining of an encoder); electra: replaced-token detection (ELECTRA's "
-    "pretraining: a small generator fills the hidden tokens, the encoder tells which were "
-    "replaced); classify: train or fine-tune a sentence classifier; "
-    "translate: train an encoder-decoder Transformer on parallel text",
+    "task": "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values()),
     "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
     "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
     "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
@@ -454,18 +364,18 @@ _HELP = {
     "bidirectional (a masked language model, BERT's pretraining, for --init-from of a classifier)",
     "mask_prob": "lm with --attention bidirectional: the share of tokens hidden and predicted "
     "(of them 80%% become [MASK], 10%% a random token, 10%% stay)",
-    "token_cache": "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches "
-    "(the text tokenized once, reused while it and the tokenizer are unchanged; default: "
-    "token_cache/ beside the --out folder)",
-    "generator_layers": "electra: layers of the generator, which shares the encoder's "
-    "embeddings",
     "word_dropout": "classify: the probability that a training sentence's word is replaced by "
     "[UNK] (default: 0.3 with a word or bpe vocabulary, as DAN on SST; 0 with char or byte)",
     "truncation": "classify: which tokens of a text longer than --context are kept: head (the "
     "first ones) or head_tail (the first quarter and the last three quarters of the context: "
     "a review's verdict is often at its end)",
-    "layer_decay": "each Transformer layer below the top learns at this times the lr of the "
-    "one above it (the embeddings lowest), the head at --lr (1: one lr for all)",
+    "layer_decay": "classify: each Transformer layer below the top learns at this times the lr "
+    "of the one above it, the embeddings lowest, the head at --lr (1: one lr for all)",
+    "generator_layers": "electra: layers of the generator, which shares the encoder's "
+    "embeddings",
+    "token_cache": "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches "
+    "(the text tokenized once, reused while it and the tokenizer are unchanged; default: "
+    "token_cache/ beside the --out folder)",
     "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
     "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
     "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
@@ -488,27 +398,30 @@ _HELP = {
 }
 
 
+def _task_default(task, name: str) -> Any:
+    """Task ``task``'s default of option ``name`` in words, or None."""
+    if name in task.defaults:
+        return task.defaults[name]
+    other = RUN_LENGTH[1 - RUN_LENGTH.index(name)] if name in RUN_LENGTH else None
+    if name == RUN_LENGTH[0] and other in task.defaults:
+        return f"{_flag(other)} {task.defaults[other]}"
+    if other is None:
+        return _NONE_MEANS.get(name)
+    return None
+
+
 def _default_text(name: str) -> str:
     """`` (default: X)``, or the default of each task where they differ."""
     default = getattr(TrainConfig, name)
-    per_task = {task: values[name] for task, values in TASK_DEFAULTS.items() if name in values}
-    if name == "max_steps":
-        per_task = {"lm": LM_STEPS, "mlm": PRETRAIN_STEPS, "electra": PRETRAIN_STEPS,
-                    "classify": f"--epochs {CLASSIFY_EPOCHS}",
-                    "translate": f"--epochs {TRANSLATE_EPOCHS}"}
-    if name == "decay_steps":
-        per_task["classify"] = per_task["translate"] = "the whole run"
-    if name == "epochs":
-        per_task = {"classify": CLASSIFY_EPOCHS, "translate": TRANSLATE_EPOCHS}
-    if name == "eval_every":
-        per_task["classify"] = per_task["translate"] = "twice an epoch"
-    if per_task:
+    per_task = {t.name: _task_default(t, name) for t in TASKS.values()}
+    per_task = {k: v for k, v in per_task.items() if v is not None}
+    if any(name in t.defaults for t in TASKS.values()):
         return " (default: " + "; ".join(f"{t} {v}" for t, v in per_task.items()) + ")"
     return "" if default is None else f" (default: {default})"
 
 
-_METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "token_cache": "DIR", "device": "DEVICE",
-             "init_from": "DIR"}
+_METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "token_cache": "DIR",
+             "device": "DEVICE", "init_from": "DIR"}
 _TYPE_METAVARS = {int: "N", float: "X"}
 
 

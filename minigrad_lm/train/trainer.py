@@ -26,7 +26,6 @@ trajectory as one process with N times the batch (up to float rounding; dropout 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import shutil
@@ -47,8 +46,6 @@ from ..backend.devices import memory_text
 from ..cli import USAGE_ERROR, report_errors
 from ..engine import rng
 from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, json_text
-from ..models import GPTConfig
-from ..models.electra import ElectraConfig
 from ..models.adapters import LoraSpec, adapter_files, apply_spec, parse_targets
 from ..optim.optimizers import AdamW, clip_grad_norm_, decay_groups, layer_decay_groups
 from ..optim.schedules import LRScheduler
@@ -60,21 +57,14 @@ from .checkpoint import (
     Checkpoint,
     RunLock,
     checkpoint_files,
-    make_model,
     read_checkpoint,
     run_has_checkpoint,
     truncate_metrics,
 )
 from .checkpoint import save_checkpoint as write_checkpoints
-from .config import (
-    PRETRAINING_TASKS,
-    TrainConfig,
-    build_parser,
-    check_fields,
-    read_config_file,
-)
+from .config import TrainConfig, build_parser, check_fields, read_config_file
 from .distributed import CollectiveError, World
-from .tasks import make_task
+from .tasks import TASKS, make_task, task_name
 from .tasks.common import tokenizer_kind
 
 __all__ = ["main", "measure_peak_flops"]
@@ -122,7 +112,7 @@ def _refuse_launch_without_distributed(size: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _model_fields(config: GPTConfig) -> dict:
+def _model_fields(config) -> dict:
     """The TrainConfig values that describe ``config``'s shape."""
     return {
         "context": config.context_length,
@@ -169,14 +159,15 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{source.path}/state.json: lacks the training configuration")
     saved = check_fields(saved, f"{source.path}/state.json")
-    if saved.get("task") == "classify":
-        saved.setdefault("word_dropout", 0.0)  # a run from before word dropout trained without
-    for key in ("task", "tokenizer"):
-        if key in explicit and explicit[key] != saved.get(key):
-            raise CheckpointError(
-                f"--resume: {source.path} was trained with --{key} {saved.get(key)}, not "
-                f"{explicit[key]}"
-            )
+    task = TASKS.get(task_name(saved))
+    if task is not None:
+        saved = {**task.saved_defaults, **saved}
+    if "task" in explicit and task_name({**saved, **explicit}) != task_name(saved):
+        raise CheckpointError(f"--resume: {source.path} was trained with --task "
+                              f"{task_name(saved)}, not {explicit['task']}")
+    if "tokenizer" in explicit and explicit["tokenizer"] != saved.get("tokenizer"):
+        raise CheckpointError(f"--resume: {source.path} was trained with --tokenizer "
+                              f"{saved.get('tokenizer')}, not {explicit['tokenizer']}")
     return source, saved
 
 
@@ -212,10 +203,11 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]
     if cfg.init_from is None:
         return cfg, None, None
     init = read_checkpoint(cfg.init_from)
-    if init.task not in PRETRAINING_TASKS:
+    starts = TASKS[cfg.task].init_from
+    if init.task not in starts:
         raise CheckpointError(
-            f"--init-from {init.path}: a {init.task} checkpoint; give a pretrained one (--task "
-            f"{', '.join(PRETRAINING_TASKS)})")
+            f"--init-from {init.path}: a {init.task} checkpoint; give a language-model checkpoint "
+            f"({' or '.join(starts)})")
     _refuse_other_tokenizer(init, explicit)
     return _adopt_model(cfg, init, explicit, "--init-from: checkpoint"), None, init
 
@@ -235,33 +227,6 @@ def _refuse_other_tokenizer(init: Checkpoint, explicit: dict) -> None:
             f"--init-from {init.path}: its tokenizer is {kind} with {size:,} tokens, not "
             f"{' '.join(asked)}; the encoder reads the tokens it was pretrained on (leave the "
             "tokenizer options out)")
-
-
-def _gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) -> GPTConfig:
-    """The model's shape: a checkpoint's (with this run's dropout and attention, so a causal
-    language model can start a bidirectional classifier), or the options'."""
-    causal = cfg.attention == "causal"
-    if source is not None:
-        config = source.model_config
-        if isinstance(config, ElectraConfig) and cfg.task != "electra":
-            config = config.encoder()
-        return dataclasses.replace(config, dropout=cfg.dropout, causal=causal,
-                                   recompute=cfg.recompute)
-    config = GPTConfig(
-        causal=causal,
-        vocab_size=vocab_size,
-        context_length=cfg.context,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        d_model=cfg.d_model,
-        dropout=cfg.dropout,
-        norm_first=cfg.norm == "pre",
-        positional=cfg.positional,
-        recompute=cfg.recompute,
-    )
-    if cfg.task == "electra":
-        return ElectraConfig(**config.to_dict(), generator_layers=cfg.generator_layers)
-    return config
 
 
 def _lora_spec(cfg: TrainConfig) -> LoraSpec | None:
@@ -558,10 +523,9 @@ class Trainer:
                 task=self.task.name,
                 model_config=self.model_config,
                 tokenizer_dict=self.task.tokenizer_dict,
-                num_classes=self.task.num_classes,
                 optimizer=self.optimizer,
                 state=self._state(rank_rngs),
-                pooling=self.cfg.pooling if self.task.name == "classify" else None,
+                extras=self.task.checkpoint_extras(),
                 extra_files=None if spec is None else adapter_files(self.model, spec,
                                                                     self.cfg.init_from),
             )
@@ -669,29 +633,22 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     its weights, optimizer state and step from :func:`_start_identical`.
     """
     rng.manual_seed(cfg.seed)
-    if cfg.task == "translate":  # an encoder-decoder, always trained from scratch
-        model_config = (dataclasses.replace(resume.model_config, dropout=cfg.dropout)
-                        if resume is not None else task.model_config())
-        rows = cfg.batch_size * max(1, cfg.batch_tokens // cfg.context)  # a token batch's rows
-    else:
-        model_config = _gpt_config(cfg, task.vocab_size, resume or init)
-        rows = cfg.batch_size
-    nbytes, detail = memory.training_bytes(model_config, rows, cfg.context, task.num_classes)
-    classes = f", {task.num_classes} classes" if task.num_classes else ""
+    model_config = task.model_config(resume or init)
+    extras = task.checkpoint_extras()
+    head = task.kind.head(model_config, extras)
+    nbytes, detail = memory.training_bytes(model_config, task.batch_rows(), cfg.context, head)
+    outputs = f", {head.outputs} outputs" if head.outputs is not None else ""
     memory.require(nbytes, detail, f"training a model of {model_config.n_layer} layers, d_model "
-                   f"{model_config.d_model}, vocabulary {model_config.vocab_size}{classes}",
+                   f"{model_config.d_model}, vocabulary {model_config.vocab_size}{outputs}",
                    device)
-    model = make_model(cfg.task, model_config, task.num_classes, cfg.pooling)
+    model = task.kind.build(model_config, extras)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
-        if cfg.task == "classify":
-            init.load_encoder(model.body)
-        else:
-            init.load_weights(model)
+        init.load_pretrained(task.kind.pretrained_part(model))
     spec = _lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
         apply_spec(model, spec)
-    groups = (decay_groups(model, cfg.weight_decay) if cfg.layer_decay == 1.0 else
+    groups = (decay_groups(model, cfg.weight_decay) if cfg.layer_decay in (None, 1.0) else
               layer_decay_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay,
                                  model_config.n_layer))
     optimizer = AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -701,9 +658,7 @@ def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
     start_step, best = 0, (None, None)
     if resume is not None:
         _restore_random_state(resume, batch_rng, world.rank)
-        # Checkpoints from before the best score was named kept the best val loss.
-        best = (resume.state.get("best_score", resume.state.get("best_val_loss")),
-                resume.state.get("best_step"))
+        best = resume.state.get("best_score"), resume.state.get("best_step")
     length = RunLength.of(cfg, task, cfg.batch_size * cfg.grad_accum_steps * world.size)
     if resume is not None and world.is_root:
         resume.load_weights(model)
@@ -837,9 +792,7 @@ def _train_locked(args: argparse.Namespace, world: World, claim: Callable[[str],
     source = resume or init
 
     def build() -> Trainer:
-        task = make_task(cfg, source.tokenizer_dict if source else None,
-                         resume.num_classes if resume is not None else None)
-        return _build(cfg, task, device, resume, init, world)
+        return _build(cfg, make_task(cfg, source, resume), device, resume, init, world)
 
     trainer = world.agree(build)
     _start_identical(trainer, world)

@@ -35,10 +35,14 @@ class Op:
     fn: Callable  # Tensors -> Tensor
     ref: Callable | None  # float64 NumPy arrays -> array (None: gradcheck only)
     inputs: st.SearchStrategy  # tuples of float64 arrays, every one an input of fn
-    sample: Callable | None = None  # rng -> float32 inputs big enough to split (kernel rows)
-    chunked: bool = False  # the CPU path splits its work into chunks or blocks
+    sample: Callable | None = None  # rng -> float32 inputs for the kernel and CUDA checks
+    chunked: bool = False  # the CPU path splits its work into chunks or blocks (on samples)
     cpu_kernel: str | None = None  # the kernels/cpu.py function the CPU path must call
-    cuda_kernel: str | None = None  # the kernels/cuda.py launch the CUDA path must count
+    cuda_kernels: tuple[str, ...] = ()  # the kernels/cuda.py launches the CUDA path must count
+
+
+SOFTMAX_KERNELS = ("masked_softmax", "softmax_bwd")
+LAYER_NORM_KERNELS = ("layer_norm_fwd", "layer_norm_bwd")
 
 
 def of_tensors(fn):
@@ -99,7 +103,8 @@ def cross_entropy_row(name, smoothing, reduction, low=-3.0, high=3.0):
         return composite.cross_entropy(mg.tensor(z), _targets(*z.shape),
                                        label_smoothing=smoothing, reduction=reduction).numpy()
     return Op(name, fn, ref, sized((st.integers(1, 5), st.integers(2, 5)), low=low, high=high),
-              normal((64, 300), scale=5), cuda_kernel=None if reduction == "none" else "ce_bwd")
+              normal((64, 300), scale=5),
+              cuda_kernels=() if reduction == "none" else ("ce_fwd", "ce_bwd"))
 
 
 def _padding(b: int, t: int) -> np.ndarray:
@@ -118,7 +123,7 @@ def mha_row(name, heads, causal, padded):
         return composite.multi_head_attention(mg.tensor(z), heads, causal, pad(z)).numpy()
     dims = (st.integers(1, 2), st.integers(1, 4), st.sampled_from([3 * heads, 6 * heads]))
     return Op(name, fn, ref, sized(dims), normal((5, 9, 3 * heads * 8)), chunked=True,
-              cuda_kernel=None if padded else "softmax_bwd")
+              cuda_kernels=() if padded else SOFTMAX_KERNELS)
 
 
 def sdpa_row(name, causal, masked):
@@ -133,7 +138,7 @@ def sdpa_row(name, causal, masked):
                                    mask(q, k)).numpy()
     return Op(name, fn, ref, attention_inputs(causal),
               normal((4, 2, 9, 8), (4, 2, 9, 8), (4, 2, 9, 8)), chunked=True,
-              cuda_kernel=None if masked else "softmax_bwd")
+              cuda_kernels=() if masked else SOFTMAX_KERNELS)
 
 
 def attention_inputs(causal: bool):
@@ -174,7 +179,7 @@ ELEMENTWISE = [
        lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
        one(arrays(ANY, low=-4, high=4)), lambda rng: (np.linspace(-12, 12, 5001, dtype=np.float32)
                                                       .reshape(3, 1667),),
-       chunked=True, cpu_kernel="gelu_tanh_forward", cuda_kernel="gelu_bwd"),
+       chunked=True, cpu_kernel="gelu_tanh_forward", cuda_kernels=("gelu_fwd", "gelu_bwd")),
     Op("clip", lambda x: mg.clip(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7),
        one(arrays(ANY, distinct=True))),
     Op("clip_lower", lambda x: x.clip(min=0.1), lambda x: np.maximum(x, 0.1),
@@ -196,11 +201,12 @@ ELEMENTWISE = [
 FUSED = [
     Op("softmax_last_axis", lambda x: mg.softmax(x, -1), lambda x: _softmax(x, -1),
        one(arrays(shapes(min_dims=1), low=-5, high=5)), normal((2, 5, 6)), chunked=True,
-       cpu_kernel="softmax_forward", cuda_kernel="softmax_bwd"),
+       cpu_kernel="softmax_forward", cuda_kernels=SOFTMAX_KERNELS),
     Op("softmax_axis_0", lambda x: mg.softmax(x, 0), lambda x: _softmax(x, 0),
        one(arrays(shapes(min_dims=1), low=-5, high=5))),
     Op("log_softmax_last_axis", lambda x: mg.log_softmax(x, -1),
-       lambda x: np.log(_softmax(x, -1)), one(arrays(shapes(min_dims=1), low=-5, high=5))),
+       lambda x: np.log(_softmax(x, -1)), one(arrays(shapes(min_dims=1), low=-5, high=5)),
+       normal((4, 9, 33))),
     Op("log_softmax_axis_0", lambda x: mg.log_softmax(x, 0), lambda x: np.log(_softmax(x, 0)),
        one(arrays(shapes(min_dims=1), low=-5, high=5))),
     Op("layer_norm", lambda x, w, b: F.layer_norm(x, x.shape[-1], w, b),
@@ -209,16 +215,17 @@ FUSED = [
            arrays(st.tuples(st.integers(1, 3), st.integers(1, 4), st.just(c)), distinct=True),
            arrays((c,)), arrays((c,)))),
        normal((5, 3, 300), (300,), (300,)), chunked=True, cpu_kernel="layer_norm_forward",
-       cuda_kernel="layer_norm_bwd"),
+       cuda_kernels=LAYER_NORM_KERNELS),
     Op("layer_norm_no_bias", lambda x, w: F.layer_norm(x, x.shape[-1], w),
        lambda x, w: of_tensors(composite.layer_norm)(x, w, np.zeros(x.shape[-1])),
        st.integers(2, 6).flatmap(lambda c: st.tuples(
            arrays(st.tuples(st.integers(1, 4), st.just(c)), distinct=True), arrays((c,)))),
        normal((5, 3, 300), (300,)), chunked=True, cpu_kernel="layer_norm_forward",
-       cuda_kernel="layer_norm_bwd"),
+       cuda_kernels=LAYER_NORM_KERNELS),
     Op("layer_norm_no_affine", lambda x: F.layer_norm(x, x.shape[-1]),
        lambda x: of_tensors(composite.layer_norm)(x, np.ones(x.shape[-1]), np.zeros(x.shape[-1])),
-       one(arrays(st.tuples(st.integers(1, 4), st.integers(2, 6)), distinct=True))),
+       one(arrays(st.tuples(st.integers(1, 4), st.integers(2, 6)), distinct=True)),
+       normal((6, 40))),
     cross_entropy_row("cross_entropy_smoothing", 0.1, "mean"),
     cross_entropy_row("cross_entropy", 0.0, "mean"),
     cross_entropy_row("cross_entropy_sum", 0.1, "sum"),
@@ -230,16 +237,19 @@ FUSED = [
        attention_inputs(causal=True)),
     mha_row("multi_head_attention_causal", 2, causal=True, padded=False),
     mha_row("multi_head_attention_padded", 2, causal=False, padded=True),
-    Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D)),
+    Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D),
+       normal((40, 16))),
     Op("linear", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
-           (st.integers(1, 2), st.integers(1, 3), io[0]), (io[1], io[0]), (io[1],)))),
+           (st.integers(1, 2), st.integers(1, 3), io[0]), (io[1], io[0]), (io[1],))),
+       normal((4, 6, 32), (24, 32), (24,))),
     Op("linear_no_bias", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
            (st.integers(1, 3), io[0]), (io[1], io[0])))),
     Op("matmul_batched", mg.matmul, np.matmul,
        st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)).flatmap(
-           lambda mkn: sized((2, 1, mkn[0], mkn[1]), (3, mkn[1], mkn[2])))),
+           lambda mkn: sized((2, 1, mkn[0], mkn[1]), (3, mkn[1], mkn[2]))),
+       normal((2, 1, 9, 16), (3, 16, 7))),
 ]
 
 def _dropout(x):

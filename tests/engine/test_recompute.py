@@ -1,5 +1,6 @@
-"""recompute.checkpoint: gradients identical to the plain graph (bit for bit on the CPU, dropout
-included), nothing of the forward kept but the inputs, and GPT's recompute settings."""
+"""recompute.checkpoint: gradients identical to the plain graph (bit for bit on the CPU, to float
+rounding on a GPU; dropout included), nothing of the forward kept but the inputs, and GPT's
+recompute settings."""
 import gc
 import weakref
 
@@ -108,11 +109,11 @@ def test_warns_when_nothing_requires_grad_and_refuses_non_tensor_results():
         checkpoint(lambda a: (a, a), mg.tensor(np.ones(2), requires_grad=True))
 
 
-def _gpt_grads(recompute, dropout=0.2):
+def _gpt_grads(recompute, device, dropout=0.2):
     mg.manual_seed(0)
     cfg = GPTConfig(vocab_size=11, context_length=16, n_layer=2, n_head=2, d_model=16,
                     dropout=dropout, recompute=recompute)
-    model = GPT(cfg)
+    model = GPT(cfg).to(device)
     ids = np.random.default_rng(0).integers(0, 11, (3, 17))
     loss = model.loss(ids[:, :-1], ids[:, 1:])
     loss.backward()
@@ -120,13 +121,16 @@ def _gpt_grads(recompute, dropout=0.2):
 
 
 @pytest.mark.parametrize("recompute", ["blocks", "attention"])
-def test_gpt_recompute_gives_bit_identical_gradients_with_dropout(recompute):
-    base_loss, base = _gpt_grads("none")
-    loss, grads = _gpt_grads(recompute)
-    assert loss == base_loss
+def test_gpt_recompute_gives_bit_identical_gradients_with_dropout(device, recompute):
+    base_loss, base = _gpt_grads("none", device)
+    loss, grads = _gpt_grads(recompute, device)
+    # On a GPU, the embedding's backward adds rows with atomics, in no fixed order; a mask that
+    # was not replayed would still change the loss and gradients by far more than that.
+    tol = 0 if device == "cpu" else 1e-6
+    assert loss == pytest.approx(base_loss, rel=tol, abs=tol)
     assert base.keys() == grads.keys()
     for name in base:
-        np.testing.assert_array_equal(grads[name], base[name], err_msg=name)
+        np.testing.assert_allclose(grads[name], base[name], rtol=tol, atol=tol, err_msg=name)
 
 
 def test_gpt_config_refuses_unknown_recompute():

@@ -405,7 +405,8 @@ def _checkpoint(run: Path, model, task: str = "lm", tokenizer_dict=None) -> Path
     files = checkpoint_files(
         model, task=task, model_config=config,
         tokenizer_dict=tokenizer_dict or ByteTokenizer().to_dict(),
-        num_classes=None if task == "lm" else model.num_classes,
+        extras={} if task == "lm" else {"num_classes": model.num_classes,
+                                        "pooling": model.pooling},
         optimizer=AdamW(decay_groups(model, 0.1)), state={"step": 0})
     save_checkpoint(str(run), files, best=True)
     return run

@@ -92,8 +92,8 @@ def test_shared_and_separate_embeddings_are_tied_to_the_output():
     assert separate.num_parameters() - shared.num_parameters() == 11 * 8
 
 
-def test_padded_batch_equals_each_sentence_alone():
-    model = tiny(2).eval()
+def test_padded_batch_equals_each_sentence_alone(device):
+    model = tiny(2).to(device).eval()
     srcs = [[5, 6, 7, 8, EOS], [3, EOS], [9, 4, EOS]]
     tgts = [[BOS, 4, 5], [BOS, 6, 7, 8, 9], [BOS]]
     src = np.zeros((3, 5), np.int64)
@@ -107,8 +107,8 @@ def test_padded_batch_equals_each_sentence_alone():
             np.testing.assert_allclose(batch[i, :len(t)], alone, rtol=1e-4, atol=1e-5)
 
 
-def test_cached_decoder_steps_match_the_full_forward():
-    model = tiny(3).eval()
+def test_cached_decoder_steps_match_the_full_forward(device):
+    model = tiny(3).to(device).eval()
     src = np.array([[5, 6, 7, EOS], [3, EOS, PAD, PAD]])
     tgt = np.array([[BOS, 4, 5, 6, 7], [BOS, 8, 9, 3, 3]])
     with mg.no_grad():
@@ -123,8 +123,8 @@ def test_cached_decoder_steps_match_the_full_forward():
 
 
 @pytest.mark.parametrize("beam", [1, 3])
-def test_cached_decoding_gives_the_uncached_tokens(beam):
-    model = tiny(4).eval()
+def test_cached_decoding_gives_the_uncached_tokens(device, beam):
+    model = tiny(4).to(device).eval()
     sources = [np.array([5, 6, 7, EOS]), np.array([3, EOS]), np.array([9, 9, 8, 7, 6, EOS])]
     opts = DecodeOptions(beam_size=beam, max_len_a=1.0, max_len_b=3)
     cached = translate_ids(model, sources, opts, use_cache=True)
@@ -133,8 +133,8 @@ def test_cached_decoding_gives_the_uncached_tokens(beam):
     assert all(len(h) <= len(s) + 3 for h, s in zip(cached, sources))
 
 
-def test_beam_one_equals_greedy_and_batching_changes_nothing():
-    model = tiny(5).eval()
+def test_beam_one_equals_greedy_and_batching_changes_nothing(device):
+    model = tiny(5).to(device).eval()
     rng = np.random.default_rng(0)
     sources = [np.append(rng.integers(3, 11, n), EOS) for n in (1, 4, 2, 6, 3)]
     src = np.zeros((5, 7), np.int64)
@@ -148,6 +148,26 @@ def test_beam_one_equals_greedy_and_batching_changes_nothing():
     batched = translate_ids(model, sources, DecodeOptions(beam_size=3))
     for i, s in enumerate(sources):  # batched beam search = one sentence at a time
         assert translate_ids(model, [s], DecodeOptions(beam_size=3)) == [batched[i]]
+
+
+def test_loss_gradients_and_translations_on_gpu_match_cpu(gpu):
+    src = np.array([[5, 6, 7, 8, EOS], [3, EOS, PAD, PAD, PAD], [9, 4, 10, EOS, PAD]])
+    tgt_in = np.array([[BOS, 4, 5, 6], [BOS, 6, PAD, PAD], [BOS, 7, 8, PAD]])
+    tgt_out = np.array([[4, 5, 6, EOS], [6, EOS, PAD, PAD], [7, 8, EOS, PAD]])
+    results = []
+    for device in ("cpu", gpu):
+        model = tiny(7, share_embeddings=False).to(device)
+        loss = model.loss(src, tgt_in, tgt_out, label_smoothing=0.1)
+        loss.backward()
+        grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
+        sources = [row[:list(row).index(EOS) + 1] for row in src]
+        hyps = translate_ids(model.eval(), sources, DecodeOptions(beam_size=3, max_len_b=4))
+        results.append((loss.item(), grads, hyps))
+    (cpu_loss, cpu_grads, cpu_hyps), (gpu_loss, gpu_grads, gpu_hyps) = results
+    assert gpu_loss == pytest.approx(cpu_loss, rel=1e-5)
+    for name, g in cpu_grads.items():
+        np.testing.assert_allclose(gpu_grads[name], g, rtol=1e-3, atol=1e-5, err_msg=name)
+    assert gpu_hyps == cpu_hyps
 
 
 class TableModel:

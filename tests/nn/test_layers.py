@@ -57,10 +57,10 @@ def test_classifier_gradcheck_and_shapes(device, causal, pooling):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(causal):
+def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(device, causal):
     mg.manual_seed(4)
     clf = SequenceClassifier(GPT(GPTConfig(vocab_size=7, context_length=6, n_layer=2, n_head=2,
-                                           d_model=8, causal=causal)), 2).eval()
+                                           d_model=8, causal=causal)), 2).to(device).eval()
     sentences = [[1, 2, 3], [4, 5, 6, 1, 2], [3]]
     alone = [clf(np.array([s]), np.array([len(s)])).numpy()[0] for s in sentences]
     padded = np.array([s + [6] * (6 - len(s)) for s in sentences])  # pads are real ids
@@ -69,11 +69,11 @@ def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(causal):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
-def test_pooling_picks_the_right_hidden_states(pooling):
+def test_pooling_picks_the_right_hidden_states(device, pooling):
     """Values, not gradients: an off-by-one position still has a fine gradient."""
     mg.manual_seed(5)
     clf = SequenceClassifier(GPT(GPTConfig(vocab_size=9, context_length=5, n_layer=1, n_head=1,
-                                           d_model=6, causal=False)), 3, pooling).eval()
+                                           d_model=6, causal=False)), 3, pooling).to(device).eval()
     ids, lengths = np.array([[2, 3, 4, 0, 0], [5, 6, 7, 8, 1]]), np.array([3, 5])
     keep = np.arange(5)[None] < lengths[:, None]
     h = clf.body.body(ids, key_padding_mask=keep).numpy()

@@ -23,19 +23,13 @@ CFG = GPTConfig(vocab_size=13, context_length=8, n_layer=2, n_head=2, d_model=16
 IDS = np.random.default_rng(0).integers(0, 13, (2, 9))
 
 
-def _gpt(seed=0):
+def _gpt(seed=0, device="cpu"):
     mg.manual_seed(seed)
-    return GPT(CFG)
+    return GPT(CFG).to(device)
 
 
-def _randomize_adapters(model, scale=0.3):
-    r = np.random.default_rng(5)
-    for m in lora_layers(model).values():
-        m.lora_B.data[...] = r.standard_normal(m.lora_B.shape) * scale
-
-
-def test_frozen_parameters_get_no_gradient_no_state_and_do_not_move():
-    model = _gpt()
+def test_frozen_parameters_get_no_gradient_no_state_and_do_not_move(device):
+    model = _gpt(device=device)
     frozen = [model.layers[0].ff.fc.weight, model.ln_f.bias]
     for p in frozen:
         p.requires_grad_(False)
@@ -62,15 +56,18 @@ def test_a_group_of_frozen_parameters_and_a_frozen_model_are_refused():
         decay_groups(lin, 0.1)
 
 
-def test_zero_initialized_adapter_equals_the_base_model():
-    base, model = _gpt(), _gpt()
+def test_zero_initialized_adapter_equals_the_base_model(device):
+    base, model = _gpt(device=device), _gpt(device=device)
     names = add_lora(model, ["qkv", "out", "fc", "proj"], rank=4, alpha=8)
     assert len(names) == 4 * CFG.n_layer and "layers.0.attn.qkv" in names
-    np.testing.assert_array_equal(model(IDS[:, :-1]).numpy(), base(IDS[:, :-1]).numpy())
+    assert all(p.device == device for p in model.parameters())
+    exact = device == "cpu"  # a GPU's GEMMs may round two equal products differently
+    np.testing.assert_allclose(model(IDS[:, :-1]).numpy(), base(IDS[:, :-1]).numpy(), rtol=0,
+                               atol=0 if exact else 1e-6)
 
 
-def test_only_the_adapters_train_and_merge_keeps_the_logits():
-    model = _gpt()
+def test_only_the_adapters_train_and_merge_keeps_the_logits(device):
+    model = _gpt(device=device)
     add_lora(model, ["qkv", "fc"], rank=2, alpha=4)
     opt = AdamW(decay_groups(model, 0.1), lr=0.05)
     adapters = {id(p) for m in lora_layers(model).values() for p in (m.lora_A, m.lora_B)}
@@ -86,7 +83,8 @@ def test_only_the_adapters_train_and_merge_keeps_the_logits():
             np.testing.assert_array_equal(p.numpy(), frozen[n])
     model.eval()
     unmerged = model(IDS[:, :-1]).numpy()
-    assert not np.array_equal(unmerged, _gpt().eval()(IDS[:, :-1]).numpy())  # the adapters learned
+    base = _gpt(device=device).eval()
+    assert not np.array_equal(unmerged, base(IDS[:, :-1]).numpy())  # the adapters learned
     merge_lora(model)
     np.testing.assert_allclose(model(IDS[:, :-1]).numpy(), unmerged, atol=1e-5)
     for m in lora_layers(model).values():
@@ -101,17 +99,18 @@ def test_only_the_adapters_train_and_merge_keeps_the_logits():
 
 @given(n=st.integers(1, 3), i=st.integers(1, 4), o=st.integers(1, 4), r=st.integers(1, 3),
        bias=st.booleans(), data=st.data())
-def test_lora_linear_gradcheck(n, i, o, r, bias, data):
+def test_lora_linear_gradcheck(device, n, i, o, r, bias, data):
     layer = LoRALinear(nn.Linear(i, o, bias), r, alpha=2.0)
     for p in (layer.weight, layer.bias, layer.lora_A, layer.lora_B):
         if p is not None:
             p.data = data.draw(arrays(p.shape))
-    x = T(data.draw(arrays((n, i))))
+    layer.to(device)
+    x = T(data.draw(arrays((n, i))), device)
     want = x.numpy() @ (layer.weight.numpy() + 2.0 / r * layer.lora_B.numpy()
                         @ layer.lora_A.numpy()).T + (layer.bias.numpy() if bias else 0)
     np.testing.assert_allclose(layer(x).numpy(), want, rtol=1e-10, atol=1e-12)
     assert mg.gradcheck(lambda x, a, b: layer(x), [x, layer.lora_A, layer.lora_B])
-    y = layer(T(x.numpy(), requires_grad=True))
+    y = layer(T(x.numpy(), device, requires_grad=True))
     y.sum().backward()
     assert layer.weight.grad is None and (layer.bias is None or layer.bias.grad is None)
 

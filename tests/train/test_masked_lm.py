@@ -1,5 +1,5 @@
-"""Masked language modelling (`--task lm --attention bidirectional`): the masking, the run, its
-checkpoint and what the other commands do with it."""
+"""Masked language modelling (`--task mlm`, or `--task lm --attention bidirectional`): the
+masking, the run, its checkpoint and what the other commands do with it."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minigrad_lm as mg
+from minigrad_lm.data.masking import mask_draws, mask_tokens
 from minigrad_lm.data.trained_tokenizer import FIRST_WORD_ID
+from minigrad_lm.inference.scoring import masked_logits
 from minigrad_lm.io.files import load_safetensors
+from minigrad_lm.models import GPT, GPTConfig
+from minigrad_lm.nn import functional as F
+from minigrad_lm.nn.functional import IGNORE_INDEX as IGNORE
 from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
-from minigrad_lm.train.tasks.masked_lm import IGNORE, mask_draws, mask_tokens
 from tests.cli_support import TINY, WORDS, assert_one_line_error, run_module, run_train
+from tests.helpers import to_float64
 
 MASK_ID, VOCAB = 4, 60
 MASKED = ["--attention", "bidirectional", "--tokenizer", "word"]
@@ -52,6 +58,24 @@ def test_masking_follows_berts_shares():
     assert kept.mean() == pytest.approx(0.1 + 0.1 / (VOCAB - FIRST_WORD_ID), abs=0.015)
 
 
+def test_masked_logits_are_the_full_logits_of_the_hidden_tokens(device):
+    """Values (which rows reach the output layer) and float64 gradients of the masked loss."""
+    mg.manual_seed(2)
+    model = to_float64(GPT(GPTConfig(vocab_size=VOCAB, context_length=6, n_layer=1, n_head=2,
+                                     d_model=4, causal=False)), device)
+    ids = _ids((2, 6), seed=3)
+    inputs, targets = mask_tokens(ids, mask_draws(np.random.default_rng(4), 2, 6, VOCAB),
+                                  MASK_ID, 0.5)
+    picked = targets != IGNORE
+    assert 0 < picked.sum() < picked.size
+    logits, scored = masked_logits(model, inputs, targets)
+    np.testing.assert_allclose(logits.numpy(), model(inputs).numpy()[picked], rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_array_equal(scored, targets[picked])
+    assert mg.gradcheck(lambda *ps: F.cross_entropy(*masked_logits(model, inputs, targets)),
+                        model.parameters())
+
+
 def _cyclic_corpus(path, lines=150):
     """Each word follows one word and precedes one: a hidden word is told by its neighbours."""
     words = [WORDS[i % len(WORDS)] for i in range(lines * 8)]
@@ -75,7 +99,7 @@ def test_a_masked_language_model_learns_to_fill_in_words(mlm_run):
     evals = [r for r in read_metrics(str(out)) if r["kind"] == "eval"]
     assert evals[-1]["val_acc"] > 0.4, evals  # chance: 1 in 20 words
     ckpt = read_checkpoint(str(out))
-    assert ckpt.task == "lm" and not ckpt.model_config.causal
+    assert ckpt.task == "mlm" and not ckpt.model_config.causal
     assert ckpt.tokenizer.mask_id == MASK_ID
 
 
@@ -127,7 +151,8 @@ def test_resuming_a_masked_language_model_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--attention", "bidirectional"], "needs a [MASK] token: --tokenizer word or bpe, not char"),
+    (["--attention", "bidirectional", "--tokenizer", "char"],
+     "needs a [MASK] token: --tokenizer word or bpe, not char"),
     ([*MASKED, "--mask-prob", "1"], "--mask-prob must be"),
 ])
 def test_bad_masked_language_model_options(tmp_path, capsys, argv, message):

@@ -13,7 +13,6 @@ from minigrad_lm.data.trained_tokenizer import TrainedTokenizer
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.models import GPT, SequenceClassifier
 from minigrad_lm.models.electra import (
-    IGNORE,
     ElectraConfig,
     ElectraPretrainer,
     electra_losses,
@@ -24,7 +23,7 @@ from minigrad_lm.nn import functional as F
 from minigrad_lm.optim.optimizers import AdamW, layer_decay_groups
 from minigrad_lm.optim.schedules import LRScheduler
 from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
-from minigrad_lm.train.tasks.masked_lm import mask_draws, mask_tokens
+from minigrad_lm.data.masking import mask_draws, mask_tokens
 from tests.cli_support import TINY, WORDS, assert_one_line_error, run_train, synthetic_text
 from tests.helpers import to_float64
 
@@ -111,7 +110,7 @@ def test_replacements_are_drawn_from_the_generator_and_labelled_by_value():
     model = _tiny_electra()
     inputs, targets, u = _batch(seed=3)
     _, _, replaced, logits = electra_losses(model, inputs, targets, u)
-    assert not replaced[targets == IGNORE].any()  # only hidden positions can be replaced
+    assert not replaced[targets == F.IGNORE_INDEX].any()  # only hidden positions can be replaced
     assert logits.shape == inputs.shape
     draws = np.random.default_rng(0).random(20_000)
     probs = np.array([0.1, 0.6, 0.3])

@@ -1,28 +1,47 @@
-"""The training tasks: language modelling (causal or masked), classification, translation.
+"""The training tasks, one module each: language modelling (``lm``), masked language modelling
+(``mlm``), replaced-token detection (``electra``), sentence classification (``classify``) and
+translation (``translate``).
 
-Each task owns its data, batches, loss, evaluation and report lines; the trainer only
-talks to this small interface, so it treats them all the same way (checkpoints, resume).
+Each is a :class:`~.base.Task` that owns its rules (defaults, option checks, model, data,
+loss, evaluation, best metric, checkpoint contents); the trainer, the configuration and the
+checkpoint code ask :data:`TASKS` and never name a task. Adding one: see the README's
+"Adding a task".
 """
 from __future__ import annotations
 
-from ..config import TrainConfig
+from typing import TYPE_CHECKING, Any
+
+from .base import Task
 from .classify import ClassifyTask
 from .electra import ElectraTask
 from .lm import LMTask
 from .masked_lm import MaskedLMTask
 from .translate import TranslateTask
 
-__all__ = ["ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask", "TranslateTask", "make_task"]
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..config import TrainConfig
+
+__all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask",
+           "Task", "TranslateTask", "make_task", "task_name"]
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (LMTask, MaskedLMTask, ElectraTask,
+                                                    ClassifyTask, TranslateTask)}
+DEFAULT_TASK = LMTask.name
 
 
-def make_task(cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None = None):
-    """The task object for ``cfg.task``; ``source_tokenizer`` comes from a resumed or
-    ``--init-from`` checkpoint, ``num_classes`` from a resumed classifier."""
-    if cfg.task == "electra":
-        return ElectraTask(cfg, source_tokenizer)
-    if cfg.task in ("lm", "mlm"):
-        masked = cfg.attention == "bidirectional"
-        return (MaskedLMTask if masked else LMTask)(cfg, source_tokenizer)
-    if cfg.task == "translate":
-        return TranslateTask(cfg, source_tokenizer)
-    return ClassifyTask(cfg, source_tokenizer, num_classes)
+def task_name(values: dict[str, Any]) -> str:
+    """The task that options ``values`` train: ``values["task"]``, unless they spell another
+    task by its alias (``--task lm --attention bidirectional`` is ``mlm``)."""
+    for task in TASKS.values():
+        if task.alias and all(values.get(k) == v for k, v in task.alias.items()):
+            return task.name
+    return values.get("task", DEFAULT_TASK)
+
+
+def make_task(cfg: TrainConfig, source: Checkpoint | None = None,
+              resume: Checkpoint | None = None) -> Task:
+    """The task of ``cfg`` with its data read; ``source`` (a resumed or ``--init-from``
+    checkpoint) brings its tokenizer, ``resume`` its task's own keys (a classifier's classes)."""
+    return TASKS[cfg.task](cfg, source.tokenizer_dict if source is not None else None,
+                           resume.extras if resume is not None else None)

@@ -1,48 +1,87 @@
-"""Sentence classification: the task, its encoding of sentences and its scoring.
+"""Sentence classification: a GPT body (fresh or a pretrained language model's) with a
+pooled linear head, trained for --epochs passes over labelled sentences.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ... import backend
-from ...data.labeled import LabeledRows, encode_classification, load_labeled
+from ...checkpoints.kinds import ClassifyKind, ElectraKind, LMKind, MaskedLMKind
+from ...data.labeled import TRUNCATIONS, LabeledRows, encode_sentences, load_labeled
 from ...data.tokenizer import tokenizer_from_dict
 from ...data.trained_tokenizer import FIRST_WORD_ID, UNK
 from ...engine import rng
 from ...engine.tensor import Tensor
+from ...inference.scoring import score_classifier
 from ...nn import functional as F
-from ..config import TrainConfig
 from ..distributed import LOCAL, World
+from .base import Task
 from .common import (
-    EPOCH_STREAM,
     EVAL_STREAM,
     MAJORITY_MARGIN,
+    epoch_draw,
     evaluating,
     fingerprint,
+    gpt_config,
     new_tokenizer,
+    require_learned_tokenizer,
     tokenizer_kind,
 )
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..config import TrainConfig
 
 
 # Measured on MR (benchmarks/classify.py); DAN's value on SST (Iyyer et al., 2015).
 WORD_DROPOUT = 0.3
-# --truncation head_tail keeps this share of the context from a long text's end (Sun et al.,
-# 2019, "How to Fine-Tune BERT for Text Classification": 382 of 510 tokens, best on IMDB).
-TAIL_SHARE = 0.75
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
     """Sentence classification: each epoch visits every training row once, in an order of its
     own drawn from the run's seed; evaluation scores the whole val set."""
 
-    name = "classify"
+    kind = ClassifyKind
+    name = ClassifyKind.name
+    summary = "train or fine-tune a sentence classifier"
+    # Measured on the Movie Review corpus (benchmarks/classify.py), against a bag-of-words
+    # baseline.
+    defaults = {"epochs": 3, "tokenizer": "word", "batch_size": 32, "context": 64,
+                "n_layer": 2, "d_model": 128, "positional": "learned", "dropout": 0.1,
+                "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
+                "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
+                "truncation": "head", "layer_decay": 1.0}
+    options = ("epochs", "word_dropout", "truncation", "layer_decay")
+    saved_defaults = {"word_dropout": 0.0}  # runs from before word dropout trained without
+    init_from = (LMKind.name, MaskedLMKind.name, ElectraKind.name)
     best_metric = "val_acc"
+    higher_is_better = True
     head_share = 0.0  # the language model's output layer is not used
 
-    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None, num_classes: int | None):
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.data is None:
+            raise ValueError("--task classify needs --data: a TSV/CSV file of sentences "
+                             "and labels, or one file of sentences per class")
+        if cfg.val_data is None and cfg.val_every_nth is None:
+            raise ValueError("--task classify needs --val-data FILE(S) or --val-every-nth N "
+                             "(every Nth line of --data held out for validation)")
+        if cfg.pooling == "cls" and cfg.attention != "bidirectional":
+            raise ValueError("--pooling cls needs --attention bidirectional (a causal model "
+                             "shows the first token nothing else)")
+        if cfg.word_dropout:
+            require_learned_tokenizer(cfg, "--word-dropout replaces words by [UNK]")
+        if cfg.pooling == "cls":
+            require_learned_tokenizer(cfg, "--pooling cls needs a [CLS] token")
+        if cfg.truncation not in TRUNCATIONS:
+            raise ValueError(f"--truncation must be one of {', '.join(TRUNCATIONS)}, got "
+                             f"{cfg.truncation!r}")
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
+                 resumed_extras: dict[str, Any] | None = None):
         self.cfg = cfg
+        num_classes = (resumed_extras or {}).get("num_classes")
         train = load_labeled(cfg.data, cfg.encoding)
         if cfg.val_data is not None:
             val = load_labeled(cfg.val_data, cfg.encoding)
@@ -101,19 +140,15 @@ class ClassifyTask:
         lines.append(f"majority-class baseline: val accuracy {self.majority:.1%}")
         return lines
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.cfg.seed, EPOCH_STREAM, epoch]).permutation(
-            self.train_rows)
+    def model_config(self, source: Checkpoint | None):
+        return gpt_config(self.cfg, self.vocab_size, source)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "pooling": self.cfg.pooling}
 
     def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
-        """The ``size`` training rows of step ``step``: the next ones in the concatenation of
-        the epochs' orders. A function of the step alone, so a resumed run (mid-epoch too)
-        picks the rows the uninterrupted one would have."""
-        start = step * size
-        first, last = start // self.train_rows, (start + size - 1) // self.train_rows
-        order = np.concatenate([self._epoch_order(e) for e in range(first, last + 1)])
-        offset = start - first * self.train_rows
-        return order[offset:offset + size]
+        """The ``size`` training rows of step ``step``, epoch after epoch in seeded orders."""
+        return epoch_draw(self.cfg.seed, self.train_rows, size, step)
 
     def batch_at(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The rows' ids, cut to the longest of them (padding past it is never looked at)."""
@@ -137,7 +172,7 @@ class ClassifyTask:
 
     def _score(self, model, ids, lengths, labels, world: World) -> tuple[float, float]:
         total_loss, correct = score_classifier(model, ids, lengths, labels,
-                                               self.cfg.batch_size, world)
+                                               self.cfg.batch_size, world.rank, world.size)
         return world.sum(total_loss) / len(labels), world.sum(correct) / len(labels)
 
     def evaluate(self, model, world: World = LOCAL) -> dict[str, float]:
@@ -157,10 +192,6 @@ class ClassifyTask:
         return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                 "val_acc": val_acc}
 
-    @staticmethod
-    def improves(metrics: dict[str, float], best: float | None) -> bool:
-        return best is None or metrics["val_acc"] > best
-
     def eval_line(self, step: int, m: dict[str, Any]) -> str:
         return (
             f"step {step}: train {m['train_loss']:.4f} (acc {m['train_acc']:.1%}) | val "
@@ -176,22 +207,6 @@ class ClassifyTask:
                 "learned the task; try a lower --lr, more --epochs or another --tokenizer"]
 
 
-def encode_sentences(tokenizer, texts: list[str], context: int, pooling: str,
-                     names: list[str] | None = None, truncation: str = "head"
-                     ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Ids, lengths and the number of sentences cut (by ``truncation``: ``head`` or
-    ``head_tail``), as a classifier with ``pooling`` reads them: after a [CLS] token for
-    ``"cls"``."""
-    prefix = ()
-    if pooling == "cls":
-        if getattr(tokenizer, "cls_id", None) is None:
-            raise ValueError("pooling cls: the tokenizer has no [CLS] token (use a word or bpe "
-                             "tokenizer)")
-        prefix = (tokenizer.cls_id,)
-    tail = int(context * TAIL_SHARE) if truncation == "head_tail" else 0
-    return encode_classification(texts, tokenizer, context, names, prefix, tail)
-
-
 def drop_words(ids: np.ndarray, p: float, unk_id: int, generator: np.random.Generator
                ) -> np.ndarray:
     """Word dropout (Iyyer et al., 2015): each word becomes [UNK] with probability ``p``, so the
@@ -199,22 +214,6 @@ def drop_words(ids: np.ndarray, p: float, unk_id: int, generator: np.random.Gene
     stay. Drawn from the dropout stream, which checkpoints keep (exact resume)."""
     drop = (ids >= FIRST_WORD_ID) & (generator.random(ids.shape, dtype=np.float32) < p)
     return np.where(drop, unk_id, ids)
-
-
-def score_classifier(model, ids, lengths, labels, batch_size: int,
-                     world: World = LOCAL) -> tuple[float, int]:
-    """(summed cross-entropy, number right) over this rank's share of the rows, in batches
-    cut to their longest sentence."""
-    total_loss, correct = 0.0, 0
-    starts = range(0, len(labels), batch_size)
-    for lo in starts[world.rank::world.size]:  # the ranks take turns
-        part = slice(lo, lo + batch_size)
-        width = int(lengths[part].max())
-        logits = model(ids[part, :width], lengths[part])
-        total_loss += F.cross_entropy(logits, labels[part], reduction="sum").item()
-        pred = backend.to_numpy(logits.data.argmax(axis=-1))
-        correct += int((pred == labels[part]).sum())
-    return total_loss, correct
 
 
 def _classify_tokenizer(cfg: TrainConfig, source_tokenizer: dict | None, texts: list[str]):

@@ -1,17 +1,25 @@
-"""What the tasks share: constants of the random streams, helpers for files, windows and
-tokenizers.
+"""What the tasks share: constants of the random streams, helpers for files, epochs,
+tokenizers and the GPT shape.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...data.tokenizer import ByteTokenizer, CharTokenizer
+from ...data.trained_tokenizer import KINDS as LEARNED_TOKENIZERS
 from ...data.trained_tokenizer import TrainedTokenizer, is_hf_dict
 from ...engine.tensor import no_grad
-from ..config import TrainConfig
+from ...models import GPTConfig
+from ...models.electra import ElectraConfig
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..config import TrainConfig
 
 # Evaluation draws its batches from a generator of its own, re-created for every evaluation:
 # every eval scores the same windows, and the training streams are never touched.
@@ -34,9 +42,47 @@ def evaluating(model):
         model.train()
 
 
-def _first_unknown(tokenizer: CharTokenizer, text: str) -> int:
-    known = set(tokenizer.chars)
-    return next(i for i, c in enumerate(text) if c not in known)
+def flag(name: str) -> str:
+    """The command-line flag of option ``name``: ``--max-steps`` for ``max_steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def require_learned_tokenizer(cfg: TrainConfig, why: str) -> None:
+    """Refuse a char or byte tokenizer where ``why`` needs a word or bpe vocabulary."""
+    if cfg.tokenizer not in LEARNED_TOKENIZERS:
+        raise ValueError(f"{why}: --tokenizer {' or '.join(LEARNED_TOKENIZERS)}, not "
+                         f"{cfg.tokenizer}")
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits ``n`` items: a function of the seed alone."""
+    return np.random.default_rng([seed, EPOCH_STREAM, epoch]).permutation(n)
+
+
+def epoch_draw(seed: int, n: int, size: int, step: int) -> np.ndarray:
+    """The ``size`` items of step ``step``: the next ones in the concatenation of the epochs'
+    orders of ``n`` items. A function of the step alone, so a resumed run (mid-epoch too)
+    picks the items the uninterrupted one would have."""
+    start = step * size
+    first, last = start // n, (start + size - 1) // n
+    order = np.concatenate([epoch_order(seed, e, n) for e in range(first, last + 1)])
+    return order[start - first * n:start - first * n + size]
+
+
+def gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) -> GPTConfig:
+    """A GPT's shape: a checkpoint's (with this run's dropout, attention and recompute, so a
+    causal language model can start a bidirectional classifier), or the options'."""
+    causal = cfg.attention == "causal"
+    if source is not None:
+        config = source.model_config
+        if isinstance(config, ElectraConfig):  # its encoder alone starts another model
+            config = config.encoder()
+        return dataclasses.replace(config, dropout=cfg.dropout, causal=causal,
+                                   recompute=cfg.recompute)
+    return GPTConfig(causal=causal, vocab_size=vocab_size, context_length=cfg.context,
+                     n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
+                     dropout=cfg.dropout, norm_first=cfg.norm == "pre",
+                     positional=cfg.positional, recompute=cfg.recompute)
 
 
 def paths(data: str | list[str]) -> list[str]:
@@ -52,29 +98,6 @@ def hold_out_lines(text: str, nth: int) -> tuple[str, str]:
     numbered = list(enumerate(text.split("\n"), 1))
     return ("\n".join(line for n, line in numbered if n % nth),
             "\n".join(line for n, line in numbered if not n % nth))
-
-
-def encode_text(tokenizer, text: str, name: str) -> np.ndarray:
-    """Encode a corpus; an unknown character is reported by file and line, not offset. A
-    learned (word or BPE) vocabulary encodes it line by line with [SEP] after each line, the
-    line breaks that word tokens would otherwise lose."""
-    sep = getattr(tokenizer, "sep_id", None)
-    if sep is not None:
-        lines = [line for line in text.split("\n") if line.strip()]
-        ends = np.array([sep], np.int64)
-        return np.concatenate([piece for ids in tokenizer.encode_batch(lines)
-                               for piece in (ids, ends)])
-    try:
-        return tokenizer.encode(text)
-    except ValueError:
-        if not isinstance(tokenizer, CharTokenizer):  # byte-level BPE: only lone surrogates
-            raise ValueError(f"{name}: text cannot be encoded as UTF-8 bytes") from None
-        pos = _first_unknown(tokenizer, text)
-        line = text.count("\n", 0, pos) + 1
-        raise ValueError(
-            f"{name}:{line}: character {text[pos]!r} is not in the vocabulary of the "
-            "checkpoint's tokenizer"
-        ) from None
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

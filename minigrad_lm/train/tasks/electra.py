@@ -9,22 +9,44 @@ classifier from its encoder.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...models.electra import DISCRIMINATOR_WEIGHT, electra_loss, electra_losses
+from ...checkpoints.kinds import ElectraKind
 from ...engine.tensor import Tensor
+from ...inference.scoring import perplexity
+from ...models.electra import DISCRIMINATOR_WEIGHT, ElectraConfig, electra_loss, electra_losses
 from ..distributed import LOCAL, World
-from .common import EVAL_STREAM, evaluating
+from .common import EVAL_STREAM, evaluating, gpt_config
 from .masked_lm import MaskedLMTask
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
 
 class ElectraTask(MaskedLMTask):
     """Generator loss + 50 x replaced-token loss on random windows of the corpus; scored by
     both, the generator's accuracy on the hidden tokens and the encoder's on every token."""
 
-    name = "electra"
+    kind = ElectraKind
+    name = ElectraKind.name
+    summary = ("replaced-token detection, ELECTRA's pretraining of a bidirectional encoder: a "
+               "small generator fills the hidden tokens, the encoder tells which were replaced")
+    defaults = {**MaskedLMTask.defaults, "generator_layers": 1}
+    alias = {}
+    options = ("generator_layers",)
+    init_from = ()
+
+    def model_config(self, source: Checkpoint | None):
+        """The encoder's shape and the generator's depth (a resumed run's own)."""
+        cfg = self.cfg
+        if source is not None:
+            return dataclasses.replace(source.model_config, dropout=cfg.dropout,
+                                       recompute=cfg.recompute)
+        encoder = gpt_config(cfg, self.vocab_size, None)
+        return ElectraConfig(**encoder.to_dict(), generator_layers=cfg.generator_layers)
 
     def _draws(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
         draws = super()._draws(rng, size)
@@ -61,8 +83,7 @@ class ElectraTask(MaskedLMTask):
             train = self._score(model, self.train, rng, world)
             val = self._score(model, self.val, rng, world)
         return {"train_loss": train["loss"], "val_loss": val["loss"],
-                "val_gen_loss": val["gen_loss"], "val_gen_ppl": math.exp(min(val["gen_loss"],
-                                                                             700.0)),
+                "val_gen_loss": val["gen_loss"], "val_gen_ppl": perplexity(val["gen_loss"]),
                 "val_rtd_loss": val["rtd_loss"], "val_rtd_acc": val["rtd_acc"]}
 
     def eval_line(self, step: int, m: dict[str, float]) -> str:

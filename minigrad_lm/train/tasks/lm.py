@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ... import backend
+from ...checkpoints.kinds import LMKind, MaskedLMKind
 from ...data.corpus import default_corpus
 from ...data.text import (
+    encode_text,
     load_text,
     load_token_folder,
     read_vocab_json,
@@ -25,18 +26,18 @@ from ...data.tokenizer import CharTokenizer, tokenizer_from_dict
 from ...data.trained_tokenizer import KINDS, is_hf_dict
 from ...engine.tensor import Tensor
 from ...inference.sampling import generate
-from ...nn import functional as F
+from ...inference.scoring import perplexity, summed_loss
 from ..checkpoint import external_tokenizer_dict
-from ..config import TrainConfig
 from ..distributed import LOCAL, World
+from .base import Task
 from .common import (
     EVAL_STREAM,
     SAMPLE_TEMPERATURE,
     VAL_FRACTION,
     check_length,
-    encode_text,
     evaluating,
     fingerprint,
+    gpt_config,
     hold_out_lines,
     joined,
     new_tokenizer,
@@ -44,16 +45,39 @@ from .common import (
     tokenizer_kind,
 )
 
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..config import TrainConfig
 
-class LMTask:
+
+class LMTask(Task):
     """Next-token prediction: random windows of ``context`` tokens from the train split."""
 
-    name = "lm"
-    num_classes = None
-    best_metric = "val_loss"
-    head_share = 1.0  # every token is a target: all go through the output layer
+    kind = LMKind
+    name = LMKind.name
+    summary = "language modelling (next-token prediction with a causal GPT)"
+    # nanoGPT's CPU recipe: the default run, a character-level GPT on the stdlib's docstrings
+    defaults = {"max_steps": 2000, "tokenizer": "char", "decay_steps": 2000, "batch_size": 32,
+                "context": 64, "n_layer": 4, "d_model": 128, "positional": "learned",
+                "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100, "beta2": 0.99,
+                "weight_decay": 0.1, "eval_every": 250, "log_every": 100, "attention": "causal"}
+    init_from = (LMKind.name, MaskedLMKind.name)
 
-    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
+    @staticmethod
+    def check_data(cfg: TrainConfig) -> None:
+        """Where validation text comes from when --data names several files."""
+        if isinstance(cfg.data, list) and cfg.val_data is None and cfg.val_every_nth is None:
+            raise ValueError("several --data files: give --val-data or --val-every-nth N")
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        LMTask.check_data(cfg)
+        if cfg.attention != "causal":
+            raise ValueError("--task lm predicts the next token: its attention is causal "
+                             "(--task mlm trains a bidirectional model)")
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
+                 resumed_extras: dict[str, Any] | None = None):
         self.cfg = cfg
         folder = Path(cfg.data) if isinstance(cfg.data, str) else None
         if folder is not None and folder.is_dir() and (folder / "train.bin").exists():
@@ -68,6 +92,9 @@ class LMTask:
         check_length(self.val, cfg.context, f"{val_name}: the validation split")
         self.vocab_size = self._vocab_size()
         self.unigram = unigram_baseline(self.train, self.val, self.vocab_size)
+
+    def model_config(self, source: Checkpoint | None):
+        return gpt_config(self.cfg, self.vocab_size, source)
 
     def _vocab_size(self) -> int:
         if self.tokenizer is not None:
@@ -197,9 +224,8 @@ class LMTask:
             mine = starts[world.rank * per_rank:(world.rank + 1) * per_rank]
             for lo in range(0, per_rank, cfg.batch_size):
                 x, y = windows(ids, mine[lo:lo + cfg.batch_size], cfg.context)
-                logits = model(x)
-                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += int((backend.to_numpy(logits.data.argmax(axis=-1)) == y).sum())
+                loss, right = summed_loss(model(x), y)
+                loss_sum, correct = loss_sum + loss, correct + right
         tokens = cfg.eval_batches * per_rank * world.size * cfg.context
         return world.sum(loss_sum) / tokens, world.sum(correct) / tokens
 
@@ -213,7 +239,7 @@ class LMTask:
         return {
             "train_loss": train_loss,
             "val_loss": val_loss,
-            "val_ppl": math.exp(min(val_loss, 700.0)),
+            "val_ppl": perplexity(val_loss),
             "val_acc": val_acc,
         }
 
@@ -222,10 +248,6 @@ class LMTask:
             f"step {step}: train {m['train_loss']:.4f} | val {m['val_loss']:.4f} "
             f"(ppl {m['val_ppl']:.2f}, acc {m['val_acc']:.1%}) | unigram {self.unigram:.4f}"
         )
-
-    @staticmethod
-    def improves(metrics: dict[str, float], best: float | None) -> bool:
-        return best is None or metrics["val_loss"] < best
 
     def finish(self, model, best: float | None) -> list[str]:
         """A sample from the trained model, started at a newline (a fresh docstring)."""
@@ -252,24 +274,8 @@ class LMTask:
 
 
 def _learned(cfg: TrainConfig, source_tokenizer: dict | None) -> bool:
-    """True when the text is encoded by a word or BPE vocabulary (what the token cache holds):
+    """True when the text is encoded by a word or BPE vocabulary (what a token cache holds):
     the checkpoint's, or one to learn."""
     if source_tokenizer is not None:
         return is_hf_dict(source_tokenizer)
     return cfg.tokenizer in KINDS
-
-
-def score_lm(model, ids: np.ndarray, context: int, batch_size: int) -> tuple[float, int, int]:
-    """(summed next-token cross-entropy, number right, tokens scored) over ``ids`` cut into
-    consecutive windows of ``context`` inputs (each scores every one of its targets)."""
-    n = (len(ids) - 1) // context
-    if n == 0:
-        raise ValueError(f"{len(ids)} tokens: need more than the model's context of {context}")
-    starts = np.arange(n) * context
-    total_loss, correct = 0.0, 0
-    for lo in range(0, n, batch_size):
-        x, y = windows(ids, starts[lo:lo + batch_size], context)
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += int((backend.to_numpy(logits.data.argmax(axis=-1)) == y).sum())
-    return total_loss, correct, n * context

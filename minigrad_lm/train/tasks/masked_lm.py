@@ -1,7 +1,8 @@
 """Masked language modelling (BERT's objective): the pretraining of a bidirectional encoder.
 
-``--task lm --attention bidirectional`` trains it. A bidirectional model cannot learn next-token
-prediction (each token sees its successor), so it learns to fill in hidden tokens instead: in
+``--task mlm`` trains it (``--task lm --attention bidirectional`` is its older spelling). A
+bidirectional model cannot learn next-token prediction (each token sees its successor), so it
+learns to fill in hidden tokens instead: in
 each window, every real token is picked with probability ``--mask-prob`` (BERT's 15%), and a
 picked token is replaced by ``[MASK]`` 80% of the time, by a random token 10%, and kept 10%
 (so the model cannot tell which real tokens are scored). The loss is the cross-entropy of the
@@ -10,65 +11,46 @@ encoder then starts a classifier with ``--init-from``, the same attention it was
 """
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ... import backend
-from ...data.trained_tokenizer import FIRST_WORD_ID
+from ...checkpoints.kinds import MaskedLMKind
+from ...data.masking import mask_draws, mask_tokens
 from ...engine.tensor import Tensor
+from ...inference.scoring import masked_logits, perplexity, score_masked
 from ...nn import functional as F
-from ..config import TrainConfig
 from ..distributed import LOCAL, World
-from .common import EVAL_STREAM, evaluating
+from .common import EVAL_STREAM, evaluating, require_learned_tokenizer
 from .lm import LMTask
 
-IGNORE = -100  # the target of a token that is not scored
-MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the picked tokens; the rest are kept as they are
-
-
-def mask_draws(rng: np.random.Generator, size: int, context: int, vocab_size: int
-               ) -> dict[str, np.ndarray]:
-    """The random numbers that mask ``size`` windows: a pick and an action uniform per token,
-    and the random token each would become. Drawn apart from the tokens, so a step's draws
-    come from the batch stream alone (exact resume)."""
-    return {"pick": rng.random((size, context), dtype=np.float32),
-            "action": rng.random((size, context), dtype=np.float32),
-            "random_id": rng.integers(FIRST_WORD_ID, vocab_size, size=(size, context))}
-
-
-def mask_tokens(ids: np.ndarray, draws: dict[str, np.ndarray], mask_id: int, prob: float
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) of windows ``ids`` (B, T): the picked tokens hidden as BERT hides
-    them, and their ids as targets (:data:`IGNORE` elsewhere). Special tokens are never
-    picked nor drawn as random tokens. At least one token of the batch is picked when any is
-    a word, so the loss is always defined."""
-    real = ids >= FIRST_WORD_ID
-    picked = real & (draws["pick"] < prob)
-    if not picked.any() and real.any():
-        picked.flat[np.flatnonzero(real)[0]] = True
-    action = draws["action"]
-    inputs = np.where(picked & (action < MASK_SHARE), mask_id, ids)
-    swap = picked & (action >= MASK_SHARE) & (action < MASK_SHARE + RANDOM_SHARE)
-    inputs = np.where(swap, draws["random_id"], inputs)
-    return inputs, np.where(picked, ids, IGNORE)
-
-
-def masked_logits(model, inputs: np.ndarray, targets: np.ndarray) -> tuple[Tensor, np.ndarray]:
-    """The vocabulary logits (N, V) of the N scored tokens and their targets (N,): the hidden
-    states of the others never reach the (large) output projection."""
-    scored = targets != IGNORE
-    h = model.body(inputs)
-    return model.head(h[scored]), targets[scored]
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class MaskedLMTask(LMTask):
     """Masked language modelling on random windows of the corpus, as :class:`LMTask` draws
     them; scored by the loss, perplexity and accuracy on the hidden tokens."""
 
-    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
+    kind = MaskedLMKind
+    name = MaskedLMKind.name
+    summary = ("masked language modelling, BERT's pretraining of a bidirectional encoder "
+               "(also --task lm --attention bidirectional)")
+    defaults = {**LMTask.defaults, "tokenizer": "word", "attention": "bidirectional"}
+    alias = {"task": LMTask.name, "attention": "bidirectional"}
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        LMTask.check_data(cfg)
+        if cfg.attention != "bidirectional":
+            raise ValueError("--task mlm fills in hidden tokens from both sides: its attention "
+                             "is bidirectional")
+        require_learned_tokenizer(cfg, "--attention bidirectional trains a masked language "
+                                  "model, which needs a [MASK] token")
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
+                 resumed_extras: dict[str, Any] | None = None):
         super().__init__(cfg, source_tokenizer)
-        self.name = cfg.task  # "mlm", or "lm" with --attention bidirectional
         self.head_share = cfg.mask_prob  # only the hidden tokens reach the output layer
         self.mask_id = getattr(self.tokenizer, "mask_id", None)
         if self.mask_id is None:
@@ -133,7 +115,7 @@ class MaskedLMTask(LMTask):
             train_loss, _ = self._score(model, self.train, rng, world)
             val_loss, val_acc = self._score(model, self.val, rng, world)
         return {"train_loss": train_loss, "val_loss": val_loss,
-                "val_ppl": math.exp(min(val_loss, 700.0)), "val_acc": val_acc}
+                "val_ppl": perplexity(val_loss), "val_acc": val_acc}
 
     def eval_line(self, step: int, m: dict[str, float]) -> str:
         return (f"step {step}: masked tokens: train {m['train_loss']:.4f} | val "
@@ -142,33 +124,3 @@ class MaskedLMTask(LMTask):
 
     def finish(self, model, best: float | None) -> list[str]:
         return []  # a bidirectional model does not write text left to right
-
-
-def score_masked(model, inputs: np.ndarray, targets: np.ndarray) -> tuple[float, int, int]:
-    """(summed cross-entropy, number right, number scored) over the hidden tokens of a batch."""
-    logits, wanted = masked_logits(model, inputs, targets)
-    loss = F.cross_entropy(logits, wanted, reduction="sum").item()
-    right = int((backend.to_numpy(logits.data.argmax(axis=-1)) == wanted).sum())
-    return loss, right, len(wanted)
-
-
-def score_masked_lm(model, ids: np.ndarray, context: int, batch_size: int, tokenizer,
-                    prob: float = 0.15, seed: int = 0) -> tuple[float, int, int]:
-    """(summed cross-entropy, number right, tokens scored) of a masked language model over
-    ``ids`` cut into consecutive windows of ``context``, masked by draws of ``seed`` (the
-    same tokens are hidden every time the file is scored)."""
-    n = len(ids) // context
-    if n == 0:
-        raise ValueError(f"{len(ids)} tokens: need at least the model's context of {context}")
-    windows = np.asarray(ids)[: n * context].reshape(n, context).astype(np.int64)
-    rng = np.random.default_rng(seed)
-    mask_id, vocab = tokenizer.mask_id, tokenizer.vocab_size
-    if mask_id is None:
-        raise ValueError("the checkpoint's tokenizer has no [MASK] token")
-    total_loss, correct, scored = 0.0, 0, 0
-    for lo in range(0, n, batch_size):
-        x = windows[lo:lo + batch_size]
-        draws = mask_draws(rng, len(x), context, vocab)
-        part_loss, part_right, part_n = score_masked(model, *mask_tokens(x, draws, mask_id, prob))
-        total_loss, correct, scored = total_loss + part_loss, correct + part_right, scored + part_n
-    return total_loss, correct, scored

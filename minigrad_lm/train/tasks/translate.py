@@ -16,76 +16,38 @@ is a function of the step alone, so ``--resume`` continues bit-identically, mid-
 
 from __future__ import annotations
 
-import gzip
-import math
-from pathlib import Path
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...checkpoints.kinds import TranslateKind
+from ...data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
 from ...data.trained_tokenizer import SEP, TrainedTokenizer
 from ...engine.tensor import Tensor
-from ...inference.decoding import DecodeOptions, translate_ids
-from ...io.untrusted import read_regular_bytes
+from ...inference.decoding import DecodeOptions, translate_text
+from ...inference.scoring import bleu, perplexity, require_sacrebleu, score_translation
 from ...models.seq2seq import Seq2SeqConfig
-from ...nn import functional as F
-from ..config import TrainConfig
 from ..distributed import LOCAL, World
-from .common import EPOCH_STREAM, EVAL_STREAM, evaluating, fingerprint, new_tokenizer
+from .base import Task
+from .common import (
+    EVAL_STREAM,
+    epoch_draw,
+    evaluating,
+    fingerprint,
+    flag,
+    new_tokenizer,
+    require_learned_tokenizer,
+)
 
-__all__ = ["TranslateTask", "bleu", "read_lines", "read_parallel"]
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..config import TrainConfig
+
+__all__ = ["TranslateTask"]
 
 SHUFFLE_STREAM = 5  # ties between equally long pairs are broken by this stream of the seed
 EXAMPLES = 3
-
-
-def read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file, gzipped or not (without their line endings)."""
-    p = Path(path)
-    raw = read_regular_bytes(p, 1 << 62)  # a folder, FIFO or device is refused by name
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{p}: not a readable gzip file ({e})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ValueError(f"{p}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x})") from None
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start another
-    return [line.removesuffix("\r") for line in lines]
-
-
-def read_parallel(src_path: str, tgt_path: str
-                  ) -> tuple[list[str], list[str], list[int], list[int]]:
-    """(sources, targets, their line numbers, line numbers of skipped pairs with an empty
-    side) of two line-aligned files."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise ValueError(f"{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}: "
-                         "parallel files must be line-aligned")
-    kept, empty = [], []
-    for i, (s, t) in enumerate(zip(src, tgt), start=1):
-        (kept if s.strip() and t.strip() else empty).append(i)
-    if not kept:
-        raise ValueError(f"{src_path}, {tgt_path}: no sentence pair with text on both sides")
-    return [src[i - 1] for i in kept], [tgt[i - 1] for i in kept], kept, empty
-
-
-def _sacrebleu():
-    try:
-        import sacrebleu
-    except ModuleNotFoundError:
-        raise ValueError("translation scores BLEU with sacrebleu: pip install sacrebleu") from None
-    return sacrebleu
-
-
-def bleu(hypotheses: list[str], references: list[str]) -> float:
-    """Corpus BLEU (sacrebleu's standard 13a tokenization, on detokenized text), 0-100."""
-    return float(_sacrebleu().corpus_bleu(hypotheses, [references]).score)
 
 
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int,
@@ -104,17 +66,43 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int,
     return batches
 
 
-class TranslateTask:
+class TranslateTask(Task):
     """Sequence-to-sequence training on parallel text, evaluated by val loss and val BLEU."""
 
-    name = "translate"
-    num_classes = None
+    kind = TranslateKind
+    name = TranslateKind.name
+    summary = "train an encoder-decoder Transformer on parallel text"
+    # A batch_size of 1 token-count batch (of --batch-tokens) per micro-batch; the attention
+    # named is the encoder's (the decoder's is causal). Measured on Multi30k by
+    # benchmarks/translate.py.
+    defaults = {"epochs": 5, "tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
+                "d_model": 256, "positional": "sinusoidal", "dropout": 0.1, "lr": 1.5e-3,
+                "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.98, "weight_decay": 0.01,
+                "log_every": 100, "attention": "bidirectional"}
+    options = ("epochs",)
     best_metric = "val_bleu"
-    head_share = 1.0  # every target token goes through the output layer
+    higher_is_better = True
 
-    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None):
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        """Two files each for --data and --val-data, a learned vocabulary, a fresh model."""
+        for name in ("data", "val_data"):
+            value = getattr(cfg, name)
+            if not (isinstance(value, list) and len(value) == 2):
+                raise ValueError(f"--task translate needs {flag(name)} SOURCE_FILE TARGET_FILE "
+                                 "(two line-aligned files)")
+        require_learned_tokenizer(cfg, "--task translate learns its vocabulary")
+        if cfg.init_from is not None:
+            raise ValueError("--init-from starts from a language model; --task translate "
+                             "trains an encoder-decoder from scratch")
+        if cfg.attention != "bidirectional":
+            raise ValueError("--attention causal: translate's encoder is bidirectional (its "
+                             "decoder is causal)")
+
+    def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
+                 resumed_extras: dict[str, Any] | None = None):
         self.cfg = cfg
-        _sacrebleu()  # missing: fail before any work
+        require_sacrebleu()  # missing: fail before any work
         train_src, train_tgt, train_lines, self.train_empty = read_parallel(*cfg.data)
         self.val_src, self.val_tgt, val_lines, self.val_empty = read_parallel(*cfg.val_data)
         if source_tokenizer is not None:
@@ -126,7 +114,7 @@ class TranslateTask:
         self.pad, self.bos, self.eos = (self.tokenizer.pad_id, self.tokenizer.cls_id,
                                         self.tokenizer.token_id(SEP))
         src, tgt = self._encode(train_src), self._encode(train_tgt, eos=False)
-        fits = [i for i in range(len(src)) if self._fits(src[i], tgt[i])]
+        fits = [i for i in range(len(src)) if pair_fits(src[i], tgt[i], cfg.context)]
         self.train_too_long = len(src) - len(fits)
         if not fits:
             raise ValueError(f"{cfg.data[0]}: every pair is longer than --context {cfg.context}")
@@ -134,7 +122,7 @@ class TranslateTask:
         self.val_src_ids = self._encode(self.val_src)
         self.val_tgt_ids = self._encode(self.val_tgt, eos=False)
         for i, line in enumerate(val_lines):
-            if not self._fits(self.val_src_ids[i], self.val_tgt_ids[i]):
+            if not pair_fits(self.val_src_ids[i], self.val_tgt_ids[i], cfg.context):
                 raise ValueError(
                     f"{cfg.val_data[0]}:{line}: the pair has {len(self.val_src_ids[i])} and "
                     f"{len(self.val_tgt_ids[i]) + 1} tokens, more than --context {cfg.context}")
@@ -146,19 +134,18 @@ class TranslateTask:
         self.train_rows = len(self.batches)  # the Trainer's epochs count batches
 
     def _encode(self, lines: list[str], eos: bool = True) -> list[np.ndarray]:
-        ids = self.tokenizer.encode_batch(lines)
-        return [np.append(a, self.eos) for a in ids] if eos else ids
-
-    def _fits(self, src: np.ndarray, tgt: np.ndarray) -> bool:
-        return len(src) <= self.cfg.context and len(tgt) + 1 <= self.cfg.context
+        return encode_lines(self.tokenizer, lines, self.eos if eos else None)
 
     @staticmethod
     def _lengths(src, tgt) -> tuple[np.ndarray, np.ndarray]:
         return np.array([len(s) for s in src]), np.array([len(t) + 1 for t in tgt])
 
-    def model_config(self) -> Seq2SeqConfig:
-        """A fresh model's shape, from the options and the vocabulary."""
+    def model_config(self, source: Checkpoint | None) -> Seq2SeqConfig:
+        """A resumed model's shape (with this run's dropout), or a fresh one's from the
+        options and the vocabulary."""
         cfg = self.cfg
+        if source is not None:
+            return dataclasses.replace(source.model_config, dropout=cfg.dropout)
         return Seq2SeqConfig(
             vocab_size=self.vocab_size, context_length=cfg.context, n_layer=cfg.n_layer,
             n_head=cfg.n_head, d_model=cfg.d_model, d_ff=cfg.d_ff or 4 * cfg.d_model,
@@ -188,27 +175,16 @@ class TranslateTask:
                          f"{cfg.context} tokens")
         return lines
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.cfg.seed, EPOCH_STREAM, epoch]).permutation(
-            len(self.batches))
+    def batch_rows(self) -> int:
+        """A token batch's rows, at their longest."""
+        return self.cfg.batch_size * max(1, self.cfg.batch_tokens // self.cfg.context)
 
     def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
-        """The ``size`` batches of step ``step``: the next ones in the concatenation of the
-        epochs' orders (a function of the step alone, so resuming mid-epoch is exact)."""
-        n, start = len(self.batches), step * size
-        first, last = start // n, (start + size - 1) // n
-        order = np.concatenate([self._epoch_order(e) for e in range(first, last + 1)])
-        return order[start - first * n:start - first * n + size]
+        """The ``size`` batches of step ``step``, epoch after epoch in seeded orders."""
+        return epoch_draw(self.cfg.seed, len(self.batches), size, step)
 
     def _pad(self, rows: np.ndarray, src, tgt) -> tuple[np.ndarray, ...]:
-        """(source, decoder input, decoder target) arrays of these pairs, padded."""
-        n = len(rows)
-        s = np.full((n, max(len(src[i]) for i in rows)), self.pad, dtype=np.int64)
-        t = np.full((n, max(len(tgt[i]) for i in rows) + 2), self.pad, dtype=np.int64)
-        for r, i in enumerate(rows):
-            s[r, :len(src[i])] = src[i]
-            t[r, 0], t[r, 1:len(tgt[i]) + 1], t[r, len(tgt[i]) + 1] = self.bos, tgt[i], self.eos
-        return s, np.ascontiguousarray(t[:, :-1]), np.ascontiguousarray(t[:, 1:])
+        return pad_pairs(rows, src, tgt, self.pad, self.bos, self.eos)
 
     def batch_at(self, picks: np.ndarray) -> tuple[np.ndarray, ...]:
         rows = np.concatenate([self.batches[b] for b in picks])
@@ -229,16 +205,14 @@ class TranslateTask:
         """Mean token cross-entropy (no smoothing) over these batches, shared by the ranks."""
         total, tokens = 0.0, 0
         for rows in batches[world.rank::world.size]:
-            s, t_in, t_out = self._pad(rows, src, tgt)
-            total += F.cross_entropy(model(s, t_in), t_out, ignore_index=self.pad,
-                                     reduction="sum").item()
-            tokens += int((t_out != self.pad).sum())
+            loss, n = score_translation(model, self._pad(rows, src, tgt), self.pad)
+            total, tokens = total + loss, tokens + n
         return world.sum(total) / world.sum(tokens)
 
     def translate(self, model, sources: list[np.ndarray]) -> list[str]:
         options = DecodeOptions(beam_size=self.cfg.beam_size,
                                 length_penalty=self.cfg.length_penalty)
-        return [self.tokenizer.decode(h).strip() for h in translate_ids(model, sources, options)]
+        return translate_text(model, self.tokenizer, sources, options)
 
     def evaluate(self, model, world: World = LOCAL) -> dict[str, Any]:
         """Val loss and perplexity over the whole val set, train loss on a fixed sample of
@@ -250,15 +224,11 @@ class TranslateTask:
             metrics = {"train_loss": self._nll(model, sample, self.src, self.tgt, world),
                        "val_loss": self._nll(model, self.val_batches, self.val_src_ids,
                                              self.val_tgt_ids, world)}
-            metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 700.0))
+            metrics["val_ppl"] = perplexity(metrics["val_loss"])
             if world.is_root:
                 metrics["val_bleu"] = bleu(self.translate(model, self.val_src_ids),
                                            self.val_tgt)
         return metrics
-
-    @staticmethod
-    def improves(metrics: dict[str, Any], best: float | None) -> bool:
-        return best is None or metrics["val_bleu"] > best
 
     def eval_line(self, step: int, m: dict[str, Any]) -> str:
         return (f"step {step}: train {m['train_loss']:.4f} | val {m['val_loss']:.4f} "

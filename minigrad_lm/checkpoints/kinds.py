@@ -1,0 +1,302 @@
+"""The part of each task that lives on after training: what its checkpoint's ``config.json``
+holds beyond the model shape, how its model is built, how much memory it needs, and how it
+scores a file for ``python -m minigrad_lm.evaluate``.
+
+Inference reads checkpoints without importing the trainer, so this half of a task sits below
+``minigrad_lm.train``; the training half (data, batches, loss, options) is the task's module in
+:mod:`minigrad_lm.train.tasks`, whose class names its kind here. ``KINDS[name]`` is the kind of a
+checkpoint whose ``config.json`` says ``"task": name``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..backend.memory import Head
+from ..data.labeled import encode_sentences, load_labeled
+from ..data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
+from ..data.text import encode_text, load_text
+from ..engine.tensor import no_grad
+from ..inference.decoding import DecodeOptions, translate_text
+from ..inference.scoring import (
+    bleu,
+    perplexity,
+    score_classifier,
+    score_lm,
+    score_masked_lm,
+    score_translation,
+)
+from ..io.untrusted import Bool, Int, Num, Object, Str
+from ..models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
+from ..models.classifier import POOLINGS
+from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
+from ..models.config import POSITIONALS, RECOMPUTE
+from ..models.hf_gpt2 import EXPORT_ACTIVATIONS
+from ..nn import Module
+
+__all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "ElectraKind", "LMKind", "MaskedLMKind",
+           "TranslateKind"]
+
+# Sizes above these are no model anyone trains here; the memory estimate refuses far less.
+MAX_SIZE = 2**31 - 1
+MAX_CLASSES = 65536
+
+# The shapes of the model configs in config.json (minigrad_lm.io.untrusted): checked first.
+_SHAPE = {
+    "vocab_size": Int(1, MAX_SIZE), "context_length": Int(1, MAX_SIZE),
+    "n_layer": Int(1, MAX_SIZE), "n_head": Int(1, MAX_SIZE), "d_model": Int(1, MAX_SIZE),
+    "dropout": Num(0.0, 1.0), "bias": Bool(), "norm_first": Bool(),
+    "positional": Str(POSITIONALS), "tie_weights": Bool(),
+    "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
+}
+GPT_SPEC = Object({**_SHAPE, "causal": Bool(), "recompute": Str(RECOMPUTE)})
+SEQ2SEQ_SPEC = Object({**_SHAPE, "d_ff": Int(1, MAX_SIZE), "share_embeddings": Bool(),
+                       "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
+                       "eos_id": Int(0, MAX_SIZE)})
+
+
+class CheckpointKind:
+    """A task's checkpoints: subclasses set the class variables and override what differs.
+
+    ``extras`` are the keys of ``config.json`` beyond ``format``, ``version``, ``task`` and
+    ``model``, each with the shape it must have; the training task writes them
+    (``checkpoint_extras``) and :meth:`build` gets them back.
+    """
+
+    name: ClassVar[str]
+    noun: ClassVar[str]  # "a classifier": in errors that refuse another task's checkpoint
+    config_class: ClassVar[type] = GPTConfig
+    config_spec: ClassVar[Object] = GPT_SPEC
+    extras: ClassVar[dict[str, Any]] = {}
+    bare_gpt: ClassVar[bool] = False  # the model is a GPT alone (GPT-2 export, generation)
+
+    @staticmethod
+    def build(config, extras: dict[str, Any]) -> Module:
+        """A fresh model of this shape (its memory checked first by the caller)."""
+        return GPT(config)
+
+    @staticmethod
+    def head(config, extras: dict[str, Any]) -> Head:
+        """The output layer, when it is not the vocabulary projection (memory estimates)."""
+        return Head()
+
+    @staticmethod
+    def pretrained_part(model: Module) -> Module:
+        """The GPT inside ``model`` that a language model's weights fit (``--init-from``)."""
+        return model
+
+    @staticmethod
+    def upgrade(config: dict[str, Any]) -> dict[str, Any]:
+        """A format-1 ``config.json`` (already shape-checked) in today's form."""
+        return config
+
+    @staticmethod
+    def pretrained_state(state: dict[str, Any]) -> dict[str, Any]:
+        """The weights of ``state`` (this kind's model) that start another task's model
+        (``--init-from``): all of them, unless the model holds parts only pretraining uses."""
+        return state
+
+    @classmethod
+    def score_file(cls, ckpt, model: Module, files: list[str], encoding: str,
+                   batch_size: int) -> dict[str, Any]:
+        """The metrics of ``model`` (read from ``ckpt``) on ``files``."""
+        raise NotImplementedError(f"{cls.name}: no file scoring")
+
+    @staticmethod
+    def report(where: str, metrics: dict[str, Any]) -> str:
+        """One line for :meth:`score_file`'s metrics."""
+        raise NotImplementedError
+
+
+def _tokenizer(ckpt):
+    tokenizer = ckpt.tokenizer
+    if tokenizer is None:
+        raise ValueError(f"{ckpt.path}: trained on token ids without a tokenizer; it cannot "
+                         "read text files")
+    return tokenizer
+
+
+def _text_ids(ckpt, files: list[str], encoding: str):
+    text = "\n".join(load_text(p, encoding) for p in files)
+    return encode_text(_tokenizer(ckpt), text, ", ".join(files))
+
+
+def _token_metrics(name: str, objective: str, loss: float, correct: int, tokens: int) -> dict:
+    return {"task": name, "objective": objective, "tokens": tokens, "loss": loss / tokens,
+            "perplexity": perplexity(loss / tokens), "accuracy": correct / tokens}
+
+
+def _token_report(where: str, m: dict[str, Any]) -> str:
+    scored = "tokens" if m["objective"] == "next token" else "hidden tokens"
+    return (f"{where}: {m['tokens']:,} {scored} | loss {m['loss']:.4f} | perplexity "
+            f"{m['perplexity']:.2f} | {m['objective']} accuracy {m['accuracy']:.1%}")
+
+
+class LMKind(CheckpointKind):
+    """A GPT language model: next-token prediction."""
+
+    name = "lm"
+    noun = "a language model"
+    bare_gpt = True
+    report = staticmethod(_token_report)
+
+    @staticmethod
+    def upgrade(config: dict[str, Any]) -> dict[str, Any]:
+        """Format 1 called a masked language model ``lm`` with a bidirectional model."""
+        if not config["model"].get("causal", True):
+            return {**config, "task": MaskedLMKind.name}
+        return config
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """Loss, perplexity and accuracy of every next token, in consecutive windows."""
+        ids = _text_ids(ckpt, files, encoding)
+        with no_grad():
+            scores = score_lm(model, ids, ckpt.model_config.context_length, batch_size)
+        return _token_metrics(cls.name, "next token", *scores)
+
+
+class MaskedLMKind(CheckpointKind):
+    """A bidirectional GPT body trained to fill in hidden tokens (BERT's objective)."""
+
+    name = "mlm"
+    noun = "a masked language model"
+    bare_gpt = True
+    report = staticmethod(_token_report)
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """Loss, perplexity and accuracy on 15% of the tokens, hidden as in training (the same
+        ones every time the file is scored)."""
+        ids = _text_ids(ckpt, files, encoding)
+        with no_grad():
+            scores = score_masked_lm(model, ids, ckpt.model_config.context_length, batch_size,
+                                     _tokenizer(ckpt))
+        return _token_metrics(cls.name, "masked", *scores)
+
+
+class ElectraKind(MaskedLMKind):
+    """An :class:`ElectraPretrainer`: the encoder (a bidirectional GPT body, whose weights
+    start a classifier) with the generator and the replaced-token head of its pretraining.
+    ``evaluate`` scores its generator as a masked language model."""
+
+    name = "electra"
+    noun = "an ELECTRA pretrainer"
+    bare_gpt = False
+    config_class = ElectraConfig
+    config_spec = Object({**GPT_SPEC.fields, "generator_layers": Int(1, MAX_SIZE)})
+
+    @staticmethod
+    def build(config, extras):
+        return ElectraPretrainer(config)
+
+    @staticmethod
+    def pretrained_state(state):
+        return encoder_state(state)
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """The generator's loss, perplexity and accuracy on 15% of the tokens, hidden as in
+        training (the encoder itself predicts no tokens)."""
+        return {**super().score_file(ckpt, model.generator, files, encoding, batch_size),
+                "task": cls.name}
+
+
+class ClassifyKind(CheckpointKind):
+    """A :class:`SequenceClassifier`: a GPT body, pooling and a linear head."""
+
+    name = "classify"
+    noun = "a classifier"
+    extras = {"num_classes": Int(2, MAX_CLASSES), "pooling": Str(POOLINGS)}
+
+    @staticmethod
+    def build(config, extras):
+        return SequenceClassifier(GPT(config), extras["num_classes"], extras["pooling"])
+
+    @staticmethod
+    def head(config, extras):
+        k = extras["num_classes"]
+        return Head(parameters=config.d_model * k + k, outputs=k)
+
+    @staticmethod
+    def pretrained_part(model):
+        return model.body
+
+    @staticmethod
+    def upgrade(config):
+        """Format 1 classifiers written before the choice of pooling pooled by the mean."""
+        return {**config, "pooling": config.get("pooling", "mean")}
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """Loss and accuracy over the labelled rows of ``files`` (read as in training)."""
+        rows = load_labeled(files, encoding)
+        classes = ckpt.extras["num_classes"]
+        if int(rows.labels.max()) >= classes:
+            i = int(rows.labels.argmax())
+            raise ValueError(f"{rows.names()[i]}: label {int(rows.labels[i])}, but the "
+                             f"classifier has {classes} classes")
+        ids, lengths, cut = encode_sentences(_tokenizer(ckpt), rows.texts,
+                                             ckpt.model_config.context_length,
+                                             ckpt.extras["pooling"], rows.names(),
+                                             ckpt.truncation)
+        with no_grad():
+            loss, correct = score_classifier(model, ids, lengths, rows.labels, batch_size)
+        n = len(rows.labels)
+        return {"task": cls.name, "rows": n, "loss": loss / n, "accuracy": correct / n,
+                "cut_to_context": cut}
+
+    @staticmethod
+    def report(where, m):
+        return f"{where}: {m['rows']:,} rows | loss {m['loss']:.4f} | accuracy {m['accuracy']:.1%}"
+
+
+class TranslateKind(CheckpointKind):
+    """A :class:`Seq2SeqTransformer` trained on parallel text."""
+
+    name = "translate"
+    noun = "a translation model"
+    config_class = Seq2SeqConfig
+    config_spec = SEQ2SEQ_SPEC
+
+    @staticmethod
+    def build(config, extras):
+        return Seq2SeqTransformer(config)
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """Loss and perplexity of the targets given their sources (no label smoothing), and
+        the BLEU of the model's translations (beam search, as ``translate`` decodes)."""
+        if len(files) != 2:
+            raise ValueError(f"{ckpt.path}: a translation model scores --data SOURCE_FILE "
+                             f"TARGET_FILE (two line-aligned files), got {len(files)} file(s)")
+        sources, targets, lines, empty = read_parallel(*files)
+        c, tokenizer = ckpt.model_config, _tokenizer(ckpt)
+        src, tgt = encode_lines(tokenizer, sources, c.eos_id), encode_lines(tokenizer, targets)
+        for i, line in enumerate(lines):
+            if not pair_fits(src[i], tgt[i], c.context_length):
+                raise ValueError(f"{files[0]}:{line}: the pair has {len(src[i])} and "
+                                 f"{len(tgt[i]) + 1} tokens, more than the model's "
+                                 f"{c.context_length}")
+        loss, tokens = 0.0, 0
+        options = DecodeOptions()
+        with no_grad():
+            for lo in range(0, len(src), batch_size):
+                batch = pad_pairs(range(lo, min(lo + batch_size, len(src))), src, tgt,
+                                  c.pad_id, c.bos_id, c.eos_id)
+                part_loss, part_tokens = score_translation(model, batch, c.pad_id)
+                loss, tokens = loss + part_loss, tokens + part_tokens
+            score = bleu(translate_text(model, tokenizer, src, options), targets)
+        return {"task": cls.name, "pairs": len(src), "skipped_empty": len(empty),
+                "tokens": tokens, "loss": loss / tokens, "perplexity": perplexity(loss / tokens),
+                "bleu": score, "beam_size": options.beam_size}
+
+    @staticmethod
+    def report(where, m):
+        skipped = (f" ({m['skipped_empty']:,} with an empty side skipped)"
+                   if m["skipped_empty"] else "")
+        return (f"{where}: {m['pairs']:,} pairs{skipped} | loss {m['loss']:.4f} | perplexity "
+                f"{m['perplexity']:.2f} | BLEU {m['bleu']:.2f} (beam {m['beam_size']})")
+
+
+KINDS: dict[str, type[CheckpointKind]] = {
+    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, ClassifyKind, TranslateKind)}
