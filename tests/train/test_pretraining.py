@@ -3,6 +3,7 @@ electra runs (exact resume), --init-from with its tokenizer, layer-wise lr decay
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -24,7 +25,14 @@ from minigrad_lm.optim.optimizers import AdamW, layer_decay_groups
 from minigrad_lm.optim.schedules import LRScheduler
 from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
 from minigrad_lm.data.masking import mask_draws, mask_tokens
-from tests.cli_support import TINY, WORDS, assert_one_line_error, run_train, synthetic_text
+from tests.cli_support import (
+    TINY,
+    WORDS,
+    assert_one_line_error,
+    run_module,
+    run_train,
+    synthetic_text,
+)
 from tests.helpers import to_float64
 
 VOCAB, MASK_ID = 30, 4
@@ -242,3 +250,28 @@ def test_classify_fine_tunes_with_head_tail_and_layer_decay(electra_run, tmp_pat
                      "--peak-flops", "1e11") == 0
     ckpt = read_checkpoint(str(clf))
     assert ckpt.truncation == "head_tail"
+
+
+def test_evaluate_scores_an_electra_checkpoint_by_its_generator(electra_run, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(synthetic_text(600, seed=3))
+    result = run_module("minigrad_lm.evaluate", "--ckpt", electra_run, "--data", corpus,
+                        "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["task"] == "electra" and metrics["objective"] == "masked"
+    assert 0 < metrics["tokens"] and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "mlm", "--layer-decay", "0.8"], "--layer-decay applies to --task classify"),
+    (["--task", "mlm", "--truncation", "head_tail"], "--truncation applies to --task classify"),
+    (["--task", "mlm", "--generator-layers", "2"], "--generator-layers applies to --task "
+                                                   "electra"),
+])
+def test_fine_tuning_and_electra_options_belong_to_their_tasks(tmp_path, capsys, argv, message):
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert run_train("--data", _corpus(tmp_path), "--out", out, *TINY, *argv) == 2
+    assert_one_line_error(capsys.readouterr().err, message)
+    assert not out.exists()
