@@ -26,7 +26,7 @@ from pathlib import Path
 
 from minigrad_lm import train
 from minigrad_lm.data.labeled import load_class_files
-from minigrad_lm.train.checkpoint import read_metrics
+from minigrad_lm.checkpoints.metrics import read_metrics
 
 from .harness import machine
 

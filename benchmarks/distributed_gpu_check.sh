@@ -50,7 +50,7 @@ import sys
 from pathlib import Path
 import numpy as np
 from minigrad_lm.io.files import load_safetensors
-from minigrad_lm.train.checkpoint import read_metrics
+from minigrad_lm.checkpoints.metrics import read_metrics
 
 tmp = Path(sys.argv[1])
 loss = {k: [r["loss"] for r in read_metrics(str(tmp / k)) if r["kind"] == "train"]

@@ -23,7 +23,7 @@ from .data.labeled import encode_sentences
 from .data.text import decode_text, read_text
 from .engine.ops import softmax
 from .engine.tensor import no_grad
-from .train.checkpoint import read_checkpoint_of
+from .checkpoints.folder import read_checkpoint_of
 
 __all__ = ["main", "predict"]
 

@@ -24,7 +24,7 @@ import sys
 
 from .backend import check_device
 from .cli import report_errors
-from .train.checkpoint import read_checkpoint
+from .checkpoints.folder import read_checkpoint
 
 __all__ = ["evaluate", "main"]
 

@@ -35,7 +35,7 @@ from .models.adapters import (
 )
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .nn.lora import remove_lora
-from .train.checkpoint import read_checkpoint
+from .checkpoints.folder import read_checkpoint
 
 __all__ = ["main"]
 

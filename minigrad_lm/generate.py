@@ -26,7 +26,7 @@ from .cli import report_errors
 from .inference.sampling import check_options, generate
 from .io.files import CheckpointError
 from .checkpoints.kinds import LMKind
-from .train.checkpoint import read_checkpoint, require_task
+from .checkpoints.folder import read_checkpoint, require_task
 
 __all__ = ["main"]
 

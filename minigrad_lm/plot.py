@@ -17,7 +17,7 @@ import numpy as np
 
 from .cli import report_errors
 from .io.files import atomic_write_bytes
-from .train.checkpoint import read_metrics
+from .checkpoints.metrics import read_metrics
 
 __all__ = ["main", "plot_losses"]
 

@@ -20,7 +20,7 @@ from .backend import check_device
 from .cli import report_errors
 from .data.parallel import encode_lines, read_lines
 from .inference.decoding import DecodeOptions, translate_text
-from .train.checkpoint import read_checkpoint_of
+from .checkpoints.folder import read_checkpoint_of
 
 __all__ = ["main", "translate"]
 
@@ -37,7 +37,7 @@ def translate(model, tokenizer, sentences: list[str], options: DecodeOptions) ->
 
 def _translate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    options = DecodeOptions(args.beam, args.length_penalty, args.max_len_a, args.max_len_b)
+    options = DecodeOptions(args.beam_size, args.length_penalty, args.max_len_a, args.max_len_b)
     if args.sentences and args.file:
         raise ValueError("give sentences as arguments or --file, not both")
     if args.sentences:
@@ -62,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, metavar="DIR",
                         help="run folder (uses best/, else latest/) or checkpoint folder")
     parser.add_argument("--file", metavar="PATH", help="one sentence per line (gzip or not)")
-    parser.add_argument("--beam", type=int, default=4, metavar="N",
-                        help="beam size; 1 is greedy (default: 4)")
-    parser.add_argument("--length-penalty", type=float, default=1.0, metavar="X",
-                        help="rank hypotheses by log p / length ** X (default: 1.0)")
-    parser.add_argument("--max-len-a", type=float, default=1.5, metavar="X",
-                        help="at most X x source tokens + --max-len-b tokens (default: 1.5)")
-    parser.add_argument("--max-len-b", type=int, default=10, metavar="N", help="(default: 10)")
+    default = DecodeOptions()
+    parser.add_argument("--beam-size", "--beam", type=int, default=default.beam_size,
+                        metavar="N", help="beam size; 1 is greedy (default: %(default)s)")
+    parser.add_argument("--length-penalty", type=float, default=default.length_penalty,
+                        metavar="X",
+                        help="rank hypotheses by log p / length ** X (default: %(default)s)")
+    parser.add_argument("--max-len-a", type=float, default=default.max_len_a, metavar="X",
+                        help="at most X x source tokens + --max-len-b tokens "
+                        "(default: %(default)s)")
+    parser.add_argument("--max-len-b", type=int, default=default.max_len_b, metavar="N",
+                        help="(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
     args = parser.parse_args(argv)

@@ -61,3 +61,16 @@ def gpu(device):
     if device == "cpu":
         pytest.skip("compares a GPU with the CPU")
     return device
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_run(tmp_path_factory):
+    """A finished 12-step run of a tiny GPT on a synthetic corpus, evaluated at steps 6 and 12:
+    shared by the tests that read one (those that damage it copy it first)."""
+    from tests.cli_support import TINY, run_train, write_corpus
+
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    out = folder / "run"
+    assert run_train("--data", write_corpus(folder), "--out", out, "--max-steps", "12",
+                     "--eval-every", "6", *TINY) == 0
+    return out

@@ -10,7 +10,8 @@ import pytest
 
 from minigrad_lm import classify as classify_cli
 from minigrad_lm.io.files import load_safetensors
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from tests.cli_support import (
     TINY,
     WORDS,
@@ -321,12 +322,15 @@ def test_a_run_saved_before_word_dropout_resumes_without_it(tmp_path):
                      "--out", tmp_path / "whole") == 0
     old = tmp_path / "old"
     assert run_train(*common, "--word-dropout", "0", "--max-steps", "3", "--out", old) == 0
-    for folder in (old / "latest", old / "best"):  # as a run of the previous release saved it
+    for folder in (old / "latest", old / "best"):  # as a run of format 1 saved it then
         state = json.loads((folder / "state.json").read_text())
         del state["train_config"]["word_dropout"]
         (folder / "state.json").write_text(json.dumps(state))
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "version": 1}))
         sums = json.loads((folder / "checksums.json").read_text())
-        sums["state.json"] = hashlib.sha256((folder / "state.json").read_bytes()).hexdigest()
+        for name in ("state.json", "config.json"):
+            sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         (folder / "checksums.json").write_text(json.dumps(sums))
     assert run_train("--out", old, "--resume", "--max-steps", "6") == 0
     whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]

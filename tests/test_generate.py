@@ -140,13 +140,9 @@ def test_generate_rejects_bad_options(kwargs, match):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lm_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gen")
-    out = folder / "run"
-    assert run_train("--data", write_corpus(folder), "--out", out, "--max-steps", "20",
-                     "--eval-every", "10", *TINY) == 0
-    return out
+@pytest.fixture
+def lm_run(tiny_lm_run) -> Path:
+    return tiny_lm_run
 
 
 def _generate(capsys, *argv) -> tuple[int, str, str]:

@@ -3,7 +3,10 @@ names every folder and root module of the package."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minigrad_lm"
@@ -105,3 +108,31 @@ def test_the_readme_layout_names_every_folder_and_root_module():
     actual = {p.stem for p in PACKAGE.glob("*.py")} | {
         p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert listed == actual
+
+
+INFERENCE_CLIS = ("generate", "classify", "evaluate", "translate", "export", "plot")
+
+
+def test_the_inference_commands_never_import_the_trainer():
+    """Not even through another module: checkpoints, scoring and readers live below train/."""
+    graph = _graph()
+    for cli in INFERENCE_CLIS:
+        seen, todo = set(), [f"{PACKAGE.name}.{cli}"]
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph.get(module, ()))
+        assert not [m for m in seen if _layer(m) == "train"], cli
+
+
+def test_importing_an_inference_command_loads_no_training_code():
+    code = ("import importlib, sys\n"
+            f"for cli in {INFERENCE_CLIS!r}:\n"
+            "    importlib.import_module('minigrad_lm.' + cli)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('minigrad_lm.train')\n"
+            "             or m.split('.')[0] in ('tqdm', 'mpi4py')))\n")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]"

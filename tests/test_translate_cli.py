@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("sacrebleu")
 
 from minigrad_lm import translate as translate_cli  # noqa: E402
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics  # noqa: E402
-from minigrad_lm.train.config import TrainConfig  # noqa: E402
+from minigrad_lm.checkpoints.folder import read_checkpoint  # noqa: E402
+from minigrad_lm.checkpoints.metrics import read_metrics  # noqa: E402
 from minigrad_lm.data.parallel import read_lines  # noqa: E402
 from minigrad_lm.inference.scoring import bleu  # noqa: E402
+from minigrad_lm.train.config import TrainConfig  # noqa: E402
 from minigrad_lm.train.tasks.translate import TranslateTask  # noqa: E402
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
 
@@ -77,13 +78,14 @@ def test_a_tiny_copy_task_is_learned_to_high_bleu(copy_run, data):
 
 def test_translate_cli_from_arguments_file_and_stdin(copy_run, data, capsys, tmp_path):
     val_src = data[1][0]
-    assert translate_cli.main(["--ckpt", str(copy_run), "--beam", "3", "beta gamma delta"]) == 0
+    assert translate_cli.main(["--ckpt", str(copy_run), "--beam-size", "3",
+                               "beta gamma delta"]) == 0
     assert capsys.readouterr().out == "beta gamma delta\n"
     assert translate_cli.main(["--ckpt", str(copy_run), "--file", str(val_src)]) == 0
     hyps = capsys.readouterr().out.splitlines()
     refs = read_lines(val_src)
     assert len(hyps) == len(refs) and bleu(hyps, refs) >= 80
-    done = run_module("minigrad_lm.translate", "--ckpt", copy_run, "--beam", "1",
+    done = run_module("minigrad_lm.translate", "--ckpt", copy_run, "--beam", "1",  # old name
                       input="eta eta\n\nzeta alpha\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1] == ""  # empty lines stay, so the output stays aligned

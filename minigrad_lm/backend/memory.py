@@ -38,10 +38,12 @@ def gib(nbytes: float) -> str:
 
 
 class ModelShape(Protocol):
-    """What a model config tells the estimate (GPTConfig, Seq2SeqConfig, ...)."""
+    """What a model config tells the estimates of memory and FLOPs (GPTConfig,
+    Seq2SeqConfig, ...)."""
 
     vocab_size: int
     context_length: int
+    n_layer: int
     n_head: int
     d_model: int
 
@@ -49,6 +51,7 @@ class ModelShape(Protocol):
     def buffer_count(self) -> int: ...
     def kept_per_token(self, context: int) -> int: ...
     def cache_per_token(self) -> int: ...
+    def flops_per_token(self, head_share: float = 1.0) -> float: ...
 
 
 def training_bytes(config: ModelShape, batch: int, context: int | None = None,

@@ -1,2 +1,3 @@
-"""Checkpoints outside training: what each task's checkpoint holds and how its model comes
-back (:mod:`.kinds`)."""
+"""Checkpoints outside training: a checkpoint folder's files, written and read with every
+file checked (:mod:`.folder`), each task's kind of checkpoint (:mod:`.kinds`), and a run's
+metrics log (:mod:`.metrics`). Below ``train/``, so the inference commands never load it."""

@@ -85,9 +85,11 @@ class CheckpointKind:
         return model
 
     @staticmethod
-    def upgrade(config: dict[str, Any]) -> dict[str, Any]:
-        """A format-1 ``config.json`` (already shape-checked) in today's form."""
-        return config
+    def upgrade(config: dict[str, Any], state: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A format-1 (config.json, state.json) of this task in today's form
+        (:mod:`.upgrade` has done what every task shares)."""
+        return config, state
 
     @staticmethod
     def pretrained_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +142,11 @@ class LMKind(CheckpointKind):
     report = staticmethod(_token_report)
 
     @staticmethod
-    def upgrade(config: dict[str, Any]) -> dict[str, Any]:
+    def upgrade(config, state):
         """Format 1 called a masked language model ``lm`` with a bidirectional model."""
         if not config["model"].get("causal", True):
-            return {**config, "task": MaskedLMKind.name}
-        return config
+            return {**config, "task": MaskedLMKind.name}, state
+        return config, state
 
     @classmethod
     def score_file(cls, ckpt, model, files, encoding, batch_size):
@@ -222,9 +224,13 @@ class ClassifyKind(CheckpointKind):
         return model.body
 
     @staticmethod
-    def upgrade(config):
-        """Format 1 classifiers written before the choice of pooling pooled by the mean."""
-        return {**config, "pooling": config.get("pooling", "mean")}
+    def upgrade(config, state):
+        """Format 1 classifiers from before the choice of pooling pooled by the mean, and
+        trained without word dropout when their options lack it."""
+        options = state.get("train_config")
+        if isinstance(options, dict):
+            state = {**state, "train_config": {"word_dropout": 0.0, **options}}
+        return {**config, "pooling": config.get("pooling", "mean")}, state
 
     @classmethod
     def score_file(cls, ckpt, model, files, encoding, batch_size):

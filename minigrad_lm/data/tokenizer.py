@@ -8,7 +8,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .trained_tokenizer import KINDS as LEARNED_KINDS
 from .trained_tokenizer import TrainedTokenizer, from_gpt2_bpe_dict, is_hf_dict
+
+TOKENIZER_KINDS = ("char", "byte", *LEARNED_KINDS)  # what --tokenizer may name
 
 
 class Tokenizer(Protocol):

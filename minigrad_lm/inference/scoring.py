@@ -13,9 +13,8 @@ from ..data.text import windows
 from ..engine.tensor import Tensor
 from ..nn import functional as F
 
-__all__ = ["bleu", "masked_logits", "perplexity", "require_sacrebleu", "score_classifier", "score_lm", "score_masked",
-           "score_masked_lm", "score_translation",
-           "summed_loss"]
+__all__ = ["bleu", "masked_logits", "perplexity", "require_sacrebleu", "score_classifier",
+           "score_lm", "score_masked", "score_masked_lm", "score_translation", "summed_loss"]
 
 
 # exp() of a float overflows past about 709.8: a diverged loss reads as a huge perplexity.
@@ -52,7 +51,7 @@ def masked_logits(model, inputs: np.ndarray, targets: np.ndarray) -> tuple[Tenso
     """The vocabulary logits (N, V) of the N scored tokens and their targets (N,): the hidden
     states of the others never reach the (large) output projection."""
     scored = targets != F.IGNORE_INDEX
-    h = model.body(inputs)
+    h = model.hidden_states(inputs)
     return model.head(h[scored]), targets[scored]
 
 

@@ -28,7 +28,7 @@ from ..io.files import (
 )
 from ..nn import Module
 from ..nn.lora import add_lora, lora_layers
-from . import GPT, SequenceClassifier
+from . import GPT
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraSpec", "adapter_files", "apply_spec",
            "load_adapter", "parse_targets", "read_adapter_spec", "save_adapter"]
@@ -40,7 +40,6 @@ _HF = {"qkv": "attn.c_attn", "out": "attn.c_proj", "fc": "mlp.c_fc", "proj": "ml
 _OURS = {"qkv": "attn.qkv", "out": "attn.out", "fc": "ff.fc", "proj": "ff.proj"}
 _KEY = re.compile(r"base_model\.model\.transformer\.h\.(\d+)\.(attn\.c_attn|attn\.c_proj|"
                   r"mlp\.c_fc|mlp\.c_proj)\.lora_([AB])\.weight")
-_HEAD = ("classifier.weight", "classifier.bias")
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,17 @@ def parse_targets(text: str) -> tuple[str, ...]:
 
 
 def _gpt(model: Module) -> GPT:
-    return model.body if isinstance(model, SequenceClassifier) else model
+    """The GPT that takes the adapters: the model itself, or the ``body`` of a head on one."""
+    return model if isinstance(model, GPT) else model.body
+
+
+def _head(model: Module) -> dict[str, str]:
+    """PEFT name -> our name of the parameters of a model's own head (``peft_head``: saved as
+    PEFT's ``modules_to_save``)."""
+    if model.peft_head is None:
+        return {}
+    names = (f"{model.peft_head}.{n}" for n in ("weight", "bias"))
+    return {_PREFIX + name: name for name in names}
 
 
 def apply_spec(model: Module, spec: LoraSpec) -> None:
@@ -82,13 +91,11 @@ def adapter_files(model: Module, spec: LoraSpec, base_model: str | None = None) 
         hf = f"{_PREFIX}transformer.h.{i}.{_HF[path.rsplit('.', 1)[-1]]}"
         tensors[f"{hf}.lora_A.weight"] = layer.lora_A.numpy().copy()
         tensors[f"{hf}.lora_B.weight"] = layer.lora_B.numpy().copy()
-    classify = isinstance(model, SequenceClassifier)
-    if classify:
-        for name in _HEAD:
-            tensors[_PREFIX + name] = getattr(model.classifier, name.split(".")[1]).numpy().copy()
+    params = dict(model.named_parameters())
+    tensors.update({peft: params[ours].numpy().copy() for peft, ours in _head(model).items()})
     config = {
         "peft_type": "LORA",
-        "task_type": "SEQ_CLS" if classify else "CAUSAL_LM",
+        "task_type": model.peft_task_type,
         "base_model_name_or_path": base_model,
         "r": spec.rank,
         "lora_alpha": spec.alpha,
@@ -96,7 +103,7 @@ def adapter_files(model: Module, spec: LoraSpec, base_model: str | None = None) 
         "target_modules": [_HF[t] for t in spec.targets],
         "fan_in_fan_out": True,  # GPT-2's Conv1D layers store weights transposed
         "bias": "none",
-        "modules_to_save": ["classifier"] if classify else None,
+        "modules_to_save": None if model.peft_head is None else [model.peft_head],
         "init_lora_weights": True,
         "inference_mode": True,
         "use_rslora": False,
@@ -162,7 +169,7 @@ def load_adapter(model: Module, folder: str) -> LoraSpec:
                                            (spec.rank, lin.in_features))
             want[f"{hf}.lora_B.weight"] = (f"layers.{i}.{_OURS[t]}.lora_B",
                                            (lin.out_features, spec.rank))
-    head = {_PREFIX + n: n for n in _HEAD} if isinstance(model, SequenceClassifier) else {}
+    head = _head(model)
     stray = sorted(set(tensors) - set(want) - set(head))
     missing = sorted(set(want) - set(tensors))
     if stray or missing:

@@ -24,6 +24,9 @@ class SequenceClassifier(Module):
     a key-padding mask, so padding never changes a real token's state.
     """
 
+    peft_task_type = "SEQ_CLS"  # its LoRA adapters' task in the PEFT layout
+    peft_head = "classifier"  # trained beside the adapters: PEFT's modules_to_save
+
     def __init__(self, body: GPT, num_classes: int, pooling: str = "mean"):
         super().__init__()
         if pooling not in POOLINGS:
@@ -56,7 +59,7 @@ class SequenceClassifier(Module):
             backend.to_device(np.asarray(backend.to_numpy(lengths)), self.classifier.weight.device))
         keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
         # A causal body needs no mask: right padding comes after every real token.
-        h = self.body.body(ids, key_padding_mask=None if self.body.config.causal else keep)
+        h = self.body.hidden_states(ids, key_padding_mask=None if self.body.config.causal else keep)
         if self.pooling == "cls":
             pooled = h[:, 0]
         elif self.pooling == "last":

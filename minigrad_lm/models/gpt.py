@@ -28,6 +28,9 @@ from .hf_gpt2 import read_gpt2_state, save_gpt2
 class GPT(Module):
     """Token embedding + positions -> n_layer causal TransformerLayers -> LayerNorm -> vocab."""
 
+    peft_task_type = "CAUSAL_LM"  # its LoRA adapters' task in the PEFT layout
+    peft_head = None  # no head of its own beyond the GPT
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = c = config
@@ -60,7 +63,7 @@ class GPT(Module):
                 s = residual_std if name.endswith(("attn.out.weight", "ff.proj.weight")) else std
                 p.data[...] = rng.host().standard_normal(p.shape) * s
 
-    def body(self, idx, key_padding_mask=None, cache: KVCache | None = None) -> Tensor:
+    def hidden_states(self, idx, key_padding_mask=None, cache: KVCache | None = None) -> Tensor:
         """Hidden states (B, T, d_model) after the final LayerNorm; ``key_padding_mask``
         (B, T) is True for real tokens (needed by a bidirectional body, where padding would
         otherwise be attended to)."""
@@ -80,7 +83,7 @@ class GPT(Module):
             raise ValueError(f"GPT: token id {bad} is outside the vocabulary of "
                              f"{self.config.vocab_size}")
         ids = backend.to_device(ids, device)  # checked above, on the host when given there
-        x = F.Embedding.apply(self.tok_emb.weight, ids)
+        x = F.EmbeddingFunction.apply(self.tok_emb.weight, ids)
         x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)
         blocks = self.config.recompute == "blocks" and cache is None and is_grad_enabled()
@@ -101,7 +104,7 @@ class GPT(Module):
 
     def forward(self, idx, cache: KVCache | None = None) -> Tensor:
         """Logits (B, T, vocab_size) for token ids idx (B, T)."""
-        return self.head(self.body(idx, cache=cache))
+        return self.head(self.hidden_states(idx, cache=cache))
 
     def loss(self, idx, targets, ignore_index: int = F.IGNORE_INDEX) -> Tensor:
         """Mean next-token cross-entropy of the logits for idx against targets (B, T)."""

@@ -165,7 +165,7 @@ class Seq2SeqTransformer(Module):
 
     def _embed(self, table: Embedding, ids: np.ndarray, start: int = 0) -> Tensor:
         device = table.weight.device
-        x = F.Embedding.apply(table.weight, backend.to_device(ids, device))  # ids checked
+        x = F.EmbeddingFunction.apply(table.weight, backend.to_device(ids, device))  # ids checked
         x = x * math.sqrt(self.config.d_model) + self.pos_emb(positions(start, ids.shape[1],
                                                                          device))
         return self.drop(x)

@@ -22,7 +22,7 @@ from ..engine.tensor import Function, Tensor
 # linear
 
 
-class Linear(Function):
+class LinearFunction(Function):
     """y = x W^T + b over the last axis, computed as one 2-D GEMM on (N, in) rows."""
 
     def forward(self, x, w, b):
@@ -49,14 +49,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if x.shape[-1:] != weight.shape[1:2]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{weight.shape} (expected last dimension {weight.shape[1]})")
-    return Linear.apply(x, weight, bias)
+    return LinearFunction.apply(x, weight, bias)
 
 
 # ---------------------------------------------------------------------------------------------
 # layer norm
 
 
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     """y = xhat w + b, xhat = (x - mean) / sqrt(var + eps), over the trailing normalized axes;
     dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w;  dw = sum(gy xhat), db = sum(gy).
     Kernels, given a weight: layer_norm_forward/backward on (N, C) rows."""
@@ -65,7 +65,7 @@ class LayerNorm(Function):
         xp = self.xp
         x2 = x.reshape(-1, math.prod(x.shape[x.ndim - n_axes:]))
         self.shape, self.x2, self.w, self.b_shape = x.shape, x2, w, getattr(b, "shape", None)
-        self.kernels = kernels.for_op("layer_norm_forward", x2, w) if w is not None else None
+        self.kernels = kernels.module_with("layer_norm_forward", x2, w) if w is not None else None
         if self.kernels:
             y, self.saved = self.kernels.layer_norm_forward(
                 x2, w.reshape(-1), None if b is None else b.reshape(-1), eps)
@@ -104,7 +104,7 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match "
                              f"normalized_shape {shape}")
-    return LayerNorm.apply(x, weight, bias, len(shape), eps)
+    return LayerNormFunction.apply(x, weight, bias, len(shape), eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets, ignore_index, smoothing, reduction):
         xp = self.xp
-        self.kernels = kernels.for_op("cross_entropy_forward", logits) if reduction != "none" \
+        self.kernels = kernels.module_with("cross_entropy_forward", logits) if reduction != "none" \
             else None
         if self.kernels:
             return self._fused_forward(logits, targets, ignore_index, smoothing, reduction)
@@ -183,8 +183,8 @@ class CrossEntropy(Function):
 IGNORE_INDEX = -100  # a target that is not scored (PyTorch's convention)
 
 
-def cross_entropy(logits: Tensor, targets, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0,
-                  reduction: str = "mean") -> Tensor:
+def cross_entropy(logits: Tensor, targets, ignore_index: int = IGNORE_INDEX,
+                  label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy with integer class targets, stable for logits of any magnitude.
 
     logits: (N, C) with targets (N,), or (..., C) with targets (...) (classes on the last axis).
@@ -240,7 +240,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, targets) -> Tensor:
 # embedding and dropout
 
 
-class Embedding(Function):
+class EmbeddingFunction(Function):
     """y = W[idx];  dW = scatter-add of gy rows at idx (repeated ids add up)."""
 
     def forward(self, w, idx):
@@ -264,7 +264,7 @@ def embedding(idx, weight: Tensor) -> Tensor:
     bad = backend.out_of_range(ids, n)
     if bad is not None:
         raise ValueError(f"embedding: id {bad} is out of range for {n} embeddings")
-    return Embedding.apply(weight, backend.to_device(ids, weight.device))
+    return EmbeddingFunction.apply(weight, backend.to_device(ids, weight.device))
 
 
 def _dropout_scale(like, p: float):
@@ -273,7 +273,7 @@ def _dropout_scale(like, p: float):
     return keep * like.dtype.type(1.0 / (1.0 - p))
 
 
-class Dropout(Function):
+class DropoutFunction(Function):
     """y = x * mask / (1 - p), mask ~ Bernoulli(1 - p)."""
 
     def forward(self, x, p):
@@ -289,7 +289,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    return Dropout.apply(x, p)
+    return DropoutFunction.apply(x, p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     s = xp.matmul(q * scale, k.swapaxes(-1, -2))  # scaling q is cheaper than scaling s
     tq, tk = q.shape[-2], k.shape[-2]
-    fused = kernels.for_op("masked_softmax_", s) if mask is None else None
+    fused = kernels.module_with("masked_softmax_", s) if mask is None else None
     if fused:
         return _weighted_sum(xp, fused.masked_softmax_(s, causal, offset), v, dropout_p)
     if causal:
@@ -342,7 +342,7 @@ def _transposed_matmul(xp, a, b):
 
 def _fused_softmax_backward(p):
     """The kernels that do the softmax backward (which then needs no attention output), or None."""
-    return kernels.for_op("softmax_backward_", p)
+    return kernels.module_with("softmax_backward_", p)
 
 
 def _attention_backward(xp, go, q, k, v, out, p, dropped):

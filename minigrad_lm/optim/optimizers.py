@@ -275,7 +275,7 @@ class Adam(Optimizer):
         exp_avg = self._buffer(group, state, "exp_avg")[part]
         exp_avg_sq = self._buffer(group, state, "exp_avg_sq")[part]
         lr, eps, wd = o["lr"], o["eps"], o["weight_decay"]
-        fused = kernels.for_op("adam_update_", data, grad, exp_avg, exp_avg_sq)
+        fused = kernels.module_with("adam_update_", data, grad, exp_avg, exp_avg_sq)
         if fused:
             scratch = group.scratch()[part] if xp is np else None  # the CPU kernel's temporary
             fused.adam_update_(data, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, wd, t,

@@ -1,8 +1,12 @@
 """The training configuration: one dataclass, the command line and JSON/TOML config files.
 
-Precedence: command line > ``--config FILE`` > (with ``--resume``) the resumed run's own
-configuration > the dataclass defaults. Every value is type- and range-checked, and unknown
-keys in a config file are refused, so a typo never silently falls back to a default.
+Each option is defined once, as a :class:`TrainConfig` field made by :func:`option`: its type
+(the annotation), default, --help text, range, choices and metavar together; a default that
+depends on the task comes from the task's ``defaults`` (:mod:`.tasks`). Precedence: command
+line > ``--config FILE`` > (with ``--resume``) the resumed run's own configuration > the task's
+defaults > the field defaults. Every value is type- and range-checked, and unknown keys in a
+config file are refused, so a typo never silently falls back to a default. Once built, a
+TrainConfig is resolved: a field typed without ``None`` holds a value.
 """
 
 from __future__ import annotations
@@ -15,18 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.tokenizer import TOKENIZER_KINDS
+from ..inference.decoding import DecodeOptions
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
 from ..models.classifier import POOLINGS
 from ..models.config import POSITIONALS, RECOMPUTE
 from .tasks import DEFAULT_TASK, TASKS, task_name
 from .tasks.common import flag as _flag
 
-__all__ = [
-    "TrainConfig",
-    "build_parser",
-    "check_fields",
-    "read_config_file",
-]
+__all__ = ["TrainConfig", "build_parser", "check_fields", "option", "read_config_file"]
+
+INF = math.inf
+INT_MAX = 2**63 - 1
+TASK_HELP = "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values())
+
+
+def option(default: Any, help: str, *, range: tuple | None = None,
+           choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
+    """A TrainConfig field. ``range`` is (low, high), both inclusive, an exclusive end written
+    as a 1-tuple: ``(0.0, (1.0,))`` is [0, 1). A field typed without ``None`` whose default is
+    None is filled in by every task's ``defaults``."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "range": range, "choices": choices, "metavar": metavar})
 
 
 @dataclass
@@ -37,61 +51,142 @@ class TrainConfig:
     library's docstrings, in about 6 minutes on 2 CPU cores.
     """
 
-    task: str = DEFAULT_TASK
-    data: str | list[str] | None = None
-    val_data: str | list[str] | None = None
-    tokenizer: str | None = None
-    out: str = "runs/default"
-    device: str = "cpu"
-    seed: int = 1337
-    max_steps: int | None = None
-    decay_steps: int | None = None
-    batch_size: int | None = None
-    grad_accum_steps: int = 1
-    context: int | None = None
-    n_layer: int | None = None
-    n_head: int = 4
-    d_model: int | None = None
-    dropout: float | None = None
-    norm: str = "pre"
-    positional: str | None = None
-    lr: float | None = None
-    min_lr: float | None = None
-    warmup_steps: int | None = None
-    beta1: float = 0.9
-    beta2: float | None = None
-    weight_decay: float | None = None
-    grad_clip: float = 1.0
-    eval_every: int | None = None
-    eval_batches: int = 16
-    log_every: int | None = None
-    init_from: str | None = None
-    peak_flops: float | None = None
-    sample_tokens: int = 400
-    epochs: int | None = None
-    encoding: str = "utf-8"
-    val_every_nth: int | None = None
-    vocab_size: int | None = None
-    min_count: int = 1
-    lowercase: bool = False
-    attention: str | None = None
-    mask_prob: float = 0.15
-    pooling: str = "mean"
-    word_dropout: float | None = None
-    truncation: str | None = None
-    layer_decay: float | None = None
-    generator_layers: int | None = None
-    token_cache: str | None = None
-    recompute: str = "none"
-    lora_rank: int = 0
-    lora_alpha: float = 16.0
-    lora_targets: str = "qkv"
-    d_ff: int | None = None
-    embeddings: str = "shared"
-    batch_tokens: int = 4096
-    label_smoothing: float = 0.1
-    beam_size: int = 4
-    length_penalty: float = 1.0
+    task: str = option(DEFAULT_TASK, TASK_HELP)
+    data: str | list[str] | None = option(
+        None, "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
+        "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
+        "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
+        "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
+        metavar="PATH")
+    val_data: str | list[str] | None = option(
+        None, "validation text, TSV/CSV file or files per class (lm default: the last 10%% of "
+        "--data); translate: SOURCE_FILE TARGET_FILE", metavar="PATH")
+    tokenizer: str = option(
+        None, "char or byte; word or bpe: a vocabulary learned from the training text",
+        choices=TOKENIZER_KINDS)
+    out: str = option(
+        "runs/default", "run folder: checkpoints, metrics.jsonl, train_config.json", metavar="DIR")
+    device: str = option("cpu", "cpu, cuda or cuda:N", metavar="DEVICE")
+    seed: int = option(1337, "seed for initial weights, batches and dropout", range=(0, INT_MAX))
+    max_steps: int | None = option(
+        None, "optimizer steps to train for (in total, when resuming)", range=(1, INF))
+    decay_steps: int | None = option(
+        None, "the learning rate follows a cosine from --lr to --min-lr over this many steps "
+        "(warmup included), then stays at --min-lr; it never depends on --max-steps, so a run "
+        "stopped early and resumed matches one long run", range=(1, INF))
+    batch_size: int = option(
+        None, "sequences per micro-batch on each rank: a step trains on batch-size x "
+        "grad-accum-steps x ranks sequences", range=(1, INF))
+    grad_accum_steps: int = option(
+        1, "micro-batches whose gradients are accumulated before each optimizer step (a larger "
+        "batch in the same memory)", range=(1, INF))
+    context: int = option(None, "tokens per sequence (the model's context length)", range=(1, INF))
+    n_layer: int = option(None, "Transformer layers", range=(1, INF))
+    n_head: int = option(4, "attention heads per layer", range=(1, INF))
+    d_model: int = option(None, "model width", range=(1, INF))
+    dropout: float = option(None, "dropout probability", range=(0.0, (1.0,)))
+    norm: str = option(
+        "pre", "pre: LayerNorm before each sublayer (GPT-2); post: after (original Transformer)",
+        choices=("pre", "post"))
+    positional: str = option(None, "position encoding", choices=POSITIONALS)
+    lr: float = option(None, "peak learning rate", range=((0.0,), INF))
+    min_lr: float = option(None, "learning rate at the end of the cosine decay", range=(0.0, INF))
+    warmup_steps: int = option(None, "steps of linear learning-rate warmup", range=(0, INF))
+    beta1: float = option(0.9, "AdamW beta1", range=(0.0, (1.0,)))
+    beta2: float = option(None, "AdamW beta2", range=(0.0, (1.0,)))
+    weight_decay: float = option(
+        None, "AdamW decoupled weight decay on every parameter of 2+ dimensions (matmul weights, "
+        "embeddings), none on biases and norm gains", range=(0.0, INF))
+    grad_clip: float = option(
+        1.0, "clip the global gradient norm to this (0: off)", range=(0.0, INF))
+    eval_every: int | None = option(
+        None, "evaluate and save a checkpoint every N steps", range=(1, INF))
+    eval_batches: int = option(
+        16, "batches (as large as a training step's) of train and of val text per evaluation (lm; "
+        "classify evaluates the whole val file and this many batches of train rows)",
+        range=(1, INF))
+    log_every: int = option(None, "print a log line every N steps", range=(1, INF))
+    init_from: str | None = option(
+        None, "start from the weights of this language-model checkpoint (run folder or checkpoint "
+        "folder)", metavar="DIR")
+    peak_flops: float | None = option(
+        None, "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
+        range=((0.0,), INF))
+    sample_tokens: int = option(
+        400, "length of the sample printed at the end (lm; 0: none)", range=(0, INF))
+    epochs: int | None = option(
+        None, "classify: passes over the training rows (each in a new seeded order), instead of "
+        "--max-steps; translate: passes over the token batches", range=(1, INF))
+    encoding: str = option("utf-8", "text encoding of --data and --val-data files (e.g. latin-1)")
+    val_every_nth: int | None = option(
+        None, "hold out lines N, 2N, 3N, ... of each --data file for validation", range=(2, INF))
+    vocab_size: int | None = option(
+        None, "word/bpe: the most tokens in the learned vocabulary (default: word 30000, bpe 8000)",
+        range=(5, INF))
+    min_count: int = option(
+        1, "word/bpe: leave out words seen fewer times than this", range=(1, INF))
+    lowercase: bool = option(False, "word/bpe: lower-case text before tokenizing")
+    attention: str = option(
+        None, "classify: bidirectional (an encoder: each token sees the whole sentence, padding "
+        "masked) or causal (a GPT body); lm: causal (next-token prediction) or bidirectional (a "
+        "masked language model, BERT's pretraining, for --init-from of a classifier)",
+        choices=("causal", "bidirectional"))
+    mask_prob: float = option(
+        0.15, "lm with --attention bidirectional: the share of tokens hidden and predicted (of "
+        "them 80%% become [MASK], 10%% a random token, 10%% stay)", range=((0.0,), (1.0,)))
+    pooling: str = option(
+        "mean", "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
+        "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
+        choices=POOLINGS)
+    word_dropout: float | None = option(
+        None, "classify: the probability that a training sentence's word is replaced by [UNK] "
+        "(default: 0.3 with a word or bpe vocabulary, as DAN on SST; 0 with char or byte)",
+        range=(0.0, (1.0,)))
+    truncation: str | None = option(
+        None, "classify: which tokens of a text longer than --context are kept: head (the first "
+        "ones) or head_tail (the first quarter and the last three quarters of the context: a "
+        "review's verdict is often at its end) (default: head)")
+    layer_decay: float | None = option(
+        None, "classify: each Transformer layer below the top learns at this times the lr of the "
+        "one above it, the embeddings lowest, the head at --lr (default: 1, one lr for all)",
+        range=((0.0,), 1.0))
+    generator_layers: int | None = option(
+        None, "electra: layers of the generator, which shares the encoder's embeddings "
+        "(default: 1)", range=(1, INF))
+    token_cache: str | None = option(
+        None, "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches (the "
+        "text tokenized once, reused while it and the tokenizer are unchanged; default: "
+        "token_cache/ beside the --out folder)", metavar="DIR")
+    recompute: str = option(
+        "none", "activations recomputed in backward instead of kept: blocks keeps only each "
+        "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
+        "more time), attention drops the attention probabilities (grows with context squared)",
+        choices=RECOMPUTE)
+    lora_rank: int = option(
+        0, "train rank-R LoRA adapters on --lora-targets instead of the whole model (the GPT body "
+        "is frozen; a classifier's head still trains; 0: off); checkpoints then also hold "
+        "adapter_model.safetensors + adapter_config.json in the PEFT layout", range=(0, 65536))
+    lora_alpha: float = option(
+        16.0, "LoRA scale: the update is (alpha / rank) B A", range=((0.0,), 1000000000.0))
+    lora_targets: str = option(
+        "qkv", "comma-separated Linear layers to adapt: qkv (attention's packed query/key/value), "
+        "out (attention output), fc and proj (feed-forward)")
+    d_ff: int | None = option(
+        None, "translate: feed-forward width (default: 4 x --d-model)", range=(1, INF))
+    embeddings: str = option(
+        "shared", "translate: one embedding table for source and target, or one each (the output "
+        "layer is tied to the target's)", choices=("shared", "separate"))
+    batch_tokens: int = option(
+        4096, "translate: tokens per batch (source + target, padding included); --batch-size "
+        "counts such batches per micro-batch", range=(1, INF))
+    label_smoothing: float = option(
+        0.1, "translate: label smoothing of the training loss", range=(0.0, (1.0,)))
+    beam_size: int = option(
+        DecodeOptions.beam_size, "translate: beam size of the val BLEU decoding (1: greedy)",
+        range=(1, INF))
+    length_penalty: float = option(
+        DecodeOptions.length_penalty, "translate: beam hypotheses are ranked by log p / length ** "
+        "this", range=(0.0, INF))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -107,6 +202,9 @@ class TrainConfig:
         for name, value in task.defaults.items():
             if getattr(self, name) is None and (name not in RUN_LENGTH or no_length):
                 setattr(self, name, value)
+        unset = [name for name in PER_TASK if getattr(self, name) is None]
+        if unset:
+            raise ValueError(f"--task {self.task} gives no default for {_flag(unset[0])}")
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name in CHOICES:
@@ -125,16 +223,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "task": tuple(TASKS),
-    "tokenizer": ("char", "byte", "word", "bpe"),
-    "norm": ("pre", "post"),
-    "positional": POSITIONALS,
-    "attention": ("causal", "bidirectional"),
-    "pooling": POOLINGS,
-    "recompute": RECOMPUTE,
-    "embeddings": ("shared", "separate"),
-}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_FIELD_NAMES = tuple(_FIELDS)
+_HINTS = typing.get_type_hints(TrainConfig)
+CHOICES = {"task": tuple(TASKS), **{name: f.metadata["choices"] for name, f in _FIELDS.items()
+                                    if f.metadata["choices"]}}
+_RANGES = {name: f.metadata["range"] for name, f in _FIELDS.items() if f.metadata["range"]}
+# Typed without None, default None: filled in by the task.
+PER_TASK = tuple(name for name, f in _FIELDS.items()
+                 if f.default is None and type(None) not in typing.get_args(_HINTS[name]))
 RUN_LENGTH = ("max_steps", "epochs")  # a task's defaults give one: its run's length
 # Options of some tasks only (default None): refused, when given, by the others.
 _TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
@@ -148,49 +245,6 @@ def _check_choice(name: str, value: Any) -> None:
                          f"{value!r}")
 
 
-_INF = math.inf
-_INT_MAX = 2**63 - 1
-# name -> (low, high), both inclusive; a half-open end is marked by a nested tuple.
-_RANGES: dict[str, tuple[Any, Any]] = {
-    "seed": (0, _INT_MAX),
-    "max_steps": (1, _INF),
-    "decay_steps": (1, _INF),
-    "batch_size": (1, _INF),
-    "grad_accum_steps": (1, _INF),
-    "context": (1, _INF),
-    "n_layer": (1, _INF),
-    "n_head": (1, _INF),
-    "d_model": (1, _INF),
-    "dropout": (0.0, (1.0,)),
-    "lr": ((0.0,), _INF),
-    "min_lr": (0.0, _INF),
-    "warmup_steps": (0, _INF),
-    "beta1": (0.0, (1.0,)),
-    "beta2": (0.0, (1.0,)),
-    "weight_decay": (0.0, _INF),
-    "grad_clip": (0.0, _INF),
-    "eval_every": (1, _INF),
-    "eval_batches": (1, _INF),
-    "log_every": (1, _INF),
-    "peak_flops": ((0.0,), _INF),
-    "sample_tokens": (0, _INF),
-    "epochs": (1, _INF),
-    "val_every_nth": (2, _INF),
-    "vocab_size": (5, _INF),
-    "min_count": (1, _INF),
-    "mask_prob": ((0.0,), (1.0,)),
-    "word_dropout": (0.0, (1.0,)),
-    "layer_decay": ((0.0,), 1.0),
-    "generator_layers": (1, _INF),
-    "lora_rank": (0, 65536),
-    "lora_alpha": ((0.0,), 1e9),
-    "d_ff": (1, _INF),
-    "batch_tokens": (1, _INF),
-    "label_smoothing": (0.0, (1.0,)),
-    "beam_size": (1, _INF),
-    "length_penalty": (0.0, _INF),
-}
-
 def _in_range(value: float, low: Any, high: Any) -> bool:
     """Inside the bounds and finite: an infinite --lr passes any lower bound, then the run
     dies at its first steps."""
@@ -201,7 +255,7 @@ def _in_range(value: float, low: Any, high: Any) -> bool:
 
 def _range_text(low: Any, high: Any) -> str:
     left = f"> {low[0]}" if isinstance(low, tuple) else f">= {low}"
-    if high is _INF:
+    if high is INF:
         return f"a finite number {left}"
     right = f"< {high[0]}" if isinstance(high, tuple) else f"<= {high}"
     return f"{left} and {right}"
@@ -211,14 +265,10 @@ def _check_range(name: str, value: Any) -> None:
     if name not in _RANGES or value is None:
         return
     low, high = _RANGES[name]
-    if _base_type(name) is int and high is _INF:
-        high = _INT_MAX  # an integer option becomes a NumPy integer somewhere
+    if _base_type(name) is int and high is INF:
+        high = INT_MAX  # an integer option becomes a NumPy integer somewhere
     if not _in_range(value, low, high):
         raise ValueError(f"{_flag(name)} must be {_range_text(low, high)}, got {short(value)}")
-
-
-_HINTS = typing.get_type_hints(TrainConfig)
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 PATH_LISTS = ("data", "val_data")  # one path, or several (one file per class)
@@ -233,7 +283,8 @@ def _base_type(name: str) -> type:
 
 
 def _optional(name: str) -> bool:
-    return type(None) in typing.get_args(_HINTS[name])
+    """Whether ``name`` may be given as None (unset: a task's default fills it)."""
+    return type(None) in typing.get_args(_HINTS[name]) or name in PER_TASK
 
 
 def _check_type(name: str, value: Any) -> Any:
@@ -308,96 +359,6 @@ def read_config_file(path: str) -> dict[str, Any]:
     return values
 
 
-_HELP = {
-    "task": "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values()),
-    "data": "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
-    "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
-    "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
-    "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
-    "val_data": "validation text, TSV/CSV file or files per class (lm default: the last 10%% "
-    "of --data); translate: SOURCE_FILE TARGET_FILE",
-    "tokenizer": "char or byte; word or bpe: a vocabulary learned from the training text",
-    "out": "run folder: checkpoints, metrics.jsonl, train_config.json",
-    "device": "cpu, cuda or cuda:N",
-    "seed": "seed for initial weights, batches and dropout",
-    "max_steps": "optimizer steps to train for (in total, when resuming)",
-    "decay_steps": "the learning rate follows a cosine from --lr to --min-lr over this many "
-    "steps (warmup included), then stays at --min-lr; it never depends on --max-steps, so a run "
-    "stopped early and resumed matches one long run",
-    "batch_size": "sequences per micro-batch on each rank: a step trains on batch-size x "
-    "grad-accum-steps x ranks sequences",
-    "grad_accum_steps": "micro-batches whose gradients are accumulated before each optimizer "
-    "step (a larger batch in the same memory)",
-    "context": "tokens per sequence (the model's context length)",
-    "n_layer": "Transformer layers",
-    "n_head": "attention heads per layer",
-    "d_model": "model width",
-    "dropout": "dropout probability",
-    "norm": "pre: LayerNorm before each sublayer (GPT-2); post: after (original Transformer)",
-    "positional": "position encoding",
-    "lr": "peak learning rate",
-    "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_steps": "steps of linear learning-rate warmup",
-    "beta1": "AdamW beta1",
-    "beta2": "AdamW beta2",
-    "weight_decay": "AdamW decoupled weight decay on every parameter of 2+ dimensions (matmul "
-                    "weights, embeddings), none on biases and norm gains",
-    "grad_clip": "clip the global gradient norm to this (0: off)",
-    "eval_every": "evaluate and save a checkpoint every N steps",
-    "eval_batches": "batches (as large as a training step's) of train and of val text per "
-    "evaluation (lm; classify evaluates the whole val file and this many batches of train rows)",
-    "log_every": "print a log line every N steps",
-    "init_from": "start from the weights of this language-model checkpoint (run folder or "
-    "checkpoint folder)",
-    "peak_flops": "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
-    "sample_tokens": "length of the sample printed at the end (lm; 0: none)",
-    "epochs": "classify: passes over the training rows (each in a new seeded order), instead "
-    "of --max-steps; translate: passes over the token batches",
-    "encoding": "text encoding of --data and --val-data files (e.g. latin-1)",
-    "val_every_nth": "hold out lines N, 2N, 3N, ... of each --data file for validation",
-    "vocab_size": "word/bpe: the most tokens in the learned vocabulary (default: word 30000, "
-    "bpe 8000)",
-    "min_count": "word/bpe: leave out words seen fewer times than this",
-    "lowercase": "word/bpe: lower-case text before tokenizing",
-    "attention": "classify: bidirectional (an encoder: each token sees the whole sentence, "
-    "padding masked) or causal (a GPT body); lm: causal (next-token prediction) or "
-    "bidirectional (a masked language model, BERT's pretraining, for --init-from of a classifier)",
-    "mask_prob": "lm with --attention bidirectional: the share of tokens hidden and predicted "
-    "(of them 80%% become [MASK], 10%% a random token, 10%% stay)",
-    "word_dropout": "classify: the probability that a training sentence's word is replaced by "
-    "[UNK] (default: 0.3 with a word or bpe vocabulary, as DAN on SST; 0 with char or byte)",
-    "truncation": "classify: which tokens of a text longer than --context are kept: head (the "
-    "first ones) or head_tail (the first quarter and the last three quarters of the context: "
-    "a review's verdict is often at its end)",
-    "layer_decay": "classify: each Transformer layer below the top learns at this times the lr "
-    "of the one above it, the embeddings lowest, the head at --lr (1: one lr for all)",
-    "generator_layers": "electra: layers of the generator, which shares the encoder's "
-    "embeddings",
-    "token_cache": "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches "
-    "(the text tokenized once, reused while it and the tokenizer are unchanged; default: "
-    "token_cache/ beside the --out folder)",
-    "pooling": "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
-    "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
-    "recompute": "activations recomputed in backward instead of kept: blocks keeps only each "
-    "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
-    "more time), attention drops the attention probabilities (grows with context squared)",
-    "lora_rank": "train rank-R LoRA adapters on --lora-targets instead of the whole model "
-    "(the GPT body is frozen; a classifier's head still trains; 0: off); checkpoints then also "
-    "hold adapter_model.safetensors + adapter_config.json in the PEFT layout",
-    "lora_alpha": "LoRA scale: the update is (alpha / rank) B A",
-    "lora_targets": "comma-separated Linear layers to adapt: qkv (attention's packed "
-    "query/key/value), out (attention output), fc and proj (feed-forward)",
-    "d_ff": "translate: feed-forward width (default: 4 x --d-model)",
-    "embeddings": "translate: one embedding table for source and target, or one each (the "
-    "output layer is tied to the target's)",
-    "batch_tokens": "translate: tokens per batch (source + target, padding included); "
-    "--batch-size counts such batches per micro-batch",
-    "label_smoothing": "translate: label smoothing of the training loss",
-    "beam_size": "translate: beam size of the val BLEU decoding (1: greedy)",
-    "length_penalty": "translate: beam hypotheses are ranked by log p / length ** this",
-}
-
-
 def _task_default(task, name: str) -> Any:
     """Task ``task``'s default of option ``name`` in words, or None."""
     if name in task.defaults:
@@ -420,8 +381,6 @@ def _default_text(name: str) -> str:
     return "" if default is None else f" (default: {default})"
 
 
-_METAVARS = {"data": "PATH", "val_data": "PATH", "out": "DIR", "token_cache": "DIR",
-             "device": "DEVICE", "init_from": "DIR"}
 _TYPE_METAVARS = {int: "N", float: "X"}
 
 
@@ -432,7 +391,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     for name in _FIELD_NAMES:
         kind = _base_type(name)
-        help_text = f"{_HELP[name]}{_default_text(name)}"
+        help_text = f"{_FIELDS[name].metadata['help']}{_default_text(name)}"
         if kind is bool:
             parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                 help=help_text)
@@ -443,7 +402,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
             type=kind,
             nargs="+" if name in PATH_LISTS else None,
             choices=CHOICES.get(name),
-            metavar=None if name in CHOICES else _METAVARS.get(name, _TYPE_METAVARS.get(kind)),
+            metavar=None if name in CHOICES else (_FIELDS[name].metadata["metavar"]
+                                                  or _TYPE_METAVARS.get(kind)),
             help=help_text,
         )
     parser.add_argument(

@@ -28,52 +28,36 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import backend
-from ..backend import memory
 from ..backend.devices import memory_text
+from ..checkpoints.folder import BEST, LATEST, Checkpoint, checkpoint_files
+from ..checkpoints.folder import save_checkpoint as write_checkpoints
+from ..checkpoints.metrics import METRICS
 from ..cli import USAGE_ERROR, report_errors
 from ..engine import rng
-from ..io.files import CheckpointError, atomic_write_json, atomic_write_text, json_text
-from ..models.adapters import LoraSpec, adapter_files, apply_spec, parse_targets
-from ..optim.optimizers import AdamW, clip_grad_norm_, decay_groups, layer_decay_groups
+from ..io.files import json_text
+from ..models.adapters import adapter_files
+from ..optim.optimizers import clip_grad_norm_
 from ..optim.schedules import LRScheduler
 from . import distributed
-from .checkpoint import (
-    BEST,
-    LATEST,
-    METRICS,
-    Checkpoint,
-    RunLock,
-    checkpoint_files,
-    read_checkpoint,
-    run_has_checkpoint,
-    truncate_metrics,
-)
-from .checkpoint import save_checkpoint as write_checkpoints
-from .config import TrainConfig, build_parser, check_fields, read_config_file
+from .config import build_parser
 from .distributed import CollectiveError, World
-from .tasks import TASKS, make_task, task_name
-from .tasks.common import tokenizer_kind
+from .run_folder import RunLock, prepare_run_dir
+from .settings import lora_spec, plan, world_note
+from .start import Start, start
+from .tasks import make_task
 
-__all__ = ["main", "measure_peak_flops"]
-
-# The batch sampler has its own stream of the run's seed, apart from weights and dropout; the
-# dropout masks of ranks other than 0 have one each (rank 0's is the single-process stream).
-BATCH_STREAM = 1
-RANK_STREAM = 3
-RUN_FILES = (METRICS, "train_config.json")
+__all__ = ["Trainer", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,216 +92,8 @@ def _refuse_launch_without_distributed(size: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Configuration: command line, config file, resumed run, --init-from checkpoint
-# --------------------------------------------------------------------------------------------
-
-
-def _model_fields(config) -> dict:
-    """The TrainConfig values that describe ``config``'s shape."""
-    return {
-        "context": config.context_length,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-        "d_model": config.d_model,
-        "norm": "pre" if config.norm_first else "post",
-        "positional": config.positional,
-    }
-
-
-def _adopt_model(cfg: TrainConfig, source: Checkpoint, explicit: dict, what: str) -> TrainConfig:
-    """Take the model shape from a checkpoint; an explicit option that contradicts it is an
-    error rather than a silently different model."""
-    fields = _model_fields(source.model_config)
-    conflicts = [
-        f"--{k.replace('_', '-')} {explicit[k]} (checkpoint: {v})"
-        for k, v in fields.items()
-        if k in explicit and explicit[k] != v
-    ]
-    if conflicts:
-        raise CheckpointError(
-            f"{what} {source.path} was trained with a different model: {', '.join(conflicts)}"
-        )
-    values = {**cfg.to_dict(), **fields}
-    if "dropout" not in explicit and source.task == cfg.task:
-        # The checkpoint's own task keeps its dropout; a new task (a classifier on a
-        # pretrained language model) takes that task's default.
-        values["dropout"] = source.model_config.dropout
-    return TrainConfig(**values)
-
-
-def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
-    """The checkpoint to resume and its saved training options."""
-    if not os.path.isdir(os.path.join(out, LATEST)) and not os.path.isdir(
-        os.path.join(out, LATEST + ".old")
-    ):
-        never = (" (the run there stopped before its first checkpoint: start it again without "
-                 "--resume)" if _has_run_files(out) else "")
-        raise CheckpointError(
-            f"--resume: no checkpoint to resume in {out} (no {LATEST}/ folder){never}")
-    source = read_checkpoint(os.path.join(out, LATEST))
-    saved = source.state.get("train_config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{source.path}/state.json: lacks the training configuration")
-    saved = check_fields(saved, f"{source.path}/state.json")
-    task = TASKS.get(task_name(saved))
-    if task is not None:
-        saved = {**task.saved_defaults, **saved}
-    if "task" in explicit and task_name({**saved, **explicit}) != task_name(saved):
-        raise CheckpointError(f"--resume: {source.path} was trained with --task "
-                              f"{task_name(saved)}, not {explicit['task']}")
-    if "tokenizer" in explicit and explicit["tokenizer"] != saved.get("tokenizer"):
-        raise CheckpointError(f"--resume: {source.path} was trained with --tokenizer "
-                              f"{saved.get('tokenizer')}, not {explicit['tokenizer']}")
-    return source, saved
-
-
-def _without_replaced_length(saved: dict, explicit: dict) -> dict:
-    """The saved options, less the run length that a resumed run is newly given (--epochs
-    replaces a saved --max-steps and the reverse)."""
-    replaced = {"epochs": "max_steps", "max_steps": "epochs"}
-    drop = {replaced[k] for k in replaced if k in explicit}
-    return {k: v for k, v in saved.items() if k not in drop}
-
-
-def _settings(args: argparse.Namespace, claim: Callable[[str], None]
-              ) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
-    """(config, checkpoint to resume, checkpoint to initialize from); ``claim(out)`` locks
-    the run folder before a checkpoint in it is read."""
-    if args.resume and args.overwrite:
-        raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
-                         "choose one")
-    launch = ("config", "resume", "overwrite", "distributed")
-    cli = {k: v for k, v in vars(args).items() if k not in launch}
-    if args.resume and "init_from" in cli:
-        raise ValueError("--init-from starts a new run from a checkpoint's weights and --resume "
-                         "continues the run in --out: choose one")
-    explicit = {**(read_config_file(args.config) if args.config else {}), **cli}
-    out = explicit.get("out", TrainConfig.out)
-    if isinstance(out, str):
-        claim(out)
-    if args.resume:
-        resume, saved = _resume_source(out, explicit)
-        cfg = TrainConfig(**{**_without_replaced_length(saved, explicit), **explicit, "out": out})
-        return _adopt_model(cfg, resume, explicit, "--resume: checkpoint"), resume, None
-    cfg = TrainConfig(**explicit)
-    if cfg.init_from is None:
-        return cfg, None, None
-    init = read_checkpoint(cfg.init_from)
-    starts = TASKS[cfg.task].init_from
-    if init.task not in starts:
-        raise CheckpointError(
-            f"--init-from {init.path}: a {init.task} checkpoint; give a language-model checkpoint "
-            f"({' or '.join(starts)})")
-    _refuse_other_tokenizer(init, explicit)
-    return _adopt_model(cfg, init, explicit, "--init-from: checkpoint"), None, init
-
-
-def _refuse_other_tokenizer(init: Checkpoint, explicit: dict) -> None:
-    """A pretrained encoder reads the tokens it learned: tokenizer options that ask for
-    another vocabulary are an error naming both, not silently ignored."""
-    kind = tokenizer_kind(init.tokenizer_dict)
-    size = init.model_config.vocab_size
-    asked = []
-    if explicit.get("tokenizer", kind) != kind:
-        asked.append(f"--tokenizer {explicit['tokenizer']}")
-    if explicit.get("vocab_size", size) != size:
-        asked.append(f"--vocab-size {explicit['vocab_size']}")
-    if asked:
-        raise CheckpointError(
-            f"--init-from {init.path}: its tokenizer is {kind} with {size:,} tokens, not "
-            f"{' '.join(asked)}; the encoder reads the tokens it was pretrained on (leave the "
-            "tokenizer options out)")
-
-
-def _lora_spec(cfg: TrainConfig) -> LoraSpec | None:
-    """The adapters a --lora-rank run trains (None: the whole model trains)."""
-    if not cfg.lora_rank:
-        return None
-    return LoraSpec(cfg.lora_rank, cfg.lora_alpha, parse_targets(cfg.lora_targets))
-
-
-# --------------------------------------------------------------------------------------------
-# The run folder
-# --------------------------------------------------------------------------------------------
-
-
-def _has_run_files(out: str) -> bool:
-    return any(os.path.lexists(os.path.join(out, f)) for f in RUN_FILES)
-
-
-def _refuse_existing_run(out: str) -> None:
-    """A run with a checkpoint is never replaced unasked; one that stopped before its first
-    checkpoint (a diverged loss, a crash) has nothing to resume, so a new run may start."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out}: exists and is not a folder")
-    if run_has_checkpoint(out):
-        raise ValueError(
-            f"--out {out} already holds a training run; pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out"
-        )
-
-
-def _clear_run(out: str) -> None:
-    """Delete what a previous run wrote in ``out`` (and nothing else)."""
-    for name in (LATEST, BEST):
-        for suffix in ("", ".old", ".tmp"):
-            path = os.path.join(out, name + suffix)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-    for name in RUN_FILES:
-        if os.path.exists(os.path.join(out, name)):
-            os.unlink(os.path.join(out, name))
-
-
-def _prepare_run_dir(cfg: TrainConfig, resume_step: int | None, overwrite: bool,
-                     lock: RunLock) -> None:
-    """Called once everything is validated, so a refused run never changes ``--out``."""
-    os.makedirs(cfg.out, exist_ok=True)
-    lock.acquire()  # held since the start when --out existed; else another run may have begun
-    if resume_step is None and not overwrite:
-        _refuse_existing_run(cfg.out)
-        if _has_run_files(cfg.out):
-            print(f"note: {cfg.out} holds a run that stopped before its first checkpoint; "
-                  "starting it again")
-    if overwrite:
-        _clear_run(cfg.out)
-    metrics = os.path.join(cfg.out, METRICS)
-    if resume_step is not None and os.path.exists(metrics):
-        truncate_metrics(cfg.out, resume_step)
-    else:
-        atomic_write_text(metrics, "")
-    atomic_write_json(os.path.join(cfg.out, "train_config.json"), cfg.to_dict())
-
-
-# --------------------------------------------------------------------------------------------
 # MFU and signals
 # --------------------------------------------------------------------------------------------
-
-
-def measure_peak_flops(device: str, seconds: float = 0.2) -> float:
-    """Float32 matmul FLOP/s on ``device``: the denominator of MFU when none is configured.
-
-    The fastest of many timed matmuls counts, so a busy machine (another process taking the
-    cores for a moment) lowers the estimate far less than an average would.
-    """
-    xp = backend.xp_for(device)
-    n = 512 if device == "cpu" else 4096  # large enough to keep the device busy
-    a = xp.full((n, n), 0.5, dtype=np.float32)
-    b = xp.full((n, n), 0.25, dtype=np.float32)
-
-    def sync():
-        if device != "cpu":
-            xp.cuda.Device(backend.device_index(device)).synchronize()
-
-    a @ b  # warm-up: thread pools, kernels
-    sync()
-    fastest, start = math.inf, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        fastest = min(fastest, time.perf_counter() - t0)
-    return 2.0 * n**3 / fastest
 
 
 class _StopRequest:
@@ -357,64 +133,14 @@ def _stop_on_signals(stop: _StopRequest):
 # --------------------------------------------------------------------------------------------
 
 
-def _rank_seed(seed: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, RANK_STREAM, rank]).generate_state(1, np.uint64)[0])
-
-
-def _restore_random_state(source: Checkpoint, batch_rng: np.random.Generator,
-                          rank: int) -> None:
-    """The batch stream (shared by all ranks) and this rank's dropout stream, when saved; a
-    rank the checkpoint did not have keeps its fresh stream."""
-    try:
-        states = [source.state["rng"], *source.state.get("rank_rngs", [])[1:]]
-        if rank < len(states):
-            rng.set_state(states[rank])
-        batch_rng.bit_generator.state = source.state["batch_rng"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{source.path}/state.json: bad random state ({e!r})") from None
-
-
 def _say(line: str) -> None:
     """Print a log line above the progress bar, not through it."""
     tqdm.write(line, file=sys.stdout)
 
 
-def _resumed_step(source: Checkpoint, optimizer) -> int:
-    step = source.state.get("step")
-    if not isinstance(step, int) or step != optimizer.step_count:
-        raise CheckpointError(
-            f"{source.path}: state.json step {step!r} does not match the optimizer's step "
-            f"{optimizer.step_count}"
-        )
-    return step
-
-
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-@dataclass(frozen=True)
-class RunLength:
-    """How long the run is and when it evaluates, in optimizer steps: given, or (--epochs)
-    worked out from the number of training rows and the global batch."""
-
-    max_steps: int
-    decay_steps: int
-    eval_every: int
-    steps_per_epoch: int | None = None
-
-    @classmethod
-    def of(cls, cfg: TrainConfig, task, global_batch: int) -> RunLength:
-        per_epoch = None
-        max_steps = cfg.max_steps
-        if cfg.epochs is not None:
-            per_epoch = math.ceil(task.train_rows / global_batch)
-            max_steps = cfg.epochs * per_epoch
-        eval_every = cfg.eval_every
-        if eval_every is None:  # twice an epoch: the best checkpoint is picked often enough
-            eval_every = max(1, math.ceil((per_epoch or max_steps) / 2))
-        return cls(max_steps, cfg.decay_steps or max_steps, eval_every, per_epoch)
 
 
 class Trainer:
@@ -423,18 +149,19 @@ class Trainer:
     Every rank runs it in lockstep; rank 0 alone evaluates, logs and writes checkpoints.
     """
 
-    def __init__(self, cfg, length: RunLength, task, model, model_config, optimizer,
-                 batch_rng, start_step, best, device, peak_flops, world: World):
-        self.cfg, self.length, self.task, self.model, self.device = (cfg, length, task, model,
-                                                                     device)
-        self.model_config, self.optimizer, self.batch_rng = model_config, optimizer, batch_rng
-        self.lr_schedule = LRScheduler(optimizer, cfg.warmup_steps, length.decay_steps, cfg.min_lr)
-        self.world = world
-        self.step = start_step
-        self.best_score, self.best_step = best
-        self.peak_flops = peak_flops
-        self.saved_step = start_step  # a resumed run's latest/ is at its first step
-        self.params = model.parameters()
+    def __init__(self, start: Start):
+        self.cfg, self.length, self.task, self.model = (start.cfg, start.length, start.task,
+                                                        start.model)
+        self.model_config, self.optimizer, self.batch_rng = (start.model_config, start.optimizer,
+                                                             start.batch_rng)
+        self.device, self.world, self.peak = start.device, start.world, start.peak
+        cfg, world = self.cfg, self.world
+        self.lr_schedule = LRScheduler(self.optimizer, cfg.warmup_steps,
+                                       self.length.decay_steps, cfg.min_lr)
+        self.step = start.step
+        self.best_score, self.best_step = start.best_score, start.best_step
+        self.saved_step = start.step  # a resumed run's latest/ is at its first step
+        self.params = self.model.parameters()
         # The global batch is cut into equal micro-batches (grad-accum-steps per rank), so its
         # mean loss and gradient are the means of theirs.
         self.micro_batches = cfg.grad_accum_steps * world.size
@@ -493,8 +220,11 @@ class Trainer:
         return record
 
     def _mfu(self, tokens_per_s: float) -> float:
+        """The utilisation of each rank's device (rank 0 measures; the others report none)."""
+        if self.peak is None:
+            return math.nan
         flops = tokens_per_s * self.model_config.flops_per_token(self.task.head_share)
-        return flops / (self.peak_flops * self.world.size)
+        return self.peak.utilisation(flops / self.world.size)
 
     # ---- evaluation and checkpoints --------------------------------------------------------
     def _state(self, rank_rngs: list[dict]) -> dict:
@@ -517,7 +247,7 @@ class Trainer:
         rank_rngs = self.world.gather(rng.get_state())
         self._resync_drifted_replicas()
         if self.world.is_root:
-            spec = _lora_spec(self.cfg)
+            spec = lora_spec(self.cfg)
             files = checkpoint_files(
                 self.model,
                 task=self.task.name,
@@ -549,9 +279,7 @@ class Trainer:
         if not self.world.is_root:
             self._save(best=False)
             return None
-        if self.cfg.peak_flops is None:
-            # Other work on the machine can only make a measurement too low: keep the highest.
-            self.peak_flops = max(self.peak_flops, measure_peak_flops(self.device, 0.1))
+        self.peak.remeasure()
         improved = self.task.improves(metrics, self.best_score)
         if improved:
             self.best_score, self.best_step = metrics[self.task.best_metric], self.step
@@ -621,58 +349,11 @@ class Trainer:
             f"{self.best_step}; checkpoints in {os.path.join(out, BEST)} and "
             f"{os.path.join(out, LATEST)}"
         )
+        if self.peak.raised_to_achieved:
+            print(f"note: the run outran the {self.peak.source} peak, so MFU is relative to the "
+                  f"fastest rate it achieved ({self.peak.flops / 1e9:,.1f} GFLOP/s)")
         for line in self.task.finish(self.model, self.best_score):
             print(line)
-
-
-def _build(cfg: TrainConfig, task, device: str, resume: Checkpoint | None,
-           init: Checkpoint | None, world: World) -> Trainer:
-    """Model, optimizer and random streams: fresh, from --init-from, or as --resume left them.
-
-    Only rank 0 reads checkpoint files (other machines may not see them): the other ranks get
-    its weights, optimizer state and step from :func:`_start_identical`.
-    """
-    rng.manual_seed(cfg.seed)
-    model_config = task.model_config(resume or init)
-    extras = task.checkpoint_extras()
-    head = task.kind.head(model_config, extras)
-    nbytes, detail = memory.training_bytes(model_config, task.batch_rows(), cfg.context, head)
-    outputs = f", {head.outputs} outputs" if head.outputs is not None else ""
-    memory.require(nbytes, detail, f"training a model of {model_config.n_layer} layers, d_model "
-                   f"{model_config.d_model}, vocabulary {model_config.vocab_size}{outputs}",
-                   device)
-    model = task.kind.build(model_config, extras)
-    model.to(device)  # before the optimizer, which keeps views of the parameters
-    if init is not None and world.is_root:
-        init.load_pretrained(task.kind.pretrained_part(model))
-    spec = _lora_spec(cfg)
-    if spec is not None:  # before the optimizer, which then holds the adapters only
-        apply_spec(model, spec)
-    groups = (decay_groups(model, cfg.weight_decay) if cfg.layer_decay in (None, 1.0) else
-              layer_decay_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay,
-                                 model_config.n_layer))
-    optimizer = AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
-    if world.rank > 0:
-        rng.manual_seed(_rank_seed(cfg.seed, world.rank))  # dropout masks of its own
-    start_step, best = 0, (None, None)
-    if resume is not None:
-        _restore_random_state(resume, batch_rng, world.rank)
-        best = resume.state.get("best_score"), resume.state.get("best_step")
-    length = RunLength.of(cfg, task, cfg.batch_size * cfg.grad_accum_steps * world.size)
-    if resume is not None and world.is_root:
-        resume.load_weights(model)
-        resume.load_optimizer(optimizer)
-        start_step = _resumed_step(resume, optimizer)
-        if start_step >= length.max_steps:
-            more = "--epochs" if cfg.epochs is not None else "--max-steps"
-            raise ValueError(
-                f"--resume: {resume.path} is at step {start_step}, not below the run's "
-                f"{length.max_steps} steps; raise {more} to train further"
-            )
-    peak = cfg.peak_flops or (measure_peak_flops(device) if world.is_root else math.nan)
-    return Trainer(cfg, length, task, model, model_config, optimizer, batch_rng, start_step,
-                   best, device, peak, world)
 
 
 def _start_identical(trainer: Trainer, world: World) -> None:
@@ -688,26 +369,6 @@ def _start_identical(trainer: Trainer, world: World) -> None:
     trainer.step = trainer.saved_step = world.bcast(trainer.step)
 
 
-def _world_note(cfg: TrainConfig, resume: Checkpoint, world: World) -> str | None:
-    """What changes when a checkpoint resumes on another number of ranks."""
-    saved_ranks = resume.state.get("world_size", 1)
-    if saved_ranks == world.size:
-        return None
-    saved = TrainConfig(**check_fields(resume.state["train_config"], resume.path))
-    saved_batch = saved.batch_size * saved.grad_accum_steps * saved_ranks
-    batch = cfg.batch_size * cfg.grad_accum_steps * world.size
-    head = (f"note: {resume.path} was written by {saved_ranks} rank(s) and resumes on "
-            f"{world.size}")
-    if batch == saved_batch:
-        return (f"{head}, with the same global batch of {batch} sequences: training goes on as "
-                "before (up to float rounding); ranks the checkpoint did not have start new "
-                "dropout streams")
-    per_rank = saved_batch / (cfg.grad_accum_steps * world.size)
-    keep = (f"; --batch-size {per_rank:.0f} would keep it" if per_rank.is_integer() else "")
-    return (f"{head}: the global batch changes from {saved_batch} to {batch} sequences, so the "
-            f"run does not continue as it would have{keep}")
-
-
 def _threads_set() -> bool:
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     return any(name in os.environ for name in names)
@@ -720,8 +381,8 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
     print(
         f"model: {trainer.model.num_parameters():,} parameters ({config.n_layer} layers, "
         f"{config.n_head} heads, d_model {config.d_model}, context {config.context_length}); "
-        f"device {trainer.device}, peak {trainer.peak_flops / 1e9:,.1f} GFLOP/s "
-        f"{'(configured)' if cfg.peak_flops else '(measured)'}"
+        f"device {trainer.device}, peak {trainer.peak.flops / 1e9:,.1f} GFLOP/s "
+        f"({trainer.peak.source})"
     )
     if world.distributed:
         print(f"distributed: {world.size} rank(s), {world.local_size} on this machine, "
@@ -734,7 +395,7 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
     elif cfg.grad_accum_steps > 1:
         print(f"gradient accumulation: {cfg.grad_accum_steps} micro-batches of "
               f"{cfg.batch_size} per step (batch {trainer.global_batch})")
-    spec = _lora_spec(cfg)
+    spec = lora_spec(cfg)
     if spec is not None:
         trainable = trainer.model.num_trainable_parameters()
         print(f"LoRA rank {spec.rank} (alpha {spec.alpha:g}) on {', '.join(spec.targets)}: "
@@ -746,7 +407,7 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
         print(f"initialized from {init.path}")
     if resume is not None:
         print(f"resuming {resume.path} at step {trainer.step}")
-        note = _world_note(cfg, resume, world)
+        note = world_note(cfg, resume, world)
         if note is not None:
             print(note)
     length = trainer.length
@@ -757,16 +418,6 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
               if length.steps_per_epoch else "")
     print(f"training {length.max_steps - trainer.step} steps{epochs}, evaluating every "
           f"{length.eval_every}; run folder {cfg.out}", flush=True)
-
-
-def _plan(args: argparse.Namespace, claim: Callable[[str], None]
-          ) -> tuple[TrainConfig, Checkpoint | None, Checkpoint | None]:
-    """The validated settings and checkpoints (rank 0 reads them for every rank)."""
-    cfg, resume, init = _settings(args, claim)
-    backend.normalize_device(cfg.device)
-    if resume is None and not args.overwrite:
-        _refuse_existing_run(cfg.out)
-    return cfg, resume, init
 
 
 def _train(args: argparse.Namespace, world: World) -> int:
@@ -787,18 +438,19 @@ def _train(args: argparse.Namespace, world: World) -> int:
 
 def _train_locked(args: argparse.Namespace, world: World, claim: Callable[[str], None],
                   locks: list[RunLock]) -> int:
-    cfg, resume, init = world.from_root(lambda: _plan(args, claim))
+    found = world.from_root(lambda: plan(args, claim))
+    cfg, resume, init = found.cfg, found.resume, found.init
     device = world.use_device(cfg.device)
-    source = resume or init
 
     def build() -> Trainer:
-        return _build(cfg, make_task(cfg, source, resume), device, resume, init, world)
+        task = make_task(cfg, resume or init, resume)
+        return Trainer(start(found, task, device, world))
 
     trainer = world.agree(build)
     _start_identical(trainer, world)
     if world.is_root:
         # Everything is validated: only now may the run folder change.
-        _prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite, locks[0])
+        prepare_run_dir(cfg, trainer.step if resume else None, args.overwrite, locks[0])
         _print_header(trainer, resume, init)
     return trainer.run()
 

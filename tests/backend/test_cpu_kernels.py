@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,11 +16,27 @@ from minigrad_lm.backend import threads
 from tests.cli_support import REPO
 
 
-def split_into_blocks(monkeypatch, split: bool) -> None:
-    """Chunks on 2 threads and blocks of 4 elements, or one chunk in one block."""
+MAP_CHUNKS = threads.map_chunks
+
+
+def split_into_blocks(monkeypatch, split: bool) -> list[int]:
+    """Chunks on 2 threads and blocks of 4 elements, or one chunk in one block; the pool is
+    made ready whatever BLAS NumPy has (without one that takes a thread count, chunking would
+    silently stay off). Returns the list that records how many chunks each call ran."""
     monkeypatch.setattr(threads, "_threads", 2 if split else 1)
     monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 0 if split else threads.MIN_CHUNK_ELEMENTS)
     monkeypatch.setattr(threads, "BLOCK_ELEMENTS", 4 if split else 1 << 30)
+    if split and not threads._ready():
+        monkeypatch.setattr(threads, "_pool", ThreadPoolExecutor(1))
+        monkeypatch.setattr(threads, "_set_blas_threads", lambda n: None)
+        monkeypatch.setattr(threads, "_ready", lambda: True)
+    chunk_counts: list[int] = []
+
+    def counting(fn, chunks):
+        chunk_counts.append(len(chunks))
+        return MAP_CHUNKS(fn, chunks)
+    monkeypatch.setattr(threads, "map_chunks", counting)
+    return chunk_counts
 
 
 def test_map_blocks_covers_every_element_once(monkeypatch):
@@ -120,8 +137,9 @@ def test_adam_kernel_matches_its_reference(monkeypatch, optimizer, weight_decay)
 @pytest.mark.parametrize("optimizer", [mg.optim.Adam, mg.optim.AdamW])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adam_in_blocks_on_threads_matches_one_block(monkeypatch, optimizer, weight_decay):
-    results = []
+    results, chunks = [], []
     for split in (False, True):
-        split_into_blocks(monkeypatch, split)
+        chunks.append(split_into_blocks(monkeypatch, split))
         results.append(adam_steps(optimizer, weight_decay))
+    assert set(chunks[0]) == {1} and set(chunks[1]) == {2}  # one chunk, then really two
     np.testing.assert_array_equal(results[1], results[0])

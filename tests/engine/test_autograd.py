@@ -178,8 +178,15 @@ def test_unknown_device_is_refused():
 
 
 def test_default_device_from_environment(monkeypatch):
+    """MINIGRAD_DEVICE is read (a bad one is named), and set_default_device overrides it."""
+    monkeypatch.setattr(mg.backend.devices, "_default_device", None)
+    monkeypatch.setenv("MINIGRAD_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        mg.zeros(2)
     monkeypatch.setenv("MINIGRAD_DEVICE", "cpu")
-    assert mg.get_default_device() == "cpu"
+    assert mg.get_default_device() == "cpu" and mg.zeros(2).device == "cpu"
+    monkeypatch.setenv("MINIGRAD_DEVICE", "tpu")
+    mg.set_default_device("cpu")
     assert mg.zeros(2).device == "cpu"
 
 
@@ -209,7 +216,9 @@ def test_factories_and_seed(device):
     assert mg.ones_like(a).numpy().sum() == 6
     assert mg.full((2,), 7.0, device=device).numpy().tolist() == [7.0, 7.0]
     assert mg.arange(5, device=device).numpy().tolist() == [0, 1, 2, 3, 4]
-    assert 0 <= mg.rand(100, device=device).numpy().min()
+    u = mg.rand(1000, device=device).numpy()
+    assert 0 <= u.min() and u.max() < 1 and len(np.unique(u)) > 990  # uniform on [0, 1)
+    assert 0.45 < u.mean() < 0.55 and 0.07 < u.var() < 0.097  # 1/2 and 1/12, +-5 sigma
 
 
 def test_comparisons_have_no_gradient(device):

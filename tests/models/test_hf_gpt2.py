@@ -26,7 +26,7 @@ from minigrad_lm.io.files import CheckpointError, load_safetensors, save_safeten
 from minigrad_lm.models import GPT, GPTConfig, SequenceClassifier
 from minigrad_lm.models.hf_gpt2 import is_hf_gpt2_dir, read_gpt2_state
 from minigrad_lm.optim import AdamW, decay_groups
-from minigrad_lm.train.checkpoint import (
+from minigrad_lm.checkpoints.folder import (
     checkpoint_files,
     read_checkpoint,
     save_checkpoint,

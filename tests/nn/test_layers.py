@@ -76,7 +76,7 @@ def test_pooling_picks_the_right_hidden_states(device, pooling):
                                            d_model=6, causal=False)), 3, pooling).to(device).eval()
     ids, lengths = np.array([[2, 3, 4, 0, 0], [5, 6, 7, 8, 1]]), np.array([3, 5])
     keep = np.arange(5)[None] < lengths[:, None]
-    h = clf.body.body(ids, key_padding_mask=keep).numpy()
+    h = clf.body.hidden_states(ids, key_padding_mask=keep).numpy()
     pooled = {"mean": np.stack([h[0, :3].mean(0), h[1].mean(0)]),
               "cls": h[:, 0],
               "last": np.stack([h[0, 2], h[1, 4]])}[pooling]

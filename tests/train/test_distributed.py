@@ -24,7 +24,8 @@ from minigrad_lm.engine import rng
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.optim import AdamW
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from tests.cli_support import REPO, TINY, assert_one_line_error, run_train, write_corpus
 
 

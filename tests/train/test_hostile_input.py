@@ -35,7 +35,7 @@ from minigrad_lm.io.files import (
 )
 from minigrad_lm.io.untrusted import InputError, parse_json
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.train.checkpoint import RunLock
+from minigrad_lm.train.run_folder import RunLock
 from minigrad_lm.train.trainer import Trainer
 from tests.cli_support import (
     REPO,
@@ -55,12 +55,9 @@ def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("data"), n_words=600)
 
 
-@pytest.fixture(scope="module")
-def lm_run(tmp_path_factory, corpus) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "run"
-    assert run_train("--data", corpus, "--out", out, "--max-steps", "4", "--eval-every", "2",
-                     *TINY) == 0
-    return out
+@pytest.fixture
+def lm_run(tiny_lm_run) -> Path:
+    return tiny_lm_run
 
 
 @pytest.fixture
@@ -105,7 +102,7 @@ def train(argv):
     return run_train(*argv)
 
 
-RESUME = ["--resume", "--max-steps", "8", *TINY]
+RESUME = ["--resume", "--max-steps", "16", *TINY]  # the shared run is at step 12
 
 
 def resume_argv(run: Path, corpus: Path) -> list:
@@ -413,7 +410,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(
 # --------------------------------------------------------------------------------------------
 
 
-HOLD = ("import sys, time; from minigrad_lm.train.checkpoint import RunLock; RunLock(sys.argv[1])"
+HOLD = ("import sys, time; from minigrad_lm.train.run_folder import RunLock; RunLock(sys.argv[1])"
         ".acquire(); print('locked', flush=True); time.sleep(120)")
 
 

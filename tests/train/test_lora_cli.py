@@ -14,7 +14,8 @@ from minigrad_lm import export
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.models import GPT
 from minigrad_lm.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from tests.cli_support import TINY, run_train, write_corpus
 from tests.test_classify_cli import CLASSIFY, sentiment_rows, write_tsv
 

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigrad_lm as mg
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from minigrad_lm.data.masking import mask_draws, mask_tokens
 from minigrad_lm.data.trained_tokenizer import FIRST_WORD_ID
 from minigrad_lm.inference.scoring import masked_logits
@@ -17,7 +19,6 @@ from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.nn import functional as F
 from minigrad_lm.nn.functional import IGNORE_INDEX as IGNORE
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
 from tests.cli_support import TINY, WORDS, assert_one_line_error, run_module, run_train
 from tests.helpers import to_float64
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minigrad_lm.train.checkpoint import read_checkpoint
+from minigrad_lm.checkpoints.folder import read_checkpoint
 from tests.cli_support import run_module, run_train
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_gpt_run"

@@ -7,15 +7,18 @@ import ast
 import dataclasses
 import json
 import shutil
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minigrad_lm.checkpoints.kinds import KINDS
+from minigrad_lm.checkpoints.upgrade import upgrade
+from minigrad_lm.io.files import CheckpointError
 from minigrad_lm.models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer
-from minigrad_lm.train.checkpoint import read_checkpoint
-from minigrad_lm.train.config import TrainConfig
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.train.config import PER_TASK, TrainConfig
 from minigrad_lm.train.tasks import TASKS, task_name
 from tests.cli_support import assert_one_line_error, run_module, run_train
 
@@ -60,7 +63,7 @@ def test_every_task_is_complete_and_has_a_checkpoint_kind():
     for name, task in TASKS.items():
         assert task.name == name and task.kind is KINDS[name]
         assert task.summary and task.best_metric.startswith("val_")
-        assert set(task.defaults) <= set(fields), name
+        assert set(PER_TASK) <= set(task.defaults) <= set(fields), name
         assert all(fields[o].default is None for o in task.options), name
         assert set(task.init_from) <= set(TASKS)
         assert not task.__abstractmethods__, name
@@ -73,6 +76,20 @@ def test_every_task_is_complete_and_has_a_checkpoint_kind():
 ])
 def test_the_old_spelling_of_the_masked_lm_names_it(values, task):
     assert task_name(values) == task
+
+
+@pytest.mark.parametrize("values", [{}, {"task": "mlm"}, {"task": "translate", "data": ["a", "b"],
+                                     "val_data": ["c", "d"]},
+                                    {"task": "classify", "data": "x.tsv", "val_every_nth": 5}])
+def test_a_resolved_config_is_fully_typed(values):
+    """Every field whose type has no None holds a value of that type (lr is a float)."""
+    cfg = TrainConfig(**values)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if type(None) not in typing.get_args(hints[f.name]):
+            assert value is not None and isinstance(value, hints[f.name]), f.name
+    assert {"lr", "batch_size", "context", "tokenizer", "dropout"} <= set(PER_TASK)
 
 
 def test_each_task_fills_in_its_own_defaults():
@@ -201,3 +218,18 @@ def test_a_format_1_language_model_starts_a_classifier(tmp_path, pretrained):
                      "--peak-flops", "1e11", *attention,
                      *(["--tokenizer", "char"] if pretrained == "lm" else [])) == 0
     assert read_checkpoint(str(out)).task == "classify"
+
+
+def test_the_format_1_upgrade_is_one_step():
+    gpt = dict(json.loads((V1 / "mlm" / "latest" / "config.json").read_text())["model"])
+    v1 = {"format": "minigrad_lm.checkpoint", "version": 1, "num_classes": None, "model": gpt}
+    config, state = upgrade({**v1, "task": "lm"}, {"best_val_loss": 2.5}, "c.json")
+    assert config["task"] == "mlm" and "num_classes" not in config and config["version"] == 2
+    assert state["best_score"] == 2.5
+    config, state = upgrade({**v1, "task": "classify", "num_classes": 3},
+                            {"best_score": 0.7, "train_config": {"task": "classify"}}, "c.json")
+    assert (config["pooling"], config["num_classes"], state["best_score"]) == ("mean", 3, 0.7)
+    assert state["train_config"] == {"task": "classify", "word_dropout": 0.0}
+    assert upgrade({**v1, "version": 2}, {}, "c.json") == ({**v1, "version": 2}, {})
+    with pytest.raises(CheckpointError, match="c.json: checkpoint format version 3"):
+        upgrade({**v1, "version": 3, "task": "lm"}, {}, "c.json")

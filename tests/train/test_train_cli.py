@@ -18,7 +18,8 @@ import pytest
 
 from minigrad_lm.data.corpus import default_corpus
 from minigrad_lm.io.files import load_safetensors
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from tests.cli_support import (
     REPO,
     TINY,
@@ -35,13 +36,11 @@ def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, corpus) -> Path:
-    """A finished 12-step run, copied by tests that need to damage it."""
-    out = tmp_path_factory.mktemp("runs") / "run"
-    assert run_train("--data", corpus, "--out", out, "--max-steps", "12", "--eval-every", "6",
-                     *TINY) == 0
-    return out
+@pytest.fixture
+def trained_run(tiny_lm_run) -> Path:
+    """The shared finished 12-step run (on the same text as ``corpus``), copied by tests that
+    need to damage it."""
+    return tiny_lm_run
 
 
 def _train_losses(run: Path) -> list[float]:

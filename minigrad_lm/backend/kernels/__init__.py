@@ -8,7 +8,7 @@ import numpy as np
 from . import cpu, cuda
 
 
-def for_op(name: str, *arrays):
+def module_with(name: str, *arrays):
     """The kernel module (cpu or cuda) that has `name` and runs on these arrays, else None."""
     module = cpu if isinstance(arrays[0], np.ndarray) else cuda
     return module if hasattr(module, name) and module.supports(*arrays) else None

@@ -2,7 +2,7 @@
 
 Each kernel computes what its Function's few `xp` lines compute, in place with few temporaries,
 as chunks of rows or cache-sized blocks on all cores (backend/threads.py). The names and
-signatures are those of kernels/cuda.py, so a Function calls either through kernels.for_op.
+signatures are those of kernels/cuda.py, so a Function calls either through kernels.module_with.
 MINIGRAD_CPU_KERNELS=0 turns these fast paths off (the references then run).
 """
 from __future__ import annotations
@@ -13,9 +13,8 @@ import os
 import numpy as np
 
 from .. import threads
+from .constants import GELU_C, SQRT_2_OVER_PI
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_C = 0.044715
 
 
 def enabled() -> bool:
@@ -37,8 +36,8 @@ def gelu_tanh_forward(x):
     def run(sl):
         xs, ds = flat[sl], d[sl]
         np.multiply(xs, xs, out=ds)
-        ds *= -2 * _SQRT_2_OVER_PI * _GELU_C
-        ds -= 2 * _SQRT_2_OVER_PI
+        ds *= -2 * SQRT_2_OVER_PI * GELU_C
+        ds -= 2 * SQRT_2_OVER_PI
         ds *= xs  # -2u
         np.minimum(ds, 80.0, out=ds)  # exp(80) is finite in float32; y is ~0 there anyway
         np.exp(ds, out=ds)
@@ -59,8 +58,8 @@ def gelu_tanh_backward(gy, x, d):
         t = 1 - s
         t *= s
         np.multiply(xs, xs, out=gs)
-        gs *= 2 * _SQRT_2_OVER_PI * 3 * _GELU_C
-        gs += 2 * _SQRT_2_OVER_PI
+        gs *= 2 * SQRT_2_OVER_PI * 3 * GELU_C
+        gs += 2 * SQRT_2_OVER_PI
         gs *= xs
         gs *= t
         gs += s

@@ -14,6 +14,8 @@ from collections import Counter
 
 import numpy as np
 
+from .constants import GELU_C, SQRT_2_OVER_PI
+
 calls: Counter = Counter()
 
 _BLOCK = 256
@@ -288,14 +290,14 @@ def _gelu_kernels():
     cp = _cp()
     fwd = cp.ElementwiseKernel(
         "T x", "T y, T d",
-        "T u = (T)-1.5957691216057308 * (x + (T)0.044715 * x * x * x);"
+        f"T u = (T){-2 * SQRT_2_OVER_PI!r} * (x + (T){GELU_C!r} * x * x * x);"
         "d = exp(min(u, (T)80)) + (T)1; y = x / d;",
         "minigrad_gelu_tanh_fwd")
     bwd = cp.ElementwiseKernel(
         "T gy, T x, T d", "T gx",
         "T s = (T)1 / d;"
-        "gx = gy * (s + x * s * ((T)1 - s) * (T)1.5957691216057308"
-        " * ((T)1 + (T)(3 * 0.044715) * x * x));",
+        f"gx = gy * (s + x * s * ((T)1 - s) * (T){2 * SQRT_2_OVER_PI!r}"
+        f" * ((T)1 + (T){3 * GELU_C!r} * x * x));",
         "minigrad_gelu_tanh_bwd")
     return fwd, bwd
 

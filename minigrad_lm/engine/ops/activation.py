@@ -5,6 +5,7 @@ import math
 
 from ... import backend
 from ...backend import kernels
+from ...backend.kernels.constants import GELU_C, SQRT_2_OVER_PI
 from ..tensor import Function, Tensor
 from .common import _single_axis
 
@@ -44,10 +45,8 @@ class Relu(Function):
         return (gy * self.mask,)
 
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_GELU_C = 0.044715
 
 
 class Gelu(Function):
@@ -61,11 +60,11 @@ class Gelu(Function):
         if approximate == "none":
             self.cdf = 0.5 * (1 + backend.erf(xp, x * _INV_SQRT_2))
             return x * self.cdf
-        self.kernels = kernels.for_op("gelu_tanh_forward", x)
+        self.kernels = kernels.module_with("gelu_tanh_forward", x)
         if self.kernels:
             y, self.saved = self.kernels.gelu_tanh_forward(x)
             return y
-        u = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
+        u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x)
         self.saved = s = 1 / (1 + xp.exp(xp.minimum(-2 * u, 80.0)))  # y is ~0 beyond the clip
         return x * s
 
@@ -76,7 +75,7 @@ class Gelu(Function):
         if self.kernels:
             return self.kernels.gelu_tanh_backward(gy, x, self.saved), None
         s = self.saved
-        du_dx = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
+        du_dx = SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x)
         return gy * (s + x * s * (1 - s) * 2 * du_dx), None
 
 
@@ -108,7 +107,7 @@ class Softmax(Function):
         self.kernels = None
         if axis == x.ndim - 1:
             rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
-            self.kernels = kernels.for_op("softmax_forward", rows)
+            self.kernels = kernels.module_with("softmax_forward", rows)
             if self.kernels:
                 self.y = self.kernels.softmax_forward(rows).reshape(x.shape)
                 return self.y

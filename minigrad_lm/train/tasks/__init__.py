@@ -19,7 +19,7 @@ from .masked_lm import MaskedLMTask
 from .translate import TranslateTask
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 __all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask",

@@ -18,7 +18,7 @@ from ...nn import Module
 from ..distributed import LOCAL, World
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 
@@ -36,8 +36,6 @@ class Task(ABC):
     alias: ClassVar[dict[str, Any]] = {}
     # Options (default None) that this task reads and others refuse when given.
     options: ClassVar[tuple[str, ...]] = ()
-    # Values of options that a run saved before the option existed trained with (--resume).
-    saved_defaults: ClassVar[dict[str, Any]] = {}
     # Tasks whose checkpoints --init-from may start this one from (their weights fit).
     init_from: ClassVar[tuple[str, ...]] = ()
     best_metric: ClassVar[str] = "val_loss"  # the evaluate() key that picks best/

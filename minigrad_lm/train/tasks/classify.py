@@ -30,7 +30,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 
@@ -53,7 +53,6 @@ class ClassifyTask(Task):
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
                 "truncation": "head", "layer_decay": 1.0}
     options = ("epochs", "word_dropout", "truncation", "layer_decay")
-    saved_defaults = {"word_dropout": 0.0}  # runs from before word dropout trained without
     init_from = (LMKind.name, MaskedLMKind.name, ElectraKind.name)
     best_metric = "val_acc"
     higher_is_better = True

@@ -18,13 +18,13 @@ from ...models import GPTConfig
 from ...models.electra import ElectraConfig
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 # Evaluation draws its batches from a generator of its own, re-created for every evaluation:
 # every eval scores the same windows, and the training streams are never touched.
 EVAL_STREAM = 2
-EPOCH_STREAM = 4  # the order of the rows in each epoch (classify)
+EPOCH_STREAM = 4  # the order of the rows (or batches) in each epoch
 MAJORITY_MARGIN = 0.005  # val accuracy within this of the majority baseline learned nothing
 VAL_FRACTION = 0.1
 SAMPLE_TEMPERATURE = 0.8

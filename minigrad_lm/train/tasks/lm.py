@@ -27,7 +27,7 @@ from ...data.trained_tokenizer import KINDS, is_hf_dict
 from ...engine.tensor import Tensor
 from ...inference.sampling import generate
 from ...inference.scoring import perplexity, summed_loss
-from ..checkpoint import external_tokenizer_dict
+from ...checkpoints.folder import external_tokenizer_dict
 from ..distributed import LOCAL, World
 from .base import Task
 from .common import (
@@ -46,7 +46,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 

@@ -1,9 +1,10 @@
-"""Checkpoints of a training run: which files they hold and how models come back out of them.
+"""A checkpoint folder: which files it holds, writing them, reading and checking them, and
+building its model.
 
 A run folder (``--out DIR``) holds ``latest/`` and ``best/`` checkpoint folders, written with
 :func:`minigrad_lm.io.files.write_checkpoint_dir` so a crash mid-save never loses the previous
-one, plus ``metrics.jsonl`` (one JSON record per line) and ``train_config.json``. A checkpoint
-folder holds only safetensors and JSON, never a pickle:
+one, plus ``metrics.jsonl`` (:mod:`.metrics`) and ``train_config.json``. A checkpoint folder
+holds only safetensors and JSON, never a pickle:
 
 - ``model.safetensors``: the weights (``state_dict()`` names);
 - ``config.json``: format tag and version, task (a name of
@@ -20,30 +21,22 @@ folder holds only safetensors and JSON, never a pickle:
 Every JSON file is checked against the shape it must have (:mod:`minigrad_lm.io.untrusted`) and the
 model's memory is estimated from its config (:mod:`minigrad_lm.backend.memory`) before anything is
 built, so a hand-edited or hostile checkpoint is refused with one message naming file and key.
-One process at a time trains into a run folder: :class:`RunLock`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import os
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
-
-try:
-    import fcntl
-except ModuleNotFoundError:  # Windows: no advisory locks; one writer is then up to the user
-    fcntl = None
 
 from ..backend import memory
 from ..data.tokenizer import tokenizer_from_dict
 from ..data.trained_tokenizer import has_tokenizer_files, read_gpt2_tokenizer
 from ..io.files import (
     CheckpointError,
-    atomic_write_text,
     json_text,
     load_safetensors,
     read_json,
@@ -54,7 +47,6 @@ from ..io.files import (
 )
 from ..io.untrusted import (
     ANY,
-    InputError,
     Int,
     ListOf,
     MapOf,
@@ -63,24 +55,21 @@ from ..io.untrusted import (
     Optional,
     Str,
     check,
-    parse_json,
     reading,
-    require_regular_file,
     short,
 )
-from ..checkpoints.kinds import KINDS, MAX_SIZE, CheckpointKind, LMKind
 from ..models import GPTConfig, Seq2SeqConfig
 from ..models.adapters import ADAPTER_CONFIG, apply_spec, read_adapter_spec
 from ..models.hf_gpt2 import config_from_hf, is_hf_gpt2_dir, read_gpt2_state
 from ..nn import Module
 from ..nn.lora import lora_layers, remove_lora
+from .kinds import KINDS, MAX_SIZE, CheckpointKind, LMKind
+from .upgrade import VERSION, upgrade
 
 __all__ = [
     "BEST",
     "LATEST",
-    "METRICS",
     "Checkpoint",
-    "RunLock",
     "checkpoint_files",
     "external_tokenizer_dict",
     "find_checkpoint",
@@ -88,20 +77,13 @@ __all__ = [
     "read_checkpoint",
     "read_checkpoint_of",
     "require_task",
-    "read_metrics",
     "run_has_checkpoint",
     "save_checkpoint",
-    "truncate_metrics",
 ]
 
 FORMAT = "minigrad_lm.checkpoint"
-VERSION = 2  # 1: every config.json held num_classes, and a masked LM was task "lm"
 LATEST, BEST = "latest", "best"
-METRICS = "metrics.jsonl"
 CHECKSUMS = "checksums.json"
-LOCK = "train.lock"
-# A metrics.jsonl line is a few hundred bytes; a longer one is not a record of ours.
-MAX_METRICS_LINE = 1 << 20
 
 # The shapes of the JSON files (see minigrad_lm.io.untrusted): checked before any value is used.
 CONFIG_SPEC = Object({"format": Str(), "version": ANY, "task": Str(tuple(KINDS)),
@@ -121,12 +103,6 @@ CHECKSUMS_SPEC = MapOf(Str(test=lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is no
                            what="a SHA-256 in hex"), what="an object of file name -> SHA-256")
 # Files written before the step alone was kept also hold "param_groups" (options never read).
 OPTIMIZER_SPEC = Object({"step": Int(0)}, required=("step",), extra=True)
-METRICS_SPEC = Object({
-    "kind": Str(), "step": Int(0), "loss": Optional(Num()), "train_loss": Optional(Num()),
-    "val_loss": Optional(Num()),
-}, required=("step",), extra=True)
-
-
 def external_tokenizer_dict(vocab_size: int) -> dict[str, Any]:
     """Stands in for a tokenizer when token ids came without one (``vocab.json`` with a size)."""
     return {"type": "external", "vocab_size": vocab_size}
@@ -387,29 +363,17 @@ def _foreign_config(folder: str) -> str | None:
     return f"{name}: not a minigrad_lm checkpoint config (no format {FORMAT!r})"
 
 
-def _upgrade(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """A config.json of an older format version in today's form, or an error naming it."""
-    version = config.get("version")
-    if version == VERSION:
-        return config
-    if version != 1:
-        raise CheckpointError(f"{name}: checkpoint format version {short(version)}, this code "
-                              f"reads versions 1 to {VERSION}")
-    config = check(config, CONFIG_SPEC, name)
-    if config.get("num_classes", 0) is None:  # format 1 wrote it for every task
-        config = {k: v for k, v in config.items() if k != "num_classes"}
-    KINDS[config["task"]].config_spec.check(config["model"], name, "model")
-    return {**KINDS[config["task"]].upgrade(config), "version": VERSION}
-
-
 def _read_config(folder: str, checksums: dict[str, str]
-                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, dict[str, Any]]:
-    """(task, model config, the task's own keys) of ``folder/config.json``."""
+                 ) -> tuple[str, GPTConfig | Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
+    """(task, model config, the task's own keys, state.json) of a checkpoint folder, upgraded
+    from an older format first."""
     name = os.path.join(folder, "config.json")
     config = _read_verified_json(folder, "config.json", checksums)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{name}: not a minigrad_lm checkpoint config")
-    config = check(_upgrade(config, name), CONFIG_SPEC, name)
+    state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
+    config, state = upgrade(config, state, name)
+    config = check(config, CONFIG_SPEC, name)
     kind = KINDS[config["task"]]
     kind.config_spec.check(config["model"], name, "model")
     extras = {k: v for k, v in config.items() if k not in CONFIG_SPEC.fields}
@@ -418,7 +382,7 @@ def _read_config(folder: str, checksums: dict[str, str]
         model_config = kind.config_class.from_dict(config["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: bad model config ({e})") from None
-    return kind.name, model_config, extras
+    return kind.name, model_config, extras, state
 
 
 def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int) -> dict:
@@ -447,11 +411,8 @@ def read_checkpoint(path: str, prefer: tuple[str, ...] = (BEST, LATEST)) -> Chec
     if foreign is not None:
         raise CheckpointError(foreign)
     checksums = _read_checksums(folder)
-    task, model_config, extras = _read_config(folder, checksums)
+    task, model_config, extras, state = _read_config(folder, checksums)
     tokenizer_dict = _read_tokenizer_dict(folder, checksums, model_config.vocab_size)
-    state = _read_verified_json(folder, "state.json", checksums, STATE_SPEC)
-    if "best_score" not in state:  # written before the best score was named: its val loss
-        state = {**state, "best_score": state.get("best_val_loss")}
     return Checkpoint(folder, task, model_config, tokenizer_dict, state, checksums, extras)
 
 
@@ -482,103 +443,3 @@ def _read_hf_gpt2(path: str) -> Checkpoint:
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but "
                               f"config.json's vocabulary only {config.vocab_size}")
     return Checkpoint(path, LMKind.name, config, tokenizer.to_dict(), {}, {})
-
-
-# --------------------------------------------------------------------------------------------
-# metrics.jsonl
-# --------------------------------------------------------------------------------------------
-
-
-def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, each checked (METRICS_SPEC) and read a line
-    at a time; a torn last line (a crash mid-write) is skipped, any other bad line is an error
-    naming it."""
-    path = os.path.join(run_dir, METRICS)
-    if not os.path.lexists(path):
-        raise FileNotFoundError(f"{path}: no such file (is {run_dir} a training run folder?)")
-    require_regular_file(path)
-    records, torn = [], None
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(iter(lambda: f.readline(MAX_METRICS_LINE + 1), b""), 1):
-            if not line.strip():
-                continue
-            if torn is not None:  # a bad line with records after it is no torn write
-                raise torn
-            if len(line) > MAX_METRICS_LINE:
-                raise InputError(f"{path}:{lineno}: longer than {MAX_METRICS_LINE:,} bytes, "
-                                 "not a record")
-            try:
-                record = parse_json(line, f"{path}:{lineno}")
-            except InputError as e:
-                torn = InputError(f"{path}:{lineno}: not a JSON record ({e})")
-                continue
-            records.append(check(record, METRICS_SPEC, f"{path}:{lineno}"))
-    return records
-
-
-# --------------------------------------------------------------------------------------------
-# One writer per run folder
-# --------------------------------------------------------------------------------------------
-
-
-class RunLock:
-    """An exclusive lock on a run folder (``train.lock``, holding the owner's pid) while one
-    process trains into it; a second writer is refused, naming the holder.
-
-    It is an ``flock``: the kernel drops it when its process ends, however it ends, so a lock
-    file a crash left behind is stale and simply taken over.
-    """
-
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir, self.path, self.fd = run_dir, os.path.join(run_dir, LOCK), None
-
-    def acquire(self) -> None:
-        if fcntl is None or self.fd is not None:
-            return
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
-                             0o666)
-            except OSError as e:
-                raise InputError(f"--out {self.run_dir}: cannot create {LOCK} ({e.strerror})"
-                                 ) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                os.close(fd)
-                raise InputError(
-                    f"--out {self.run_dir}: another training (pid {holder}) is writing this "
-                    "run folder; wait for it to end or choose another --out") from None
-            except OSError:  # a filesystem without locks (some network mounts): go without
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)
-                return
-            # The holder may have removed the file between our open and flock: lock anew.
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
-
-
-def truncate_metrics(run_dir: str, step: int) -> None:
-    """Drop the records after ``step``: a resumed run logs those steps again."""
-    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-    atomic_write_text(
-        os.path.join(run_dir, METRICS), "".join(json_text(r, indent=None) + "\n" for r in kept)
-    )
