@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from minigrad_lm.data.token_cache import TokenizerRequest, prepare_token_cache
-from minigrad_lm.train.checkpoint import read_metrics
+from minigrad_lm.checkpoints.metrics import read_metrics
 
 from .harness import machine
 

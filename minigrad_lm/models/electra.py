@@ -86,11 +86,11 @@ def electra_losses(model: ElectraPretrainer, inputs: np.ndarray, targets: np.nda
                    uniform: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
     """(generator loss, replaced-token loss, which tokens were replaced (B, T), the encoder's
     replaced-token logits (B, T)) of windows ``inputs`` (B, T) in which the positions with a
-    target (not ``IGNORE_INDEX``) were hidden. The generator's samples at those positions (drawn with ``uniform`` (B, T)) replace the original tokens;
-    the encoder reads the result and is scored on every token. No gradient flows through the
-    sampling (as in the paper)."""
+    target (not ``IGNORE_INDEX``) were hidden. The generator's samples at those positions
+    (drawn with ``uniform`` (B, T)) replace the original tokens; the encoder reads the result
+    and is scored on every token. No gradient flows through the sampling (as in the paper)."""
     scored = targets != F.IGNORE_INDEX
-    gen_logits = model.generator.head(model.generator.body(inputs)[scored])  # (N, V)
+    gen_logits = model.generator.head(model.generator.hidden_states(inputs)[scored])  # (N, V)
     gen_loss = F.cross_entropy(gen_logits, targets[scored])
     with no_grad():
         sampled = sample_replacements(gen_logits.data, uniform[scored])
@@ -98,7 +98,7 @@ def electra_losses(model: ElectraPretrainer, inputs: np.ndarray, targets: np.nda
     corrupted = original.copy()
     corrupted[scored] = sampled
     replaced = corrupted != original  # a sample equal to the original counts as original
-    z = ops.reshape(model.rtd(model.body(corrupted)), *replaced.shape)  # (B, T)
+    z = ops.reshape(model.rtd(model.hidden_states(corrupted)), *replaced.shape)  # (B, T)
     rtd_loss = F.binary_cross_entropy_with_logits(z, replaced)
     return gen_loss, rtd_loss, replaced, backend.to_numpy(z.data)
 

@@ -23,7 +23,8 @@ from minigrad_lm.models.electra import (
 from minigrad_lm.nn import functional as F
 from minigrad_lm.optim.optimizers import AdamW, layer_decay_groups
 from minigrad_lm.optim.schedules import LRScheduler
-from minigrad_lm.train.checkpoint import read_checkpoint, read_metrics
+from minigrad_lm.checkpoints.folder import read_checkpoint
+from minigrad_lm.checkpoints.metrics import read_metrics
 from minigrad_lm.data.masking import mask_draws, mask_tokens
 from tests.cli_support import (
     TINY,
