@@ -4,7 +4,7 @@ classifiers trained from scratch; and the two pretraining objectives, the masked
 ELECTRA's replaced-token detection, compared at equal minutes by the MR accuracy they give.
 
     python -m benchmarks.pretrain [--data ../shared/data] [--work runs/pretrain_bench]
-        [--compare-minutes 13] [--recipe-steps 2000] [--imdb-epochs 1]
+        [--compare-minutes 13] [--recipe-steps 2000] [--imdb-steps 300]
 
 Stages, each a training run through the CLI exactly as a user would type it (printed):
 1. the corpus tokenized once into a token cache (word-level, lower-cased, 20,000 tokens);
@@ -17,11 +17,12 @@ Stages, each a training run through the CLI exactly as a user would type it (pri
 4. the recipe's run continued to ``--recipe-steps`` (ELECTRA: as many masked-LM steps' time);
 5. MR and IMDB fine-tunes from scratch and from the recipe's encoder.
 
-MR's split: lines 10, 20, ... of each file are validation (Latin-1). IMDB's: lines 10, 20, ...
-of each labelled file (2,500 of the 25,000 reviews). A run whose folder in ``--work`` already
-holds a finished run of the same command is reused (its stored result; for a run stopped by
-time, whatever its --max-steps cap), so the stages can be run one at a time (--stop-after).
-Writes benchmarks/results/pretrain_imdb.json; skips without the data.
+MR's split: lines 10, 20, ... of each file are validation (Latin-1). IMDB's: lines 20, 40, ...
+of each labelled file (1,250 of the 25,000 reviews); its fine-tunes run ``--imdb-steps``. A run
+whose folder in ``--work`` already holds a finished run of the same command is reused (its
+stored result; for a run stopped by time, whatever its --max-steps cap), so the stages can be
+run one at a time (--stop-after). Writes benchmarks/results/pretrain_imdb.json; skips without
+the data.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ CORPUS = "imdb/unsup.txt.gz"
 MR = ("mr/rt-polarity.neg", "mr/rt-polarity.pos")
 IMDB = ("imdb/train.neg.txt.gz", "imdb/train.pos.txt.gz")
 VOCAB = 20_000
+IMDB_EVERY = 20
 RESULT = "benchmark_result.json"
 STAGES = ("arms", "choices", "all")
 # ELECTRA's step costs about this many masked-LM steps (its 1-layer generator runs besides the
@@ -135,9 +137,9 @@ def run(argv: list[str], seconds: float | None = None, log=sys.stdout) -> dict:
 
 
 def _classify(data: Path, files: tuple[str, ...], out: Path, *extra: str,
-              encoding: str = "utf-8") -> list[str]:
+              encoding: str = "utf-8", every: int = 10) -> list[str]:
     return ["--task", "classify", "--data", *(str(data / f) for f in files),
-            "--val-every-nth", "10", "--encoding", encoding, *extra, "--out", str(out)]
+            "--val-every-nth", str(every), "--encoding", encoding, *extra, "--out", str(out)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training minutes of each objective in the comparison")
     parser.add_argument("--recipe-steps", type=int, default=2000,
                         help="masked-LM steps of the recipe (the cosine of both objectives)")
-    parser.add_argument("--imdb-epochs", type=int, default=1)
+    parser.add_argument("--imdb-steps", type=int, default=300,
+                        help="steps of the IMDB fine-tunes (32 reviews each)")
     parser.add_argument("--token-cache", type=Path, default=None,
                         help="folder of token caches (default: token_cache in --work)")
     parser.add_argument("--stop-after", choices=STAGES, default=STAGES[-1],
@@ -195,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     results["recipe_objective"] = recipe
     print(f"recipe: {recipe} (MR val {results[f'mr_{recipe}']['val_acc']:.3f})", flush=True)
     choices = {"layer_decay_0.8": ["--layer-decay", "0.8"],
-               "lr_5e-4": ["--lr", "5e-4", "--min-lr", "5e-5"],
-               "epochs_2": ["--epochs", "2"]}
+               "lr_5e-4": ["--lr", "5e-4", "--min-lr", "5e-5"]}
     latest = str(work / recipe / "latest")
     for name, flags in choices.items():
         results[f"mr_{recipe}_{name}"] = run(_classify(
@@ -214,13 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                                  str(steps[recipe]), "--decay-steps", str(steps[recipe])],
                                 log=log)
     encoder = str(full / "latest")
-    imdb = ["--truncation", "head_tail", "--epochs", str(args.imdb_epochs)]
+    imdb = ["--truncation", "head_tail", "--max-steps", str(args.imdb_steps), "--warmup-steps",
+            str(max(1, args.imdb_steps // 10)), "--eval-every", str(max(1, args.imdb_steps // 2))]
     finals = {
         "mr_recipe": _classify(args.data, MR, work / "mr_recipe", "--init-from", encoder, **mr),
         "imdb_scratch": _classify(args.data, IMDB, work / "imdb_scratch", "--context", "256",
-                                  "--lowercase", *imdb),
+                                  "--lowercase", *imdb, every=IMDB_EVERY),
         "imdb_recipe": _classify(args.data, IMDB, work / "imdb_recipe", "--init-from", encoder,
-                                 *imdb),
+                                 *imdb, every=IMDB_EVERY),
     }
     for name, run_argv in finals.items():
         results[name] = run(run_argv, log=log)
