@@ -4,7 +4,7 @@ classifiers trained from scratch; and the two pretraining objectives, the masked
 ELECTRA's replaced-token detection, compared at equal minutes by the MR accuracy they give.
 
     python -m benchmarks.pretrain [--data ../shared/data] [--work runs/pretrain_bench]
-        [--compare-minutes 13] [--recipe-steps 2000] [--imdb-steps 300]
+        [--compare-minutes 13] [--recipe-steps 2000] [--imdb-steps 100]
 
 Stages, each a training run through the CLI exactly as a user would type it (printed):
 1. the corpus tokenized once into a token cache (word-level, lower-cased, 20,000 tokens);
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="training minutes of each objective in the comparison")
     parser.add_argument("--recipe-steps", type=int, default=2000,
                         help="masked-LM steps of the recipe (the cosine of both objectives)")
-    parser.add_argument("--imdb-steps", type=int, default=300,
+    parser.add_argument("--imdb-steps", type=int, default=100,
                         help="steps of the IMDB fine-tunes (32 reviews each)")
     parser.add_argument("--token-cache", type=Path, default=None,
                         help="folder of token caches (default: token_cache in --work)")
