@@ -14,21 +14,16 @@ Skips with a message when the corpus is not there.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from minigrad_lm import train
 from minigrad_lm.data.labeled import load_class_files
-from minigrad_lm.checkpoints.metrics import read_metrics
 
-from .harness import machine
+from .harness import cli_training, machine
 
 DEFAULT_MR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mr"
 FILES = ("rt-polarity.neg", "rt-polarity.pos")
@@ -59,17 +54,7 @@ def bag_of_words_baselines(mr: Path) -> dict[str, float] | None:
 
 def _train(argv: list[str]) -> dict:
     """One training run through the CLI; its best val score, time and median tokens/s."""
-    out = argv[argv.index("--out") + 1]
-    log = io.StringIO()
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(io.StringIO()):
-        code = train.main(argv)
-    seconds = time.perf_counter() - start
-    if code != 0:
-        raise RuntimeError(f"training failed ({code}):\n{log.getvalue()[-2000:]}")
-    records = read_metrics(out)
-    evals = [r for r in records if r["kind"] == "eval"]
-    steps = [r for r in records if r["kind"] == "train"]
+    seconds, evals, steps = cli_training(argv)
     metric = "val_acc" if "val_acc" in evals[0] and "train_acc" in evals[0] else "val_loss"
     pick = max if metric == "val_acc" else min
     best = pick(evals, key=lambda r: r[metric])

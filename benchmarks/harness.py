@@ -95,3 +95,25 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def cli_training(argv: list[str]) -> tuple[float, list[dict], list[dict]]:
+    """One run of ``python -m minigrad_lm.train argv`` in this process, quietly: (seconds, its
+    eval records, its train records) from the run folder's metrics.jsonl."""
+    import contextlib
+    import io
+
+    from minigrad_lm import train
+    from minigrad_lm.checkpoints.metrics import read_metrics
+
+    log, errors = io.StringIO(), io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(errors):
+        code = train.main(argv)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"training failed ({code}):\n{log.getvalue()[-2000:]}\n"
+                           f"{errors.getvalue()[-2000:]}")
+    records = read_metrics(argv[argv.index("--out") + 1])
+    return (seconds, [r for r in records if r["kind"] == "eval"],
+            [r for r in records if r["kind"] == "train"])

@@ -1,7 +1,11 @@
 """Peak memory and step time of a GPT train step (Adam): context length and width, activation
-recompute, LoRA against full fine-tuning, and PyTorch (torch.utils.checkpoint) side by side.
+recompute, LoRA against full fine-tuning, and PyTorch (torch.utils.checkpoint) side by side; and
+of the attention alone (forward + backward of causal multi-head attention from packed q, k, v)
+against context 128...2048: the blocked core, the tiled one and PyTorch's
+scaled_dot_product_attention on the CPU.
 
     python -m benchmarks.memory                  # the whole table (a few minutes on 2 cores)
+    python -m benchmarks.memory --sections attention   # the attention cores only
     python -m benchmarks.memory --quick          # smaller sizes, a smoke run
     python -m benchmarks.memory minigrad|torch   # peak RSS of 3 config-M steps (benchmarks.run)
 
@@ -10,7 +14,9 @@ Memory: with MINIGRAD_MALLOC_TUNING=0 (glibc then returns freed blocks, so resid
 follows what is alive), after one warm step (Adam's state exists) the kernel's high-water mark
 is reset (/proc/self/clear_refs) and one more step runs: "step MiB" is that peak above the
 resident memory before it, the activations and temporaries of one step. "grad+opt MiB" counts
-the gradient buffers and optimizer state exactly (from the arrays). Time: one process per group
+the gradient buffers and optimizer state exactly (from the arrays). The attention rows fix
+glibc's mmap threshold (MMAP_THRESHOLD) for both libraries and add, for minigrad_lm, the peak
+that tracemalloc counts over one more step ("traced"). Time: one process per group
 (the variants of one size: recompute none/blocks/attention, or full/LoRA), with the normal
 allocator settings, the variants taking turns step by step (benchmarks.harness), so the drift of
 a shared machine slows them alike; medians. Compare ratios within a group.
@@ -127,7 +133,38 @@ def _torch(spec: dict):
     return step, state_bytes, lambda: {}
 
 
+ATTENTION = {"batch": 2, "n_head": 8, "d_model": 256}  # config M's heads, a long-context batch
+
+
+def _attention(spec: dict):
+    """Forward + backward of causal attention on packed (B, T, 3C) projections: minigrad_lm's
+    blocked or tiled core, or torch's scaled_dot_product_attention (its CPU flash kernel)."""
+    b, t, c, h = spec["batch"], spec["context"], spec["d_model"], spec["n_head"]
+    qkv = np.random.default_rng(0).standard_normal((b, t, 3 * c)).astype(np.float32)
+    if spec["impl"] == "torch":
+        import torch
+        x = torch.tensor(qkv, requires_grad=True)
+
+        def step():
+            q, k, v = x.view(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y.transpose(1, 2).reshape(b, t, c).sum().backward()
+            x.grad = None
+        return step, lambda: 0, lambda: {}
+    import minigrad_lm as mg
+    from minigrad_lm.nn import functional as F
+    x = mg.tensor(qkv, requires_grad=True)
+    tiled = spec["core"] == "tiled"
+
+    def step():
+        F.multi_head_attention(x, h, True, tiled=tiled).sum().backward()
+        x.grad = None
+    return step, lambda: 0, lambda: {}
+
+
 def _build(spec: dict):
+    if "core" in spec:
+        return _attention(spec)
     return (_torch if spec["impl"] == "torch" else _minigrad)(spec)
 
 
@@ -140,17 +177,39 @@ def measure(job: dict):
         before = _reset_peak()
         step()
         return {"step_mib": peak_rss_mib() - before, "grad_opt_mib": state_bytes() / 2**20,
-                **extras()}
+                **extras(), **_traced_step_mib(job["memory"], step)}
     from .harness import interleaved_medians
     steps = {i: _build(spec)[0] for i, spec in enumerate(job["time"])}
     medians = interleaved_medians(steps, repeats=job.get("steps", 3), block=1, warmup=2)
     return [1e3 * medians[i] for i in range(len(steps))]
 
 
+# Attention rows: every allocation above this many bytes is its own mmap, returned to the OS when
+# freed (a fixed threshold turns off glibc's adaptive one, which would keep the first step's freed
+# blocks resident and hide the second step's peak), so the resident peak follows the live bytes
+# of minigrad_lm and PyTorch alike.
+MMAP_THRESHOLD = 1 << 16
+
+
+def _traced_step_mib(spec: dict, step) -> dict:
+    """minigrad_lm's attention rows: the peak of the bytes NumPy allocates during one more step,
+    as tracemalloc counts them (the attention's own allocations, no allocator in between)."""
+    if "core" not in spec or spec["impl"] != "minigrad":
+        return {}
+    import tracemalloc
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"traced_mib": peak / 2**20}
+
+
 def _child(job: dict, tuned: bool = True):
     env = dict(os.environ)
     if not tuned:
         env["MINIGRAD_MALLOC_TUNING"] = "0"
+    if "core" in job.get("memory", {}):
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--one", json.dumps(job)],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -176,10 +235,11 @@ def _has_torch() -> bool:
         return False
 
 
-SECTIONS = ("context", "width", "torch", "lora")
+SECTIONS = ("context", "width", "torch", "lora", "attention")
+ATTENTION_CONTEXTS = (128, 256, 512, 1024, 2048)
 
 
-def groups(quick: bool, sections=SECTIONS):
+def groups(quick: bool, sections=SECTIONS, attention_contexts=ATTENTION_CONTEXTS):
     """(section, [variant specs timed together]) of every measurement."""
     contexts, widths = ((64, 256), (128, 256)) if quick else ((128, 512), (128, 512))
     modes = ("none", "blocks", "attention")
@@ -198,10 +258,21 @@ def groups(quick: bool, sections=SECTIONS):
         small = GPT2_SMALL if not quick else {**GPT2_SMALL, "n_layer": 2}
         yield "lora", [{**small, "impl": "minigrad", "recompute": "none", "lora_rank": r}
                        for r in (0, 8)]
+    if "attention" in sections:
+        cores = [("minigrad", "blocked"), ("minigrad", "tiled")]
+        cores += [("torch", "sdpa")] if _has_torch() else []
+        for context in attention_contexts[:3] if quick else attention_contexts:
+            yield "attention", [{**ATTENTION, "impl": impl, "core": core, "context": context}
+                                for impl, core in cores]
 
 
 def _line(row: dict) -> str:
     impl = row["impl"]
+    if "core" in row:
+        traced = f" (traced {row['traced_mib']:7.1f})" if "traced_mib" in row else " " * 18
+        return (f"attention {impl:8s} {row['core']:7s} T{row['context']:<5d} B{row['batch']} "
+                f"H{row['n_head']} d{row['d_model']} | step {row['step_mib']:7.1f} MiB{traced}"
+                f" | {row['step_ms']:8.1f} ms")
     name = (f"{impl:8s} L{row['n_layer']} d{row['d_model']:<4d} T{row['context']:<4d} "
             f"B{row['batch']:<3d} recompute {row['recompute']:9s}"
             + (f" lora r{row['lora_rank']}" if row.get("lora_rank") else
@@ -216,7 +287,7 @@ def _ratios(rows: list[dict]) -> list[str]:
                                                                for k, v in kw.items()))
     out = []
     sections = {s for s, _ in rows}
-    target = max(r["context"] for s, r in rows if s in ("context", "torch"))
+    target = max((r["context"] for s, r in rows if s in ("context", "torch")), default=0)
     for mode in ("blocks", "attention") if "context" in sections else ():
         base = find("context", context=target, recompute="none")
         r = find("context", context=target, recompute=mode)
@@ -227,6 +298,14 @@ def _ratios(rows: list[dict]) -> list[str]:
         out.append(f"torch.utils.checkpoint blocks at T{target}: step memory "
                    f"x{t1['step_mib'] / t0['step_mib']:.2f}, step time "
                    f"x{t1['step_ms'] / t0['step_ms']:.2f}")
+    if "attention" in sections:
+        for context in sorted({r["context"] for s, r in rows if s == "attention"}):
+            base = find("attention", context=context, core="blocked")
+            parts = [f"{r['core']} memory x{r['step_mib'] / max(base['step_mib'], 1e-3):.2f} "
+                     f"time x{r['step_ms'] / base['step_ms']:.2f}"
+                     for s, r in rows if s == "attention" and r["context"] == context
+                     and r is not base]
+            out.append(f"attention T{context} against the blocked core: " + ", ".join(parts))
     if "lora" not in sections:
         return out
     full, lora = find("lora", lora_rank=0), find("lora", lora_rank=8)
@@ -238,9 +317,10 @@ def _ratios(rows: list[dict]) -> list[str]:
     return out
 
 
-def table(quick: bool, out_path: str | None, sections=SECTIONS) -> None:
+def table(quick: bool, out_path: str | None, sections=SECTIONS,
+          attention_contexts=ATTENTION_CONTEXTS) -> None:
     rows = []
-    for section, specs in groups(quick, sections):
+    for section, specs in groups(quick, sections, attention_contexts):
         for row in run_group(specs):
             rows.append((section, row))
             print(_line(row), flush=True)
@@ -277,6 +357,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--contexts", default=",".join(map(str, ATTENTION_CONTEXTS)),
+                   help="comma-separated contexts of the attention section")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one measurement
     args = p.parse_args(argv)
     if args.one:
@@ -284,7 +366,8 @@ def main(argv=None):
     elif args.impl:
         legacy(args.impl)
     else:
-        table(args.quick, args.out, args.sections.split(","))
+        table(args.quick, args.out, args.sections.split(","),
+              tuple(int(c) for c in args.contexts.split(",")))
 
 
 if __name__ == "__main__":

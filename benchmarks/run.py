@@ -3,8 +3,11 @@ a scaling table, on every backend present, with PyTorch side by side when instal
 
     python -m benchmarks.run [--quick] [--out benchmarks/results/latest.json]
 
-Prints tables (ratios are PyTorch time / minigrad_lm time: above 1 means minigrad_lm is faster)
-and writes all numbers as JSON.
+The train steps run each path in a fresh process, taking turns: the library path a user's own
+script gets (nothing called first), the command-line tools' path, PyTorch eager, and the
+library path without the allocator setting (benchmarks/train_step.py). Prints tables (ratios
+are PyTorch time / minigrad_lm time: above 1 means minigrad_lm is faster) and writes all
+numbers as JSON.
 """
 from __future__ import annotations
 

@@ -1,11 +1,24 @@
 """GPT training-step benchmark: minigrad_lm vs PyTorch eager, same weights, data and optimizer.
 
-    python -m benchmarks.train_step [--configs S M] [--steps 10] [--device cpu]
+    python -m benchmarks.train_step [--configs S M] [--steps 10] [--rounds 2] [--device cpu]
+        [--paths library cli torch library_opt_out]
+        [--out benchmarks/results/train_step_paths_cpu.json]
+
+Each path runs in a fresh process, the paths taking turns for `rounds` rounds: "library" is a
+user's own script (import minigrad_lm, build, train: nothing called first), "cli" calls
+backend.tune_for_training() first as the command-line tools do, "torch" is PyTorch eager, and
+"library_opt_out" is the library path with MINIGRAD_MALLOC_TUNING=0 (backend/tuning.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
 
 import numpy as np
 
@@ -13,13 +26,7 @@ import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.optim import Adam
 
-from .harness import (
-    interleaved_medians,
-    machine,
-    median_seconds,
-    numpy_gemm_flops,
-    train_step,
-)
+from .harness import machine, median_seconds, numpy_gemm_flops, train_step
 
 CONFIGS = {
     "S": (GPTConfig(vocab_size=65, context_length=64, n_layer=4, n_head=4, d_model=128), 12),
@@ -69,30 +76,71 @@ def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: st
     return median_seconds(torch_setup(model, cfg, batch, device), repeats=steps)
 
 
-def run(configs, steps: int, device: str = "cpu") -> list[dict]:
-    """S and M train steps of minigrad_lm and PyTorch (when installed), taking turns."""
+PATHS = ("library", "cli", "torch", "library_opt_out")
+
+
+def _child(path: str, name: str, steps: int, device: str) -> dict:
+    """In a fresh process: median step seconds of one path, page faults per step, peak RSS."""
+    if path == "cli":
+        mg.backend.tune_for_training()
+    cfg, batch = CONFIGS[name]
+    model, step = minigrad_setup(cfg, batch, device)
+    if path == "torch":
+        step = torch_setup(model, cfg, batch, device)
+    for _ in range(2):
+        step()
+    times, faults = [], []
+    for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"seconds": statistics.median(times), "faults": statistics.median(faults),
+            "peak_rss_mib": mg.backend.peak_memory_bytes("cpu") / 2**20}
+
+
+def _in_fresh_process(path: str, name: str, steps: int, device: str) -> dict | None:
+    """_child's result, or None where the path cannot run (PyTorch not installed)."""
+    job = json.dumps([path, name, steps, device])
+    env = {**os.environ, "MINIGRAD_MALLOC_TUNING": "0"} if path == "library_opt_out" else None
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", job],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode:
+        if path == "torch" and "No module named 'torch'" in proc.stderr:
+            return None
+        raise RuntimeError(f"benchmarks.train_step child {job} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(configs, steps: int, device: str = "cpu", rounds: int = 2,
+        paths: tuple[str, ...] = PATHS) -> list[dict]:
+    """S and M train steps of each of `paths` (PATHS), each in a fresh process, taking turns."""
     peak = numpy_gemm_flops() if device == "cpu" else None
     rows = []
     for name in configs:
         cfg, batch = CONFIGS[name]
         tokens = batch * cfg.context_length
         flops = cfg.flops_per_token() * tokens
-        model, step = minigrad_setup(cfg, batch, device)
-        steps_of = {"minigrad": step}
-        try:
-            steps_of["torch"] = torch_setup(model, cfg, batch, device)
-        except ImportError:
-            pass
-        block = max(1, round(0.5 / median_seconds(step, repeats=1)))  # turns of ~0.5 s each
-        median = interleaved_medians(steps_of, max(steps, 3 * block), block)
-        ours = median["minigrad"]
-        row = {"config": name, "device": device, "batch": batch, "minigrad_ms": ours * 1e3,
-               "minigrad_tok_s": tokens / ours, "minigrad_gflops": flops / ours / 1e9}
-        if peak:
-            row["minigrad_mfu"] = flops / ours / peak
-        if "torch" in median:
-            theirs = median["torch"]
-            row.update(torch_ms=theirs * 1e3, torch_tok_s=tokens / theirs, ratio=theirs / ours)
+        runs: dict[str, list[dict]] = {path: [] for path in paths}
+        for _ in range(rounds):
+            for path in paths:
+                result = _in_fresh_process(path, name, steps, device)
+                if result is not None:
+                    runs[path].append(result)
+        row = {"config": name, "device": device, "batch": batch}
+        for path, results in runs.items():
+            if not results:
+                continue
+            seconds = statistics.median(r["seconds"] for r in results)
+            row.update({f"{path}_ms": seconds * 1e3, f"{path}_tok_s": tokens / seconds,
+                        f"{path}_faults_per_step": statistics.median(r["faults"] for r in results),
+                        f"{path}_peak_rss_mib": max(r["peak_rss_mib"] for r in results)})
+            if peak and path != "torch":
+                row[f"{path}_mfu"] = flops / seconds / peak
+        if runs.get("torch"):
+            for path in [p for p in paths if p != "torch"]:
+                row[f"{path}_vs_torch"] = row["torch_ms"] / row[f"{path}_ms"]
         rows.append(row)
     return rows
 
@@ -101,11 +149,23 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["S", "M"], choices=sorted(CONFIGS))
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=2, help="turns of the paths")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    p.add_argument("--out", help="also write the rows here as JSON")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    print(json.dumps(machine()))
-    for row in run(args.configs, args.steps, args.device):
+    if args.child:
+        print(json.dumps(_child(*json.loads(args.child))))
+        return
+    info = machine()
+    print(json.dumps(info))
+    rows = run(args.configs, args.steps, args.device, args.rounds, tuple(args.paths))
+    for row in rows:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
 The layers, each importing only the ones before it: io (safe files) and backend (devices,
 kernels) -> engine (Tensor, ops, autograd) -> nn -> optim -> models -> inference -> data ->
 train -> the command-line tools (generate, classify, evaluate, translate, export, plot).
-Importing the package changes nothing process-wide; ``backend.tune_for_training()`` is the
-one call that does (the CLIs make it).
+Importing the package changes nothing process-wide; the engine's first heavy use switches on
+its one process-wide setting (backend/tuning.py; MINIGRAD_MALLOC_TUNING=0 opts out).
 """
 import numpy as _np
 
 from . import backend, engine, models, nn, optim  # mg.nn.Linear, mg.optim.AdamW, mg.models.GPT
 from .backend import cuda_available, get_default_device, set_default_device
-from .engine import ops, recompute, rng
+from .engine import amp, ops, recompute, rng
 from .engine.creation import (
     arange,
     full,

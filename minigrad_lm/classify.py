@@ -3,24 +3,25 @@
     python -m minigrad_lm.classify --ckpt runs/sst2 "a gripping, funny film" "dull and slow"
     python -m minigrad_lm.classify --ckpt runs/mr --file reviews.txt --encoding latin-1
 
-Prints one line per sentence: the predicted label, a tab, and its probability. Sentences come
-from the arguments, else from --file (one a line; ``-`` is stdin), else from stdin. --ckpt
-takes a run folder (its best/ checkpoint, else latest/) or a checkpoint folder. Sentences
-longer than the model's context keep their first context tokens, as in training.
+Prints one line per input line: the predicted label, a tab, and its probability, or an empty
+line for a blank input line, so the output stays line-aligned with the input. Sentences come
+from the arguments, else from --file (one a line, gzip or not; ``-`` is stdin), else from stdin;
+files and stdin are read alike (a BOM dropped, CRLF or CR ends a line). --ckpt takes a run
+folder (its best/ checkpoint, else latest/) or a checkpoint folder. Sentences longer than the
+model's context keep their first context tokens, as in training.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from .backend import check_device
 from .cli import report_errors
 from .data.labeled import encode_sentences
-from .data.text import decode_text, read_text
+from .data.text import STDIN, read_lines
 from .engine.ops import softmax
 from .engine.tensor import no_grad
 from .checkpoints.folder import read_checkpoint_of
@@ -49,31 +50,33 @@ def predict(model, tokenizer, sentences: list[str], names: list[str] | None = No
     return labels, p[np.arange(len(labels)), labels]
 
 
-def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
-    """The sentences to classify and, from a file, their ``file:line`` names."""
+def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The lines to classify and their names for errors (``file:line``, ``argument n``)."""
+    if args.sentences and args.file is not None:
+        raise ValueError("give sentences as arguments or --file, not both")
     if args.sentences:
-        return args.sentences, None
-    if args.file is not None and args.file != "-":
-        text, where = read_text(Path(args.file), args.encoding), args.file
-    else:
-        text, where = decode_text(sys.stdin.buffer.read(), args.encoding, "stdin"), "stdin"
-    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    return [line for _, line in numbered], [f"{where}:{n}" for n, _ in numbered]
+        return args.sentences, [f"argument {n}" for n in range(1, len(args.sentences) + 1)]
+    path = args.file or STDIN
+    where = "stdin" if path == STDIN else path
+    lines = read_lines(path, args.encoding)
+    return lines, [f"{where}:{n}" for n in range(1, len(lines) + 1)]
 
 
 def _classify(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    if args.sentences and args.file is not None:
-        raise ValueError("give sentences as arguments or --file, not both")
-    sentences, names = _sentences(args)
-    if not sentences:
+    lines, names = _sentences(args)
+    todo = [i for i, line in enumerate(lines) if line.strip()]
+    if not todo:
         raise ValueError("no sentences: give them as arguments, with --file, or one per line "
                          "on stdin")
     ckpt = read_checkpoint_of(args.ckpt, "classify")
     model = ckpt.build_model(device, batch=BATCH)
-    labels, probs = predict(model, ckpt.tokenizer, sentences, names, ckpt.truncation)
-    for label, prob in zip(labels, probs, strict=True):
-        print(f"{label}\t{prob:.4f}")
+    labels, probs = predict(model, ckpt.tokenizer, [lines[i] for i in todo],
+                            [names[i] for i in todo], ckpt.truncation)
+    out = [""] * len(lines)  # a blank line gives an empty line
+    for i, label, prob in zip(todo, labels, probs, strict=True):
+        out[i] = f"{label}\t{prob:.4f}"
+    print("\n".join(out))
     return 0
 
 
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folder (uses best/, else latest/) or checkpoint folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--file", metavar="FILE",
-                        help="classify each line of FILE (- for stdin)")
+                        help="classify each line of FILE (gzip or not; - for stdin)")
     parser.add_argument("--encoding", default="utf-8",
                         help="text encoding of --file or stdin (default: utf-8)")
     parser.add_argument("sentences", nargs="*", help="sentences to classify (default: --file, "

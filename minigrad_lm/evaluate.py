@@ -1,18 +1,22 @@
 """Score a checkpoint on a file: loss, perplexity and next-token accuracy of a language model
-(of the hidden tokens, for a masked one), loss and accuracy of a classifier, or loss,
-perplexity and BLEU of a translation model.
+(of the hidden tokens, for a masked one), loss and accuracy of a classifier, loss,
+perplexity and BLEU of a translation model, or exact match and F1 of a question-answering
+model (with bAbI's error per task).
 
     python -m minigrad_lm.evaluate --ckpt runs/sst2 --data dev.tsv
     python -m minigrad_lm.evaluate --ckpt runs/mr --data neg.txt pos.txt --encoding latin-1 --json
     python -m minigrad_lm.evaluate --ckpt runs/default --data notes.txt
     python -m minigrad_lm.evaluate --ckpt runs/de-en --data val.de val.en
+    python -m minigrad_lm.evaluate --ckpt runs/babi --data qa1_valid.txt qa2_valid.txt
 
 --data reads as in training: for a language model text files, scored in consecutive windows
 of the model's context (a masked language model's with 15% of the tokens hidden, the same ones
 every time); for a classifier a TSV/CSV file (sentence/text and label columns) or one file of
 sentences per class (labels 0, 1, ... in the order given); for a translation model SOURCE_FILE
-TARGET_FILE, line-aligned (BLEU of beam-4 translations). Prints one line, or with --json one
-JSON object. --ckpt takes a run folder (its best/ checkpoint, else latest/) or a checkpoint
+TARGET_FILE, line-aligned (BLEU of beam-4 translations); for a question-answering model
+SQuAD JSON or bAbI files (SQuAD's normalisation, the best over the gold answers; for bAbI also
+the error per task, the mean error and the tasks failed, error > 5%). Prints a report, or with
+--json one JSON object. --ckpt takes a run folder (its best/ checkpoint, else latest/) or a checkpoint
 folder.
 """
 

@@ -23,6 +23,8 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 from .cli import report_errors
 from .data.trained_tokenizer import write_gpt2_tokenizer
 from .io.files import atomic_write_bytes
@@ -35,12 +37,15 @@ from .models.adapters import (
 )
 from .models.hf_gpt2 import HF_TOKENIZER_FILES, config_to_hf, save_gpt2
 from .nn.lora import remove_lora
-from .checkpoints.folder import read_checkpoint
+from .checkpoints.folder import BEST, CHECKSUMS, LATEST, read_checkpoint
+from .checkpoints.metrics import METRICS
 
 __all__ = ["main"]
 
 # Written by transformers but not by us: a stale one would carry another model's token ids.
 _STALE_FILES = (*HF_TOKENIZER_FILES, "generation_config.json")
+# Every file an export writes or removes in OUT.
+_WRITTEN = ("config.json", "model.safetensors", *_STALE_FILES, ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,15 +70,51 @@ def _same_folder(a: str, b: str) -> bool:
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
-def _check_out(out: str, overwrite: bool, protected: tuple[str, ...]) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
+def _checkpoint_in(folder: str) -> str | None:
+    """The checkpoint ``folder`` is or holds as a run folder (its latest/ or best/), else None."""
+    for sub in ("", LATEST, BEST, f"{LATEST}.old", f"{BEST}.old"):
+        if os.path.isfile(os.path.join(folder, sub, CHECKSUMS)):
+            return os.path.join(folder, sub)
+    return None
+
+
+def _check_out(out: str, overwrite: bool, sources: tuple[str, ...]) -> None:
+    """Refuse OUT before anything is written: not a folder; one of the ``sources`` being read
+    (the checkpoint, --ckpt, --adapter) or inside one; a checkpoint, a run folder or inside
+    one; non-empty without --overwrite; a file to replace that is a folder; or a place that
+    cannot be written."""
+    if os.path.lexists(out) and not os.path.isdir(out):
         raise ValueError(f"--to-hf {out}: exists and is not a folder")
-    if any(_same_folder(out, p) for p in protected):
-        raise ValueError(f"--to-hf {out}: is the checkpoint being exported; choose another "
-                         "folder")
+    folder = os.path.abspath(out)
+    while not os.path.exists(folder):  # the nearest folder that exists: OUT's or an ancestor
+        folder = os.path.dirname(folder)
+    for above in (folder, *_ancestors(folder)):
+        if any(_same_folder(above, p) for p in sources if p is not None):
+            raise ValueError(f"--to-hf {out}: is or is inside {above}, which is being exported; "
+                             "choose another folder")
+        held = _checkpoint_in(above)
+        if held is not None:
+            raise ValueError(f"--to-hf {out}: is or is inside a folder holding the checkpoint "
+                             f"{held}, which an export must not change; choose another folder")
+    if os.path.lexists(os.path.join(out, METRICS)):
+        raise ValueError(f"--to-hf {out}: a training run's folder (it has {METRICS}); choose "
+                         "another folder")
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise ValueError(f"--to-hf {out}: folder is not empty (pass --overwrite to replace its "
                          "model and tokenizer files)")
+    for name in _WRITTEN:
+        path = os.path.join(out, name)
+        if os.path.lexists(path) and not (os.path.islink(path) or os.path.isfile(path)):
+            raise ValueError(f"--to-hf {out}: {name} there is a folder or device, not a file "
+                             "an export may replace")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--to-hf {out}: cannot write into {folder} (permission denied)")
+
+
+def _ancestors(folder: str):
+    while (parent := os.path.dirname(folder)) != folder:
+        yield parent
+        folder = parent
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -88,8 +129,9 @@ def _export(args: argparse.Namespace) -> int:
                          f"model only {ckpt.model_config.vocab_size}")
     config_to_hf(ckpt.model_config)  # refuse what GPT-2 cannot express before touching OUT
     out = args.to_hf
-    _check_out(out, args.overwrite, (ckpt.path, args.ckpt))
+    _check_out(out, args.overwrite, (ckpt.path, args.ckpt, args.adapter))
     model, spec = _model_with_adapters(ckpt, args.adapter)
+    _check_finite(model, args.adapter or ckpt.path)
     if spec is None and args.merge_lora:
         raise ValueError(f"--merge-lora: {ckpt.path} has no LoRA adapters (train with "
                          "--lora-rank or pass --adapter DIR)")
@@ -127,6 +169,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_finite(model, source: str) -> None:
+    """A NaN or infinite weight (a diverged run, a broken adapter) is refused, never exported
+    or merged into the others."""
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.numpy()).all():
+            raise ValueError(f"{source}: weight {name} holds NaN or infinite values; nothing "
+                             "was exported")
+
+
 def _model_with_adapters(ckpt, adapter: str | None):
     """The checkpoint's model with its LoRA layers unmerged (a --lora-rank run's, or those of
     the --adapter folder loaded onto it), and their LoraSpec (None without adapters)."""
@@ -135,7 +186,8 @@ def _model_with_adapters(ckpt, adapter: str | None):
         raise ValueError(f"--adapter: {ckpt.path} already has LoRA adapters; export it alone")
     model = ckpt.kind.build(ckpt.model_config, ckpt.extras)
     if spec is not None:
-        apply_spec(model, spec)  # the checkpoint's weights then load with the adapters apart
+        # the checkpoint's weights then load with the adapters apart
+        apply_spec(model, spec, os.path.join(ckpt.path, ADAPTER_CONFIG))
     ckpt.load_weights(model)
     if adapter is not None:
         spec = load_adapter(model, adapter)

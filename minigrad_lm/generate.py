@@ -23,7 +23,7 @@ import numpy as np
 
 from .backend import check_device
 from .cli import report_errors
-from .inference.sampling import check_options, generate
+from .inference.sampling import check_length, check_options, generate
 from .io.files import CheckpointError
 from .checkpoints.kinds import LMKind
 from .checkpoints.folder import read_checkpoint, require_task
@@ -84,8 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _generate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    if args.max_new_tokens < 0:
-        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    check_length(args.max_new_tokens, "--max-new-tokens")
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_options(args.temperature, args.top_k, args.top_p)  # before any output

@@ -81,3 +81,21 @@ def shape_and_axis(draw, min_dims: int = 1, max_dims: int = 3, max_side: int = 4
     """(shape, axis) with an axis valid for the shape; multiple=False gives a single int."""
     shape = draw(shapes(min_dims=min_dims, max_dims=max_dims, max_side=max_side))
     return shape, draw(axes(len(shape), allow_none=multiple, allow_tuple=multiple))
+
+
+@st.composite
+def line_files(draw, words: tuple[str, ...], max_lines: int = 6
+               ) -> tuple[list[str], bytes]:
+    """(the lines a reader must see, the bytes of a file holding them): lines of ``words`` and
+    blank ones, joined by LF, CRLF or CR, with or without a BOM and a final line ending, gzipped
+    or not. A line-in/line-out tool prints one line per entry of the list."""
+    import gzip
+
+    blank = st.sampled_from(["", " ", "\t", "  \t "])
+    text = st.lists(st.sampled_from(words), min_size=1, max_size=5).map(" ".join)
+    lines = draw(st.lists(text | blank, min_size=1, max_size=max_lines))
+    ending = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    final = draw(st.booleans()) or lines[-1] == ""  # a last empty line needs its ending
+    raw = (("\ufeff" if draw(st.booleans()) else "") + ending.join(lines)
+           + (ending if final else "")).encode("utf-8")
+    return lines, gzip.compress(raw) if draw(st.booleans()) else raw

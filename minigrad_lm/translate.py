@@ -4,11 +4,12 @@
     python -m minigrad_lm.translate --ckpt runs/de-en --file test.de > test.en
     echo "Zwei Männer spielen Fußball." | python -m minigrad_lm.translate --ckpt runs/de-en
 
-Prints one translation per input sentence, in order. Sentences come from the arguments, else
-from --file (gzip or not), else one per line of stdin; an empty line gives an empty line, so the
-output stays line-aligned with the input. --ckpt takes a run folder (its best/ checkpoint, else
-latest/) or a checkpoint folder. A sentence longer than the model's maximum is an error naming
-it.
+Prints one line per input line, in order: its translation, or an empty line for a blank one,
+so the output stays line-aligned with the input (a line break the model decodes becomes a
+space). Sentences come from the arguments, else from --file (gzip or not; ``-`` is stdin), else
+from stdin; files and stdin are read alike (a BOM dropped, CRLF or CR ends a line). --ckpt takes
+a run folder (its best/ checkpoint, else latest/) or a checkpoint folder. A sentence longer than
+the model's maximum is an error naming its file and line.
 """
 
 from __future__ import annotations
@@ -16,42 +17,67 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backend import check_device
-from .cli import report_errors
-from .data.parallel import encode_lines, read_lines
-from .inference.decoding import DecodeOptions, translate_text
+from .backend import check_device, memory
 from .checkpoints.folder import read_checkpoint_of
+from .cli import report_errors
+from .data.parallel import encode_lines
+from .data.text import STDIN, one_line, read_lines
+from .inference.decoding import DECODE_BATCH, DecodeOptions, decoding_bytes, translate_text
 
 __all__ = ["main", "translate"]
 
 
-def translate(model, tokenizer, sentences: list[str], options: DecodeOptions) -> list[str]:
-    """Translations of `sentences` (an empty sentence translates to an empty string)."""
+def translate(model, tokenizer, sentences: list[str], options: DecodeOptions,
+              names: list[str] | None = None) -> list[str]:
+    """One line per sentence: its translation (an empty sentence translates to an empty string,
+    a line break the model decodes becomes a space); ``names`` (e.g. ``file:line``) say which
+    sentence an error is about."""
     todo = [i for i, s in enumerate(sentences) if s.strip()]
     sources = encode_lines(tokenizer, [sentences[i] for i in todo], model.config.eos_id)
+    todo_names = [names[i] if names else f"sentence {i + 1}" for i in todo]
     out = [""] * len(sentences)
-    for i, text in zip(todo, translate_text(model, tokenizer, sources, options), strict=True):
-        out[i] = text
+    for i, text in zip(todo, translate_text(model, tokenizer, sources, options, todo_names),
+                       strict=True):
+        out[i] = one_line(text).strip()
     return out
+
+
+FLAGS = {"beam_size": "--beam-size", "length_penalty": "--length-penalty",
+         "max_len_a": "--max-len-a", "max_len_b": "--max-len-b"}
+
+
+def decode_options(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding flags, each checked by name before anything is read."""
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in FLAGS.items()}
+    DecodeOptions.check(values, FLAGS)
+    return DecodeOptions(**values)
+
+
+def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The sentences and their names for errors (``file:line``, ``stdin:line``, ``argument
+    n``)."""
+    if args.sentences and args.file:
+        raise ValueError("give sentences as arguments or --file, not both")
+    if args.sentences:
+        return args.sentences, [f"argument {n}" for n in range(1, len(args.sentences) + 1)]
+    path = args.file or STDIN
+    where = "stdin" if path == STDIN else path
+    lines = read_lines(path, args.encoding)
+    return lines, [f"{where}:{n}" for n in range(1, len(lines) + 1)]
 
 
 def _translate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    options = DecodeOptions(args.beam_size, args.length_penalty, args.max_len_a, args.max_len_b)
-    if args.sentences and args.file:
-        raise ValueError("give sentences as arguments or --file, not both")
-    if args.sentences:
-        sentences = args.sentences
-    elif args.file:
-        sentences = read_lines(args.file)
-    else:
-        sentences = [line.rstrip("\n") for line in sys.stdin]
+    options = decode_options(args)
+    sentences, names = _sentences(args)
     if not any(s.strip() for s in sentences):
         raise ValueError("no sentences: give them as arguments, with --file, or one per line on "
                          "stdin")
     ckpt = read_checkpoint_of(args.ckpt, "translate")
+    need, detail = decoding_bytes(ckpt.model_config, DECODE_BATCH * options.beam_size)
+    memory.require(need, detail, f"--beam-size {options.beam_size}", device)
     model = ckpt.build_model(device)
-    for line in translate(model, ckpt.tokenizer, sentences, options):
+    for line in translate(model, ckpt.tokenizer, sentences, options, names):
         print(line)
     return 0
 
@@ -61,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m minigrad_lm.translate", description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, metavar="DIR",
                         help="run folder (uses best/, else latest/) or checkpoint folder")
-    parser.add_argument("--file", metavar="PATH", help="one sentence per line (gzip or not)")
+    parser.add_argument("--file", metavar="PATH",
+                        help="one sentence per line (gzip or not; - is stdin)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of --file or stdin (default: utf-8)")
     default = DecodeOptions()
     parser.add_argument("--beam-size", "--beam", type=int, default=default.beam_size,
                         metavar="N", help="beam size; 1 is greedy (default: %(default)s)")

@@ -3,12 +3,17 @@ synthetic sentiment task, with and without a pretrained body, and their bad-inpu
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minigrad_lm import classify as classify_cli
+from minigrad_lm.testing import line_files
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.checkpoints.folder import read_checkpoint
 from minigrad_lm.checkpoints.metrics import read_metrics
@@ -188,7 +193,8 @@ def test_classify_reads_a_file_in_its_encoding(clf_run, tmp_path, capsys):
     (tmp_path / "reviews.txt").write_bytes("a great café\n\nthe awful default\n".encode("latin-1"))
     assert classify_cli.main(["--ckpt", str(clf_run), "--file", str(tmp_path / "reviews.txt"),
                               "--encoding", "latin-1"]) == 0
-    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["1", "0"]
+    labels = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert labels == ["1", "", "0"]  # the blank line keeps its place
 
 
 def test_classify_cli_errors(clf_run, tmp_path, capsys):
@@ -433,3 +439,31 @@ def test_classify_into_a_closed_pipe_stops_quietly(clf_run, tmp_path):
     result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env,
                             timeout=300, check=False)
     assert result.stdout.count("\n") == 1 and result.stderr == ""
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(case=line_files(WORDS + POSITIVE + NEGATIVE), stdin=st.booleans())
+def test_classify_prints_one_line_per_input_line(clf_run, tmp_path_factory, monkeypatch, capsys,
+                                                 case, stdin):
+    """Whatever the line endings, BOM, blank lines or gzip, from a file or stdin: line n of the
+    output is the label of line n of the input, or empty for a blank line."""
+    lines, raw = case
+    path = tmp_path_factory.mktemp("lines") / "in.txt"
+    path.write_bytes(raw)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    capsys.readouterr()
+    status = classify_cli.main(["--ckpt", str(clf_run), "--file", "-" if stdin else str(path)])
+    out, err = capsys.readouterr()
+    if not any(line.strip() for line in lines):
+        assert status == 2
+        assert_one_line_error(err, "no sentences")
+        return
+    assert status == 0, err
+    printed = out.split("\n")
+    assert printed[-1] == "" and len(printed) - 1 == len(lines), (lines, out)
+    texts = [line for line in lines if line.strip()]
+    assert classify_cli.main(["--ckpt", str(clf_run), *texts]) == 0
+    alone = iter(capsys.readouterr().out.splitlines())
+    for line, result in zip(lines, printed, strict=False):
+        assert result == (next(alone) if line.strip() else "")

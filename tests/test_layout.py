@@ -14,8 +14,8 @@ README = PACKAGE.parent / "README.md"
 
 # Bottom first: a module may import its own layer and the ones before it, never a later one.
 LAYERS = ["io", "backend", "engine", "nn", "optim", "models", "data", "inference", "checkpoints",
-          "cli", "train", "generate", "classify", "evaluate", "translate", "export", "plot",
-          "testing"]
+          "cli", "train", "generate", "classify", "answer", "evaluate", "translate", "export",
+          "plot", "testing"]
 
 
 def _module_name(path: Path) -> str:
@@ -110,7 +110,7 @@ def test_the_readme_layout_names_every_folder_and_root_module():
     assert listed == actual
 
 
-INFERENCE_CLIS = ("generate", "classify", "evaluate", "translate", "export", "plot")
+INFERENCE_CLIS = ("generate", "classify", "answer", "evaluate", "translate", "export", "plot")
 
 
 def test_the_inference_commands_never_import_the_trainer():

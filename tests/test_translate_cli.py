@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("sacrebleu")
 
 from minigrad_lm import translate as translate_cli  # noqa: E402
 from minigrad_lm.checkpoints.folder import read_checkpoint  # noqa: E402
 from minigrad_lm.checkpoints.metrics import read_metrics  # noqa: E402
-from minigrad_lm.data.parallel import read_lines  # noqa: E402
+from minigrad_lm.data.text import read_lines  # noqa: E402
+from minigrad_lm.data.trained_tokenizer import TrainedTokenizer  # noqa: E402
 from minigrad_lm.inference.scoring import bleu  # noqa: E402
+from minigrad_lm.testing import line_files  # noqa: E402
 from minigrad_lm.train.config import TrainConfig  # noqa: E402
 from minigrad_lm.train.tasks.translate import TranslateTask  # noqa: E402
 from tests.cli_support import assert_one_line_error, run_module, run_train, snapshot  # noqa: E402
@@ -163,7 +169,7 @@ def test_bad_translation_input(case, data, tmp_path, capsys):
         bad = tmp_path / "bad.src"
         bad.write_bytes(b"alpha\n\xff beta\n")
         argv = args(((bad, train_tgt), (val_src, val_tgt)), tmp_path / "out")
-        expect = (f"{bad}:2: not UTF-8",)
+        expect = (f"{bad}:2: not valid utf-8",)
     else:
         argv = args(((tmp_path / "nope.src", train_tgt), (val_src, val_tgt)), tmp_path / "out")
         expect = (f"{tmp_path / 'nope.src'}: no such file",)
@@ -175,7 +181,7 @@ def test_bad_translation_input(case, data, tmp_path, capsys):
 def test_translate_cli_errors(copy_run, tmp_path, capsys):
     assert translate_cli.main(["--ckpt", str(copy_run), " ".join(["alpha"] * 12)]) == 2
     assert_one_line_error(capsys.readouterr().err,
-                          "sentence 1: 13 tokens, longer than the model's maximum of 12")
+                          "argument 1: 13 tokens, longer than the model's maximum of 12")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("some text for a language model\n" * 40, encoding="utf-8")
     assert run_train("--data", corpus, "--out", tmp_path / "lm", "--max-steps", "1",
@@ -194,3 +200,33 @@ def test_translate_cli_errors(copy_run, tmp_path, capsys):
     assert translate_cli.main(["--ckpt", str(tmp_path / "lm" / "latest"), "hallo"]) == 2
     assert_one_line_error(capsys.readouterr().err, "key 'task': expected one of 'lm', 'mlm', "
                                                    "'classify', 'translate', got 'summarize'")
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(case=line_files(WORDS), stdin=st.booleans(),
+       breaks=st.sampled_from(["", "\n", "\r", "\r\n", "\u2028", "\x0b\x85", "\n\n"]))
+def test_translate_prints_one_line_per_input_line(copy_run, tmp_path_factory, monkeypatch,
+                                                  capsys, case, stdin, breaks):
+    """Line n of the output translates line n of the input (empty for a blank line), from a
+    file or stdin alike, even when the decoded text holds line breaks."""
+    lines, raw = case
+    decode = TrainedTokenizer.decode
+    monkeypatch.setattr(TrainedTokenizer, "decode",
+                        lambda self, ids: decode(self, ids).replace(" ", breaks or " ", 1))
+    path = tmp_path_factory.mktemp("lines") / "in.txt"
+    path.write_bytes(raw)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    capsys.readouterr()
+    status = translate_cli.main(["--ckpt", str(copy_run), "--beam", "1",
+                                 "--file", "-" if stdin else str(path)])
+    out, err = capsys.readouterr()
+    if not any(line.strip() for line in lines):
+        assert status == 2
+        assert_one_line_error(err, "no sentences")
+        return
+    assert status == 0, err
+    printed = out.splitlines()  # every line break Python knows
+    assert len(printed) == len(lines) and out.count("\n") == len(lines), (lines, out)
+    for line, result in zip(lines, printed, strict=True):
+        assert line.strip() or result == "", (line, result)

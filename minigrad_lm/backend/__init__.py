@@ -19,4 +19,5 @@ from .devices import (
                       to_numpy,
                       xp_for,
 )
+from . import tuning
 from .tuning import tune_for_training

@@ -6,8 +6,10 @@ batch, rows of a LayerNorm, blocks of an elementwise kernel) is split into chunk
 threads run concurrently (NumPy releases the GIL in ufuncs and BLAS calls), with OpenBLAS set to
 one thread meanwhile. Without a recognised OpenBLAS or with one core, chunks run one after
 another. The number of threads is MINIGRAD_CPU_THREADS, else OPENBLAS_NUM_THREADS or
-OMP_NUM_THREADS (the usual thread budget, e.g. one per MPI rank), else the number of cores; 1
-turns this off.
+OMP_NUM_THREADS (the usual thread budget), else the cores divided among the MPI ranks that
+share this machine (one thread per rank when there are as many ranks as cores); 1 turns this
+off. Nothing starts at import: the budget is read, and the threads start, when the first kernel
+has work to split.
 
 OpenBLAS's idle workers busy-wait about 2^28 cycles (~0.1 s) after each threaded call before
 they sleep, so after every GEMM one core would be taken by a spinning worker and our chunks
@@ -23,6 +25,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+from . import tuning
+
 T = TypeVar("T")
 
 # Below this many elements per chunk, a thread hand-off costs more than it saves (tuned on the
@@ -30,12 +34,20 @@ T = TypeVar("T")
 MIN_CHUNK_ELEMENTS = 1 << 16
 
 
+# Set by MPI launchers in each rank: how many ranks run on this machine (Open MPI, MPICH/Hydra
+# and Intel MPI, Slurm's srun).
+LOCAL_RANKS_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
+
+
 def _thread_budget() -> int:
     for name in ("MINIGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
             return int(value)
-    return os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ranks = next((int(v) for v in map(os.environ.get, LOCAL_RANKS_VARIABLES)
+                  if v and v.isdigit() and int(v) > 0), 1)
+    return max(1, (cores or 1) // ranks)
 
 
 # Kernels that make several passes over their data run over blocks this size (1 MiB of
@@ -45,7 +57,7 @@ BLOCK_ELEMENTS = 1 << 18
 # log2 of the cycles an idle OpenBLAS worker spins before it sleeps (OpenBLAS's minimum).
 SHORT_SPIN = "4"
 
-_threads = 1  # until use_all_cores(): importing the package changes nothing process-wide
+_threads: int | None = None  # the budget, read when a kernel first asks for chunks
 _pool: ThreadPoolExecutor | None = None
 _set_blas_threads: Callable[[int], object] | None = None
 _blas_threads = 1
@@ -92,18 +104,22 @@ def _shorten_openblas_spin(lib: ctypes.CDLL) -> None:
             del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
 
-def use_all_cores() -> None:
-    """Let the kernels run their chunks on the thread budget (see the module docstring); the
-    first chunked kernel then restarts OpenBLAS's threads with a short spin."""
+def thread_count() -> int:
+    """How many threads the kernels split their work over (the budget, read once)."""
     global _threads
-    _threads = _thread_budget()
+    if _threads is None:
+        _threads = _thread_budget()
+    return _threads
 
 
 def _ready() -> bool:
+    """Start the pool (and shorten OpenBLAS's spin) on first use; False where chunks cannot
+    run concurrently."""
     global _pool, _set_blas_threads, _blas_threads
-    if _threads < 2:
+    if thread_count() < 2:
         return False
     if _pool is None:
+        tuning.engine_started()
         lib, _set_blas_threads, _blas_threads = _openblas_thread_control()
         if lib is not None:
             _shorten_openblas_spin(lib)
@@ -114,7 +130,7 @@ def _ready() -> bool:
 
 def batch_chunks(n: int, elements_per_item: int) -> list[slice]:
     """Split n batch items into one chunk per thread, or one chunk when that does not pay."""
-    parts = min(_threads, n)
+    parts = min(thread_count(), n)
     if parts < 2 or n * elements_per_item < parts * MIN_CHUNK_ELEMENTS or not _ready():
         return [slice(0, n)]
     bounds = [n * i // parts for i in range(parts + 1)]

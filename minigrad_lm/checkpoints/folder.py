@@ -274,7 +274,7 @@ class Checkpoint:
         name = os.path.join(self.path, "model.safetensors")
         spec = self.adapter_spec
         if spec is not None and not lora_layers(model):
-            apply_spec(model, spec)
+            apply_spec(model, spec, os.path.join(self.path, ADAPTER_CONFIG))
             self.load_weights(model, state)
             remove_lora(model, merge=True)
             model.requires_grad_(True)
@@ -392,7 +392,7 @@ def _read_tokenizer_dict(folder: str, checksums: dict[str, str], vocab_size: int
         size = check(tok, EXTERNAL_TOKENIZER_SPEC, name)["vocab_size"]
     else:
         with reading(name):
-            size = tokenizer_from_dict(tok).vocab_size
+            size = tokenizer_from_dict(tok, vocab_size).vocab_size
     if size != vocab_size:
         raise CheckpointError(
             f"{name}: vocabulary of {size} tokens, but config.json says {vocab_size}"
@@ -438,7 +438,7 @@ def _read_hf_gpt2(path: str) -> Checkpoint:
         return Checkpoint(path, LMKind.name, config, external_tokenizer_dict(config.vocab_size),
                           {}, {})
     with reading(os.path.join(path, "tokenizer.json")):
-        tokenizer = read_gpt2_tokenizer(path)
+        tokenizer = read_gpt2_tokenizer(path, config.vocab_size)
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but "
                               f"config.json's vocabulary only {config.vocab_size}")

@@ -14,9 +14,12 @@ from typing import Any, ClassVar
 from ..backend.memory import Head
 from ..data.labeled import encode_sentences, load_labeled
 from ..data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
+from ..data.qa import read_qa
 from ..data.text import encode_text, load_text
 from ..engine.tensor import no_grad
 from ..inference.decoding import DecodeOptions, translate_text
+from ..inference.qa import answer_examples
+from ..inference.qa_metrics import qa_metrics
 from ..inference.scoring import (
     bleu,
     perplexity,
@@ -25,16 +28,17 @@ from ..inference.scoring import (
     score_masked_lm,
     score_translation,
 )
-from ..io.untrusted import Bool, Int, Num, Object, Str
+from ..io.untrusted import Bool, Int, ListOf, Num, Object, Str
 from ..models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from ..models.classifier import POOLINGS
 from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
 from ..models.config import POSITIONALS, RECOMPUTE
 from ..models.hf_gpt2 import EXPORT_ACTIVATIONS
+from ..models.qa import QuestionAnswerer
 from ..nn import Module
 
 __all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "ElectraKind", "LMKind", "MaskedLMKind",
-           "TranslateKind"]
+           "QAKind", "TranslateKind"]
 
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
@@ -304,5 +308,57 @@ class TranslateKind(CheckpointKind):
                 f"{m['perplexity']:.2f} | BLEU {m['bleu']:.2f} (beam {m['beam_size']})")
 
 
+class QAKind(CheckpointKind):
+    """A :class:`QuestionAnswerer`: a GPT body with a span head and an answer head over
+    ``answers`` (class 0: "the answer is a span")."""
+
+    name = "qa"
+    noun = "a question-answering model"
+    extras = {"answers": ListOf(Str(), min_len=1, max_len=MAX_CLASSES)}
+    MAX_ANSWER_TOKENS = 30  # the longest span answer, unless the run said otherwise
+
+    @staticmethod
+    def build(config, extras):
+        return QuestionAnswerer(GPT(config), len(extras["answers"]))
+
+    @staticmethod
+    def head(config, extras):
+        k = len(extras["answers"])
+        return Head(parameters=config.d_model * (2 + k) + 2 + k, outputs=2 + k)
+
+    @staticmethod
+    def pretrained_part(model):
+        return model.body
+
+    @classmethod
+    def reading(cls, ckpt) -> tuple[int, int]:
+        """(stride, longest answer) the run trained with: how its windows are read."""
+        trained = ckpt.state.get("train_config") or {}
+        stride = trained.get("stride") or max(1, ckpt.model_config.context_length // 2)
+        return stride, trained.get("max_answer_tokens") or cls.MAX_ANSWER_TOKENS
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """Exact match and F1 (SQuAD's normalisation) of the answers to every question of
+        ``files`` (SQuAD JSON or bAbI), and bAbI's accuracy per task."""
+        examples = read_qa(files).examples
+        stride, longest = cls.reading(ckpt)
+        answers = answer_examples(model, _tokenizer(ckpt), ckpt.extras["answers"], examples,
+                                  stride, longest, batch_size)
+        return {"task": cls.name, **qa_metrics(examples, [a.text for a in answers])}
+
+    @staticmethod
+    def report(where, m):
+        line = (f"{where}: {m['questions']:,} questions | exact match {m['exact_match']:.2f} | "
+                f"F1 {m['f1']:.2f}")
+        babi = m.get("babi")
+        if babi is None:
+            return line
+        tasks = " ".join(f"{t} {1 - a:.1%}" for t, a in babi["task_accuracy"].items())
+        return (f"{line}\nbAbI error per task: {tasks}\nbAbI mean error "
+                f"{babi['mean_error']:.1%} over {len(babi['task_accuracy'])} tasks; failed "
+                f"(error > 5%): {babi['failed_tasks']}")
+
+
 KINDS: dict[str, type[CheckpointKind]] = {
-    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, ClassifyKind, TranslateKind)}
+    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, ClassifyKind, TranslateKind, QAKind)}

@@ -1,43 +1,21 @@
-"""Parallel text: two line-aligned UTF-8 files (gzip is recognised by its magic bytes and
-read transparently), a sentence and its translation on the same line of each.
+"""Parallel text: two line-aligned text files (gzip is recognised by its magic bytes and
+read transparently, see :func:`minigrad_lm.data.text.read_lines`), a sentence and its
+translation on the same line of each.
 """
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-
 import numpy as np
 
-from ..io.untrusted import read_regular_bytes
+from .text import read_lines
 
-__all__ = ["encode_lines", "pad_pairs", "pair_fits", "read_lines", "read_parallel"]
-
-
-def read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file, gzipped or not (without their line endings)."""
-    p = Path(path)
-    raw = read_regular_bytes(p, 1 << 62)  # a folder, FIFO or device is refused by name
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{p}: not a readable gzip file ({e})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ValueError(f"{p}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x})") from None
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start another
-    return [line.removesuffix("\r") for line in lines]
+__all__ = ["encode_lines", "pad_pairs", "pair_fits", "read_parallel"]
 
 
-def read_parallel(src_path: str, tgt_path: str
+def read_parallel(src_path: str, tgt_path: str, encoding: str = "utf-8"
                   ) -> tuple[list[str], list[str], list[int], list[int]]:
     """(sources, targets, their line numbers, line numbers of skipped pairs with an empty
     side) of two line-aligned files."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    src, tgt = read_lines(src_path, encoding), read_lines(tgt_path, encoding)
     if len(src) != len(tgt):
         raise ValueError(f"{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}: "
                          "parallel files must be line-aligned")

@@ -2,17 +2,15 @@
 """
 from __future__ import annotations
 
-import gzip
 import os
-import zlib
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..backend import memory
-from ..io.untrusted import parse_json, read_regular_bytes, reading, require_regular_file
-from .streaming import GZIP_MAGIC
+from ..io.untrusted import STDIN, parse_json, read_bytes, read_regular_bytes, reading
 from .tokenizer import CharTokenizer, as_ids, tokenizer_from_dict
 from .trained_tokenizer import is_hf_dict
 
@@ -21,23 +19,43 @@ PathLike = str | os.PathLike[str]
 # Peak bytes of memory per byte of a text corpus while it is read and encoded (the str, its code
 # points, int64 ids and the searches of the char tokenizer): 37 measured on a 100 MB line.
 TEXT_MEMORY_PER_BYTE = 40
+# A token folder's ids are uint16.
+MAX_FOLDER_VOCAB = 1 << 16
+# The most text one command reads (decompressed), whatever the memory: 16 GiB.
+MAX_TEXT_BYTES = 1 << 34
+# Every character str.splitlines ends a line at: a space in an output line, so whoever reads the
+# output back (a shell, Python, an editor) counts as many lines as were given.
+_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\n]")
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """A whole regular text file (``/dev/zero`` would never end) in ``encoding``, gunzipped when
-    it is gzip (whatever its name), a leading BOM dropped, CRLF -> LF. Bytes that are not valid
-    in it are an error naming the file, the line and the flag that picks another encoding."""
-    raw = read_regular_bytes(path, 1 << 62)
-    if raw.startswith(GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: not a readable gzip file ({e})") from None
-    return decode_text(raw, encoding, str(path))
+def text_limit() -> tuple[int, str]:
+    """(the most bytes of text a command may read, why): MAX_TEXT_BYTES, or less where the
+    memory available cannot hold TEXT_MEMORY_PER_BYTE bytes per byte."""
+    free, source = memory.available_bytes()
+    cap = f"at most {memory.gib(MAX_TEXT_BYTES)} of text"
+    if free is None or free // TEXT_MEMORY_PER_BYTE >= MAX_TEXT_BYTES:
+        return MAX_TEXT_BYTES, cap
+    return free // TEXT_MEMORY_PER_BYTE, (f"about {TEXT_MEMORY_PER_BYTE} bytes of memory per "
+                                          f"byte of text, {memory.gib(free)} {source}")
+
+
+def read_text(path: PathLike, encoding: str = "utf-8", limit: int | None = None) -> str:
+    """A whole text file (``-``: stdin), gzipped or not, in ``encoding``, newlines normalised
+    (:func:`decode_text`). Bounded: more than :func:`text_limit` bytes (or ``limit``) is
+    refused naming the file; a folder, FIFO or device (``/dev/zero``) too."""
+    raw = _read_raw(path, limit)
+    return decode_text(raw, encoding, "stdin" if os.fspath(path) == STDIN else os.fspath(path))
+
+
+def _read_raw(path: PathLike, limit: int | None) -> bytes:
+    most, why = text_limit()
+    return read_bytes(path, most if limit is None else min(limit, most), "file", why)
 
 
 def decode_text(raw: bytes, encoding: str, name: str) -> str:
-    """:func:`read_text` for bytes that came from ``name`` (a file, stdin)."""
+    """The one input normalisation of every text reader: ``raw`` decoded, a leading BOM dropped,
+    CRLF and a lone CR each one ``\\n``. Bytes that are not valid in ``encoding`` are an error
+    naming ``name`` (a file, stdin), the line and the flag that picks another encoding."""
     try:
         text = raw.decode(encoding)
     except LookupError:
@@ -48,12 +66,33 @@ def decode_text(raw: bytes, encoding: str, name: str) -> str:
             f"{name}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x}); give the "
             "file's encoding with --encoding (e.g. --encoding latin-1)"
         ) from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of normalised text (:func:`decode_text`): a final newline ends the last line,
+    it does not start another; blank lines are kept, so line n is ``lines[n - 1]``."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_lines(path: PathLike, encoding: str = "utf-8") -> list[str]:
+    """The lines of a text file (``-``: stdin), gzipped or not (:func:`read_text`,
+    :func:`split_lines`)."""
+    return split_lines(read_text(path, encoding))
+
+
+def one_line(text: str) -> str:
+    """``text`` as one output line: every character that some reader takes for a line break
+    (``\\n``, ``\\r``, U+2028...) becomes a space."""
+    return _LINE_BREAKS.sub(" ", text)
 
 
 def load_text(path: PathLike, encoding: str = "utf-8") -> str:
-    """A text file, or every ``.txt`` file directly in a folder (sorted, joined by newlines).
-    Windows line endings become ``\\n`` so they do not enter the vocabulary."""
+    """A text file (gzipped or not), or every ``.txt`` file directly in a folder (sorted,
+    joined by newlines); together at most :func:`text_limit` bytes."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -63,10 +102,12 @@ def load_text(path: PathLike, encoding: str = "utf-8") -> str:
             raise ValueError(f"{p}: folder has no .txt files")
     else:
         files = [p]
-    size = sum(require_regular_file(f) for f in files)
-    memory.require(size * TEXT_MEMORY_PER_BYTE, f"about {TEXT_MEMORY_PER_BYTE} bytes per byte "
-                   "of text to read and encode it", f"{p}: a corpus of {size:,} bytes")
-    text = "\n".join(read_text(f, encoding) for f in files)
+    left, texts = text_limit()[0], []
+    for f in files:
+        raw = _read_raw(f, left)
+        left -= len(raw)
+        texts.append(decode_text(raw, encoding, str(f)))
+    text = "\n".join(texts)
     if not text.strip():
         raise ValueError(f"{p}: corpus is empty")
     return text
@@ -91,12 +132,12 @@ def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
     vocab = parse_json(read_regular_bytes(vocab_path, 256 << 20), str(vocab_path))
     if isinstance(vocab, dict) and ("type" in vocab or is_hf_dict(vocab)):
         with reading(str(vocab_path)):
-            return vocab, tokenizer_from_dict(vocab).vocab_size
+            return vocab, tokenizer_from_dict(vocab, MAX_FOLDER_VOCAB).vocab_size
     size = vocab.get("vocab_size") if isinstance(vocab, dict) else None
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_FOLDER_VOCAB:
         raise ValueError(
             f'{vocab_path}: expected a tokenizer dict or {{"vocab_size": N}} with '
-            "1 <= N <= 65536 (ids are uint16)"
+            f"1 <= N <= {MAX_FOLDER_VOCAB} (ids are uint16)"
         )
     return None, size
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .trained_tokenizer import KINDS as LEARNED_KINDS
-from .trained_tokenizer import TrainedTokenizer, from_gpt2_bpe_dict, is_hf_dict
+from .trained_tokenizer import MAX_TOKEN_ID, TrainedTokenizer, from_gpt2_bpe_dict, is_hf_dict
 
 TOKENIZER_KINDS = ("char", "byte", *LEARNED_KINDS)  # what --tokenizer may name
 
@@ -162,11 +162,14 @@ _TOKENIZERS: dict[str, Any] = {
 }
 
 
-def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
+def tokenizer_from_dict(d: dict[str, Any], max_vocab: int = MAX_TOKEN_ID + 1) -> Tokenizer:
     """Rebuild a tokenizer from its ``to_dict()`` form (e.g. read back from a checkpoint): one
-    of ours, or a ``tokenizers`` document (a word or BPE vocabulary learned from the data)."""
+    of ours, or a ``tokenizers`` document (a word or BPE vocabulary learned from the data).
+    ``max_vocab`` (the model's vocabulary size) bounds the ids before any library sees them."""
     if is_hf_dict(d):
-        return TrainedTokenizer.from_dict(d)
+        return TrainedTokenizer.from_dict(d, max_vocab)
+    if isinstance(d, dict) and d.get("type") == "gpt2_bpe":
+        return from_gpt2_bpe_dict(d, max_vocab)
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in _TOKENIZERS:
         raise ValueError(

@@ -68,3 +68,27 @@ def restore(device: str, state) -> None:
         gen.bit_generator.state = state
     else:
         gen.bit_generator._state[...] = state
+
+
+def draw_seed(device: str) -> int:
+    """A 63-bit seed from `device`'s generator, for a counter-based draw (counter_uniform)."""
+    gen = for_device(device)
+    return int(gen.integers(0, 2 ** 63, dtype=np.int64)) if device == "cpu" else int(
+        backend.to_numpy(gen.integers(0, 2 ** 63, size=1, dtype=np.int64))[0])
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def counter_uniform(xp, seed: int, counters):
+    """Uniform float32 in [0, 1) as a pure function of (seed, counter): SplitMix64's finalizer
+    on seed * golden + counter. Any block of a large random array can be drawn on its own and
+    drawn again identically (tiled attention's dropout mask, forward and backward)."""
+    z = counters.astype(xp.uint64) + xp.uint64((seed * _GOLDEN) % 2 ** 64)
+    z ^= z >> xp.uint64(30)
+    z *= xp.uint64(_MIX_1)
+    z ^= z >> xp.uint64(27)
+    z *= xp.uint64(_MIX_2)
+    z ^= z >> xp.uint64(31)
+    return (z >> xp.uint64(40)).astype(xp.float32) * xp.float32(2.0 ** -24)

@@ -308,6 +308,8 @@ def run_backward(root: Tensor, gradient=None, retain_graph: bool = False) -> Non
         raise RuntimeError("backward() on a tensor that does not require grad (no leaf of its "
                            "graph has requires_grad=True, or it was computed under no_grad)")
     seed = _check_seed(root, gradient)
+    if type(seed) is np.ndarray:
+        backend.tuning.engine_started()  # the host allocator's one setting (backend/tuning.py)
     if root._ctx is None:
         _leaf_accumulate(root, seed)
         return

@@ -8,12 +8,22 @@ Transformer in tests.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DecodeOptions", "beam_search", "greedy", "max_target_length", "translate_ids",
-           "translate_text"]
+from ..backend import memory
+
+__all__ = ["DECODE_BATCH", "DecodeOptions", "beam_search", "decoding_bytes", "greedy",
+           "max_target_length", "translate_ids", "translate_text"]
+
+
+DECODE_BATCH = 64  # sentences decoded together (each beam-size hypotheses)
+# length ** penalty must stay a float for any length a model can have (2**31 ** 30 ~ 1e280).
+MAX_LENGTH_PENALTY = 30.0
 
 
 @dataclass
@@ -27,18 +37,35 @@ class DecodeOptions:
     max_len_b: int = 10
 
     def __post_init__(self):
-        if not isinstance(self.beam_size, int) or self.beam_size < 1:
-            raise ValueError(f"beam size must be a positive integer, got {self.beam_size!r}")
-        if self.max_len_a < 0 or self.max_len_b < 0 or self.max_len_a + self.max_len_b <= 0:
-            raise ValueError(f"max length {self.max_len_a} x source + {self.max_len_b} must be "
-                             "positive")
+        self.check(vars(self))
+
+    @staticmethod
+    def check(values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> None:
+        """Refuse what cannot decode: ``values`` maps each field to its value, ``names`` a field
+        to what the error calls it (a command-line flag; the field's name by default)."""
+        name = {f: (names or {}).get(f, f) for f in values}
+        beam = values["beam_size"]
+        if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1:
+            raise ValueError(f"{name['beam_size']} must be a positive integer, got {beam!r}")
+        for field in ("length_penalty", "max_len_a", "max_len_b"):
+            value = values[field]
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value)):
+                raise ValueError(f"{name[field]} must be a finite number, got {value!r}")
+        if abs(values["length_penalty"]) > MAX_LENGTH_PENALTY:
+            raise ValueError(f"{name['length_penalty']} must be in [-{MAX_LENGTH_PENALTY:g}, "
+                             f"{MAX_LENGTH_PENALTY:g}], got {values['length_penalty']}")
+        a, b = values["max_len_a"], values["max_len_b"]
+        if a < 0 or b < 0 or a + b <= 0:
+            raise ValueError(f"{name['max_len_a']} {a} and {name['max_len_b']} {b} must be >= 0 "
+                             "and not both 0")
 
 
 def max_target_length(source_length: int, options: DecodeOptions, limit: int) -> int:
     """Decoding steps at most: max_len_a * source_length + max_len_b tokens, then eos (forced
     at the last step), within the model's `limit` positions (bos takes one)."""
-    wanted = int(options.max_len_a * source_length + options.max_len_b) + 1
-    return max(1, min(wanted, limit - 1))
+    wanted = options.max_len_a * source_length + options.max_len_b + 1
+    return max(1, int(min(wanted, limit - 1)))
 
 
 def _limits(max_steps, n: int) -> np.ndarray:
@@ -93,7 +120,7 @@ def beam_search(state, eos_id: int, max_steps, beam_size: int,
     limits = _limits(max_steps, n)
 
     def norm(score: float, length: int) -> float:
-        return score / length ** length_penalty
+        return float(score / np.float64(length) ** length_penalty)  # inf, never OverflowError
 
     for step in range(1, int(limits.max()) + 1):
         logp = state.log_probs()
@@ -135,15 +162,32 @@ def beam_search(state, eos_id: int, max_steps, beam_size: int,
     return [max(f, key=lambda h: h[0])[1] for f in finished]
 
 
+def decoding_bytes(config, rows: int) -> tuple[int, str]:
+    """(bytes, what they are) that decoding ``rows`` hypotheses at once holds besides the
+    weights: per row the key/value caches of self- and cross-attention over the whole context,
+    and the scores over the vocabulary (log p, candidates, their partial sort)."""
+    cache = 4 * 2 * 2 * config.n_layer * config.context_length * config.d_model
+    scores = 3 * 8 * config.vocab_size
+    return rows * (cache + scores), (f"{rows:,} hypotheses, each a key/value cache of "
+                                     f"{memory.gib(cache)} and scores of {memory.gib(scores)}")
+
+
 def translate_ids(model, sources: list[np.ndarray], options: DecodeOptions,
-                  batch_size: int = 64, use_cache: bool = True) -> list[list[int]]:
+                  batch_size: int = DECODE_BATCH, use_cache: bool = True,
+                  names: list[str] | None = None) -> list[list[int]]:
     """Target ids for each source id sequence (eos included in the sources), batched by length
-    so that each batch needs little padding; results come back in the input order."""
+    so that each batch needs little padding; results come back in the input order. ``names``
+    (e.g. ``file:line``) say which sentence an error is about. A beam too wide for the memory
+    is refused before decoding (see :func:`decoding_bytes`)."""
     c = model.config
     for i, s in enumerate(sources):
         if len(s) > c.context_length:
-            raise ValueError(f"sentence {i + 1}: {len(s)} tokens, longer than the model's "
+            name = names[i] if names is not None else f"sentence {i + 1}"
+            raise ValueError(f"{name}: {len(s)} tokens, longer than the model's "
                              f"maximum of {c.context_length}")
+    need, detail = decoding_bytes(c, min(batch_size, len(sources)) * options.beam_size)
+    device = next((p.device for p in model.parameters()), "cpu")
+    memory.require(need, detail, f"decoding with beam size {options.beam_size}", device)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     for lo in range(0, len(order), batch_size):
@@ -163,7 +207,10 @@ def translate_ids(model, sources: list[np.ndarray], options: DecodeOptions,
     return out
 
 
-def translate_text(model, tokenizer, sources: list[np.ndarray], options: DecodeOptions
+def translate_text(model, tokenizer, sources: list[np.ndarray], options: DecodeOptions,
+                   names: list[str] | None = None, batch_size: int = DECODE_BATCH
                    ) -> list[str]:
-    """The decoded translation of each source id sequence (eos included in the sources)."""
-    return [tokenizer.decode(h).strip() for h in translate_ids(model, sources, options)]
+    """The decoded translation of each source id sequence (eos included in the sources);
+    ``names`` and ``batch_size`` as for :func:`translate_ids`."""
+    return [tokenizer.decode(h).strip()
+            for h in translate_ids(model, sources, options, batch_size, names=names)]

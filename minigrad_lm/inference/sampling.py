@@ -17,11 +17,15 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import backend
+from ..backend import memory
 from ..engine.tensor import no_grad
 from ..models import GPT
 from ..nn import KVCache
 
-__all__ = ["check_options", "filter_probs", "generate", "next_window_start"]
+# What each new token holds until the end: a Python int in a list, then an int64.
+BYTES_PER_NEW_TOKEN = 48
+
+__all__ = ["check_length", "check_options", "filter_probs", "generate", "next_window_start"]
 
 
 def filter_probs(
@@ -78,6 +82,15 @@ def _sample(probs: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
 
 
+def check_length(max_new_tokens: int, name: str = "max_new_tokens") -> None:
+    """Refuse a negative length, or one whose tokens cannot be held in memory (``name``: what
+    the error calls it, e.g. a flag)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"{name} must be >= 0, got {max_new_tokens}")
+    memory.require(max_new_tokens * BYTES_PER_NEW_TOKEN, f"{BYTES_PER_NEW_TOKEN} bytes a token",
+                   f"{name} {max_new_tokens:,}")
+
+
 def generate(
     model: GPT,
     prompt_ids,
@@ -109,8 +122,7 @@ def generate(
     vocab = model.config.vocab_size
     if vocab_limit is not None and not 1 <= vocab_limit <= vocab:
         raise ValueError(f"vocab_limit must be in [1, {vocab}], got {vocab_limit}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_length(max_new_tokens)
     context = model.config.context_length
     seq = [int(t) for t in np.asarray(prompt_ids).reshape(-1)][-context:]
     if not seq:

@@ -61,6 +61,11 @@ def score_masked(model, inputs: np.ndarray, targets: np.ndarray) -> tuple[float,
     return (*summed_loss(logits, wanted), len(wanted))
 
 
+# Windows whose masks are drawn at once: a fixed number, so the hidden tokens are the same
+# whatever the batch size (a batch never spans two chunks).
+MASK_CHUNK = 256
+
+
 def score_masked_lm(model, ids: np.ndarray, context: int, batch_size: int, tokenizer,
                     prob: float = 0.15, seed: int = 0) -> tuple[float, int, int]:
     """(summed cross-entropy, number right, tokens scored) of a masked language model over
@@ -75,11 +80,17 @@ def score_masked_lm(model, ids: np.ndarray, context: int, batch_size: int, token
     if mask_id is None:
         raise ValueError("the checkpoint's tokenizer has no [MASK] token")
     total_loss, correct, scored = 0.0, 0, 0
-    for lo in range(0, n, batch_size):
-        x = rows[lo:lo + batch_size]
-        draws = mask_draws(rng, len(x), context, vocab)
-        part_loss, part_right, part_n = score_masked(model, *mask_tokens(x, draws, mask_id, prob))
-        total_loss, correct, scored = total_loss + part_loss, correct + part_right, scored + part_n
+    for chunk in range(0, n, MASK_CHUNK):  # masked a chunk at a time, whatever batch_size
+        windows = rows[chunk:chunk + MASK_CHUNK]
+        inputs, targets = mask_tokens(windows, mask_draws(rng, len(windows), context, vocab),
+                                      mask_id, prob)
+        for lo in range(0, len(windows), batch_size):
+            if (targets[lo:lo + batch_size] == F.IGNORE_INDEX).all():
+                continue  # nothing hidden in these windows
+            part_loss, part_right, part_n = score_masked(
+                model, inputs[lo:lo + batch_size], targets[lo:lo + batch_size])
+            total_loss, correct = total_loss + part_loss, correct + part_right
+            scored += part_n
     return total_loss, correct, scored
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import gzip
+import io
 import json
 import math
 import os
 import reprlib
 import stat
+import sys
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -26,13 +30,17 @@ __all__ = [
     "ListOf",
     "MissingFileError",
     "MapOf",
+    "NULL",
     "Num",
     "Object",
+    "OneOf",
     "Optional",
     "Spec",
     "Str",
     "check",
     "parse_json",
+    "STDIN",
+    "read_bytes",
     "read_json_file",
     "read_regular_bytes",
     "reading",
@@ -86,12 +94,14 @@ def require_regular_file(path: str | os.PathLike[str], what: str = "file") -> in
     return st.st_size
 
 
-def read_regular_bytes(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes, checked before reading."""
+def read_regular_bytes(path: str | os.PathLike[str], limit: int, what: str = "file",
+                       why: str = "") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, checked before reading; ``why``
+    says where the limit comes from (e.g. the memory available)."""
     name = os.fspath(path)
     size = require_regular_file(name, what)
     if size > limit:
-        raise InputError(f"{name}: {size:,} bytes, more than the {limit:,} a {what} may have")
+        raise _too_large(name, size, limit, what, why)
     try:
         with open(name, "rb") as f:
             data = f.read(size + 1)
@@ -100,6 +110,49 @@ def read_regular_bytes(path: str | os.PathLike[str], limit: int, what: str = "fi
     if len(data) > size:  # it grew after the check
         raise InputError(f"{name}: changed while it was read")
     return data
+
+
+STDIN = "-"  # the file name that means standard input
+GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int, what: str = "file",
+               why: str = "") -> bytes:
+    """The content of a regular file, or of stdin for ``-``, gunzipped when it starts with
+    gzip's magic bytes. More than ``limit`` bytes, before or after decompression, is refused
+    naming the file and ``why`` (a gzip bomb stops at ``limit`` bytes, never held whole); a
+    corrupt or truncated gzip stream is an InputError naming the file."""
+    name = os.fspath(path)
+    if name == STDIN:
+        name, raw = "stdin", _read_capped(sys.stdin.buffer, limit, "stdin", what, why)
+    else:
+        raw = read_regular_bytes(name, limit, what, why)
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            return _read_capped(f, limit, name, what, why)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        why_bad = " ".join(str(e).split()) or type(e).__name__
+        raise InputError(f"{name}: not a readable gzip file ({_cut(why_bad)})") from None
+
+
+def _read_capped(stream: Any, limit: int, name: str, what: str, why: str) -> bytes:
+    """All of ``stream``, in chunks, refused as soon as it passes ``limit`` bytes."""
+    data = bytearray()
+    while chunk := stream.read(min(_CHUNK, limit + 1 - len(data))):
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(name, None, limit, what, why)
+    return bytes(data)
+
+
+def _too_large(name: str, size: int | None, limit: int, what: str, why: str) -> InputError:
+    """``size`` None: a stream, known only to be longer than ``limit``."""
+    has = f"{size:,} bytes" if size is not None else "holds more bytes"
+    because = f" ({why})" if why else ""
+    return InputError(f"{name}: {has}, more than the {limit:,} a {what} may have{because}")
 
 
 @contextlib.contextmanager
@@ -220,6 +273,16 @@ class _Any(Spec):
 ANY = _Any()
 
 
+class _Null(Spec):
+    def check(self, value, source, where):
+        if value is not None:
+            raise self.fail(source, where, "null", value)
+        return value
+
+
+NULL = _Null()
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -337,6 +400,20 @@ class Object(Spec):
                                  f"(known: {', '.join(self.fields)})")
         return {k: self.fields[k].check(v, source, _join(where, k)) if k in self.fields else v
                 for k, v in value.items()}
+
+
+class OneOf(Spec):
+    """An object whose ``key`` (e.g. ``"type"``) says which of ``specs`` it must match."""
+
+    def __init__(self, key: str, specs: Mapping[str, Spec]):
+        self.key, self.specs = key, dict(specs)
+
+    def check(self, value, source, where):
+        tag = value.get(self.key) if isinstance(value, dict) else None
+        if not isinstance(tag, str) or tag not in self.specs:
+            wanted = f"an object whose {self.key!r} is one of {', '.join(map(repr, self.specs))}"
+            raise self.fail(source, where, wanted, tag if isinstance(value, dict) else value)
+        return self.specs[tag].check(value, source, where)
 
 
 def check(value: Any, spec: Spec, source: str) -> Any:

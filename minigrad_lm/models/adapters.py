@@ -31,7 +31,7 @@ from ..nn.lora import add_lora, lora_layers
 from . import GPT
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraSpec", "adapter_files", "apply_spec",
-           "load_adapter", "parse_targets", "read_adapter_spec", "save_adapter"]
+           "check_spec", "load_adapter", "parse_targets", "read_adapter_spec", "save_adapter"]
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 _PREFIX = "base_model.model."
@@ -77,9 +77,30 @@ def _head(model: Module) -> dict[str, str]:
     return {_PREFIX + name: name for name in names}
 
 
-def apply_spec(model: Module, spec: LoraSpec) -> None:
-    """Give the GPT (or a classifier's GPT body) fresh adapters as `spec` says; the body's
-    other weights are frozen, a classifier's head stays trainable."""
+def _target(gpt: GPT, i: int, target: str):
+    """Layer ``i``'s Linear that the --lora-targets name ``target`` adapts."""
+    module, attribute = _OURS[target].split(".")
+    return getattr(getattr(gpt.layers[i], module), attribute)
+
+
+def check_spec(model: Module, spec: LoraSpec, source: str) -> None:
+    """Refuse a rank above a target layer's smaller side (more weights than the layer itself;
+    a hostile one allocates gigabytes), naming ``source`` (a flag, adapter_config.json)."""
+    gpt = _gpt(model)
+    for t in spec.targets:
+        layer = _target(gpt, 0, t)
+        most = min(layer.in_features, layer.out_features)
+        if spec.rank > most:
+            raise CheckpointError(f"{source}: rank {spec.rank} does not fit layer {t} "
+                                  f"({layer.in_features} -> {layer.out_features}): at most "
+                                  f"{most}")
+
+
+def apply_spec(model: Module, spec: LoraSpec, source: str = "LoRA") -> None:
+    """Give the GPT (or a classifier's GPT body) fresh adapters as `spec` says, after
+    :func:`check_spec`; the body's other weights are frozen, a classifier's head stays
+    trainable."""
+    check_spec(model, spec, source)
     add_lora(_gpt(model), spec.targets, spec.rank, spec.alpha)
 
 
@@ -157,13 +178,13 @@ def load_adapter(model: Module, folder: str) -> LoraSpec:
     spec. Names and shapes are checked before anything changes."""
     spec = read_adapter_spec(folder)
     path = os.path.join(folder, ADAPTER_WEIGHTS)
-    tensors, _ = load_safetensors(path)
     gpt = _gpt(model)
+    check_spec(model, spec, os.path.join(folder, ADAPTER_CONFIG))
+    tensors, _ = load_safetensors(path)
     want = {}
     for i in range(gpt.config.n_layer):
         for t in spec.targets:
-            base = getattr(gpt.layers[i], _OURS[t].split(".")[0])
-            lin = getattr(base, _OURS[t].split(".")[1])
+            lin = _target(gpt, i, t)
             hf = f"{_PREFIX}transformer.h.{i}.{_HF[t]}"
             want[f"{hf}.lora_A.weight"] = (f"layers.{i}.{_OURS[t]}.lora_A",
                                            (spec.rank, lin.in_features))
@@ -180,7 +201,7 @@ def load_adapter(model: Module, folder: str) -> LoraSpec:
         if tensors[key].shape != shape:
             raise CheckpointError(f"{path}: {key} has shape {tensors[key].shape}, expected "
                                   f"{shape}")
-    apply_spec(model, spec)
+    apply_spec(model, spec, os.path.join(folder, ADAPTER_CONFIG))
     state = {ours: tensors[key].astype(np.float32) for key, (ours, _) in want.items()}
     state.update({ours: tensors[key].astype(np.float32) for key, ours in head.items()
                   if key in tensors})

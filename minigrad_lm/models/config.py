@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..nn import functional as F
+
 RECOMPUTE = ("none", "blocks", "attention")
 POSITIONALS = ("learned", "sinusoidal")
 
@@ -94,7 +96,8 @@ class GPTConfig:
     def kept_per_token(self, context: int) -> int:
         """Values a training forward keeps for backward per token, before the output layer:
         per layer about 17 d_model (norms, q/k/v, MLP in and out) plus the attention row."""
-        return self.n_layer * (17 * self.d_model + self.n_head * context) + 2 * self.d_model
+        row = F.attention_kept_per_query(context)
+        return self.n_layer * (17 * self.d_model + self.n_head * row) + 2 * self.d_model
 
     def cache_per_token(self) -> int:
         """Values of the key/value cache per token of context."""

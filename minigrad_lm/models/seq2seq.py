@@ -85,9 +85,9 @@ class Seq2SeqConfig:
         """Values a training forward keeps for backward per (source or target) token, before
         the output layer: an encoder layer's and a decoder layer's (three sublayers, two
         attention rows), as for a GPT layer, half the tokens each."""
-        d, h = self.d_model, self.n_head
-        encoder = 9 * d + 2 * self.d_ff + h * context
-        decoder = 15 * d + 2 * self.d_ff + 2 * h * context
+        d, h, row = self.d_model, self.n_head, F.attention_kept_per_query(context)
+        encoder = 9 * d + 2 * self.d_ff + h * row
+        decoder = 15 * d + 2 * self.d_ff + 2 * h * row
         return self.n_layer * (encoder + decoder) // 2 + 4 * d
 
     def cache_per_token(self) -> int:

@@ -44,6 +44,8 @@ class MultiHeadAttention(Module):
 
     forward(x, causal, key_padding_mask): x (B, T, d_model); key_padding_mask (B, T) boolean,
     True for real tokens. Dropout applies to the attention weights while training.
+    `tiled` picks the attention core: True by tiles (no (T, T) matrix), False the blocked one,
+    None (default) by length and dtype (functional.TILED_MIN_KEYS).
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
@@ -55,6 +57,7 @@ class MultiHeadAttention(Module):
         self.out = Linear(d_model, d_model, bias)
         self.attn_dropout = Dropout(dropout)
         self.recompute = False  # recompute the attention core in backward (keeps qkv only)
+        self.tiled: bool | None = None
 
     def forward(self, x: Tensor, causal: bool = False, key_padding_mask=None,
                 cache: KVCache | None = None, layer_index: int = 0) -> Tensor:
@@ -63,9 +66,10 @@ class MultiHeadAttention(Module):
         p = self.attn_dropout.p if self.training else 0.0
         if self.recompute and is_grad_enabled():
             y = checkpoint(F.multi_head_attention, self.qkv(x), self.n_heads, causal,
-                           key_padding_mask, p)
+                           key_padding_mask, p, self.tiled)
         else:
-            y = F.multi_head_attention(self.qkv(x), self.n_heads, causal, key_padding_mask, p)
+            y = F.multi_head_attention(self.qkv(x), self.n_heads, causal, key_padding_mask, p,
+                                       self.tiled)
         return self.out(y)
 
     @no_grad()

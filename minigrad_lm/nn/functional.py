@@ -14,12 +14,28 @@ import numpy as np
 
 from .. import backend
 from ..backend import kernels, threads
-from ..engine import ops, rng
+from ..engine import amp, ops, rng
 from ..engine.ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops
 from ..engine.tensor import Function, Tensor
+from . import tiled_attention as tiled
 
 # ---------------------------------------------------------------------------------------------
 # linear
+
+
+def _gemm(xp, a, b):
+    """a @ b. NumPy has no float16 BLAS: a half operand makes it a float32 GEMM of the operands
+    (their products are exact in float32), rounded to float16 once, which is what a GPU's
+    float16 GEMM with float32 accumulation computes, at BLAS speed."""
+    if xp is np and np.float16 in (a.dtype, b.dtype):
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+    return a @ b
+
+
+def _autocast(dtype, *tensors):
+    """The tensors cast to dtype (None: as they are); None stays None."""
+    return [t if t is None or dtype is None or t.dtype == dtype else ops.astype(t, dtype)
+            for t in tensors]
 
 
 class LinearFunction(Function):
@@ -27,7 +43,7 @@ class LinearFunction(Function):
 
     def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1])
-        y = x2 @ w.T
+        y = _gemm(self.xp, x2, w.T)
         if b is not None:
             y += b
         self.x2 = x2 if self.needs_grad[1] else None
@@ -36,20 +52,22 @@ class LinearFunction(Function):
         return y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, gy):
-        gy2 = gy.reshape(-1, gy.shape[-1])
-        gx = (gy2 @ self.w).reshape(self.x_shape) if self.needs_grad[0] else None
-        gw = gy2.T @ self.x2 if self.needs_grad[1] else None
+        xp, gy2 = self.xp, gy.reshape(-1, gy.shape[-1])
+        gx = _gemm(xp, gy2, self.w).reshape(self.x_shape) if self.needs_grad[0] else None
+        gw = _gemm(xp, gy2.T, self.x2) if self.needs_grad[1] else None
         # column sums as a GEMV: BLAS beats sum(axis=0) on tall arrays
-        gb = self.xp.ones(gy2.shape[0], dtype=gy2.dtype) @ gy2 if self.needs_grad[2] else None
+        gb = _gemm(xp, xp.ones(gy2.shape[0], dtype=gy2.dtype), gy2) if self.needs_grad[2] \
+            else None
         return gx, gw, gb
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch."""
+    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch; in float16
+    under amp.autocast."""
     if x.shape[-1:] != weight.shape[1:2]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{weight.shape} (expected last dimension {weight.shape[1]})")
-    return LinearFunction.apply(x, weight, bias)
+    return LinearFunction.apply(*_autocast(amp.low_precision(x), x, weight, bias))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +122,8 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match "
                              f"normalized_shape {shape}")
+    if amp.full_precision(x):
+        x = ops.astype(x, np.float32)
     return LayerNormFunction.apply(x, weight, bias, len(shape), eps)
 
 
@@ -205,6 +225,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = IGNORE_INDEX,
     if bad is not None:
         raise ValueError(f"cross_entropy: target {bad} is out of range for {c} classes")
     t = backend.to_device(t, logits.device)
+    if amp.full_precision(logits):
+        logits = ops.astype(logits, np.float32)
     flat = ops.reshape(logits, -1, c) if logits.ndim != 2 else logits
     out = CrossEntropy.apply(flat, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
     return ops.reshape(out, t.shape) if reduction == "none" else out
@@ -374,6 +396,13 @@ def _attention_backward(xp, go, q, k, v, out, p, dropped):
 QUERY_BLOCK_ROWS = 64
 
 
+def _batch_chunks(xp, q, k) -> list[slice]:
+    """Slices of the batch that CPU threads can run concurrently (one slice elsewhere)."""
+    if xp is np and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
+        return threads.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+    return [slice(None)]
+
+
 class _AttentionCore(Function):
     """Shared forward/backward of attention on (B, H, T, D) views, by chunks of the batch.
 
@@ -386,9 +415,7 @@ class _AttentionCore(Function):
 
     def _forward(self, q, k, v, causal, mask, dropout_p, out):
         xp = self.xp
-        chunks = [slice(None)]
-        if xp is np and not dropout_p and q.ndim > 2 and q.shape[:-2] == k.shape[:-2]:
-            chunks = threads.batch_chunks(q.shape[0], q[0].size * k.shape[-2] // q.shape[-1])
+        chunks = _batch_chunks(xp, q, k) if not dropout_p else [slice(None)]
         tq, tk = q.shape[-2], k.shape[-2]
         blocks = [(slice(None), slice(None), 0)]  # (queries, keys, offset of the queries)
         n_blocks = tq // QUERY_BLOCK_ROWS
@@ -472,12 +499,73 @@ class QKVAttention(_AttentionCore):
         return gqkv.reshape(b, t, 3 * h * d), None, None, None, None
 
 
+class _TiledCore:
+    """The tiled core (nn/tiled_attention.py) in place of _AttentionCore's: the same
+    _forward/_backward on (B, H, T, D) views by chunks of the batch, saving per chunk its
+    contiguous q, k, v and the log-sum-exp (O(T)) instead of the (T, T) probabilities."""
+
+    def _forward(self, q, k, v, causal, mask, dropout_p, out):
+        xp = self.xp
+        seed = rng.draw_seed(backend.device_of(q)) if dropout_p else 0
+        self.chunks = _batch_chunks(xp, q, k)
+        per_item = math.prod(q.shape[1:-2])
+
+        def run(sl):
+            part_mask = mask if mask is None or mask.ndim < q.ndim or mask.shape[0] == 1 \
+                else mask[sl]
+            qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
+            batch = np.broadcast_shapes(qkv[0].shape[:-2], qkv[1].shape[:-2])
+            tiling = tiled.Tiling(xp, batch, q.shape[-2], k.shape[-2], causal, part_mask,
+                                  dropout_p, seed, (sl.start or 0) * per_item)
+            return qkv, tiled.forward(xp, *qkv, tiling, out[sl]), tiling
+        self.saved, self.out = threads.map_chunks(run, self.chunks), out
+        return out
+
+    def _backward(self, go, gq, gk, gv):
+        def run(args):
+            sl, (qkv, lse, tiling) = args
+            tiled.backward(self.xp, self.xp.ascontiguousarray(go[sl]), *qkv, self.out[sl], lse,
+                           tiling, gq[sl], gk[sl], gv[sl])
+        threads.map_chunks(run, list(zip(self.chunks, self.saved)))
+        return gq, gk, gv
+
+
+class TiledAttention(_TiledCore, Attention):
+    """Attention (same arguments and results) computed by tiles, never holding (Tq, Tk)."""
+
+
+class TiledQKVAttention(_TiledCore, QKVAttention):
+    """QKVAttention (same arguments and results) computed by tiles, never holding (T, T)."""
+
+
+# Attention over at least this many keys goes by tiles unless the caller says otherwise: the
+# blocked path stores the (T, T) probabilities, the tiled one O(T), for about the same time above
+# this length on the CPU (benchmarks/memory.py --sections attention). Half precision always goes
+# by tiles, whose statistics and accumulators are float32.
+TILED_MIN_KEYS = 1024
+
+
+def _use_tiled(tiled_: bool | None, n_keys: int, dtype) -> bool:
+    if tiled_ is not None:
+        return tiled_
+    return n_keys >= TILED_MIN_KEYS or dtype == np.float16
+
+
+def attention_kept_per_query(n_keys: int) -> int:
+    """Values a float32 attention core keeps per query and head for backward by default: its
+    row of probabilities (blocked), or its log-sum-exp (tiled, from TILED_MIN_KEYS keys)."""
+    return 1 if _use_tiled(None, n_keys, np.float32) else n_keys
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
-                                 mask=None, dropout_p: float = 0.0) -> Tensor:
+                                 mask=None, dropout_p: float = 0.0,
+                                 tiled: bool | None = None) -> Tensor:
     """softmax(q k^T / sqrt(d)) v for q (..., Tq, D), k and v (..., Tk, D).
 
     mask: boolean, broadcastable to (..., Tq, Tk), True where a query may attend to a key
     (PyTorch's convention). causal=True also hides keys after each query's position.
+    tiled: compute by tiles without the (Tq, Tk) matrix; None decides by length and dtype
+    (TILED_MIN_KEYS).
     """
     if q.shape[-1] != k.shape[-1] or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, "
@@ -486,14 +574,18 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if m is not None and not ops._broadcastable(m.shape, q.shape[:-1] + (k.shape[-2],)):
         raise ValueError(f"scaled_dot_product_attention: mask of shape {m.shape} does not "
                          f"broadcast to scores of shape {q.shape[:-1] + (k.shape[-2],)}")
-    return Attention.apply(q, k, v, causal, m, dropout_p)
+    q, k, v = _autocast(amp.low_precision(q), q, k, v)
+    core = TiledAttention if _use_tiled(tiled, k.shape[-2], q.dtype) else Attention
+    return core.apply(q, k, v, causal, m, dropout_p)
 
 
 def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
-                         key_padding_mask=None, dropout_p: float = 0.0) -> Tensor:
+                         key_padding_mask=None, dropout_p: float = 0.0,
+                         tiled: bool | None = None) -> Tensor:
     """Attention over packed projections qkv (B, T, 3C) with n_heads heads -> (B, T, C).
 
     key_padding_mask: boolean (B, T), True for real tokens and False for padding.
+    tiled: as in scaled_dot_product_attention.
     """
     b, t, c3 = qkv.shape
     if c3 % 3 or (c3 // 3) % n_heads:
@@ -506,4 +598,6 @@ def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
             raise ValueError(f"key_padding_mask of shape {m.shape} does not match (batch, time) "
                              f"= {(b, t)}")
         m = m[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
-    return QKVAttention.apply(qkv, n_heads, causal, m, dropout_p)
+    qkv, = _autocast(amp.low_precision(qkv), qkv)
+    core = TiledQKVAttention if _use_tiled(tiled, t, qkv.dtype) else QKVAttention
+    return core.apply(qkv, n_heads, causal, m, dropout_p)

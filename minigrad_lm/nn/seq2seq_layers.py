@@ -43,6 +43,10 @@ class CrossAttention(F._AttentionCore):
         return gq.reshape(b, tq, h * d), gkv.reshape(b, tk, 2 * h * d), None, None, None
 
 
+class TiledCrossAttention(F._TiledCore, CrossAttention):
+    """CrossAttention (same arguments and results) computed by tiles, never holding (Tq, Tk)."""
+
+
 def _padding_mask(key_padding_mask, like: Tensor, b: int, tk: int):
     """(B, Tk) boolean (True = real key) -> (B, 1, 1, Tk) array on like's device, or None."""
     if key_padding_mask is None:
@@ -55,17 +59,19 @@ def _padding_mask(key_padding_mask, like: Tensor, b: int, tk: int):
 
 
 def cross_attention(q: Tensor, kv: Tensor, n_heads: int, key_padding_mask=None,
-                    dropout_p: float = 0.0) -> Tensor:
+                    dropout_p: float = 0.0, tiled: bool | None = None) -> Tensor:
     """Attention of projected queries q (B, Tq, C) over packed projections kv (B, Tk, 2C).
 
     key_padding_mask: boolean (B, Tk), True for real source tokens and False for padding.
+    tiled: as in functional.scaled_dot_product_attention.
     """
     b, tq, c = q.shape
     if kv.ndim != 3 or kv.shape[0] != b or kv.shape[2] != 2 * c or c % n_heads:
         raise ValueError(f"cross_attention: q {q.shape} and kv {kv.shape} do not fit (need kv "
                          f"(B, Tk, 2C) with C = {c} a multiple of n_heads={n_heads})")
     m = _padding_mask(key_padding_mask, q, b, kv.shape[1])
-    return CrossAttention.apply(q, kv, n_heads, m, dropout_p)
+    core = TiledCrossAttention if F._use_tiled(tiled, kv.shape[1], q.dtype) else CrossAttention
+    return core.apply(q, kv, n_heads, m, dropout_p)
 
 
 class Seq2SeqCache(KVCache):

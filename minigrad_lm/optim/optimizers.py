@@ -133,6 +133,11 @@ class Optimizer:
         gradient all-reduce sums in place."""
         return [g.grad for g in self.groups]
 
+    def present_grads(self) -> list:
+        """The gradient array of every parameter that has one this step (what a loss scaler
+        unscales and checks; the flat buffers also hold stale values of the others)."""
+        return [p.grad.data for g in self.groups for p in g.params if p.grad is not None]
+
     def param_buffers(self) -> list:
         """The flat parameter buffer of each group: what a replica check compares."""
         return [g.data for g in self.groups]

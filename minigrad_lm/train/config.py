@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine import amp
 from ..data.tokenizer import TOKENIZER_KINDS
-from ..inference.decoding import DecodeOptions
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
 from ..models.classifier import POOLINGS
 from ..models.config import POSITIONALS, RECOMPUTE
 from .tasks import DEFAULT_TASK, TASKS, task_name
 from .tasks.common import flag as _flag
 
-__all__ = ["TrainConfig", "build_parser", "check_fields", "option", "read_config_file"]
+__all__ = ["TASK_OPTIONS", "TrainConfig", "build_parser", "check_fields", "option",
+           "read_config_file"]
 
 INF = math.inf
 INT_MAX = 2**63 - 1
@@ -56,7 +57,8 @@ class TrainConfig:
         None, "lm: text file(s), folder of .txt files, or folder with train.bin/val.bin + "
         "vocab.json (default: the standard library's docstrings); classify: a TSV/CSV file "
         "(sentence/text and label columns), or one file of sentences per class (labels 0, 1, ... "
-        "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not",
+        "in the order given); translate: SOURCE_FILE TARGET_FILE, line-aligned, gzip or not; qa: "
+        "SQuAD v1.1 JSON file(s) or bAbI task files (qaN_train.txt), several trained together",
         metavar="PATH")
     val_data: str | list[str] | None = option(
         None, "validation text, TSV/CSV file or files per class (lm default: the last 10%% of "
@@ -116,10 +118,12 @@ class TrainConfig:
         400, "length of the sample printed at the end (lm; 0: none)", range=(0, INF))
     epochs: int | None = option(
         None, "classify: passes over the training rows (each in a new seeded order), instead of "
-        "--max-steps; translate: passes over the token batches", range=(1, INF))
+        "--max-steps; translate: passes over the token batches; qa: over the training windows",
+        range=(1, INF))
     encoding: str = option("utf-8", "text encoding of --data and --val-data files (e.g. latin-1)")
     val_every_nth: int | None = option(
-        None, "hold out lines N, 2N, 3N, ... of each --data file for validation", range=(2, INF))
+        None, "hold out lines N, 2N, 3N, ... of each --data file for validation (qa: SQuAD "
+        "articles N, 2N, ...)", range=(2, INF))
     vocab_size: int | None = option(
         None, "word/bpe: the most tokens in the learned vocabulary (default: word 30000, bpe 8000)",
         range=(5, INF))
@@ -131,11 +135,11 @@ class TrainConfig:
         "masked) or causal (a GPT body); lm: causal (next-token prediction) or bidirectional (a "
         "masked language model, BERT's pretraining, for --init-from of a classifier)",
         choices=("causal", "bidirectional"))
-    mask_prob: float = option(
-        0.15, "lm with --attention bidirectional: the share of tokens hidden and predicted (of "
+    mask_prob: float | None = option(
+        None, "lm with --attention bidirectional: the share of tokens hidden and predicted (of "
         "them 80%% become [MASK], 10%% a random token, 10%% stay)", range=((0.0,), (1.0,)))
-    pooling: str = option(
-        "mean", "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
+    pooling: str | None = option(
+        None, "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
         "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
         choices=POOLINGS)
     word_dropout: float | None = option(
@@ -157,36 +161,46 @@ class TrainConfig:
         None, "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches (the "
         "text tokenized once, reused while it and the tokenizer are unchanged; default: "
         "token_cache/ beside the --out folder)", metavar="DIR")
-    recompute: str = option(
-        "none", "activations recomputed in backward instead of kept: blocks keeps only each "
+    recompute: str | None = option(
+        None, "activations recomputed in backward instead of kept: blocks keeps only each "
         "layer's input (config M at context 512: a quarter of the step memory for about a quarter "
         "more time), attention drops the attention probabilities (grows with context squared)",
         choices=RECOMPUTE)
-    lora_rank: int = option(
-        0, "train rank-R LoRA adapters on --lora-targets instead of the whole model (the GPT body "
-        "is frozen; a classifier's head still trains; 0: off); checkpoints then also hold "
+    precision: str = option(
+        "fp32", "fp16: mixed precision (float16 GEMMs and attention, float32 master weights, "
+        "optimizer state and reductions, dynamic loss scaling; the log line shows the scale and "
+        "the steps skipped on overflow); on the CPU it checks numerics and is not faster; bf16 "
+        "is refused (no bfloat16 arithmetic in NumPy or CuPy)", choices=amp.PRECISIONS)
+    lora_rank: int | None = option(
+        None, "train rank-R LoRA adapters on --lora-targets instead of the whole model (the GPT "
+        "body is frozen; a classifier's head still trains; 0: off); checkpoints then also hold "
         "adapter_model.safetensors + adapter_config.json in the PEFT layout", range=(0, 65536))
-    lora_alpha: float = option(
-        16.0, "LoRA scale: the update is (alpha / rank) B A", range=((0.0,), 1000000000.0))
-    lora_targets: str = option(
-        "qkv", "comma-separated Linear layers to adapt: qkv (attention's packed query/key/value), "
+    lora_alpha: float | None = option(
+        None, "LoRA scale: the update is (alpha / rank) B A", range=((0.0,), 1000000000.0))
+    lora_targets: str | None = option(
+        None, "comma-separated Linear layers to adapt: qkv (attention's packed query/key/value), "
         "out (attention output), fc and proj (feed-forward)")
     d_ff: int | None = option(
         None, "translate: feed-forward width (default: 4 x --d-model)", range=(1, INF))
-    embeddings: str = option(
-        "shared", "translate: one embedding table for source and target, or one each (the output "
+    embeddings: str | None = option(
+        None, "translate: one embedding table for source and target, or one each (the output "
         "layer is tied to the target's)", choices=("shared", "separate"))
-    batch_tokens: int = option(
-        4096, "translate: tokens per batch (source + target, padding included); --batch-size "
+    batch_tokens: int | None = option(
+        None, "translate: tokens per batch (source + target, padding included); --batch-size "
         "counts such batches per micro-batch", range=(1, INF))
-    label_smoothing: float = option(
-        0.1, "translate: label smoothing of the training loss", range=(0.0, (1.0,)))
-    beam_size: int = option(
-        DecodeOptions.beam_size, "translate: beam size of the val BLEU decoding (1: greedy)",
+    label_smoothing: float | None = option(
+        None, "translate: label smoothing of the training loss", range=(0.0, (1.0,)))
+    beam_size: int | None = option(
+        None, "translate: beam size of the val BLEU decoding (1: greedy)",
         range=(1, INF))
-    length_penalty: float = option(
-        DecodeOptions.length_penalty, "translate: beam hypotheses are ranked by log p / length ** "
+    length_penalty: float | None = option(
+        None, "translate: beam hypotheses are ranked by log p / length ** "
         "this", range=(0.0, INF))
+    stride: int | None = option(
+        None, "qa: tokens between the starts of the overlapping windows a long context is read in "
+        "(default: half of --context)", range=(1, INF))
+    max_answer_tokens: int | None = option(
+        None, "qa: the longest span answer, in tokens", range=(1, INF))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -194,7 +208,7 @@ class TrainConfig:
         _check_choice("task", self.task)
         self.task = task_name(self.to_dict())
         task = TASKS[self.task]
-        for name in _TASK_OPTIONS:
+        for name in TASK_OPTIONS:
             if getattr(self, name) is not None and name not in task.options:
                 owners = " or ".join(t.name for t in TASKS.values() if name in t.options)
                 raise ValueError(f"{_flag(name)} applies to --task {owners}")
@@ -208,9 +222,12 @@ class TrainConfig:
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name in CHOICES:
-            _check_choice(name, getattr(self, name))
+            if getattr(self, name) is not None or name not in TASK_OPTIONS:
+                _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        if self.precision == "bf16":
+            raise ValueError(f"--precision bf16: {amp.NO_BFLOAT16}")
         if self.val_data is not None and self.val_every_nth is not None:
             raise ValueError("--val-data and --val-every-nth both say where validation comes "
                              "from: choose one")
@@ -234,7 +251,7 @@ PER_TASK = tuple(name for name, f in _FIELDS.items()
                  if f.default is None and type(None) not in typing.get_args(_HINTS[name]))
 RUN_LENGTH = ("max_steps", "epochs")  # a task's defaults give one: its run's length
 # Options of some tasks only (default None): refused, when given, by the others.
-_TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
+TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
 # What an option left at None means, for the tasks without a default for it.
 _NONE_MEANS = {"decay_steps": "the whole run", "eval_every": "twice an epoch"}
 
@@ -287,8 +304,9 @@ def _optional(name: str) -> bool:
     return type(None) in typing.get_args(_HINTS[name]) or name in PER_TASK
 
 
-def _check_type(name: str, value: Any) -> Any:
-    """``value`` if it fits field ``name`` (an int is accepted for a float); else ValueError."""
+def _check_type(name: str, value: Any, called: str | None = None) -> Any:
+    """``value`` if it fits field ``name`` (an int is accepted for a float); else a ValueError
+    calling it ``called`` (its flag by default)."""
     kind = _base_type(name)
     if value is None and _optional(name):
         return None
@@ -306,11 +324,12 @@ def _check_type(name: str, value: Any) -> Any:
     noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
     if name in PATH_LISTS:
         noun = "a path or a list of paths"
-    raise ValueError(f"{_flag(name)} must be {noun}, got {short(value)}")
+    raise ValueError(f"{called or _flag(name)} must be {noun}, got {short(value)}")
 
 
 def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Refuse unknown keys; accept ``max-steps`` for ``max_steps`` as on the command line."""
+    """Refuse unknown keys and values of the wrong type, naming ``source`` (a file) and the
+    key; accept ``max-steps`` for ``max_steps`` as on the command line."""
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
@@ -318,7 +337,7 @@ def check_fields(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise ValueError(
                 f"{source}: unknown option {short(key)} (known: {', '.join(_FIELD_NAMES)})"
             )
-        out[name] = value
+        out[name] = _check_type(name, value, f"{source}: key {short(key)}")
     return out
 
 

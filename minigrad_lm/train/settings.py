@@ -13,10 +13,11 @@ from .. import backend
 from ..checkpoints.folder import LATEST, Checkpoint, read_checkpoint
 from ..io.files import CheckpointError
 from ..models.adapters import LoraSpec, parse_targets
-from .config import TrainConfig, check_fields, read_config_file
+from .config import TASK_OPTIONS, TrainConfig, check_fields, read_config_file
 from .distributed import World
 from .run_folder import has_run_files, refuse_existing_run
 from .tasks import TASKS, task_name
+from .tasks.common import flag
 from .tasks.common import tokenizer_kind
 
 __all__ = ["Plan", "lora_spec", "plan", "world_note"]
@@ -79,14 +80,33 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     saved = source.state.get("train_config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{source.path}/state.json: lacks the training configuration")
-    saved = check_fields(saved, f"{source.path}/state.json")
+    state = f"{source.path}/state.json"
+    saved = check_fields(saved, state)
+    if task_name(saved) != source.task:
+        raise CheckpointError(f"{state}: its training configuration is of --task "
+                              f"{task_name(saved)} but config.json holds a {source.task} model")
+    task = TASKS[source.task]
+    # What the run was trained with: its task's options (another task's were never used).
+    saved = {k: v for k, v in saved.items() if k not in TASK_OPTIONS or k in task.options}
+    try:
+        TrainConfig(**saved)  # each value in its range: a hand edit is named as such
+    except ValueError as e:
+        raise CheckpointError(f"{state}: the run's training configuration is refused: {e}"
+                              ) from None
     if "task" in explicit and task_name({**saved, **explicit}) != task_name(saved):
         raise CheckpointError(f"--resume: {source.path} was trained with --task "
                               f"{task_name(saved)}, not {explicit['task']}")
-    if "tokenizer" in explicit and explicit["tokenizer"] != saved.get("tokenizer"):
-        raise CheckpointError(f"--resume: {source.path} was trained with --tokenizer "
-                              f"{saved.get('tokenizer')}, not {explicit['tokenizer']}")
+    for name in task.fixed:
+        if name in explicit and explicit[name] != saved.get(name):
+            raise CheckpointError(f"--resume: {source.path} was trained with {flag(name)} "
+                                  f"{_shown(saved.get(name))}, not {_shown(explicit[name])}")
     return source, saved
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "(not given)"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _without_replaced_length(saved: dict, explicit: dict) -> dict:

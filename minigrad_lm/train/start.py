@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backend import memory
 from ..checkpoints.folder import Checkpoint
-from ..engine import rng
+from ..engine import amp, rng
 from ..io.files import CheckpointError
 from ..models.adapters import apply_spec
 from ..nn import Module
@@ -67,6 +67,7 @@ class Start:
     world: World
     device: str
     peak: Peak | None  # None on ranks other than 0, which never report MFU
+    scaler: amp.GradScaler  # loss scaling, enabled by --precision fp16
     step: int = 0
     best_score: float | None = None
     best_step: int | None = None
@@ -121,7 +122,7 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
         init.load_pretrained(task.kind.pretrained_part(model))
     spec = lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
-        apply_spec(model, spec)
+        apply_spec(model, spec, f"--lora-rank {spec.rank}")
     groups = (decay_groups(model, cfg.weight_decay) if cfg.layer_decay in (None, 1.0) else
               layer_decay_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay,
                                  model_config.n_layer))
@@ -131,8 +132,9 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
         rng.manual_seed(_rank_seed(cfg.seed, world.rank))  # dropout masks of its own
     length = RunLength.of(cfg, task, cfg.batch_size * cfg.grad_accum_steps * world.size)
     peak = Peak(device, cfg.peak_flops) if world.is_root else None
+    scaler = amp.GradScaler(enabled=cfg.precision == "fp16")
     begin = Start(cfg, length, task, model, model_config, optimizer, batch_rng, world, device,
-                  peak)
+                  peak, scaler)
     if resume is not None:
         _restore_random_state(resume, batch_rng, world.rank)
         begin.best_score = resume.state.get("best_score")
@@ -141,6 +143,12 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
         resume.load_weights(model)
         resume.load_optimizer(optimizer)
         begin.step = _resumed_step(resume, optimizer)
+        if scaler.enabled and "grad_scaler" in resume.state:
+            try:
+                scaler.load_state_dict(resume.state["grad_scaler"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"{resume.path}/state.json: bad grad_scaler ({e!r})") \
+                    from None
         if begin.step >= length.max_steps:
             more = "--epochs" if cfg.epochs is not None else "--max-steps"
             raise ValueError(

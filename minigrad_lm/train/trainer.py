@@ -44,7 +44,7 @@ from ..checkpoints.folder import BEST, LATEST, Checkpoint, checkpoint_files
 from ..checkpoints.folder import save_checkpoint as write_checkpoints
 from ..checkpoints.metrics import METRICS
 from ..cli import USAGE_ERROR, report_errors
-from ..engine import rng
+from ..engine import amp, rng
 from ..io.files import json_text
 from ..models.adapters import adapter_files
 from ..optim.optimizers import clip_grad_norm_
@@ -169,6 +169,8 @@ class Trainer:
         per_rank = cfg.batch_size * cfg.grad_accum_steps
         self.rows = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
         self.recent: list[dict] = []  # train records since the last log line
+        self.scaler = start.scaler
+        self.half = self.scaler.enabled
         self.started = time.perf_counter()
 
     # ---- one step ------------------------------------------------------------------------
@@ -185,8 +187,11 @@ class Trainer:
         for k in range(cfg.grad_accum_steps):
             batch = self.task.batch_at(picks[k * cfg.batch_size:(k + 1) * cfg.batch_size])
             tokens += self.task.tokens(batch)
-            loss = self.task.loss(self.model, batch)
-            loss.backward()  # accumulates into the optimizer's flat gradient buffers
+            with amp.autocast(enabled=self.half):
+                loss = self.task.loss(self.model, batch)
+            # float16 overflows are expected: the scaler skips their steps
+            with np.errstate(over="ignore", invalid="ignore") if self.half else nullcontext():
+                self.scaler.scale(loss).backward()  # into the optimizer's flat gradient buffers
             loss_sum += loss.item()  # read after backward: on a GPU the whole step is queued
         value = world.sum(loss_sum) / self.micro_batches
         if not math.isfinite(value):
@@ -197,8 +202,10 @@ class Trainer:
         comm_seconds = world.allreduce_(self.optimizer.grad_buffers())
         if self.micro_batches > 1:
             self.optimizer.scale_grads_(1.0 / self.micro_batches)
+        self.scaler.unscale_(self.optimizer)
         norm = float(clip_grad_norm_(self.params, cfg.grad_clip or math.inf))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         seconds = time.perf_counter() - start
         self.step += 1
         tokens *= world.size  # the other ranks' batches are as large (or nearly: classify)
@@ -217,6 +224,9 @@ class Trainer:
         }
         if world.distributed:
             record["comm_seconds"] = comm_seconds
+        if self.half:
+            record["loss_scale"], record["skipped_steps"] = (self.scaler.get_scale(),
+                                                             self.scaler.skipped)
         return record
 
     def _mfu(self, tokens_per_s: float) -> float:
@@ -238,6 +248,8 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "world_size": self.world.size,
         }
+        if self.half:
+            state["grad_scaler"] = self.scaler.state_dict()
         if self.world.size > 1:
             state["rank_rngs"] = rank_rngs
         return state
@@ -302,6 +314,8 @@ class Trainer:
             f"step {record['step']:>{len(str(self.length.max_steps))}}/{self.length.max_steps} | "
             f"loss {loss:.4f} | lr {record['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
             f"MFU {self._mfu(tokens_per_s):.1%}"
+            + (f" | loss scale {record['loss_scale']:g}, {record['skipped_steps']} steps skipped"
+               if self.half else "")
         )
 
     def run(self) -> int:
@@ -367,6 +381,7 @@ def _start_identical(trainer: Trainer, world: World) -> None:
     world.broadcast_([p.data.reshape(-1) for p in trainer.model.parameters()
                       if not p.requires_grad])
     trainer.step = trainer.saved_step = world.bcast(trainer.step)
+    trainer.scaler.load_state_dict(world.bcast(trainer.scaler.state_dict()))
 
 
 def _threads_set() -> bool:
@@ -401,7 +416,7 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
         print(f"LoRA rank {spec.rank} (alpha {spec.alpha:g}) on {', '.join(spec.targets)}: "
               f"{trainable:,} trainable parameters "
               f"({trainable / trainer.model.num_parameters():.2%}), the rest frozen")
-    if cfg.recompute != "none":
+    if cfg.recompute not in (None, "none"):
         print(f"recompute: {cfg.recompute} (activations recomputed in backward)")
     if init is not None:
         print(f"initialized from {init.path}")

@@ -1,7 +1,9 @@
 """The CPU's ways of splitting work (backend/threads.py) beyond the op registry's split checks
 (tests/engine/test_op_registry.py): blocks cover every element once, Adam's kernel in blocks on
 threads gives the one-block result and its xp reference's; OpenBLAS's idle workers stop spinning
-once chunking is set up, and nothing process-wide changes before that."""
+once chunking is set up; nothing process-wide changes at import, the fast path starts at the
+first heavy use, and the thread budget follows the usual variables."""
+import json
 import os
 import subprocess
 import sys
@@ -63,7 +65,6 @@ SPIN_PROBE = textwrap.dedent("""
         time.sleep(0.1)
         return time.process_time() - t0
 
-    threads.use_all_cores()
     lib, _, n_threads = threads._openblas_thread_control()
     if lib is None or n_threads < 2 or not threads._ready():
         print("no threaded OpenBLAS")
@@ -88,27 +89,101 @@ def test_openblas_workers_sleep_after_chunking_is_set_up():
 
 
 IMPORT_PROBE = textwrap.dedent("""
-    import ctypes, threading
+    import ctypes, json, threading
     opened = []
     real_cdll = ctypes.CDLL
     ctypes.CDLL = lambda *a, **k: opened.append(a[0]) or real_cdll(*a, **k)
     threads = threading.active_count()
     import minigrad_lm as mg
     from minigrad_lm.models import GPT, GPTConfig
-    model = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=1, d_model=64))
-    ids = mg.tensor([[1] * 64] * 8).numpy()
+    model = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=1, d_model=128))
+    ids = mg.tensor([[1] * 64] * 16).numpy()
+    after_import = [list(opened), threading.active_count() - threads]
     model.loss(ids, ids).backward()
-    print(opened, threading.active_count() - threads)
+    print(json.dumps({"import": after_import,
+                      "train": [opened, threading.active_count() - threads]}))
 """)
 
 
-def test_importing_and_training_change_nothing_process_wide():
-    """No C library is opened (the allocator and OpenBLAS tuning) and no thread is started
-    until backend.tune_for_training() is called."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_import_probe(**env_vars) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env_vars}
+    for name in ("MINIGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                 "MINIGRAD_MALLOC_TUNING", *threads.LOCAL_RANKS_VARIABLES):
+        if name not in env_vars:
+            env.pop(name, None)
     out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    assert out == "[] 0"
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_importing_and_building_change_nothing_process_wide():
+    """Importing and building a model open no C library (the allocator and OpenBLAS tuning)
+    and start no thread."""
+    assert run_import_probe()["import"] == [[], 0]
+
+
+def test_the_first_backward_tunes_the_allocator_and_starts_the_threads():
+    """The fast path is the default: the first backward tunes glibc's allocator
+    (backend/tuning.py) and the kernels split their work over every core."""
+    opened, started = run_import_probe()["train"]
+    assert "libc.so.6" in opened
+    if threads._thread_budget() > 1:
+        assert started == threads._thread_budget() - 1
+
+
+def test_the_opt_outs_leave_the_process_as_it_was():
+    assert run_import_probe(MINIGRAD_MALLOC_TUNING="0", MINIGRAD_CPU_THREADS="1")["train"] \
+        == [[], 0]
+
+
+TRAIN_PROBE = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    import minigrad_lm as mg
+    from minigrad_lm.models import GPT, GPTConfig
+    if sys.argv[1:] == ["cli"]:
+        mg.backend.tune_for_training()
+    mg.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=2, d_model=128))
+    opt = mg.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = np.random.default_rng(0).integers(0, 50, (16, 65))
+    for _ in range(3):
+        loss = model.loss(ids[:, :-1], ids[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(hashlib.sha256(b"".join(p.numpy().tobytes() for p in model.parameters())).hexdigest())
+""")
+
+
+def test_the_allocator_setting_changes_no_result():
+    """The library path (tuned at the first backward), the command-line tools' path (tuned
+    first) and the opt-out train to bit-identical weights."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MINIGRAD_MALLOC_TUNING", None)
+    runs = [([], {}), (["cli"], {}), ([], {"MINIGRAD_MALLOC_TUNING": "0"})]
+    digests = {subprocess.run([sys.executable, "-c", TRAIN_PROBE, *args], env={**env, **extra},
+                              capture_output=True, text=True, check=True).stdout.strip()
+               for args, extra in runs}
+    assert len(digests) == 1
+
+
+@pytest.mark.parametrize("env_vars, budget", [
+    ({"MINIGRAD_CPU_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3),
+    ({"OMP_NUM_THREADS": "2"}, 2),
+    ({"OMPI_COMM_WORLD_LOCAL_SIZE": "64"}, 1),
+    ({"MPI_LOCALNRANKS": "1"}, None),
+])
+def test_thread_budget_honours_the_usual_variables(monkeypatch, env_vars, budget):
+    """The thread-budget variables, else the cores shared among the MPI ranks of the machine
+    (one thread per rank with a rank per core)."""
+    for name in ("MINIGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                 *threads.LOCAL_RANKS_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env_vars.items():
+        monkeypatch.setenv(name, value)
+    cores = len(os.sched_getaffinity(0))
+    assert threads._thread_budget() == (cores if budget is None else budget)
 
 
 def adam_steps(optimizer, weight_decay):

@@ -16,9 +16,10 @@ import numpy as np
 from hypothesis import strategies as st
 
 import minigrad_lm as mg
-from minigrad_lm.engine import ops
+from minigrad_lm.engine import ops, rng
 from minigrad_lm.engine.recompute import checkpoint
 from minigrad_lm.nn import functional as F
+from minigrad_lm.nn import tiled_attention
 from minigrad_lm.testing import (
     arrays,
     broadcastable_pairs,
@@ -112,33 +113,33 @@ def _padding(b: int, t: int) -> np.ndarray:
     return np.arange(t)[None, :] < (t - np.arange(b) % t)[:, None]
 
 
-def mha_row(name, heads, causal, padded):
+def mha_row(name, heads, causal, padded, tiled=None):
     def pad(z):
         return _padding(*z.shape[:2]) if padded else None
 
     def fn(z):
-        return F.multi_head_attention(z, heads, causal, pad(z))
+        return F.multi_head_attention(z, heads, causal, pad(z), tiled=tiled)
 
     def ref(z):
         return composite.multi_head_attention(mg.tensor(z), heads, causal, pad(z)).numpy()
     dims = (st.integers(1, 2), st.integers(1, 4), st.sampled_from([3 * heads, 6 * heads]))
     return Op(name, fn, ref, sized(dims), normal((5, 9, 3 * heads * 8)), chunked=True,
-              cuda_kernels=() if padded else SOFTMAX_KERNELS)
+              cuda_kernels=() if padded or tiled else SOFTMAX_KERNELS)
 
 
-def sdpa_row(name, causal, masked):
+def sdpa_row(name, causal, masked, tiled=None):
     def mask(q, k):
         return _padding(q.shape[0], k.shape[-2])[:, None, None, :] if masked else None
 
     def fn(q, k, v):
-        return F.scaled_dot_product_attention(q, k, v, causal, mask(q, k))
+        return F.scaled_dot_product_attention(q, k, v, causal, mask(q, k), tiled=tiled)
 
     def ref(q, k, v):
         return composite.attention(*(mg.tensor(a) for a in (q, k, v)), causal,
                                    mask(q, k)).numpy()
     return Op(name, fn, ref, attention_inputs(causal),
-              normal((4, 2, 9, 8), (4, 2, 9, 8), (4, 2, 9, 8)), chunked=True,
-              cuda_kernels=() if masked else SOFTMAX_KERNELS)
+              normal((4, 2, 9, 8), (4, 2, 9 if causal else 13, 8), (4, 2, 9 if causal else 13, 8)),
+              chunked=True, cuda_kernels=() if masked or tiled else SOFTMAX_KERNELS)
 
 
 def attention_inputs(causal: bool):
@@ -150,6 +151,24 @@ def attention_inputs(causal: bool):
 def _attention_with_dropout(q, k, v):
     mg.manual_seed(0)  # one dropout mask: gradcheck sees one function
     return F.scaled_dot_product_attention(q, k, v, True, None, dropout_p=0.4)
+
+
+TILED_DROPOUT = 0.4
+
+
+def _tiled_attention_with_dropout(q, k, v):
+    mg.manual_seed(0)  # one dropout mask: gradcheck sees one function
+    return F.scaled_dot_product_attention(q, k, v, False, None, TILED_DROPOUT, tiled=True)
+
+
+def _attention_with_dropout_ref(q, k, v):
+    """The composite with the mask that tiled attention draws after manual_seed(0)."""
+    mg.manual_seed(0)
+    seed = rng.draw_seed("cpu")
+    scales = tiled_attention.dropout_scales(np, q.shape[:-2], q.shape[-2], k.shape[-2],
+                                            TILED_DROPOUT, seed)
+    p = _softmax(q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]), -1)
+    return (p * scales) @ v
 
 
 def _embedding(w):
@@ -235,6 +254,14 @@ FUSED = [
     sdpa_row("attention_masked", causal=False, masked=True),
     Op("attention_dropout", _attention_with_dropout, None,
        attention_inputs(causal=True)),
+    sdpa_row("tiled_attention_causal", causal=True, masked=False, tiled=True),
+    sdpa_row("tiled_attention_cross", causal=False, masked=False, tiled=True),
+    sdpa_row("tiled_attention_masked", causal=False, masked=True, tiled=True),
+    Op("tiled_attention_dropout", _tiled_attention_with_dropout, _attention_with_dropout_ref,
+       attention_inputs(causal=False), normal((4, 2, 9, 8), (4, 2, 13, 8), (4, 2, 13, 8)),
+       chunked=True),
+    mha_row("tiled_multi_head_attention_causal", 2, causal=True, padded=False, tiled=True),
+    mha_row("tiled_multi_head_attention_padded", 2, causal=False, padded=True, tiled=True),
     mha_row("multi_head_attention_causal", 2, causal=True, padded=False),
     mha_row("multi_head_attention_padded", 2, causal=False, padded=True),
     Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D),

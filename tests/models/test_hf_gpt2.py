@@ -374,10 +374,10 @@ def test_bpe_refuses_what_is_not_byte_level_naming_the_file(tmp_path):
     assert "no GPT-2 tokenizer" in _tokenizer_error(tmp_path / "empty")
     word_piece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).to_str()
     msg = _tokenizer_error(tmp_path / "wp", tokenizer_json=word_piece)
-    assert msg.endswith("tokenizer.json: only WordLevel and BPE models are supported, not "
-                        "'WordPiece'")
+    assert msg.endswith("tokenizer.json: key 'model': expected an object whose 'type' is one "
+                        "of 'WordLevel', 'BPE', got 'WordPiece'")
     msg = _tokenizer_error(tmp_path / "bad", tokenizer_json='{"model": {"type": "BPE"}}')
-    assert "bad/tokenizer.json: not a valid tokenizers document (Missing vocab" in msg
+    assert "bad/tokenizer.json: key 'model': lacks 'vocab', 'merges'" in msg
     msg = _tokenizer_error(tmp_path / "old", tokenizer_json='{"type": "gpt2_bpe", "vocab": []}')
     assert "old/tokenizer.json: a GPT-2 BPE tokenizer dict looks like" in msg
     msg = _tokenizer_error(tmp_path / "pair", vocab_json=json.dumps(vocab),
@@ -430,7 +430,7 @@ def test_export_cli_writes_a_loadable_folder_and_refuses_a_non_empty_one(tmp_pat
     assert export.main(["--ckpt", str(run), "--to-hf", str(out), "--overwrite"]) == 0
     assert not (out / "tokenizer.json").exists()
     assert export.main(["--ckpt", str(run), "--to-hf", str(run / "best"), "--overwrite"]) == 2
-    assert "is the checkpoint being exported" in capsys.readouterr().err
+    assert "which is being exported; choose another folder" in capsys.readouterr().err
 
 
 def test_export_cli_refuses_post_norm_and_classifiers_before_writing(tmp_path, capsys):

@@ -12,6 +12,7 @@ from minigrad_lm.inference.decoding import (
     translate_ids,
 )
 from minigrad_lm.models import Seq2SeqConfig, Seq2SeqTransformer
+from minigrad_lm.nn import tiled_attention
 from minigrad_lm.nn.seq2seq_layers import TransformerDecoderLayer, cross_attention
 from tests.helpers import to_float64, x64
 
@@ -31,21 +32,30 @@ def padding_masks(b, tk):
         lambda lens: np.arange(tk)[None, :] < np.array(lens)[:, None])
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["blocked", "tiled"])
+def tiled(request):
+    """Both attention cores; the tiled one by tiles of 2 queries x 3 keys."""
+    sizes = tiled_attention.QUERY_TILE, tiled_attention.KEY_TILE
+    tiled_attention.QUERY_TILE, tiled_attention.KEY_TILE = 2, 3
+    yield request.param
+    tiled_attention.QUERY_TILE, tiled_attention.KEY_TILE = sizes
+
+
 @settings(max_examples=10)
-@given(data=st.data(), b=st.integers(1, 3), tq=st.integers(1, 4), tk=st.integers(1, 4),
+@given(data=st.data(), b=st.integers(1, 3), tq=st.integers(1, 4), tk=st.integers(1, 7),
        heads=st.sampled_from([1, 2]))
-def test_cross_attention_gradcheck_with_padding(device, data, b, tq, tk, heads):
+def test_cross_attention_gradcheck_with_padding(device, tiled, data, b, tq, tk, heads):
     mask = data.draw(st.none() | padding_masks(b, tk))
     q, kv = x64((b, tq, 4), device, seed=tq), x64((b, tk, 8), device, seed=tk + 10)
     q.requires_grad = kv.requires_grad = True
-    assert mg.gradcheck(lambda a, c: cross_attention(a, c, heads, mask), [q, kv])
+    assert mg.gradcheck(lambda a, c: cross_attention(a, c, heads, mask, tiled=tiled), [q, kv])
 
 
-def test_cross_attention_matches_composite_softmax():
+def test_cross_attention_matches_composite_softmax(tiled):
     rng = np.random.default_rng(0)
     q, kv = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 8))
     mask = np.array([[True] * 5, [True, True, False, False, False]])
-    got = cross_attention(mg.tensor(q), mg.tensor(kv), 2, mask).numpy()
+    got = cross_attention(mg.tensor(q), mg.tensor(kv), 2, mask, tiled=tiled).numpy()
     qh = q.reshape(2, 3, 2, 2).transpose(0, 2, 1, 3)
     k, v = kv.reshape(2, 5, 2, 2, 2).transpose(2, 0, 3, 1, 4)
     s = qh @ k.swapaxes(-1, -2) / np.sqrt(2) + np.where(mask, 0, -np.inf)[:, None, None, :]
@@ -223,7 +233,7 @@ def test_length_limit_and_source_errors():
         translate_ids(model, [np.array([5, EOS]), np.arange(13) % 8 + 3], DecodeOptions())
     with pytest.raises(ValueError, match="source of 13 tokens is longer than context_length=12"):
         model(np.ones((1, 13), np.int64), np.ones((1, 2), np.int64))
-    with pytest.raises(ValueError, match="beam size must be a positive integer"):
+    with pytest.raises(ValueError, match="beam_size must be a positive integer"):
         DecodeOptions(beam_size=0)
     with pytest.raises(ValueError, match="eos_id=11 is outside the vocabulary of 11"):
         Seq2SeqConfig(vocab_size=11, eos_id=11)

@@ -14,6 +14,7 @@ from minigrad_lm.checkpoints.folder import read_checkpoint
 from minigrad_lm.checkpoints.metrics import read_metrics
 from minigrad_lm.data.masking import mask_draws, mask_tokens
 from minigrad_lm.data.trained_tokenizer import FIRST_WORD_ID
+from minigrad_lm.inference import scoring
 from minigrad_lm.inference.scoring import masked_logits
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.models import GPT, GPTConfig
@@ -45,6 +46,37 @@ def test_masking_hides_words_only_and_scores_exactly_the_hidden(b, t, prob, seed
     changed = inputs[picked]
     assert ((changed == MASK_ID) | (changed >= FIRST_WORD_ID)).all()
     assert picked.any() == (ids >= FIRST_WORD_ID).any()  # a batch with a word scores one
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(1, 700), st.integers(2, 12), st.integers(1, 300), st.integers(1, 300),
+       st.floats(0.01, 0.5), st.integers(0, 2**32 - 1))
+def test_masked_scoring_hides_the_same_tokens_whatever_the_batch_size(n, context, b1, b2, prob,
+                                                                     seed):
+    """A window's masking comes from its own draws: the tokens hidden, and so every score,
+    are the same for any --batch-size (and any split of the windows into batches)."""
+    ids = _ids((n * context,), seed)
+    hidden = []
+
+    def model_scores(model, inputs, targets):  # stands in for score_masked: records the masks
+        assert (targets != IGNORE).any()
+        hidden.append((inputs.copy(), targets.copy()))
+        return 0.0, 0, int((targets != IGNORE).sum())
+
+    tokenizer = type("Tok", (), {"mask_id": MASK_ID, "vocab_size": VOCAB})()
+    results = []
+    for batch in (b1, b2):
+        hidden.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(scoring, "score_masked", model_scores)
+            results.append(scoring.score_masked_lm(None, ids, context, batch, tokenizer, prob,
+                                                   seed))
+        inputs, targets = (np.concatenate([h[i] for h in hidden]) for i in (0, 1))
+        scored = (targets != IGNORE).any(axis=1)  # the windows with a hidden token
+        results.append((inputs[scored], targets[scored]))
+    assert results[0] == results[2]
+    for a, b in zip(results[1], results[3], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_masking_follows_berts_shares():

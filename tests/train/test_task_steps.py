@@ -1,9 +1,11 @@
-"""Two training steps of every task through `python -m minigrad_lm.train`, as a user runs it, on
-each device against the same run on the CPU: the language model, the masked language model, the
-classifier (bidirectional, [CLS] pooling, word dropout), translation (beam search in its
-evaluation) and a LoRA fine-tune with recompute. Compared: every step's loss and gradient norm,
-the evaluation, and the weights and Adam moments saved after the steps; on the CPU the two runs
-must agree bit for bit. Dropout is off: a GPU draws its masks from a generator of its own."""
+"""Two training steps of every task (each of train.tasks.TASKS has a case here) through
+`python -m minigrad_lm.train`, as a user runs it, on each device against the same run on the
+CPU: the language model, the masked language model, the classifier (bidirectional, [CLS]
+pooling, word dropout), translation (beam search in its evaluation), question answering (span
+and answer heads), a LoRA fine-tune with recompute, and a resumed run. Compared: every step's
+loss and gradient norm, the evaluation, and the weights and Adam moments saved after the steps;
+on the CPU the two runs must agree bit for bit. Dropout is off: a GPU draws its masks from a
+generator of its own."""
 from __future__ import annotations
 
 import json
@@ -13,9 +15,9 @@ import numpy as np
 import pytest
 
 from minigrad_lm.io.files import load_safetensors
+from minigrad_lm.train.tasks import TASKS
 from tests.cli_support import TINY, run_train, write_corpus
 from tests.test_classify_cli import CLASSIFY, sentiment_rows, write_tsv
-from tests.train.test_masked_lm import MASKED
 
 # The run's speed and memory, which differ between devices and between runs.
 UNCOMPARED = {"step_seconds", "tokens_per_s", "mfu", "time", "peak_memory_bytes",
@@ -31,8 +33,8 @@ def lm(folder: Path) -> list:
     return [*on_the_corpus(folder), "--sample-tokens", "8"]
 
 
-def masked_lm(folder: Path) -> list:
-    return [*on_the_corpus(folder), *MASKED]
+def mlm(folder: Path) -> list:
+    return [*on_the_corpus(folder), "--task", "mlm", "--tokenizer", "word"]
 
 
 def classify(folder: Path) -> list:
@@ -51,6 +53,14 @@ def translate(folder: Path) -> list:
             val_tgt, *MODEL, "--beam-size", "2", "--label-smoothing", "0.1"]
 
 
+def qa(folder: Path) -> list:
+    from tests.train.test_qa_cli import QA, copy_task
+    train, val = folder / "qa_train.json", folder / "qa_val.json"
+    if not train.exists():
+        copy_task(train, 4, 0), copy_task(val, 1, 1)
+    return [*QA, "--data", train, "--val-data", val]
+
+
 def lora(folder: Path) -> list:
     base = folder / "base"
     if not base.exists():
@@ -59,7 +69,7 @@ def lora(folder: Path) -> list:
             "4", "--lora-targets", "qkv,fc", "--recompute", "blocks", "--lr", "1e-2"]
 
 
-CASES = {f.__name__: f for f in (lm, masked_lm, classify, translate, lora)}
+CASES = {f.__name__: f for f in (lm, mlm, classify, translate, qa, lora)}
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +139,10 @@ def assert_close_weights(got: dict, want: dict, lrs: list[float]) -> None:
     off = ~np.isclose(g, w, rtol=1e-4, atol=1e-5)
     assert off.sum() <= 1 + w.size // 1000, f"{off.sum()} of {w.size} weights differ"
     assert np.abs(g - w).max() <= 2 * sum(lrs) + 1e-5
+
+
+def test_every_task_has_its_steps_here():
+    assert set(TASKS) - set(CASES) == set()
 
 
 @pytest.mark.parametrize("case", CASES)

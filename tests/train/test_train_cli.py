@@ -270,7 +270,7 @@ BAD_RUNS = {
     "resume without checkpoint": ([*FRESH, "--resume"], "no checkpoint to resume"),
     "existing run": ([], "already holds a training run"),
     "incompatible resume": (["--resume", "--max-steps", "20", "--n-layer", "2"],
-                            "--n-layer 2 (checkpoint: 1)"),
+                            "was trained with --n-layer 1, not 2"),
     "resume past max steps": (["--resume"],
                               "is at step 12, not below the run's 12 steps; raise --max-steps"),
     "init-from incompatible": ([*FRESH, "--init-from", "{run}", "--d-model", "32"],

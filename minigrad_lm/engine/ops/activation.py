@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ... import backend
 from ...backend import kernels
 from ...backend.kernels.constants import GELU_C, SQRT_2_OVER_PI
+from .. import amp
 from ..tensor import Function, Tensor
 from .common import _single_axis
+from .shape import astype
 
 
 class Tanh(Function):
@@ -140,8 +144,14 @@ class LogSoftmax(Function):
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    return Softmax.apply(x, _single_axis(axis, x.ndim, "softmax"))
+    """exp(x) / sum(exp(x)) along axis; in float32 under amp.autocast."""
+    return Softmax.apply(_full_precision(x), _single_axis(axis, x.ndim, "softmax"))
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    return LogSoftmax.apply(x, _single_axis(axis, x.ndim, "log_softmax"))
+    """x - logsumexp(x) along axis; in float32 under amp.autocast."""
+    return LogSoftmax.apply(_full_precision(x), _single_axis(axis, x.ndim, "log_softmax"))
+
+
+def _full_precision(x: Tensor) -> Tensor:
+    return astype(x, np.float32) if amp.full_precision(x) else x

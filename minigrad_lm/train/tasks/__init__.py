@@ -1,6 +1,6 @@
 """The training tasks, one module each: language modelling (``lm``), masked language modelling
-(``mlm``), replaced-token detection (``electra``), sentence classification (``classify``) and
-translation (``translate``).
+(``mlm``), replaced-token detection (``electra``), sentence classification (``classify``),
+translation (``translate``) and question answering (``qa``).
 
 Each is a :class:`~.base.Task` that owns its rules (defaults, option checks, model, data,
 loss, evaluation, best metric, checkpoint contents); the trainer, the configuration and the
@@ -16,6 +16,7 @@ from .classify import ClassifyTask
 from .electra import ElectraTask
 from .lm import LMTask
 from .masked_lm import MaskedLMTask
+from .qa import QATask
 from .translate import TranslateTask
 
 if TYPE_CHECKING:
@@ -23,10 +24,10 @@ if TYPE_CHECKING:
     from ..config import TrainConfig
 
 __all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask",
-           "Task", "TranslateTask", "make_task", "task_name"]
+           "QATask", "Task", "TranslateTask", "make_task", "task_name"]
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LMTask, MaskedLMTask, ElectraTask,
-                                                    ClassifyTask, TranslateTask)}
+                                                    ClassifyTask, TranslateTask, QATask)}
 DEFAULT_TASK = LMTask.name
 
 

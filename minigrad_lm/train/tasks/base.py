@@ -16,6 +16,7 @@ from ...checkpoints.kinds import CheckpointKind
 from ...engine.tensor import Tensor
 from ...nn import Module
 from ..distributed import LOCAL, World
+from .common import FIXED_ON_RESUME
 
 if TYPE_CHECKING:
     from ...checkpoints.folder import Checkpoint
@@ -36,6 +37,8 @@ class Task(ABC):
     alias: ClassVar[dict[str, Any]] = {}
     # Options (default None) that this task reads and others refuse when given.
     options: ClassVar[tuple[str, ...]] = ()
+    # Options a resumed run keeps from its checkpoint: given again, they must agree with it.
+    fixed: ClassVar[tuple[str, ...]] = FIXED_ON_RESUME
     # Tasks whose checkpoints --init-from may start this one from (their weights fit).
     init_from: ClassVar[tuple[str, ...]] = ()
     best_metric: ClassVar[str] = "val_loss"  # the evaluate() key that picks best/

@@ -19,6 +19,7 @@ from ..distributed import LOCAL, World
 from .base import Task
 from .common import (
     EVAL_STREAM,
+    GPT_OPTIONS,
     MAJORITY_MARGIN,
     epoch_draw,
     evaluating,
@@ -51,8 +52,10 @@ class ClassifyTask(Task):
                 "n_layer": 2, "d_model": 128, "positional": "learned", "dropout": 0.1,
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
-                "truncation": "head", "layer_decay": 1.0}
-    options = ("epochs", "word_dropout", "truncation", "layer_decay")
+                "pooling": "mean", "truncation": "head", "layer_decay": 1.0, **GPT_OPTIONS}
+    options = ("epochs", "word_dropout", "pooling", "val_every_nth", "truncation", "layer_decay",
+               *GPT_OPTIONS)
+    fixed = (*Task.fixed, "pooling")
     init_from = (LMKind.name, MaskedLMKind.name, ElectraKind.name)
     best_metric = "val_acc"
     higher_is_better = True

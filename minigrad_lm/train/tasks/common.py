@@ -29,6 +29,15 @@ MAJORITY_MARGIN = 0.005  # val accuracy within this of the majority baseline lea
 VAL_FRACTION = 0.1
 SAMPLE_TEMPERATURE = 0.8
 FINGERPRINT_ROWS = 1 << 16
+# The options of the tasks that train a GPT body (recompute and LoRA act on its blocks), and
+# their defaults.
+GPT_OPTIONS = {"recompute": "none", "lora_rank": 0, "lora_alpha": 16.0, "lora_targets": "qkv"}
+# What a resumed run takes from its checkpoint (the model's shape, its adapters, the
+# vocabulary, the validation split): given again, an option must say what the run was trained
+# with. The data files may move (or be fixed) between runs: --data is not compared.
+FIXED_ON_RESUME = ("context", "n_layer", "n_head", "d_model", "norm", "positional",
+                   "attention", "tokenizer", "vocab_size", "min_count", "lowercase",
+                   "val_every_nth", "lora_rank", "lora_alpha", "lora_targets")
 
 
 @contextmanager

@@ -36,7 +36,7 @@ class ElectraTask(MaskedLMTask):
                "small generator fills the hidden tokens, the encoder tells which were replaced")
     defaults = {**MaskedLMTask.defaults, "generator_layers": 1}
     alias = {}
-    options = ("generator_layers",)
+    options = (*MaskedLMTask.options, "generator_layers")
     init_from = ()
 
     def model_config(self, source: Checkpoint | None):

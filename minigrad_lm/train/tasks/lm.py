@@ -32,6 +32,7 @@ from ..distributed import LOCAL, World
 from .base import Task
 from .common import (
     EVAL_STREAM,
+    GPT_OPTIONS,
     SAMPLE_TEMPERATURE,
     VAL_FRACTION,
     check_length,
@@ -60,7 +61,9 @@ class LMTask(Task):
     defaults = {"max_steps": 2000, "tokenizer": "char", "decay_steps": 2000, "batch_size": 32,
                 "context": 64, "n_layer": 4, "d_model": 128, "positional": "learned",
                 "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100, "beta2": 0.99,
-                "weight_decay": 0.1, "eval_every": 250, "log_every": 100, "attention": "causal"}
+                "weight_decay": 0.1, "eval_every": 250, "log_every": 100, "attention": "causal",
+                **GPT_OPTIONS}
+    options = (*GPT_OPTIONS, "val_every_nth", "token_cache")
     init_from = (LMKind.name, MaskedLMKind.name)
 
     @staticmethod

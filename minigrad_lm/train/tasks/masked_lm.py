@@ -36,7 +36,10 @@ class MaskedLMTask(LMTask):
     name = MaskedLMKind.name
     summary = ("masked language modelling, BERT's pretraining of a bidirectional encoder "
                "(also --task lm --attention bidirectional)")
-    defaults = {**LMTask.defaults, "tokenizer": "word", "attention": "bidirectional"}
+    defaults = {**LMTask.defaults, "tokenizer": "word", "attention": "bidirectional",
+                "mask_prob": 0.15}
+    options = (*LMTask.options, "mask_prob")
+    fixed = (*LMTask.fixed, "mask_prob")
     alias = {"task": LMTask.name, "attention": "bidirectional"}
 
     @staticmethod

@@ -17,15 +17,17 @@ is a function of the step alone, so ``--resume`` continues bit-identically, mid-
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...backend import memory
 from ...checkpoints.kinds import TranslateKind
 from ...data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
-from ...data.trained_tokenizer import SEP, TrainedTokenizer
+from ...data.trained_tokenizer import DEFAULT_VOCAB_SIZE, SEP, TrainedTokenizer
 from ...engine.tensor import Tensor
-from ...inference.decoding import DecodeOptions, translate_text
+from ...inference.decoding import DECODE_BATCH, DecodeOptions, decoding_bytes, translate_text
 from ...inference.scoring import bleu, perplexity, require_sacrebleu, score_translation
 from ...models.seq2seq import Seq2SeqConfig
 from ..distributed import LOCAL, World
@@ -78,8 +80,13 @@ class TranslateTask(Task):
     defaults = {"epochs": 5, "tokenizer": "bpe", "batch_size": 1, "context": 128, "n_layer": 3,
                 "d_model": 256, "positional": "sinusoidal", "dropout": 0.1, "lr": 1.5e-3,
                 "min_lr": 1e-4, "warmup_steps": 200, "beta2": 0.98, "weight_decay": 0.01,
-                "log_every": 100, "attention": "bidirectional"}
-    options = ("epochs",)
+                "log_every": 100, "attention": "bidirectional", "embeddings": "shared",
+                "batch_tokens": 4096, "label_smoothing": 0.1,
+                "beam_size": DecodeOptions.beam_size,
+                "length_penalty": DecodeOptions.length_penalty}
+    options = ("epochs", "d_ff", "embeddings", "batch_tokens", "label_smoothing", "beam_size",
+               "length_penalty")
+    fixed = (*Task.fixed, "d_ff", "embeddings", "batch_tokens")
     best_metric = "val_bleu"
     higher_is_better = True
 
@@ -98,13 +105,22 @@ class TranslateTask(Task):
         if cfg.attention != "bidirectional":
             raise ValueError("--attention causal: translate's encoder is bidirectional (its "
                              "decoder is causal)")
+        DecodeOptions.check({**vars(DecodeOptions()), "beam_size": cfg.beam_size,
+                             "length_penalty": cfg.length_penalty},
+                            {"beam_size": "--beam-size", "length_penalty": "--length-penalty"})
+        # The val BLEU's beam search, checked now rather than at the first evaluation.
+        shape = SimpleNamespace(n_layer=cfg.n_layer, context_length=cfg.context,
+                                d_model=cfg.d_model,
+                                vocab_size=cfg.vocab_size or DEFAULT_VOCAB_SIZE[cfg.tokenizer])
+        need, detail = decoding_bytes(shape, DECODE_BATCH * cfg.beam_size)
+        memory.require(need, detail, f"--beam-size {cfg.beam_size}", cfg.device)
 
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
                  resumed_extras: dict[str, Any] | None = None):
         self.cfg = cfg
         require_sacrebleu()  # missing: fail before any work
-        train_src, train_tgt, train_lines, self.train_empty = read_parallel(*cfg.data)
-        self.val_src, self.val_tgt, val_lines, self.val_empty = read_parallel(*cfg.val_data)
+        train_src, train_tgt, train_lines, self.train_empty = read_parallel(*cfg.data, cfg.encoding)
+        self.val_src, self.val_tgt, val_lines, self.val_empty = read_parallel(*cfg.val_data, cfg.encoding)
         if source_tokenizer is not None:
             self.tokenizer = TrainedTokenizer.from_dict(source_tokenizer)
         else:

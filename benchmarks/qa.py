@@ -1,0 +1,177 @@
+"""Question answering on real data: bAbI's 20 tasks (1k) and SQuAD v1.1 held-out articles.
+
+    python -m benchmarks.qa [--data ../shared/data] [--arms babi squad]
+        [--babi-epochs 6] [--squad-epochs 4] [--init-from DIR] [--smoke]
+
+bAbI: one model trained jointly on the 20 tasks' training files (18,013 questions; 20
+separate models would cost 20 runs), validated on their valid files; reported as the error
+per task, the mean error and the failed tasks (error > 5%). SQuAD: the 38 articles of
+``squad/train.json`` split by article, every 5th held out (articles 5, 10, ..., 35); exact
+match and F1 on the held-out articles, from scratch and, with ``--init-from`` (a pretrained
+encoder: ``--task lm --attention bidirectional`` or the ``mlm`` task's checkpoint, or a
+GPT-2 folder), fine-tuned from it. Every run goes through the training CLI as a user would
+type it, and the best checkpoint is scored by ``python -m minigrad_lm.evaluate``'s function.
+``--smoke`` runs a tiny model for a few steps on a slice of the data (a check that the
+benchmark works, in about a minute; its figures mean nothing and are not written). Results
+go to benchmarks/results/qa_babi.json and qa_squad.json. Skips with a message when the data is
+not there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from minigrad_lm.evaluate import evaluate
+from minigrad_lm.checkpoints.folder import read_checkpoint
+
+from .harness import cli_training, machine
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BABI_TASKS = range(1, 21)
+SQUAD_EVERY = 5
+# The recipes (2 CPU cores): a 3-layer encoder, d_model 128, on [CLS] question [SEP] context.
+BABI_RECIPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
+               "--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1", "--lowercase"]
+SQUAD_VOCABULARY = ["--lowercase", "--vocab-size", "20000"]
+SQUAD_SHAPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
+               *SQUAD_VOCABULARY]
+SQUAD_TRAINING = ["--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1"]
+SMOKE_SHAPE = ["--n-layer", "1", "--d-model", "32", "--n-head", "2"]
+SMOKE = ["--max-steps", "12", "--eval-every", "12", "--batch-size", "8", "--log-every", "4"]
+
+
+def _train(argv: list[str]) -> dict:
+    """One training run through the CLI: its time, median tokens/s and best eval."""
+    print(f"python -m minigrad_lm.train {shlex.join(argv)}", flush=True)
+    seconds, evals, steps = cli_training(argv)
+    best = max(evals, key=lambda r: r["val_f1"])
+    return {"argv": argv, "train_seconds": seconds, "steps": evals[-1]["step"],
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steps),
+            "best_step": best["step"], "val_f1_by_eval": [round(r["val_f1"], 2) for r in evals]}
+
+
+def _score(run_dir: str, files: list[str]) -> dict:
+    ckpt = read_checkpoint(run_dir)
+    start = time.perf_counter()
+    metrics = evaluate(ckpt, ckpt.build_model(), files)
+    return {**metrics, "eval_seconds": time.perf_counter() - start}
+
+
+def babi(data: Path, tmp: str, epochs: int, extra: list[str], smoke: bool) -> dict:
+    tasks = list(BABI_TASKS)[:3] if smoke else list(BABI_TASKS)
+    train_files = [str(data / "babi" / f"qa{t}_train.txt") for t in tasks]
+    valid_files = [str(data / "babi" / f"qa{t}_valid.txt") for t in tasks]
+    # evaluated once an epoch (563 steps of 32 questions): scoring 1,987 questions costs time
+    length = ([*SMOKE_SHAPE, *SMOKE] if smoke else
+              ["--epochs", str(epochs), "--log-every", "100", "--eval-every", "563"])
+    argv = ["--task", "qa", "--data", *train_files, "--val-data", *valid_files, *BABI_RECIPE,
+            *extra, *length, "--out", f"{tmp}/babi"]
+    run = _train(argv)
+    run["valid"] = _score(f"{tmp}/babi", valid_files)
+    return run
+
+
+def _split_squad(path: Path, tmp: str, smoke: bool) -> tuple[str, str, int, int]:
+    """Write the training and held-out articles (every SQUAD_EVERY-th) as two SQuAD files."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    articles = doc["data"][:10] if smoke else doc["data"]
+    held = [a for i, a in enumerate(articles, 1) if i % SQUAD_EVERY == 0]
+    kept = [a for i, a in enumerate(articles, 1) if i % SQUAD_EVERY]
+    files = []
+    for name, part in (("train", kept), ("heldout", held)):
+        out = os.path.join(tmp, f"squad_{name}.json")
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump({"version": doc.get("version", "1.1"), "data": part}, f)
+        files.append(out)
+    return files[0], files[1], len(kept), len(held)
+
+
+def squad(data: Path, tmp: str, epochs: int, extra: list[str], init_from: str | None,
+          smoke: bool) -> dict:
+    train_file, held_file, n_train, n_held = _split_squad(data / "squad" / "train.json", tmp,
+                                                          smoke)
+    length = SMOKE if smoke else ["--epochs", str(epochs), "--log-every", "100"]
+    common = ["--task", "qa", "--data", train_file, "--val-data", held_file, *SQUAD_TRAINING]
+    results: dict = {"train_articles": n_train, "heldout_articles": n_held}
+    shape = [*SQUAD_SHAPE, *(SMOKE_SHAPE if smoke else [])]
+    arms = {"scratch": []}
+    if init_from:
+        # the pretrained encoder brings its shape and tokenizer; from scratch gets the same
+        # shape (and a vocabulary of its own), so the two differ in their start alone
+        c = read_checkpoint(init_from).model_config
+        shape = ["--n-layer", str(c.n_layer), "--d-model", str(c.d_model), "--n-head",
+                 str(c.n_head), "--context", str(c.context_length), *SQUAD_VOCABULARY]
+        arms["pretrained"] = ["--init-from", init_from]
+    for name, start in arms.items():
+        argv = [*common, *(start or shape), *extra, *length, "--out", f"{tmp}/squad_{name}"]
+        results[name] = _train(argv)
+        results[name]["heldout"] = _score(f"{tmp}/squad_{name}", [held_file])
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="the shared data folder (babi/, squad/)")
+    parser.add_argument("--arms", nargs="+", choices=("babi", "squad"), default=["babi", "squad"])
+    parser.add_argument("--babi-epochs", type=int, default=6)
+    parser.add_argument("--squad-epochs", type=int, default=4)
+    parser.add_argument("--init-from", metavar="DIR",
+                        help="a pretrained encoder (or GPT-2 folder) for the SQuAD arm")
+    parser.add_argument("--train-args", default="", metavar="'FLAGS'",
+                        help="more training flags for every run (e.g. '--n-layer 4')")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny model, few steps, slices of the data: checks the benchmark")
+    parser.add_argument("--results", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    needed = {"babi": args.data / "babi" / "qa1_train.txt",
+              "squad": args.data / "squad" / "train.json"}
+    extra = shlex.split(args.train_args)
+    os.makedirs(args.results, exist_ok=True)
+    for arm in args.arms:
+        if not needed[arm].is_file():
+            print(f"skipped {arm}: {needed[arm]} is not there")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            result = (babi(args.data, tmp, args.babi_epochs, extra, args.smoke) if arm == "babi"
+                      else squad(args.data, tmp, args.squad_epochs, extra, args.init_from,
+                                 args.smoke))
+        result["machine"] = machine()
+        _print_table(arm, result)
+        if not args.smoke:
+            out = os.path.join(args.results, f"qa_{arm}.json")
+            with open(out, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=2)
+            print(f"wrote {out}")
+    return 0
+
+
+def _print_table(arm: str, r: dict) -> None:
+    if arm == "babi":
+        b = r["valid"]["babi"]
+        print("\n| task | " + " | ".join(b["task_accuracy"]) + " |")
+        print("|---|" + "---|" * len(b["task_accuracy"]))
+        print("| valid error | " + " | ".join(f"{1 - a:.1%}" for a in b["task_accuracy"].values())
+              + " |")
+        print(f"\nbAbI mean error {b['mean_error']:.1%}, failed tasks {b['failed_tasks']} "
+              f"of {len(b['task_accuracy'])}; {r['train_seconds'] / 60:.1f} min of training, "
+              f"{r['tokens_per_s']:,.0f} tokens/s")
+        return
+    print("\n| SQuAD held-out articles | EM | F1 | wall time | tokens/s |")
+    print("|---|---|---|---|---|")
+    for name in ("scratch", "pretrained"):
+        if name in r:
+            run, h = r[name], r[name]["heldout"]
+            print(f"| {name} | {h['exact_match']:.1f} | {h['f1']:.1f} | "
+                  f"{run['train_seconds'] / 60:.1f} min | {run['tokens_per_s']:,.0f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Question answering on a Transformer body (BERT's recipe, Devlin et al. 2019 §4.2): a span
+head scores each context token as the answer's start and end, and an answer head over the
+pooled state picks a class answer (bAbI's "yes", "two", "n,w") or class 0, "the answer is a
+span". See minigrad_lm/data/qa.py for the two kinds of answer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..engine import ops, rng
+from ..engine.tensor import Tensor
+from ..nn import functional as F
+from ..nn.layers import Linear
+from ..nn.module import Module, Parameter
+from .gpt import GPT
+
+# A logit that rules a position out: exp(-1e9 - max) is exactly 0 in float32 and float64.
+MASKED = -1e9
+IGNORE = -1  # a target position meaning "no span in this row"
+
+
+class QuestionAnswerer(Module):
+    """Start and end logits over the context tokens and answer logits, from a GPT body.
+
+    The body reads ``[CLS] question [SEP] context``. A bidirectional body pools [CLS]
+    (position 0); a causal one (GPT-2) the last real token, the only one that has seen the
+    question and the whole context. Padding is masked out of a bidirectional body's attention,
+    so a padded row scores as it would alone.
+    """
+
+    def __init__(self, body: GPT, num_answers: int):
+        super().__init__()
+        if num_answers < 1:
+            raise ValueError(f"QuestionAnswerer: need at least 1 answer class, got {num_answers}")
+        self.body, self.num_answers = body, num_answers
+        d = body.config.d_model
+        self.span = Linear(d, 2)
+        self.answer = Linear(d, num_answers)
+        for head in (self.span, self.answer):
+            head.weight.data[...] = rng.host().standard_normal(head.weight.shape) * 0.02
+            head.bias.data[...] = 0
+
+    def parameters(self) -> list[Parameter]:
+        """The parameters QA uses (the body's language-model head is left out unless tied)."""
+        head = id(self.body.head.weight)
+        shared = self.body.config.tie_weights
+        return [p for _, p in self.named_parameters() if shared or id(p) != head]
+
+    def forward(self, ids, lengths, context_mask) -> tuple[Tensor, Tensor, Tensor]:
+        """(start logits (B, T), end logits (B, T), answer logits (B, num_answers)) for ids
+        (B, T) whose first ``lengths`` (B,) tokens are real; positions outside
+        ``context_mask`` (B, T) get :data:`MASKED` start and end logits."""
+        ids = ids.data if isinstance(ids, Tensor) else ids
+        device = self.span.weight.device
+        xp = backend.array_module(self.span.weight.data)
+        b, t = ids.shape
+        lens = xp.asarray(backend.to_device(np.asarray(lengths, np.int64), device))
+        keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
+        causal = self.body.config.causal
+        h = self.body.hidden_states(ids, key_padding_mask=None if causal else keep)  # (B, T, d)
+        logits = self.span(h)  # (B, T, 2)
+        outside = ~xp.asarray(backend.to_device(np.asarray(context_mask, bool), device))
+        start = ops.masked_fill(logits[:, :, 0], outside, MASKED)
+        end = ops.masked_fill(logits[:, :, 1], outside, MASKED)
+        pooled = h[xp.arange(b), lens - 1] if causal else h[:, 0]  # (B, d)
+        return start, end, self.answer(pooled)
+
+
+def qa_loss(start: Tensor, end: Tensor, answer: Tensor, start_target, end_target,
+            answer_target) -> Tensor:
+    """Mean answer-class cross-entropy, plus the mean of the start and end cross-entropies
+    over the rows with a span (``start_target`` = :data:`IGNORE` elsewhere); a batch without
+    a span has the class term alone."""
+    loss = F.cross_entropy(answer, np.asarray(answer_target, np.int64))
+    starts = np.asarray(start_target, np.int64)
+    if (starts != IGNORE).any():
+        ends = np.asarray(end_target, np.int64)
+        span = (F.cross_entropy(start, starts, ignore_index=IGNORE)
+                + F.cross_entropy(end, ends, ignore_index=IGNORE)) * 0.5
+        loss = loss + span
+    return loss

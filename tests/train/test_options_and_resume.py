@@ -1,0 +1,158 @@
+"""Options against the tasks that use them and the runs they resume, attacked with generated
+combinations: an option a task cannot use is refused by name; a resume that contradicts what
+its checkpoint was trained with (model shape, adapters, vocabulary, validation split, and each
+task's own) is one error line naming both values and changes nothing; a state.json of another
+task than its config.json is one line; translate's decoding options are checked before --out is
+touched."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minigrad_lm.train.config import TASK_OPTIONS, TrainConfig
+from minigrad_lm.train.tasks import TASKS
+from tests.cli_support import assert_one_line_error, run_train, snapshot
+from tests.train.test_hostile_input import edit_json
+
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "v1_runs"
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                suppress_health_check=list(HealthCheck))
+# A value of each option, given as a flag, besides the one a run was trained with.
+VALUES = {
+    "context": ["4", "32"], "n_layer": ["2", "3"], "n_head": ["1", "4"], "d_model": ["16", "4"],
+    "norm": ["pre", "post"], "positional": ["learned", "sinusoidal"],
+    "attention": ["causal", "bidirectional"], "tokenizer": ["char", "byte", "word", "bpe"],
+    "vocab_size": ["50", "1000000000000"], "min_count": ["2", "7"], "lowercase": [],
+    "val_every_nth": ["3", "9"], "lora_rank": ["2", "1000"], "lora_alpha": ["4", "1e6"],
+    "lora_targets": ["fc", "qkv,out"], "pooling": ["mean", "cls", "last"],
+    "mask_prob": ["0.3", "0.5"], "d_ff": ["64", "7"], "embeddings": ["shared", "separate"],
+    "batch_tokens": ["100", "9999"], "recompute": ["blocks"], "word_dropout": ["0.2"],
+    "label_smoothing": ["0.2"], "beam_size": ["2"], "length_penalty": ["0.5"], "epochs": ["2"],
+}
+BASE = {"lm": ["--data", "x.txt"], "mlm": ["--data", "x.txt"],
+        "classify": ["--data", "x.tsv", "--val-data", "y.tsv"],
+        "translate": ["--data", "a", "b", "--val-data", "c", "d"]}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _saved(task: str) -> dict:
+    return json.loads((V1 / task / "latest" / "state.json").read_text())["train_config"]
+
+
+@FUZZ
+@given(st.sampled_from(sorted(TASKS)).flatmap(lambda task: st.tuples(
+    st.just(task), st.sampled_from([o for o in TASK_OPTIONS if o not in TASKS[task].options]))))
+def test_an_option_a_task_cannot_use_is_refused_by_name(tmp_path_factory, capsys, case):
+    task, option = case
+    out = tmp_path_factory.mktemp("refused") / "run"
+    capsys.readouterr()
+    assert run_train("--task", task, *BASE[task], "--out", out, _flag(option),
+                     VALUES[option][0]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"{_flag(option)} applies to --task ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_a_task_records_none_of_the_options_it_does_not_use(task):
+    cfg = TrainConfig(task=task, data=["a", "b"] if task == "translate" else "x",
+                      val_data=["c", "d"] if task == "translate" else (
+                          "y" if task == "classify" else None))
+    unused = [o for o in TASK_OPTIONS if o not in TASKS[task].options]
+    assert all(getattr(cfg, o) is None for o in unused)
+    assert all(getattr(cfg, o) is not None for o in TASKS[task].defaults)
+
+
+def _contradictions():
+    def options(task):
+        saved = _saved(task)
+        return [(task, o, v) for o in TASKS[task].fixed for v in VALUES[o]
+                if (o in TASKS[task].options or o not in TASK_OPTIONS)
+                and str(saved.get(o)) != v and not (o == "lora_alpha" and not saved["lora_rank"])]
+    return st.sampled_from([c for task in sorted(TASKS) for c in options(task)])
+
+
+@FUZZ
+@given(case=_contradictions())
+def test_a_resume_that_contradicts_its_checkpoint_is_refused_naming_both(
+        tmp_path_factory, capsys, case):
+    task, option, value = case
+    run = tmp_path_factory.mktemp("resume") / "run"
+    shutil.copytree(V1 / task, run)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert run_train("--out", run, "--resume", "--max-steps", "3", _flag(option), value) == 2
+    saved = _saved(task).get(option)
+    shown = "(not given)" if saved is None else str(saved)
+    assert_one_line_error(capsys.readouterr().err,
+                          f"was trained with {_flag(option)} {shown}, not {value}")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("other", ["lm", "classify", "translate"])
+@pytest.mark.parametrize("task", ["mlm", "translate"])
+def test_a_state_json_of_another_task_is_one_line(tmp_path, capsys, task, other):
+    if other == task:
+        return
+    run = tmp_path / "run"
+    shutil.copytree(V1 / task, run)
+    edit_json(run / "latest", "state.json",
+              lambda s: s["train_config"].update({**_saved(other), "out": str(run)}))
+    before = snapshot(run)
+    assert run_train("--out", run, "--resume", "--max-steps", "3") == 2
+    assert_one_line_error(capsys.readouterr().err, "state.json: its training configuration is "
+                          f"of --task {other} but config.json holds a {task} model")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("flags", [["--beam-size", "1000000000"],
+                                   ["--length-penalty", "1e308"],
+                                   ["--beam-size", "100000", "--d-model", "512"]])
+def test_translate_decoding_options_are_checked_before_out_is_touched(tmp_path, capsys, flags):
+    run = tmp_path / "run"
+    shutil.copytree(V1 / "translate", run)
+    before = snapshot(run)
+    args = [*(["--data", *map(str, (V1 / "src.txt", V1 / "tgt.txt"))] * 1),
+            "--val-data", str(V1 / "src.txt"), str(V1 / "tgt.txt"), "--task", "translate",
+            "--tokenizer", "word", "--out", run, "--overwrite", *flags]
+    assert run_train(*args) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, flags[0])
+    assert snapshot(run) == before
+
+
+def test_a_resumed_run_records_only_what_it_uses(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(V1 / "translate", run)
+    assert run_train("--out", run, "--resume", "--max-steps", "3") == 0
+    recorded = json.loads((run / "train_config.json").read_text())
+    unused = [o for o in TASK_OPTIONS if o not in TASKS["translate"].options]
+    assert {o: recorded[o] for o in unused} == {o: None for o in unused}
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(task=st.sampled_from(sorted(TASKS)), key=st.sampled_from(sorted(VALUES)),
+       value=st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+       | st.lists(st.integers(), max_size=2))
+def test_a_hand_edited_state_json_value_is_named_by_its_file_and_key(tmp_path_factory, capsys,
+                                                                      task, key, value):
+    """A resumed run either accepts the edited value or says which file and key hold it."""
+    run = tmp_path_factory.mktemp("edited") / "run"
+    shutil.copytree(V1 / task, run)
+    edit_json(run / "latest", "state.json",
+              lambda s: s["train_config"].update({key: value, "out": str(run)}))
+    capsys.readouterr()
+    status = run_train("--out", run, "--resume", "--max-steps", "3", "--eval-every", "100")
+    err = capsys.readouterr().err
+    assert status in (0, 2), err
+    if status == 2:
+        assert_one_line_error(err)
+        assert "state.json" in err or "--max-steps" in err, err

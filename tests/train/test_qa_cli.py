@@ -1,0 +1,271 @@
+"""--task qa end to end on tiny synthetic data: learning, answer, evaluate, resume, bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from minigrad_lm import answer, evaluate
+from minigrad_lm.io.files import load_safetensors
+from tests.cli_support import assert_one_line_error, run_train, snapshot
+
+WORDS = "alpha beta gamma delta kappa omega sigma tau rho zeta theta lambda".split()
+FILL = "the river runs past old town under a grey sky while birds sing".split()
+QA = ["--task", "qa", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
+      "--batch-size", "16", "--warmup-steps", "5", "--peak-flops", "1e11", "--log-every", "1000"]
+
+
+def copy_task(path, articles: int, seed: int):
+    """'What is the code?' about 'The code is X.' among a varying number of filler words: the
+    answer's position moves, so the model must find it."""
+    rng = np.random.default_rng(seed)
+    data = []
+    for a in range(articles):
+        paragraphs = []
+        for p in range(5):
+            code = str(rng.choice(WORDS))
+            pre = " ".join(rng.choice(FILL, rng.integers(2, 9)))
+            post = " ".join(rng.choice(FILL, rng.integers(2, 9)))
+            context = f"{pre.capitalize()}. The code is {code}. {post}."
+            start = context.index(f"is {code}.") + 3
+            paragraphs.append({"context": context, "qas": [{
+                "id": f"s{seed}-{a}-{p}", "question": "What is the code?",
+                "answers": [{"text": code, "answer_start": start}]}]})
+        data.append({"title": f"article {seed}-{a}", "paragraphs": paragraphs})
+    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qa")
+    train, val = copy_task(tmp / "train.json", 30, 0), copy_task(tmp / "val.json", 4, 1)
+    assert run_train(*QA, "--data", train, "--val-data", val, "--max-steps", "40",
+                     "--eval-every", "20", "--out", tmp / "run") == 0
+    return tmp
+
+
+def test_copy_the_answer_is_learned_to_high_exact_match(trained, capsys):
+    capsys.readouterr()
+    assert evaluate.main(["--ckpt", str(trained / "run"), "--data", str(trained / "val.json"),
+                          "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["task"] == "qa" and scores["questions"] == 20
+    assert scores["exact_match"] >= 90 and scores["f1"] >= 90
+
+
+def test_answer_prints_the_substring_and_writes_squad_predictions(trained, capsys):
+    context = "Birds sing. The code is omega. The river runs past."
+    capsys.readouterr()
+    assert answer.main(["--ckpt", str(trained / "run"), "--context", context,
+                        "What is the code?"]) == 0
+    text, prob = capsys.readouterr().out.strip().split("\t")
+    assert text == "omega" and 0 < float(prob) <= 1
+    out = trained / "predictions.json"
+    assert answer.main(["--ckpt", str(trained / "run"), "--file", str(trained / "val.json"),
+                        "--out", str(out)]) == 0
+    predictions = json.loads(out.read_text())
+    gold = json.loads((trained / "val.json").read_text())
+    ids = [q["id"] for a in gold["data"] for p in a["paragraphs"] for q in p["qas"]]
+    assert sorted(predictions) == sorted(ids)
+    assert all(isinstance(v, str) for v in predictions.values())
+
+
+def test_answer_reads_a_long_context_in_windows(trained, capsys):
+    """The context is far longer than the 32-token window: the answer comes from a later
+    window, printed as written in the context."""
+    filler = " ".join(["The river runs past old town."] * 12)
+    path = trained / "long.txt"
+    path.write_text(f"{filler} The code is Lambda. {filler}", encoding="utf-8")
+    capsys.readouterr()
+    assert answer.main(["--ckpt", str(trained / "run"), "--context-file", str(path),
+                        "--stride", "8", "What is the code?"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == "Lambda"
+
+
+def test_exact_resume(tmp_path):
+    train, val = copy_task(tmp_path / "t.json", 6, 2), copy_task(tmp_path / "v.json", 2, 3)
+    common = [*QA, "--data", train, "--val-data", val, "--decay-steps", "8", "--eval-every",
+              "4"]
+    assert run_train(*common, "--max-steps", "8", "--out", tmp_path / "whole") == 0
+    assert run_train(*common, "--max-steps", "4", "--out", tmp_path / "split") == 0
+    assert run_train(*common, "--max-steps", "8", "--out", tmp_path / "split", "--resume") == 0
+    whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]
+    split = load_safetensors(tmp_path / "split" / "latest" / "model.safetensors")[0]
+    assert whole.keys() == split.keys()
+    for name, value in whole.items():
+        np.testing.assert_array_equal(split[name], value, err_msg=name)
+
+
+BABI_TRAIN = """1 Mary moved to the bathroom.
+2 John went to the hallway.
+3 Where is Mary? \tbathroom\t1
+4 Is John in the hallway? \tyes\t2
+1 Sandra went to the garden.
+2 Where is Sandra? \tgarden\t1
+"""
+BABI_VALID = """1 John moved to the garden.
+2 Where is John? \tgarden\t1
+3 Is John in the bathroom? \tno\t1
+"""
+
+
+def test_babi_trains_jointly_and_evaluate_prints_task_scores(tmp_path, capsys):
+    for task in (1, 6):
+        (tmp_path / f"qa{task}_train.txt").write_text(BABI_TRAIN * 4, encoding="utf-8")
+        (tmp_path / f"qa{task}_valid.txt").write_text(BABI_VALID, encoding="utf-8")
+    files = {split: [str(tmp_path / f"qa{t}_{split}.txt") for t in (1, 6)]
+             for split in ("train", "valid")}
+    assert run_train(*QA, "--data", *files["train"], "--val-data", *files["valid"],
+                     "--max-steps", "4", "--out", tmp_path / "run") == 0
+    config = json.loads((tmp_path / "run" / "latest" / "config.json").read_text())
+    assert config["task"] == "qa" and config["answers"] == ["[SPAN]", "bathroom", "garden",
+                                                            "yes"]
+    capsys.readouterr()
+    assert evaluate.main(["--ckpt", str(tmp_path / "run"), "--data", *files["valid"]]) == 0
+    out = capsys.readouterr().out
+    assert "4 questions | exact match" in out and "bAbI error per task: qa1 " in out
+    assert "qa6 " in out and "failed (error > 5%): " in out
+    capsys.readouterr()
+    assert answer.main(["--ckpt", str(tmp_path / "run"), "--context",
+                        "Mary moved to the bathroom.", "Where is Mary?"]) == 0
+    text = capsys.readouterr().out.split("\t")[0]
+    assert text in ("bathroom", "garden", "yes") or text in "Mary moved to the bathroom."
+
+
+def test_init_from_a_masked_language_model_uses_its_encoder_and_tokenizer(tmp_path):
+    train, val = copy_task(tmp_path / "t.json", 6, 4), copy_task(tmp_path / "v.json", 2, 5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(p["context"] for a in json.loads(train.read_text())["data"]
+                                for p in a["paragraphs"]) * 3, encoding="utf-8")
+    assert run_train("--task", "lm", "--attention", "bidirectional", "--tokenizer", "word",
+                     "--data", corpus, "--n-layer", "1", "--n-head", "2", "--d-model", "32",
+                     "--context", "32", "--batch-size", "4", "--max-steps", "3",
+                     "--sample-tokens", "0", "--peak-flops", "1e11", "--eval-batches", "1",
+                     "--out", tmp_path / "mlm") == 0
+    assert run_train("--task", "qa", "--data", train, "--val-data", val, "--init-from",
+                     tmp_path / "mlm", "--max-steps", "3", "--batch-size", "4",
+                     "--peak-flops", "1e11", "--out", tmp_path / "qa") == 0
+    mlm = load_safetensors(tmp_path / "mlm" / "latest" / "model.safetensors")[0]
+    tok = json.loads((tmp_path / "mlm" / "latest" / "tokenizer.json").read_text())
+    assert json.loads((tmp_path / "qa" / "latest" / "tokenizer.json").read_text()) == tok
+    config = json.loads((tmp_path / "qa" / "latest" / "config.json").read_text())
+    assert config["model"]["causal"] is False and config["model"]["d_model"] == 32
+    qa = load_safetensors(tmp_path / "qa" / "latest" / "model.safetensors")[0]
+    assert set(qa) >= {f"body.{k}" for k in mlm} | {"span.weight", "answer.weight"}
+
+
+SQUAD_ERRORS = [
+    ('{"data": [', "malformed JSON"),
+    ('{"data": [{"title": "t", "paragraphs": [{"context": "", "qas": []}]}]}', "empty context"),
+    ('{"data": [{"paragraphs": [{"context": "c d", "qas": [{"id": "x", "question": "q?", '
+     '"answers": [], "is_impossible": true}]}]}]}', "unanswerable SQuAD v2.0"),
+]
+
+
+@pytest.mark.parametrize("content, message", SQUAD_ERRORS)
+def test_bad_data_is_one_line_and_nothing_written(tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content, encoding="utf-8")
+    val = copy_task(tmp_path / "v.json", 1, 1)
+    before = snapshot(tmp_path)
+    assert run_train(*QA, "--data", bad, "--val-data", val, "--out", tmp_path / "run") == 2
+    assert_one_line_error(capsys.readouterr().err, str(bad), message)
+    assert snapshot(tmp_path) == before
+
+
+def test_babi_question_without_answer_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "qa1_train.txt"
+    bad.write_text("1 Mary moved.\n2 Where is Mary?\t\t1\n", encoding="utf-8")
+    assert run_train(*QA, "--data", bad, "--val-data", bad, "--out", tmp_path / "run") == 2
+    assert_one_line_error(capsys.readouterr().err, f"{bad}:2", "question without an answer")
+
+
+def test_a_mismatched_answer_start_is_reported_not_fatal(tmp_path, capsys):
+    train = copy_task(tmp_path / "t.json", 3, 6)
+    doc = json.loads(train.read_text())
+    first = doc["data"][0]["paragraphs"][0]["qas"][0]
+    first["answers"][0]["answer_start"] += 1
+    train.write_text(json.dumps(doc), encoding="utf-8")
+    assert run_train(*QA, "--data", train, "--val-data", copy_task(tmp_path / "v.json", 1, 7),
+                     "--max-steps", "1", "--out", tmp_path / "run") == 0
+    out = capsys.readouterr().out
+    assert (f"1 questions have no answer whose answer_start points at its text (first: "
+            f"'{first['id']}')") in out
+
+
+def test_question_longer_than_the_window_is_one_line(tmp_path, capsys):
+    train = copy_task(tmp_path / "t.json", 2, 8)
+    doc = json.loads(train.read_text())
+    doc["data"][1]["paragraphs"][2]["qas"][0]["question"] = "What " * 40 + "is the code?"
+    train.write_text(json.dumps(doc), encoding="utf-8")
+    assert run_train(*QA, "--data", train, "--val-data", copy_task(tmp_path / "v.json", 1, 9),
+                     "--out", tmp_path / "run") == 2
+    assert_one_line_error(capsys.readouterr().err, "question 's8-1-2': the question has 44 "
+                          "tokens, which leave no room for the context in --context 32")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tokenizer", "char", "--val-every-nth", "2"],
+     "--task qa reads answers off character offsets"),
+    (["--stride", "64", "--val-every-nth", "2"], "--stride 64 is longer than --context 32"),
+    ([], "--task qa needs --val-data"),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, flags, message):
+    train = copy_task(tmp_path / "t.json", 1, 1)
+    assert run_train(*QA, "--data", train, *flags, "--out", tmp_path / "run") == 2
+    assert_one_line_error(capsys.readouterr().err, message)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--context", "  ", "Why?"], "the context is empty"),
+    (["Why?"], "no such file"),
+    (["--context", "c"], "no question"),
+    (["--context", "a b", "--context-file", "x", "Why?"], "not both"),
+    (["--context", "a b", "--stride", "0", "Why?"], "--stride must be >= 1"),
+])
+def test_bad_answer_input_is_one_line(trained, capsys, argv, message):
+    if argv == ["Why?"]:
+        argv = ["--context-file", str(trained / "missing.txt"), "Why?"]
+    capsys.readouterr()
+    assert answer.main(["--ckpt", str(trained / "run"), *argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, message)
+
+
+def test_answer_refuses_a_checkpoint_of_another_task(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("some text to model. " * 50, encoding="utf-8")
+    assert run_train("--data", corpus, "--n-layer", "1", "--d-model", "16", "--context", "16",
+                     "--max-steps", "1", "--sample-tokens", "0", "--peak-flops", "1e11",
+                     "--out", tmp_path / "lm") == 0
+    capsys.readouterr()
+    assert answer.main(["--ckpt", str(tmp_path / "lm"), "--context", "a", "b?"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "not a question-answering model")
+
+
+def test_init_from_a_gpt2_folder_reads_the_answer_off_a_causal_body(tmp_path, capsys):
+    """A Hugging Face GPT-2 folder (here a tiny one with the fixture's byte-level BPE, which has
+    <|endoftext|> but no [CLS] or [SEP]): the question and context are joined by
+    <|endoftext|>, spans still map back to the context's characters."""
+    from minigrad_lm.data.tokenizer import tokenizer_from_dict
+    from minigrad_lm.data.trained_tokenizer import write_gpt2_tokenizer
+    from minigrad_lm.models import GPT, GPTConfig
+    from tests.cli_support import REPO
+
+    fixture = REPO / "tests" / "fixtures" / "gpt2_bpe_tokenizer.json"
+    tok = tokenizer_from_dict(json.loads(fixture.read_text(encoding="utf-8")))
+    folder = tmp_path / "gpt2"
+    GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, n_layer=1, n_head=2,
+                  d_model=16)).save_pretrained(str(folder), eos_token_id=tok.eos_token_id)
+    write_gpt2_tokenizer(tok, folder)
+    train, val = copy_task(tmp_path / "t.json", 4, 10), copy_task(tmp_path / "v.json", 1, 11)
+    assert run_train("--task", "qa", "--data", train, "--val-data", val, "--init-from", folder,
+                     "--attention", "causal", "--max-steps", "2", "--batch-size", "4",
+                     "--peak-flops", "1e11", "--out", tmp_path / "qa") == 0
+    config = json.loads((tmp_path / "qa" / "latest" / "config.json").read_text())
+    assert config["model"]["causal"] is True and config["model"]["context_length"] == 64
+    capsys.readouterr()
+    context = "Birds sing. The code is Tau. The river runs."
+    assert answer.main(["--ckpt", str(tmp_path / "qa"), "--context", context,
+                        "What is the code?"]) == 0
+    text = capsys.readouterr().out.split("\t")[0]
+    assert text and text in context  # an untrained model's guess, but the context's own text
