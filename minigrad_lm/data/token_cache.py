@@ -201,9 +201,10 @@ def _build(folder: Path, sources: list[str], val_sources: list[str],
     if request.given is not None:
         tokenizer = TrainedTokenizer.from_dict(request.given)
     else:
+        chars = sum(map(len, _split_lines(sources, val_every_nth, encoding, keep_val=False)))
         lines = _split_lines(sources, val_every_nth, encoding, keep_val=False)
         tokenizer = TrainedTokenizer.train(request.kind, lines, request.vocab_size,
-                                           request.lowercase, request.min_count)
+                                           request.lowercase, request.min_count, chars)
     if tokenizer.vocab_size > np.iinfo(TOKEN_DTYPE).max + 1:
         raise ValueError(f"a vocabulary of {tokenizer.vocab_size:,} tokens does not fit the "
                          "token cache's uint16 ids (at most 65,536)")
