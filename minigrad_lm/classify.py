@@ -30,12 +30,14 @@ __all__ = ["main", "predict"]
 BATCH = 64
 
 
-def predict(model, tokenizer, sentences: list[str],
-            names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities of those labels) for ``sentences``."""
+def predict(model, tokenizer, sentences: list[str], names: list[str] | None = None,
+            truncation: str = "head") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities of those labels) for ``sentences``, cut to the model's context
+    by ``truncation`` as in training."""
     context = model.body.config.context_length
     names = names or [f"sentence {i + 1}" for i in range(len(sentences))]
-    ids, lengths, _ = encode_sentences(tokenizer, sentences, context, model.pooling, names)
+    ids, lengths, _ = encode_sentences(tokenizer, sentences, context, model.pooling, names,
+                                       truncation)
     probs = []
     with no_grad():
         for lo in range(0, len(sentences), BATCH):
@@ -57,7 +59,7 @@ def _classify(args: argparse.Namespace) -> int:
     ckpt = read_checkpoint_of(args.ckpt, "classify")
     model = ckpt.build_model(device, batch=BATCH)
     labels, probs = predict(model, ckpt.tokenizer, [lines[i] for i in todo],
-                            [names[i] for i in todo])
+                            [names[i] for i in todo], ckpt.truncation)
     out = [""] * len(lines)  # a blank line gives an empty line
     for i, label, prob in zip(todo, labels, probs, strict=True):
         out[i] = f"{label}\t{prob:.4f}"

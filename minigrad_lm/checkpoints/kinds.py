@@ -42,13 +42,14 @@ from ..inference.scoring import (
 from ..io.untrusted import Bool, Int, ListOf, Num, Object, Str
 from ..models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from ..models.classifier import POOLINGS
+from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
 from ..models.config import POSITIONALS, RECOMPUTE
 from ..models.hf_gpt2 import EXPORT_ACTIVATIONS
 from ..models.qa import QuestionAnswerer
 from ..nn import Module
 
-__all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "LMKind", "MaskedLMKind", "QAKind",
-           "TranslateKind"]
+__all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "ElectraKind", "LMKind", "MaskedLMKind",
+           "QAKind", "TranslateKind"]
 
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
@@ -104,6 +105,12 @@ class CheckpointKind:
         """A format-1 (config.json, state.json) of this task in today's form
         (:mod:`.upgrade` has done what every task shares)."""
         return config, state
+
+    @staticmethod
+    def pretrained_state(state: dict[str, Any]) -> dict[str, Any]:
+        """The weights of ``state`` (this kind's model) that start another task's model
+        (``--init-from``): all of them, unless the model holds parts only pretraining uses."""
+        return state
 
     @classmethod
     def score_file(cls, ckpt, model: Module, files: list[str], encoding: str,
@@ -228,6 +235,33 @@ class MaskedLMKind(CheckpointKind):
         return _token_metrics(cls.name, "masked", *scores)
 
 
+class ElectraKind(MaskedLMKind):
+    """An :class:`ElectraPretrainer`: the encoder (a bidirectional GPT body, whose weights
+    start a classifier) with the generator and the replaced-token head of its pretraining.
+    ``evaluate`` scores its generator as a masked language model."""
+
+    name = "electra"
+    noun = "an ELECTRA pretrainer"
+    bare_gpt = False
+    config_class = ElectraConfig
+    config_spec = Object({**GPT_SPEC.fields, "generator_layers": Int(1, MAX_SIZE)})
+
+    @staticmethod
+    def build(config, extras):
+        return ElectraPretrainer(config)
+
+    @staticmethod
+    def pretrained_state(state):
+        return encoder_state(state)
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """The generator's loss, perplexity and accuracy on 15% of the tokens, hidden as in
+        training (the encoder itself predicts no tokens)."""
+        return {**super().score_file(ckpt, model.generator, files, encoding, batch_size),
+                "task": cls.name}
+
+
 class ClassifyKind(CheckpointKind):
     """A :class:`SequenceClassifier`: a GPT body, pooling and a linear head."""
 
@@ -268,7 +302,8 @@ class ClassifyKind(CheckpointKind):
                              f"classifier has {classes} classes")
         ids, lengths, cut = encode_sentences(_tokenizer(ckpt), rows.texts,
                                              ckpt.model_config.context_length,
-                                             ckpt.extras["pooling"], rows.names())
+                                             ckpt.extras["pooling"], rows.names(),
+                                             ckpt.truncation)
         with no_grad():
             loss, correct = score_classifier(model, ids, lengths, rows.labels, batch_size)
         n = len(rows.labels)
@@ -450,4 +485,4 @@ class QAKind(CheckpointKind):
 
 
 KINDS: dict[str, type[CheckpointKind]] = {
-    k.name: k for k in (LMKind, MaskedLMKind, ClassifyKind, TranslateKind, QAKind)}
+    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, ClassifyKind, TranslateKind, QAKind)}
