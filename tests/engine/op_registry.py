@@ -108,6 +108,11 @@ def cross_entropy_row(name, smoothing, reduction, low=-3.0, high=3.0):
               cuda_kernels=() if reduction == "none" else ("ce_fwd", "ce_bwd"))
 
 
+def _binary_targets(shape: tuple[int, ...]) -> np.ndarray:
+    """0/1 targets of ``shape``: every third element is 1, so both classes appear."""
+    return (np.arange(math.prod(shape)).reshape(shape) % 3 == 0).astype(np.float64)
+
+
 def _padding(b: int, t: int) -> np.ndarray:
     """(B, T) key padding: row i keeps its first t - i % t keys."""
     return np.arange(t)[None, :] < (t - np.arange(b) % t)[:, None]
@@ -249,6 +254,10 @@ FUSED = [
     cross_entropy_row("cross_entropy", 0.0, "mean"),
     cross_entropy_row("cross_entropy_sum", 0.1, "sum"),
     cross_entropy_row("cross_entropy_none", 0.0, "none"),
+    Op("binary_cross_entropy_with_logits",
+       lambda z: F.binary_cross_entropy_with_logits(z, _binary_targets(z.shape)),
+       lambda z: np.mean(np.logaddexp(0.0, z) - z * _binary_targets(z.shape)),
+       one(arrays(shapes(min_dims=1), low=-5, high=5)), normal((64, 300), scale=5)),
     sdpa_row("attention_causal", causal=True, masked=False),
     sdpa_row("attention", causal=False, masked=False),
     sdpa_row("attention_masked", causal=False, masked=True),

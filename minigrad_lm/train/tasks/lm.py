@@ -277,8 +277,10 @@ class LMTask(Task):
 
 
 def _learned(cfg: TrainConfig, source_tokenizer: dict | None) -> bool:
-    """True when the text is encoded by a word or BPE vocabulary (what a token cache holds):
-    the checkpoint's, or one to learn."""
+    """True when the text is encoded by a word or BPE vocabulary that ends lines with [SEP]
+    (what a token cache holds): the checkpoint's, or one to learn. GPT-2's byte-level BPE has
+    no [SEP] (its line breaks are tokens): its text is encoded whole."""
     if source_tokenizer is not None:
-        return is_hf_dict(source_tokenizer)
+        return (is_hf_dict(source_tokenizer)
+                and tokenizer_from_dict(source_tokenizer).sep_id is not None)
     return cfg.tokenizer in KINDS
