@@ -105,7 +105,8 @@ class TrainConfig:
         None, "evaluate and save a checkpoint every N steps", range=(1, INF))
     eval_batches: int = option(
         16, "batches (as large as a training step's) of train and of val text per evaluation (lm; "
-        "classify evaluates the whole val file and this many batches of train rows)",
+        "mlm: batches of 32 windows, whatever --batch-size; classify evaluates the whole val file "
+        "and this many batches of train rows)",
         range=(1, INF))
     log_every: int = option(None, "print a log line every N steps", range=(1, INF))
     init_from: str | None = option(
