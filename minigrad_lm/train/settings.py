@@ -13,7 +13,7 @@ from .. import backend
 from ..checkpoints.folder import LATEST, Checkpoint, read_checkpoint
 from ..io.files import CheckpointError
 from ..models.adapters import LoraSpec, parse_targets
-from .config import TASK_OPTIONS, TrainConfig, check_fields, read_config_file
+from .config import TrainConfig, applicable, check_fields, read_config_file
 from .distributed import World
 from .run_folder import has_run_files, refuse_existing_run
 from .tasks import TASKS, task_name
@@ -85,8 +85,7 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
         raise CheckpointError(f"{state}: its training configuration is of --task "
                               f"{task_name(saved)} but config.json holds a {source.task} model")
     task = TASKS[source.task]
-    # What the run was trained with: its task's options (another task's were never used).
-    saved = {k: v for k, v in saved.items() if k not in TASK_OPTIONS or k in task.options}
+    saved = applicable(saved)  # what the run was trained with
     try:
         TrainConfig(**saved)  # each value in its range: a hand edit is named as such
     except ValueError as e:
@@ -158,7 +157,7 @@ def world_note(cfg: TrainConfig, resume: Checkpoint, world: World) -> str | None
     saved_ranks = resume.state.get("world_size", 1)
     if saved_ranks == world.size:
         return None
-    saved = TrainConfig(**check_fields(resume.state["train_config"], resume.path))
+    saved = TrainConfig(**applicable(check_fields(resume.state["train_config"], resume.path)))
     saved_batch = saved.batch_size * saved.grad_accum_steps * saved_ranks
     batch = cfg.batch_size * cfg.grad_accum_steps * world.size
     head = (f"note: {resume.path} was written by {saved_ranks} rank(s) and resumes on "

@@ -14,12 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigrad_lm.train.config import TASK_OPTIONS, TrainConfig
+from minigrad_lm.train.config import LEARNED_VOCAB_OPTIONS, TASK_OPTIONS, TrainConfig, applicable
 from minigrad_lm.train.tasks import TASKS
 from tests.cli_support import assert_one_line_error, run_train, snapshot
 from tests.train.test_hostile_input import edit_json
 
 V1 = Path(__file__).resolve().parents[1] / "fixtures" / "v1_runs"
+V1_TASKS = sorted(p.name for p in V1.iterdir() if (p / "latest").is_dir())  # a run each
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
 # A value of each option, given as a flag, besides the one a run was trained with.
@@ -33,10 +34,11 @@ VALUES = {
     "mask_prob": ["0.3", "0.5"], "d_ff": ["64", "7"], "embeddings": ["shared", "separate"],
     "batch_tokens": ["100", "9999"], "recompute": ["blocks"], "word_dropout": ["0.2"],
     "label_smoothing": ["0.2"], "beam_size": ["2"], "length_penalty": ["0.5"], "epochs": ["2"],
+    "sample_tokens": ["0", "30"], "stride": ["8"], "max_answer_tokens": ["4"],
 }
 BASE = {"lm": ["--data", "x.txt"], "mlm": ["--data", "x.txt"],
         "classify": ["--data", "x.tsv", "--val-data", "y.tsv"],
-        "translate": ["--data", "a", "b", "--val-data", "c", "d"]}
+        "translate": ["--data", "a", "b", "--val-data", "c", "d"], "qa": ["--data", "x.json", "--val-data", "y.json"]}
 
 
 def _flag(name: str) -> str:
@@ -44,7 +46,9 @@ def _flag(name: str) -> str:
 
 
 def _saved(task: str) -> dict:
-    return json.loads((V1 / task / "latest" / "state.json").read_text())["train_config"]
+    """What a v1 run was trained with (less the options it saved but never read)."""
+    return applicable(
+        json.loads((V1 / task / "latest" / "state.json").read_text())["train_config"])
 
 
 @FUZZ
@@ -60,11 +64,36 @@ def test_an_option_a_task_cannot_use_is_refused_by_name(tmp_path_factory, capsys
     assert not out.exists()
 
 
+@FUZZ
+@given(st.sampled_from(sorted(TASKS)), st.sampled_from(["char", "byte"]),
+       st.sampled_from(LEARNED_VOCAB_OPTIONS), st.booleans())
+def test_a_learned_vocabulary_option_with_a_char_or_byte_tokenizer_is_refused_by_name(
+        tmp_path_factory, capsys, task, tokenizer, option, negated):
+    """--vocab-size, --min-count and --lowercase shape a learned (word or bpe) vocabulary:
+    given with char or byte, they are refused by name before --out is made."""
+    out = tmp_path_factory.mktemp("vocab") / "run"
+    given_as = ([f"--no-{option}" if negated else _flag(option)] if option == "lowercase"
+                else [_flag(option), VALUES[option][0]])
+    capsys.readouterr()
+    assert run_train("--task", task, *BASE[task], "--tokenizer", tokenizer, "--out", out,
+                     *given_as) == 2
+    assert_one_line_error(capsys.readouterr().err, f"{_flag(option)} applies to a learned "
+                          f"vocabulary (--tokenizer word or bpe), not --tokenizer {tokenizer}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "bpe"])
+def test_a_learned_vocabulary_fills_in_its_option_defaults(tokenizer):
+    cfg = TrainConfig(data="x", tokenizer=tokenizer)
+    assert (cfg.min_count, cfg.lowercase) == (1, False)
+    assert (TrainConfig(data="x").min_count, TrainConfig(data="x").lowercase) == (None, None)
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_a_task_records_none_of_the_options_it_does_not_use(task):
     cfg = TrainConfig(task=task, data=["a", "b"] if task == "translate" else "x",
                       val_data=["c", "d"] if task == "translate" else (
-                          "y" if task == "classify" else None))
+                          "y" if task in ("classify", "qa") else None))
     unused = [o for o in TASK_OPTIONS if o not in TASKS[task].options]
     assert all(getattr(cfg, o) is None for o in unused)
     assert all(getattr(cfg, o) is not None for o in TASKS[task].defaults)
@@ -76,7 +105,7 @@ def _contradictions():
         return [(task, o, v) for o in TASKS[task].fixed for v in VALUES[o]
                 if (o in TASKS[task].options or o not in TASK_OPTIONS)
                 and str(saved.get(o)) != v and not (o == "lora_alpha" and not saved["lora_rank"])]
-    return st.sampled_from([c for task in sorted(TASKS) for c in options(task)])
+    return st.sampled_from([c for task in V1_TASKS for c in options(task)])
 
 
 @FUZZ
@@ -139,7 +168,7 @@ def test_a_resumed_run_records_only_what_it_uses(tmp_path):
 
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
-@given(task=st.sampled_from(sorted(TASKS)), key=st.sampled_from(sorted(VALUES)),
+@given(task=st.sampled_from(V1_TASKS), key=st.sampled_from(sorted(VALUES)),
        value=st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
        | st.lists(st.integers(), max_size=2))
 def test_a_hand_edited_state_json_value_is_named_by_its_file_and_key(tmp_path_factory, capsys,

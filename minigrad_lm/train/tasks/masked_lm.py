@@ -27,6 +27,8 @@ from .lm import LMTask
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
+# LMTask's options of the text it writes: a bidirectional model writes none.
+NO_SAMPLE = ("sample_tokens",)
 # Windows an evaluation batch masks at once: a fixed number (the default --batch-size), so
 # the hidden tokens, and the val loss, never depend on --batch-size or the ranks.
 EVAL_WINDOWS = 32
@@ -40,9 +42,9 @@ class MaskedLMTask(LMTask):
     name = MaskedLMKind.name
     summary = ("masked language modelling, BERT's pretraining of a bidirectional encoder "
                "(also --task lm --attention bidirectional)")
-    defaults = {**LMTask.defaults, "tokenizer": "word", "attention": "bidirectional",
-                "mask_prob": 0.15}
-    options = (*LMTask.options, "mask_prob")
+    options = (*(name for name in LMTask.options if name not in NO_SAMPLE), "mask_prob")
+    defaults = {**{k: v for k, v in LMTask.defaults.items() if k not in NO_SAMPLE},
+                "tokenizer": "word", "attention": "bidirectional", "mask_prob": 0.15}
     fixed = (*LMTask.fixed, "mask_prob")
     alias = {"task": LMTask.name, "attention": "bidirectional"}
 

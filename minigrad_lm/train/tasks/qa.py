@@ -74,8 +74,8 @@ class QATask(Task):
                 "n_layer": 3, "d_model": 128, "positional": "learned", "dropout": 0.1,
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
-                "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS}
-    options = ("epochs", "stride", "max_answer_tokens")
+                "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS, "recompute": "none"}
+    options = ("epochs", "stride", "max_answer_tokens", "val_every_nth", "recompute")
     init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_f1"
     higher_is_better = True
