@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from minigrad_lm.train.config import LEARNED_VOCAB_OPTIONS, TASK_OPTIONS, TrainConfig, applicable
 from minigrad_lm.train.tasks import TASKS
-from tests.cli_support import assert_one_line_error, run_train, snapshot
+from tests.cli_support import TINY, assert_one_line_error, run_train, snapshot, write_corpus
 from tests.train.test_hostile_input import edit_json
 
 V1 = Path(__file__).resolve().parents[1] / "fixtures" / "v1_runs"
@@ -38,7 +38,8 @@ VALUES = {
 }
 BASE = {"lm": ["--data", "x.txt"], "mlm": ["--data", "x.txt"],
         "classify": ["--data", "x.tsv", "--val-data", "y.tsv"],
-        "translate": ["--data", "a", "b", "--val-data", "c", "d"], "qa": ["--data", "x.json", "--val-data", "y.json"]}
+        "translate": ["--data", "a", "b", "--val-data", "c", "d"],
+        "qa": ["--data", "x.json", "--val-data", "y.json"]}
 
 
 def _flag(name: str) -> str:
@@ -185,3 +186,44 @@ def test_a_hand_edited_state_json_value_is_named_by_its_file_and_key(tmp_path_fa
     if status == 2:
         assert_one_line_error(err)
         assert "state.json" in err or "--max-steps" in err, err
+
+
+@pytest.fixture(scope="module")
+def word_lm(tmp_path_factory):
+    """A word-level causal language model (--task lm's default tokenizer is char)."""
+    folder = tmp_path_factory.mktemp("word_lm")
+    corpus = write_corpus(folder)
+    assert run_train("--data", corpus, "--tokenizer", "word", *TINY, "--max-steps", "1",
+                     "--sample-tokens", "0", "--out", folder / "run") == 0
+    return corpus, folder / "run"
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_init_from_adopts_the_checkpoints_tokenizer(word_lm, tmp_path, task):
+    corpus, source = word_lm
+    out = tmp_path / "run"
+    assert run_train("--task", task, "--data", corpus, *TINY, "--max-steps", "1",
+                     "--init-from", source, "--out", out) == 0
+    assert json.loads((out / "train_config.json").read_text())["tokenizer"] == "word"
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(task=st.sampled_from(["lm", "mlm", "classify"]),
+       given_as=st.sampled_from([["--tokenizer", "char"], ["--tokenizer", "byte"],
+                                 ["--tokenizer", "bpe"], ["--vocab-size", "7"],
+                                 ["--vocab-size", "100000"], ["--min-count", "2"],
+                                 ["--lowercase"], ["--no-lowercase"]]))
+def test_init_from_with_another_vocabulary_is_refused_naming_both(word_lm, tmp_path_factory,
+                                                                 capsys, task, given_as):
+    corpus, source = word_lm
+    out = tmp_path_factory.mktemp("init") / "run"
+    data = [corpus, corpus] if task == "classify" else [corpus]
+    capsys.readouterr()
+    assert run_train("--task", task, "--data", *data, "--init-from", source, "--out", out,
+                     *given_as) == 2
+    size = json.loads((source / "latest" / "config.json").read_text())["model"]["vocab_size"]
+    assert_one_line_error(capsys.readouterr().err,
+                          f"its tokenizer is word with {size:,} tokens",
+                          given_as[0].replace("--no-", "--"))
+    assert not out.exists()
