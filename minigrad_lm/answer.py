@@ -19,24 +19,13 @@ from pathlib import Path
 
 from .backend import check_device
 from .checkpoints.kinds import QAKind
-from .cli import report_errors
+from .cli import read_context, report_errors
 from .data.qa import QAExample, read_qa
-from .data.text import read_text
 from .inference.qa import answer_examples
 from .io.files import atomic_write_json, json_text
 from .checkpoints.folder import read_checkpoint_of
 
 __all__ = ["main"]
-
-
-def _context(args: argparse.Namespace) -> str:
-    if args.context is not None and args.context_file is not None:
-        raise ValueError("give --context or --context-file, not both")
-    text = args.context if args.context is not None else read_text(Path(args.context_file),
-                                                                    args.encoding)
-    if not text.strip():
-        raise ValueError(f"{args.context_file or '--context'}: the context is empty")
-    return text
 
 
 def _examples(args: argparse.Namespace) -> list[QAExample]:
@@ -50,7 +39,7 @@ def _examples(args: argparse.Namespace) -> list[QAExample]:
                          "--context-file), or --file")
     if args.out is not None:
         raise ValueError("--out writes the predictions of --file")
-    context = _context(args)
+    context = read_context(args.context, args.context_file, args.encoding)
     for n, q in enumerate(args.questions, 1):
         if not q.strip():
             raise ValueError(f"question {n} is empty")

@@ -19,9 +19,8 @@ import sys
 import numpy as np
 
 from .backend import check_device
-from .cli import report_errors
+from .cli import read_sentences, report_errors
 from .data.labeled import encode_sentences
-from .data.text import STDIN, read_lines
 from .engine.ops import softmax
 from .engine.tensor import no_grad
 from .checkpoints.folder import read_checkpoint_of
@@ -31,12 +30,14 @@ __all__ = ["main", "predict"]
 BATCH = 64
 
 
-def predict(model, tokenizer, sentences: list[str],
-            names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities of those labels) for ``sentences``."""
+def predict(model, tokenizer, sentences: list[str], names: list[str] | None = None,
+            truncation: str = "head") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities of those labels) for ``sentences``, cut to the model's context
+    by ``truncation`` as in training."""
     context = model.body.config.context_length
     names = names or [f"sentence {i + 1}" for i in range(len(sentences))]
-    ids, lengths, _ = encode_sentences(tokenizer, sentences, context, model.pooling, names)
+    ids, lengths, _ = encode_sentences(tokenizer, sentences, context, model.pooling, names,
+                                       truncation)
     probs = []
     with no_grad():
         for lo in range(0, len(sentences), BATCH):
@@ -48,21 +49,9 @@ def predict(model, tokenizer, sentences: list[str],
     return labels, p[np.arange(len(labels)), labels]
 
 
-def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The lines to classify and their names for errors (``file:line``, ``argument n``)."""
-    if args.sentences and args.file is not None:
-        raise ValueError("give sentences as arguments or --file, not both")
-    if args.sentences:
-        return args.sentences, [f"argument {n}" for n in range(1, len(args.sentences) + 1)]
-    path = args.file or STDIN
-    where = "stdin" if path == STDIN else path
-    lines = read_lines(path, args.encoding)
-    return lines, [f"{where}:{n}" for n in range(1, len(lines) + 1)]
-
-
 def _classify(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    lines, names = _sentences(args)
+    lines, names = read_sentences(args.sentences, args.file, args.encoding)
     todo = [i for i, line in enumerate(lines) if line.strip()]
     if not todo:
         raise ValueError("no sentences: give them as arguments, with --file, or one per line "
@@ -70,7 +59,7 @@ def _classify(args: argparse.Namespace) -> int:
     ckpt = read_checkpoint_of(args.ckpt, "classify")
     model = ckpt.build_model(device, batch=BATCH)
     labels, probs = predict(model, ckpt.tokenizer, [lines[i] for i in todo],
-                            [names[i] for i in todo])
+                            [names[i] for i in todo], ckpt.truncation)
     out = [""] * len(lines)  # a blank line gives an empty line
     for i, label, prob in zip(todo, labels, probs, strict=True):
         out[i] = f"{label}\t{prob:.4f}"

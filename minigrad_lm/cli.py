@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import backend
-from .data.text import decode_text, read_text
+from .data.text import STDIN, read_lines, read_text
 
-__all__ = ["USAGE_ERROR", "error_line", "read_sentences", "report_errors"]
+__all__ = ["USAGE_ERROR", "error_line", "read_context", "read_sentences",
+           "report_errors"]
 
 # argparse's own exit status for bad usage; every user error of the tools exits with it too.
 USAGE_ERROR = 2
@@ -56,20 +57,29 @@ def report_errors(run: Callable[[], int]) -> int:
 
 
 def read_sentences(arguments: list[str], file: str | None, encoding: str
-                   ) -> tuple[list[str], list[str] | None]:
-    """The sentences a tool works on, from its arguments, else from ``file`` (one a line; ``-``
-    is stdin), else from stdin, blank lines skipped; and, from a file, their ``file:line``
-    names (for errors)."""
+                   ) -> tuple[list[str], list[str]]:
+    """(lines, their names for errors: ``file:line``, ``stdin:line``, ``argument n``) a tool
+    works on, line for line: its arguments, else ``file``'s lines (gzip or not; ``-`` is
+    stdin), else stdin's. Blank lines are kept, so a tool can answer each with an empty line
+    and stay aligned with its input."""
     if arguments and file is not None:
         raise ValueError("give sentences as arguments or --file, not both")
     if arguments:
-        return arguments, None
-    if file is not None and file != "-":
-        text, where = read_text(Path(file), encoding), file
-    else:
-        text, where = decode_text(sys.stdin.buffer.read(), encoding, "stdin"), "stdin"
-    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    if not numbered:
-        raise ValueError("no sentences: give them as arguments, with --file, or one per line "
-                         "on stdin")
-    return [line for _, line in numbered], [f"{where}:{n}" for n, _ in numbered]
+        return arguments, [f"argument {n}" for n in range(1, len(arguments) + 1)]
+    path = file or STDIN
+    lines = read_lines(path, encoding)
+    where = "stdin" if path == STDIN else path
+    return lines, [f"{where}:{n}" for n in range(1, len(lines) + 1)]
+
+
+def read_context(text: str | None, file: str | None, encoding: str) -> str:
+    """A question's context, from ``--context TEXT`` or ``--context-file FILE``."""
+    if text is not None and file is not None:
+        raise ValueError("give --context or --context-file, not both")
+    if text is None and file is None:
+        raise ValueError("no context: give --context TEXT or --context-file FILE")
+    if text is None:
+        text = read_text(Path(file), encoding)
+    if not text.strip():
+        raise ValueError(f"{file or '--context'}: the context is empty")
+    return text

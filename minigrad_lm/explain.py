@@ -5,6 +5,7 @@
         --html report.html --png pictures/ --json explained.json
     python -m minigrad_lm.explain --ckpt runs/default "Return the" --method grad-x-input
     python -m minigrad_lm.explain --ckpt runs/de-en "Ein Hund läuft im Park." --html de-en.html
+    python -m minigrad_lm.explain --ckpt runs/squad --context-file article.txt "Who?" "When?"
 
 A classifier: the attribution of each token to the logit of the predicted class (--target
 CLASS for another) by integrated gradients over the token embeddings (--steps points, from
@@ -15,7 +16,10 @@ translation model: its output (beam search, --beam) and the cross-attention of e
 over the source, per layer and head and averaged. Every model: the attention of each layer and
 head. What each checkpoint kind explains is its ``explain`` (checkpoints/kinds.py). A
 classifier reads a sentence's first context-length tokens, as in training; a language model
-its last ones.
+its last ones. A question-answering model: each sentence is a question about --context TEXT
+(or --context-file FILE); the attributions over question and context tokens are of the answer
+``answer`` chooses, a span's start plus end logit or a class answer's logit; a context longer
+than one window is explained in the window that holds the answer, as the output says.
 
 On a terminal the tokens are coloured (green raises the explained logit, red lowers it);
 otherwise each token and its score is a line. --html writes one self-contained page (no
@@ -32,7 +36,7 @@ import os
 import sys
 
 from .backend import check_device
-from .cli import read_sentences, report_errors
+from .cli import read_context, read_sentences, report_errors
 from .inference.explain import BASELINES, ExplainOptions
 from .inference.explain_views import html_report, json_record, terminal_lines, write_pngs
 from .io.files import CheckpointError, atomic_write_text, json_text
@@ -61,15 +65,23 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     device = check_device(args.device)
+    context = None
+    if args.context is not None or args.context_file is not None:
+        context = read_context(args.context, args.context_file, args.encoding)
     options = ExplainOptions(METHOD_FLAGS[args.method], args.steps, args.baseline, args.batch,
-                             args.target, args.beam)
+                             args.target, args.beam, context)
     _check_outputs(args)
-    sentences, names = read_sentences(args.sentences, args.file, args.encoding)
-    names = names or [f"sentence {i}" for i in range(1, len(sentences) + 1)]
+    lines, line_names = read_sentences(args.sentences, args.file, args.encoding)
+    kept = [i for i, line in enumerate(lines) if line.strip()]
+    if not kept:
+        raise ValueError("no sentences: give them as arguments, with --file, or one per line "
+                         "on stdin")
+    sentences, names = [lines[i] for i in kept], [line_names[i] for i in kept]
     ckpt = read_checkpoint(args.ckpt)
     if ckpt.tokenizer is None:
         raise CheckpointError(f"{ckpt.path}: trained on token ids without a tokenizer, so it "
                               "cannot read a sentence")
+    ckpt.kind.check_explain_options(ckpt, options)
     model = ckpt.build_model(device, batch=args.batch)
     items = list(zip(sentences, ckpt.kind.explain(ckpt, model, sentences, names, options),
                      strict=True))
@@ -98,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folder (uses best/, else latest/) or checkpoint folder")
     parser.add_argument("--file", metavar="FILE", help="explain each line of FILE (- for stdin)")
     parser.add_argument("--encoding", default="utf-8",
-                        help="text encoding of --file or stdin (default: utf-8)")
+                        help="text encoding of --file, --context-file or stdin (default: utf-8)")
+    parser.add_argument("--context", metavar="TEXT",
+                        help="a question-answering model: the text the questions are about")
+    parser.add_argument("--context-file", metavar="FILE",
+                        help="a question-answering model: read the context from FILE")
     parser.add_argument("--method", choices=tuple(METHOD_FLAGS), default="ig",
                         help="integrated gradients (default) or gradient x input")
     parser.add_argument("--steps", type=int, default=ExplainOptions.steps, metavar="N",

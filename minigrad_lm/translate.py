@@ -20,9 +20,9 @@ import sys
 
 from .backend import check_device, memory
 from .checkpoints.folder import read_checkpoint_of
-from .cli import report_errors
+from .cli import read_sentences, report_errors
 from .data.parallel import encode_lines
-from .data.text import STDIN, one_line, read_lines
+from .data.text import one_line
 from .inference.decoding import (DECODE_BATCH, DecodeOptions, decoding_bytes, max_target_length,
                                  translate_text)
 
@@ -68,35 +68,22 @@ def length_note(options: DecodeOptions, context: int) -> str | None:
             f"{context} tokens")
 
 
-def _sentences(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The sentences and their names for errors (``file:line``, ``stdin:line``, ``argument
-    n``)."""
-    if args.sentences and args.file:
-        raise ValueError("give sentences as arguments or --file, not both")
-    if args.sentences:
-        return args.sentences, [f"argument {n}" for n in range(1, len(args.sentences) + 1)]
-    path = args.file or STDIN
-    where = "stdin" if path == STDIN else path
-    lines = read_lines(path, args.encoding)
-    return lines, [f"{where}:{n}" for n in range(1, len(lines) + 1)]
-
-
 def _translate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     options = decode_options(args)
-    sentences, names = _sentences(args)
+    sentences, names = read_sentences(args.sentences, args.file, args.encoding)
     if not any(s.strip() for s in sentences):
         raise ValueError("no sentences: give them as arguments, with --file, or one per line on "
                          "stdin")
     ckpt = read_checkpoint_of(args.ckpt, "translate")
     need, detail = decoding_bytes(ckpt.model_config, DECODE_BATCH * options.beam_size)
     memory.require(need, detail, f"--beam-size {options.beam_size}", device)
-    note = length_note(options, ckpt.model_config.context_length)
-    if note:
-        print(note, file=sys.stderr)
     model = ckpt.build_model(device)
     for line in translate(model, ckpt.tokenizer, sentences, options, names):
         print(line)
+    note = length_note(options, ckpt.model_config.context_length)
+    if note:  # after the output: an error stays the one line on stderr
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minigrad_lm import classify as classify_cli
+from minigrad_lm.cli import read_sentences
 from minigrad_lm.testing import line_files
 from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.checkpoints.folder import read_checkpoint
@@ -467,3 +468,16 @@ def test_classify_prints_one_line_per_input_line(clf_run, tmp_path_factory, monk
     alone = iter(capsys.readouterr().out.splitlines())
     for line, result in zip(lines, printed, strict=False):
         assert result == (next(alone) if line.strip() else "")
+
+
+def test_read_sentences_keeps_blank_lines_in_place_and_names_each(tmp_path):
+    """One reader for classify, translate and explain: line n of the input is item n."""
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"\xef\xbb\xbfone\r\n\r\n  \nfour")
+    lines, names = read_sentences([], str(path), "utf-8")
+    assert lines == ["one", "", "  ", "four"]
+    assert names == [f"{path}:{n}" for n in range(1, 5)]
+    assert read_sentences(["a", "b"], None, "utf-8") == (["a", "b"], ["argument 1",
+                                                                       "argument 2"])
+    with pytest.raises(ValueError, match="arguments or --file, not both"):
+        read_sentences(["a"], str(path), "utf-8")

@@ -255,6 +255,12 @@ class Checkpoint:
         return self._safetensors("model.safetensors")
 
     @property
+    def truncation(self) -> str:
+        """How a classifier cut texts longer than its context, as it was trained (``head``
+        before the choice existed)."""
+        return str(self.state.get("train_config", {}).get("truncation") or "head")
+
+    @property
     def adapter_spec(self):
         """The LoRA adapters this checkpoint's model has (a --lora-rank run), else None."""
         if ADAPTER_CONFIG not in self.checksums:
@@ -279,6 +285,11 @@ class Checkpoint:
             raise CheckpointError(f"{name}: does not fit config.json ({e.args[0]})") from None
         except ValueError as e:
             raise CheckpointError(f"{name}: does not fit config.json ({e})") from None
+
+    def load_pretrained(self, part: Module) -> None:
+        """The weights that start another task's model into ``part`` of it (``--init-from``):
+        an ELECTRA pretrainer's encoder, a language model whole."""
+        self.load_weights(part, self.kind.pretrained_state(self._state_dict()))
 
     def check_memory(self, device: str = "cpu", batch: int = 1) -> None:
         """Refuse a model too large for ``device`` before anything is allocated."""

@@ -11,22 +11,25 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..backend.memory import Head
 from ..data.labeled import encode_sentences, load_labeled
 from ..data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
-from ..data.qa import read_qa
+from ..data.qa import QAExample, read_qa
 from ..data.text import encode_text, load_text
 from ..engine.tensor import no_grad
 from ..inference.decoding import DecodeOptions, translate_ids, translate_text
 from ..inference.explain import (
     ExplainOptions,
     Explanation,
+    explain_answer,
     explain_classifier,
     explain_next_token,
     explain_translation,
     token_text,
 )
-from ..inference.qa import answer_examples
+from ..inference.qa import answer_examples, predict_answers, read_windows
 from ..inference.qa_metrics import qa_metrics
 from ..inference.scoring import (
     bleu,
@@ -39,13 +42,14 @@ from ..inference.scoring import (
 from ..io.untrusted import Bool, Int, ListOf, Num, Object, Str
 from ..models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from ..models.classifier import POOLINGS
+from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
 from ..models.config import POSITIONALS, RECOMPUTE
 from ..models.hf_gpt2 import EXPORT_ACTIVATIONS
 from ..models.qa import QuestionAnswerer
 from ..nn import Module
 
-__all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "LMKind", "MaskedLMKind", "QAKind",
-           "TranslateKind"]
+__all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "ElectraKind", "LMKind", "MaskedLMKind",
+           "QAKind", "TranslateKind"]
 
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
@@ -102,6 +106,12 @@ class CheckpointKind:
         (:mod:`.upgrade` has done what every task shares)."""
         return config, state
 
+    @staticmethod
+    def pretrained_state(state: dict[str, Any]) -> dict[str, Any]:
+        """The weights of ``state`` (this kind's model) that start another task's model
+        (``--init-from``): all of them, unless the model holds parts only pretraining uses."""
+        return state
+
     @classmethod
     def score_file(cls, ckpt, model: Module, files: list[str], encoding: str,
                    batch_size: int) -> dict[str, Any]:
@@ -122,6 +132,14 @@ class CheckpointKind:
                 if k.explain.__func__ is not CheckpointKind.explain.__func__]  # overridden
         raise ValueError(f"{ckpt.path}: {cls.noun}, which explain does not read (it reads "
                          f"{', '.join(able)})")
+
+
+    @classmethod
+    def check_explain_options(cls, ckpt, options: ExplainOptions) -> None:
+        """Refuse the explain flags this kind does not read (a context: QA's alone)."""
+        if options.context is not None:
+            raise ValueError(f"--context/--context-file: {ckpt.path} is {cls.noun}; only a "
+                             "question-answering model reads a context")
 
 
 def _tokenizer(ckpt):
@@ -217,6 +235,33 @@ class MaskedLMKind(CheckpointKind):
         return _token_metrics(cls.name, "masked", *scores)
 
 
+class ElectraKind(MaskedLMKind):
+    """An :class:`ElectraPretrainer`: the encoder (a bidirectional GPT body, whose weights
+    start a classifier) with the generator and the replaced-token head of its pretraining.
+    ``evaluate`` scores its generator as a masked language model."""
+
+    name = "electra"
+    noun = "an ELECTRA pretrainer"
+    bare_gpt = False
+    config_class = ElectraConfig
+    config_spec = Object({**GPT_SPEC.fields, "generator_layers": Int(1, MAX_SIZE)})
+
+    @staticmethod
+    def build(config, extras):
+        return ElectraPretrainer(config)
+
+    @staticmethod
+    def pretrained_state(state):
+        return encoder_state(state)
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """The generator's loss, perplexity and accuracy on 15% of the tokens, hidden as in
+        training (the encoder itself predicts no tokens)."""
+        return {**super().score_file(ckpt, model.generator, files, encoding, batch_size),
+                "task": cls.name}
+
+
 class ClassifyKind(CheckpointKind):
     """A :class:`SequenceClassifier`: a GPT body, pooling and a linear head."""
 
@@ -257,7 +302,8 @@ class ClassifyKind(CheckpointKind):
                              f"classifier has {classes} classes")
         ids, lengths, cut = encode_sentences(_tokenizer(ckpt), rows.texts,
                                              ckpt.model_config.context_length,
-                                             ckpt.extras["pooling"], rows.names())
+                                             ckpt.extras["pooling"], rows.names(),
+                                             ckpt.truncation)
         with no_grad():
             loss, correct = score_classifier(model, ids, lengths, rows.labels, batch_size)
         n = len(rows.labels)
@@ -386,6 +432,45 @@ class QAKind(CheckpointKind):
                                   stride, longest, batch_size)
         return {"task": cls.name, **qa_metrics(examples, [a.text for a in answers])}
 
+    @classmethod
+    def check_explain_options(cls, ckpt, options):
+        """A question needs its context; the chosen answer is what is explained."""
+        if options.context is None:
+            raise ValueError(f"{ckpt.path}: {cls.noun} explains the answer to a question about "
+                             "a text: give --context TEXT or --context-file FILE")
+        if options.target is not None:
+            raise ValueError("--target: a question-answering model is explained for the answer "
+                             "it chooses (as python -m minigrad_lm.answer prints it)")
+
+    @classmethod
+    def explain(cls, ckpt, model, sentences, names, options):
+        """Attributions of each question's chosen answer (as ``answer`` chooses it) to the
+        tokens of the window it was read from, question and context: of a span's start plus
+        end logit, or of a class answer's logit."""
+        cls.check_explain_options(ckpt, options)
+        tokenizer, answers = _tokenizer(ckpt), ckpt.extras["answers"]
+        examples = [QAExample(name, q, options.context, [], [], "span", "", name)
+                    for q, name in zip(sentences, names, strict=True)]
+        stride, longest = cls.reading(ckpt)
+        windows = read_windows(model, tokenizer, answers, examples, stride)
+        chosen = predict_answers(model, windows, [options.context] * len(examples), answers,
+                                 options.batch, longest)
+        out = []
+        for i, a in enumerate(chosen):
+            row = a.window
+            n = int(windows.lengths[row])
+            ex = explain_answer(model, windows.ids[row, :n], windows.context_mask()[row, :n],
+                                a.tokens, a.answer_class, a.text, a.probability,
+                                answer_names=list(answers), **options.attribution(tokenizer))
+            rows = np.flatnonzero(windows.example == i)
+            if len(rows) > 1:
+                lo = int(windows.offsets[row, windows.ctx_lo[row], 0])
+                ex.note = (f"the context is read in {len(rows)} windows; explained: window "
+                           f"{int(np.searchsorted(rows, row)) + 1}, from character {lo}, which "
+                           "holds the chosen answer")
+            out.append(ex)
+        return out
+
     @staticmethod
     def report(where, m):
         line = (f"{where}: {m['questions']:,} questions | exact match {m['exact_match']:.2f} | "
@@ -400,4 +485,4 @@ class QAKind(CheckpointKind):
 
 
 KINDS: dict[str, type[CheckpointKind]] = {
-    k.name: k for k in (LMKind, MaskedLMKind, ClassifyKind, TranslateKind, QAKind)}
+    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, ClassifyKind, TranslateKind, QAKind)}

@@ -12,6 +12,7 @@ import numpy as np
 from ..backend import memory
 from ..io.untrusted import STDIN, parse_json, read_bytes, read_regular_bytes, reading
 from .tokenizer import CharTokenizer, as_ids, tokenizer_from_dict
+from .trained_tokenizer import is_hf_dict
 
 PathLike = str | os.PathLike[str]
 
@@ -115,7 +116,8 @@ def load_text(path: PathLike, encoding: str = "utf-8") -> str:
 def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
     """``(tokenizer_dict_or_None, vocab_size)`` from a token folder's ``vocab.json``.
 
-    ``vocab.json`` is a tokenizer dict (``to_dict()`` output) or ``{"vocab_size": N}`` for
+    ``vocab.json`` is a tokenizer dict (``to_dict()`` output: ours, or a ``tokenizers``
+    document, as a token cache holds) or ``{"vocab_size": N}`` for
     ids from an external tokenizer. nanoGPT's ``meta.pkl`` is a pickle and is never read.
     """
     folder = Path(folder)
@@ -128,7 +130,7 @@ def read_vocab_json(folder: PathLike) -> tuple[dict[str, Any] | None, int]:
             )
         raise FileNotFoundError(f"{vocab_path}: no such file (it gives the vocabulary size)")
     vocab = parse_json(read_regular_bytes(vocab_path, 256 << 20), str(vocab_path))
-    if isinstance(vocab, dict) and "type" in vocab:
+    if isinstance(vocab, dict) and ("type" in vocab or is_hf_dict(vocab)):
         with reading(str(vocab_path)):
             return vocab, tokenizer_from_dict(vocab, MAX_FOLDER_VOCAB).vocab_size
     size = vocab.get("vocab_size") if isinstance(vocab, dict) else None

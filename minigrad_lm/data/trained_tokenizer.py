@@ -180,16 +180,20 @@ class TrainedTokenizer:
 
     @classmethod
     def train(cls, kind: str, texts: Iterable[str], vocab_size: int | None = None,
-              lowercase: bool = False, min_count: int = 1) -> TrainedTokenizer:
+              lowercase: bool = False, min_count: int = 1,
+              total_chars: int | None = None) -> TrainedTokenizer:
         """Learn a ``kind`` vocabulary of at most ``vocab_size`` tokens (specials included)
-        from ``texts``; words seen fewer than ``min_count`` times are left out."""
+        from ``texts``; words seen fewer than ``min_count`` times are left out. Given
+        ``total_chars`` (their length), ``texts`` may be a stream: it is never held whole."""
         if kind not in KINDS:
             raise ValueError(f"tokenizer kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        texts = list(texts)
+        if total_chars is None:
+            texts = list(texts)
+            total_chars = sum(map(len, texts))
         # The library reserves room for the size asked (a billion tokens aborts the process),
         # so it is asked for no more than these texts can give: a word, or a merge, per byte
         # of their NFKC form at most; and that much must fit in memory.
-        reachable = len(SPECIAL_TOKENS) + 256 + _NFKC_GROWTH * 4 * sum(map(len, texts))
+        reachable = len(SPECIAL_TOKENS) + 256 + _NFKC_GROWTH * 4 * total_chars
         size = min(vocab_size or DEFAULT_VOCAB_SIZE[kind], reachable)
         memory.require(size * TRAINER_BYTES_PER_TOKEN, f"{TRAINER_BYTES_PER_TOKEN} bytes a "
                        "token at least", f"a {kind} vocabulary of {size:,} tokens")

@@ -31,7 +31,8 @@ from .decoding import DecodeOptions
 from ..nn.module import Module
 
 __all__ = ["BASELINES", "DEFAULT_STEPS", "METHODS", "Attribution", "AttentionMap",
-           "ExplainOptions", "Explanation", "explain_classifier", "explain_next_token",
+           "ExplainOptions", "Explanation", "explain_answer", "explain_classifier",
+           "explain_next_token",
            "explain_translation", "gradient_x_input", "integrated_gradients", "token_text"]
 
 METHODS = ("integrated_gradients", "grad_x_input")
@@ -92,7 +93,8 @@ class ExplainOptions:
     """How to explain (python -m minigrad_lm.explain's flags): the attribution ``method``
     with its ``steps``, ``baseline`` (a BASELINES name) and ``batch`` (path points per pass);
     ``target``: a class number or a next token's text to explain instead of the prediction;
-    ``beam``: the beam size of a translation."""
+    ``beam``: the beam size of a translation; ``context``: the text a question-answering
+    model's questions are about."""
 
     method: str = "integrated_gradients"
     steps: int = DEFAULT_STEPS
@@ -100,6 +102,7 @@ class ExplainOptions:
     batch: int = DEFAULT_BATCH
     target: str | None = None
     beam: int = DecodeOptions.beam_size
+    context: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -149,14 +152,17 @@ def token_text(tokenizer) -> Callable[[int], str]:
 class Explanation:
     """What one input made the model do, and why.
 
-    ``explains``: ``class``, ``next token`` or ``translation``. ``ids``/``tokens``: the input
-    (a classifier's or language model's tokens, a translation's source). ``target``: the class
+    ``explains``: ``class``, ``next token``, ``translation``, ``answer span`` or ``answer
+    class``. ``ids``/``tokens``: the input (a classifier's or language model's tokens, a
+    translation's source, a question-answering window: question and context). ``target``: the class
     or next-token id explained (-1 for a translation), named ``target_label``, with its
     probability (a translation's: of the whole output);
     ``alternatives``: (label, probability) of every class, or of the likeliest next tokens.
     For a translation, ``output_ids``/``output_tokens`` are the tokens it produced (eos last),
     ``output_probs`` the probability of each given the ones before, and ``decoder_tokens``
-    what the decoder read (bos, then the output but eos).
+    what the decoder read (bos, then the output but eos). For an answer span,
+    ``answer_tokens`` are its first and last positions in ``tokens``; ``note`` says which
+    window of a long context is explained.
     """
 
     explains: str
@@ -172,6 +178,8 @@ class Explanation:
     output_tokens: list[str] = field(default_factory=list)
     output_probs: np.ndarray | None = None
     decoder_tokens: list[str] = field(default_factory=list)
+    answer_tokens: tuple[int, int] | None = None
+    note: str = ""
 
     def labels(self, side: str) -> list[str]:
         """The tokens of one side of an AttentionMap."""
@@ -419,3 +427,47 @@ def explain_translation(model, source_ids, output_ids,
                        float(np.prod(probs)), [], None, _recorded(model, recorder, sides),
                        out, [token_text(int(i)) for i in out], probs,
                        [token_text(int(i)) for i in tgt_in])
+
+
+def explain_answer(model, ids, context_mask, span: tuple[int, int] | None = None,
+                   answer_class: int = 0, answer_text: str = "", probability: float = 0.0,
+                   method: str = "integrated_gradients", steps: int = DEFAULT_STEPS,
+                   baseline: int | None = None, batch: int = DEFAULT_BATCH,
+                   token_text: Callable[[int], str] = str,
+                   answer_names: list[str] | None = None) -> Explanation:
+    """Attributions of a QuestionAnswerer's chosen answer to one window's tokens ``ids`` (T,)
+    (question and context; ``context_mask`` (T,) marks the context), and every layer's
+    attention. For a ``span`` (first, last) the explained output is its score, the start
+    logit at first plus the end logit at last; otherwise the answer head's logit for
+    ``answer_class``. ``answer_text``/``probability`` describe the answer as
+    inference.qa.predict_answers chose it; ``alternatives`` are the answer head's classes
+    (``answer_names``) in this window. Other arguments as for :func:`explain_classifier`."""
+    ids = _ids(ids, model.body.config.context_length, "explain_answer")
+    mask = np.asarray(context_mask, bool).reshape(1, -1)
+    if mask.shape[1] != len(ids):
+        raise ValueError(f"explain_answer: context mask of {mask.shape[1]} positions for "
+                         f"{len(ids)} tokens")
+    names = answer_names or [str(k) for k in range(model.num_answers)]
+    if span is not None and not (mask[0, span[0]] and mask[0, span[1]] and span[0] <= span[1]):
+        raise ValueError(f"explain_answer: span {span} is not within the context")
+    answer_class = _check_target(answer_class, model.num_answers, "answer class")
+    table = model.body.tok_emb.weight
+    with _inspecting(model):
+        with no_grad(), AttentionRecorder() as recorder:
+            head = backend.to_numpy(model(ids[None], [len(ids)], mask)[2].data)[0]
+        probs = _softmax(head.astype(np.float64))
+
+        def f(e: Tensor) -> Tensor:
+            n = e.shape[0]
+            start, end, answer = model(np.repeat(ids[None], n, axis=0), [len(ids)] * n,
+                                       np.repeat(mask, n, axis=0), token_embeddings=e)
+            if span is None:
+                return answer[:, answer_class]
+            return start[:, span[0]] + end[:, span[1]]
+
+        attribution = _attribute(f, ids, table, method, steps, baseline, batch, token_text)
+    order = np.argsort(-probs, kind="stable")[:TOP_NEXT_TOKENS]
+    return Explanation("answer class" if span is None else "answer span", ids,
+                       [token_text(int(i)) for i in ids], answer_class,
+                       answer_text, probability, [(names[k], float(probs[k])) for k in order],
+                       attribution, _recorded(model, recorder, {}), answer_tokens=span)

@@ -55,10 +55,17 @@ def summary(ex: Explanation) -> list[str]:
     else:
         others = ", ".join(f"{_shown(label)} {p:.3f}" for label, p in ex.alternatives)
         lines = [f"{ex.explains}: {_shown(ex.target_label)} (p {ex.probability:.3f}; {others})"]
+    if ex.answer_tokens is not None:
+        first, last = ex.answer_tokens
+        lines.append(f"answer tokens {first}..{last}: "
+                     f"{' '.join(_shown(t) for t in ex.tokens[first:last + 1])}")
+    if ex.note:
+        lines.append(ex.note)
     a = ex.attribution
     if a is None:
         return lines
-    output = f"logit of the {ex.explains}"
+    output = ("start + end logit of the answer span" if ex.explains == "answer span"
+              else f"logit of the {ex.explains}")
     if a.method == "grad_x_input":
         lines.append(f"gradient x input of the {output} {_shown(ex.target_label)} "
                      f"({a.output:.4f}); attributions sum to {a.scores.sum():.4f}")
@@ -250,6 +257,10 @@ def json_record(text: str, ex: Explanation) -> dict[str, Any]:
         "alternatives": [{"label": label, "probability": p} for label, p in ex.alternatives],
         "attention": [_map_record(m) for m in ex.attention],
     }
+    if ex.answer_tokens is not None:
+        record["answer_tokens"] = list(ex.answer_tokens)
+    if ex.note:
+        record["note"] = ex.note
     a = ex.attribution
     if a is not None:
         record["attribution"] = {

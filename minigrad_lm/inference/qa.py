@@ -21,9 +21,16 @@ from ..engine.tensor import no_grad
 
 @dataclass
 class Answer:
+    """An answer, and where it was read: the feature row ``window``, and there the span's
+    first and last token positions ``tokens`` (None for a class answer) or the answer
+    head's class ``answer_class`` (0: a span)."""
+
     text: str
     probability: float
     span: tuple[int, int] | None  # character offsets in the context, None for a class answer
+    window: int | None = None
+    tokens: tuple[int, int] | None = None
+    answer_class: int = 0
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -76,16 +83,17 @@ def predict_answers(model, features, contexts: Sequence[str], answer_names: Sequ
                 start, end, answer = model(part.ids, part.lengths, part.context_mask())
                 logp = [log_softmax(backend.to_numpy(t.data)) for t in (start, end, answer)]
                 for r in range(len(rows)):
-                    _candidates(best, part, r, *(a[r] for a in logp), contexts, answer_names,
-                                max_answer_tokens)
+                    _candidates(best, part, r, int(rows[r]), *(a[r] for a in logp), contexts,
+                                answer_names, max_answer_tokens)
     finally:
         model.train(was_training)
     return [b[1] if b is not None else Answer("", 0.0, None) for b in best]
 
 
-def _candidates(best, part, r, start_lp, end_lp, answer_lp, contexts, answer_names,
+def _candidates(best, part, r, window, start_lp, end_lp, answer_lp, contexts, answer_names,
                 max_answer_tokens) -> None:
-    """Offer row r's best span and (in a last window) its best class to its example."""
+    """Offer row r (feature row ``window``)'s best span and (in a last window) its best class
+    to its example."""
     i = int(part.example[r])
     offers = []
     context_pos = np.flatnonzero(part.offsets[r, :, 0] >= 0)
@@ -93,10 +101,12 @@ def _candidates(best, part, r, start_lp, end_lp, answer_lp, contexts, answer_nam
         lo, hi = int(context_pos[0]), int(context_pos[-1]) + 1
         score, first, last = best_span(start_lp[lo:hi], end_lp[lo:hi], max_answer_tokens)
         text, where = span_text(contexts[i], part.offsets[r], lo + first, lo + last)
-        offers.append((score + answer_lp[0], Answer(text, 0.0, where)))
+        offers.append((score + answer_lp[0],
+                       Answer(text, 0.0, where, window, (lo + first, lo + last))))
     if part.last[r] and len(answer_lp) > 1:
         k = 1 + int(np.argmax(answer_lp[1:]))
-        offers.append((float(answer_lp[k]), Answer(answer_names[k], 0.0, None)))
+        offers.append((float(answer_lp[k]), Answer(answer_names[k], 0.0, None, window,
+                                                   answer_class=k)))
     for score, ans in offers:
         if best[i] is None or score > best[i][0]:
             ans.probability = math.exp(score)
@@ -107,9 +117,14 @@ def answer_examples(model, tokenizer, answers: Sequence[str], examples: Sequence
                     stride: int, max_answer_tokens: int, batch_size: int = 32) -> list[Answer]:
     """The model's best answer to each example, read from its windows as in evaluation;
     ``answers`` are the answer head's classes."""
-    context = model.body.config.context_length
-    index = {a: i for i, a in enumerate(answers)}
-    features, _ = encode_qa(examples, QATokens.of(tokenizer), context, stride, index,
-                            training=False)
+    features = read_windows(model, tokenizer, answers, examples, stride)
     return predict_answers(model, features, [e.context for e in examples], answers, batch_size,
                            max_answer_tokens)
+
+
+def read_windows(model, tokenizer, answers: Sequence[str], examples: Sequence[QAExample],
+                 stride: int):
+    """Every window (a data.qa.QAFeatures row) the model reads of each example."""
+    index = {a: i for i, a in enumerate(answers)}
+    return encode_qa(examples, QATokens.of(tokenizer), model.body.config.context_length,
+                     stride, index, training=False)[0]

@@ -47,10 +47,12 @@ class QuestionAnswerer(Module):
         shared = self.body.config.tie_weights
         return [p for _, p in self.named_parameters() if shared or id(p) != head]
 
-    def forward(self, ids, lengths, context_mask) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, ids, lengths, context_mask, token_embeddings: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
         """(start logits (B, T), end logits (B, T), answer logits (B, num_answers)) for ids
         (B, T) whose first ``lengths`` (B,) tokens are real; positions outside
-        ``context_mask`` (B, T) get :data:`MASKED` start and end logits."""
+        ``context_mask`` (B, T) get :data:`MASKED` start and end logits.
+        ``token_embeddings`` stand in for the ids' embeddings (GPT.hidden_states)."""
         ids = ids.data if isinstance(ids, Tensor) else ids
         device = self.span.weight.device
         xp = backend.array_module(self.span.weight.data)
@@ -58,7 +60,8 @@ class QuestionAnswerer(Module):
         lens = xp.asarray(backend.to_device(np.asarray(lengths, np.int64), device))
         keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
         causal = self.body.config.causal
-        h = self.body.hidden_states(ids, key_padding_mask=None if causal else keep)  # (B, T, d)
+        h = self.body.hidden_states(ids, key_padding_mask=None if causal else keep,
+                                    token_embeddings=token_embeddings)  # (B, T, d)
         logits = self.span(h)  # (B, T, 2)
         outside = ~xp.asarray(backend.to_device(np.asarray(context_mask, bool), device))
         start = ops.masked_fill(logits[:, :, 0], outside, MASKED)

@@ -232,6 +232,32 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = IGNORE_INDEX,
     return ops.reshape(out, t.shape) if reduction == "none" else out
 
 
+class BinaryCrossEntropyWithLogits(Function):
+    """Mean of max(z, 0) - z y + log(1 + exp(-|z|)) over the elements (-log sigmoid(z) for
+    y = 1, -log sigmoid(-z) for y = 0, stable for any z);  dz = (sigmoid(z) - y) / N."""
+
+    def forward(self, z, y):
+        xp = self.xp
+        self.z, self.y = z, y
+        loss = xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
+        return loss.sum() / max(z.size, 1)
+
+    def backward(self, gy):
+        xp = self.xp
+        p = 1 / (1 + xp.exp(-self.z))
+        return (p - self.y) * (gy / max(self.z.size, 1)), None
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, targets) -> Tensor:
+    """Mean logistic loss of ``logits`` against 0/1 ``targets`` of the same shape."""
+    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if t.shape != logits.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: targets of shape {t.shape} for "
+                         f"logits of shape {logits.shape}")
+    t = backend.to_device(t.astype(logits.dtype), logits.device)
+    return BinaryCrossEntropyWithLogits.apply(logits, t)
+
+
 # ---------------------------------------------------------------------------------------------
 # embedding and dropout
 

@@ -7,6 +7,7 @@ model to its device; load_state_dict copies in place and keeps the views.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import numpy as np
@@ -323,6 +324,36 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
         for g in grads:
             g *= coef.astype(g.dtype)
     return Tensor(xp.asarray(total, dtype=grads[0].dtype))
+
+
+def layer_decay_groups(model, weight_decay: float, lr: float, decay: float, n_layer: int
+                       ) -> list[dict]:
+    """:func:`decay_groups` for each depth of a Transformer, the lr of each scaled by ``decay``
+    per level below the top (ULMFiT's discriminative fine-tuning, BERT's layer-wise lr decay):
+    the embeddings (depth 0) learn slowest, the layers above them faster, and what sits on the
+    last layer (the final norm, a new head) at ``lr``. Each group's ``lr_scale`` lets the
+    schedule scale its floor alike."""
+    groups = []
+    for depth in range(n_layer + 2):
+        scale = decay ** (n_layer + 1 - depth)
+        part = [(n, p) for n, p in model.named_parameters()
+                if p.requires_grad and _depth(n, n_layer) == depth]
+        for wd, keep in ((weight_decay, lambda p: p.ndim >= 2), (0.0, lambda p: p.ndim < 2)):
+            params = [p for _, p in part if keep(p)]
+            if params:
+                groups.append({"params": params, "weight_decay": wd, "lr": lr * scale,
+                               "lr_scale": scale})
+    if not groups:
+        raise ValueError("optimizer: every parameter of the model is frozen")
+    return groups
+
+
+def _depth(name: str, n_layer: int) -> int:
+    """0 for the embeddings, i + 1 for Transformer layer i, n_layer + 1 for the rest."""
+    match = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if re.search(r"(?:^|\.)(tok_emb|pos_emb)\.", name) else n_layer + 1
 
 
 def decay_groups(model, weight_decay: float) -> list[dict]:

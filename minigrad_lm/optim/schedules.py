@@ -23,7 +23,8 @@ def lr_at(step: int, lr: float, min_lr: float = 0.0, warmup_steps: int = 0,
 
 
 class LRScheduler:
-    """Sets every group's lr to lr_at(the optimizer's step count, the group's initial lr).
+    """Sets every group's lr to lr_at(the optimizer's step count, the group's initial lr); a
+    group's ``lr_scale`` (layer-wise lr decay) scales its floor ``min_lr`` too.
 
     The lr depends on the step alone, and the step is the optimizer's own count, restored with
     its state: a resumed (or broadcast) optimizer continues the schedule where it stopped.
@@ -35,12 +36,13 @@ class LRScheduler:
         self.optimizer, self.warmup_steps, self.decay_steps = optimizer, warmup_steps, decay_steps
         self.min_lr, self.schedule = min_lr, schedule
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.min_lrs = [min_lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
         self.step()
 
     def step(self) -> None:
         """Set the lr of the optimizer's next step."""
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = lr_at(self.optimizer.step_count, base, self.min_lr, self.warmup_steps,
+        for g, base, floor in zip(self.optimizer.param_groups, self.base_lrs, self.min_lrs):
+            g["lr"] = lr_at(self.optimizer.step_count, base, floor, self.warmup_steps,
                             self.decay_steps, self.schedule)
 
     def get_last_lr(self) -> list[float]:

@@ -150,6 +150,21 @@ class TrainConfig:
         None, "classify: the probability that a training sentence's word is replaced by [UNK] "
         "(default: 0.3 with a word or bpe vocabulary, as DAN on SST; 0 with char or byte)",
         range=(0.0, (1.0,)))
+    truncation: str | None = option(
+        None, "classify: which tokens of a text longer than --context are kept: head (the first "
+        "ones) or head_tail (the first quarter and the last three quarters of the context: a "
+        "review's verdict is often at its end) (default: head)")
+    layer_decay: float | None = option(
+        None, "classify: each Transformer layer below the top learns at this times the lr of the "
+        "one above it, the embeddings lowest, the head at --lr (default: 1, one lr for all)",
+        range=((0.0,), 1.0))
+    generator_layers: int | None = option(
+        None, "electra: layers of the generator, which shares the encoder's embeddings "
+        "(default: 1)", range=(1, INF))
+    token_cache: str | None = option(
+        None, "lm, mlm, electra with a word or bpe vocabulary: the folder of token caches (the "
+        "text tokenized once, reused while it and the tokenizer are unchanged; default: "
+        "token_cache/ beside the --out folder)", metavar="DIR")
     recompute: str | None = option(
         None, "activations recomputed in backward instead of kept: blocks keeps only each "
         "layer's input (config M at context 512: a quarter of the step memory for about a quarter "

@@ -162,7 +162,25 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]) -> Plan:
         raise CheckpointError(
             f"--init-from {init.path}: a {init.task} checkpoint; give a language-model checkpoint "
             f"({' or '.join(starts)})")
+    _refuse_other_tokenizer(init, explicit)
     return Plan(_adopt_model(cfg, init, explicit, "--init-from: checkpoint"), init=init)
+
+
+def _refuse_other_tokenizer(init: Checkpoint, explicit: dict) -> None:
+    """A pretrained encoder reads the tokens it learned: tokenizer options that ask for
+    another vocabulary are an error naming both, not silently ignored."""
+    kind = tokenizer_kind(init.tokenizer_dict)
+    size = init.model_config.vocab_size
+    asked = []
+    if explicit.get("tokenizer", kind) != kind:
+        asked.append(f"--tokenizer {explicit['tokenizer']}")
+    if explicit.get("vocab_size", size) != size:
+        asked.append(f"--vocab-size {explicit['vocab_size']}")
+    if asked:
+        raise CheckpointError(
+            f"--init-from {init.path}: its tokenizer is {kind} with {size:,} tokens, not "
+            f"{' '.join(asked)}; the encoder reads the tokens it was pretrained on (leave the "
+            "tokenizer options out)")
 
 
 def lora_spec(cfg: TrainConfig) -> LoraSpec | None:

@@ -15,7 +15,7 @@ from ..engine import amp, rng
 from ..io.files import CheckpointError
 from ..models.adapters import apply_spec
 from ..nn import Module
-from ..optim.optimizers import AdamW, decay_groups
+from ..optim.optimizers import AdamW, decay_groups, layer_decay_groups
 from .config import TrainConfig
 from .distributed import World
 from .flops import Peak
@@ -119,12 +119,14 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
     model = task.kind.build(model_config, extras)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
-        init.load_weights(task.kind.pretrained_part(model))
+        init.load_pretrained(task.kind.pretrained_part(model))
     spec = lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
         apply_spec(model, spec, f"--lora-rank {spec.rank}")
-    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
-                      betas=(cfg.beta1, cfg.beta2))
+    groups = (decay_groups(model, cfg.weight_decay) if cfg.layer_decay in (None, 1.0) else
+              layer_decay_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay,
+                                 model_config.n_layer))
+    optimizer = AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
     if world.rank > 0:
         rng.manual_seed(_rank_seed(cfg.seed, world.rank))  # dropout masks of its own

@@ -9,6 +9,7 @@ import pytest
 import minigrad_lm as mg
 from minigrad_lm.engine.tensor import no_grad
 from minigrad_lm.inference.explain import (
+    explain_answer,
     explain_classifier,
     explain_next_token,
     explain_translation,
@@ -17,6 +18,7 @@ from minigrad_lm.inference.explain import (
 )
 from minigrad_lm.models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer
 from minigrad_lm.models.classifier import SequenceClassifier
+from minigrad_lm.models.qa import QuestionAnswerer
 from minigrad_lm.nn import AttentionRecorder
 from minigrad_lm.nn import functional as F
 from tests.helpers import to_float64
@@ -110,6 +112,29 @@ def test_integrated_gradients_are_complete_on_a_tiny_classifier(baseline, device
         logits = model(np.array([[3, 7, 5, 9, 11]])).numpy()[0]
     assert a.output == pytest.approx(logits[2], rel=1e-12)
     assert ex.probability == pytest.approx(np.exp(logits[2]) / np.exp(logits).sum())
+
+
+def test_a_qa_model_s_span_score_and_class_logit_are_explained_completely(device):
+    model = QuestionAnswerer(tiny_gpt(causal=False), 3)
+    for head in (model.span, model.answer):  # larger than init, so outputs differ by more
+        head.weight.data[...] = np.random.default_rng(1).standard_normal(head.weight.shape)
+    model = to_float64(model, device).eval()
+    ids, mask = np.array([1, 5, 6, 2, 7, 8, 9, 10, 11]), np.arange(9) >= 4
+    ex = explain_answer(model, ids, mask, (5, 7), steps=32, baseline=None)
+    a = ex.attribution
+    assert ex.explains == "answer span" and ex.answer_tokens == (5, 7)
+    assert abs(a.output - a.baseline_output) > 1e-3
+    assert abs(a.completeness_gap) < 1e-6 * abs(a.output - a.baseline_output) + 1e-9
+    with no_grad():
+        start, end, answer = (t.numpy()[0] for t in model(ids[None], [9], mask[None]))
+    assert a.output == pytest.approx(start[5] + end[7], rel=1e-12)  # the span's score
+    ex = explain_answer(model, ids, mask, None, 2, steps=32, baseline=None)
+    assert ex.explains == "answer class" and ex.target == 2 and ex.answer_tokens is None
+    assert ex.attribution.output == pytest.approx(answer[2], rel=1e-12)
+    assert abs(ex.attribution.completeness_gap) < 1e-6 * abs(
+        ex.attribution.output - ex.attribution.baseline_output) + 1e-9
+    with pytest.raises(ValueError, match="not within the context"):
+        explain_answer(model, ids, mask, (1, 5))
 
 
 def test_gradient_x_input_explains_with_one_backward_pass():

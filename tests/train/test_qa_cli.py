@@ -220,6 +220,7 @@ def test_bad_options_are_one_line(tmp_path, capsys, flags, message):
     (["--context", "  ", "Why?"], "the context is empty"),
     (["Why?"], "no such file"),
     (["--context", "c"], "no question"),
+    (["What?"], "no context: give --context TEXT or --context-file FILE"),
     (["--context", "a b", "--context-file", "x", "Why?"], "not both"),
     (["--context", "a b", "--stride", "0", "Why?"], "--stride must be >= 1"),
 ])

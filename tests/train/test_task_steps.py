@@ -37,6 +37,10 @@ def mlm(folder: Path) -> list:
     return [*on_the_corpus(folder), "--task", "mlm", "--tokenizer", "word"]
 
 
+def electra(folder: Path) -> list:
+    return [*on_the_corpus(folder), "--task", "electra", "--tokenizer", "word"]
+
+
 def classify(folder: Path) -> list:
     return [*CLASSIFY, "--data", folder / "train.tsv", "--val-data", folder / "dev.tsv",
             "--attention", "bidirectional", "--pooling", "cls", "--tokenizer", "word",
@@ -69,7 +73,7 @@ def lora(folder: Path) -> list:
             "4", "--lora-targets", "qkv,fc", "--recompute", "blocks", "--lr", "1e-2"]
 
 
-CASES = {f.__name__: f for f in (lm, mlm, classify, translate, qa, lora)}
+CASES = {f.__name__: f for f in (lm, mlm, electra, classify, translate, qa, lora)}
 
 
 @pytest.fixture(scope="module")

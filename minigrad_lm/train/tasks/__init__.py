@@ -1,6 +1,6 @@
 """The training tasks, one module each: language modelling (``lm``), masked language modelling
-(``mlm``), sentence classification (``classify``), translation (``translate``) and question
-answering (``qa``).
+(``mlm``), replaced-token detection (``electra``), sentence classification (``classify``),
+translation (``translate``) and question answering (``qa``).
 
 Each is a :class:`~.base.Task` that owns its rules (defaults, option checks, model, data,
 loss, evaluation, best metric, checkpoint contents); the trainer, the configuration and the
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import Task
 from .classify import ClassifyTask
+from .electra import ElectraTask
 from .lm import LMTask
 from .masked_lm import MaskedLMTask
 from .qa import QATask
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
     from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "LMTask", "MaskedLMTask", "QATask", "Task",
-           "TranslateTask", "make_task", "task_name"]
+__all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask",
+           "QATask", "Task", "TranslateTask", "make_task", "task_name"]
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (LMTask, MaskedLMTask, ClassifyTask,
-                                                    TranslateTask, QATask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (LMTask, MaskedLMTask, ElectraTask,
+                                                    ClassifyTask, TranslateTask, QATask)}
 DEFAULT_TASK = LMTask.name
 
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...checkpoints.kinds import ClassifyKind, LMKind, MaskedLMKind
-from ...data.labeled import LabeledRows, encode_sentences, load_labeled
+from ...checkpoints.kinds import ClassifyKind, ElectraKind, LMKind, MaskedLMKind
+from ...data.labeled import TRUNCATIONS, LabeledRows, encode_sentences, load_labeled
 from ...data.tokenizer import tokenizer_from_dict
 from ...data.trained_tokenizer import FIRST_WORD_ID, UNK
 from ...engine import rng
@@ -52,10 +52,11 @@ class ClassifyTask(Task):
                 "n_layer": 2, "d_model": 128, "positional": "learned", "dropout": 0.1,
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
-                "pooling": "mean", **GPT_OPTIONS}
-    options = ("epochs", "word_dropout", "pooling", "val_every_nth", *GPT_OPTIONS)
+                "pooling": "mean", "truncation": "head", "layer_decay": 1.0, **GPT_OPTIONS}
+    options = ("epochs", "word_dropout", "pooling", "val_every_nth", "truncation", "layer_decay",
+               *GPT_OPTIONS)
     fixed = (*Task.fixed, "pooling")
-    init_from = (LMKind.name, MaskedLMKind.name)
+    init_from = (LMKind.name, MaskedLMKind.name, ElectraKind.name)
     best_metric = "val_acc"
     higher_is_better = True
     head_share = 0.0  # the language model's output layer is not used
@@ -75,6 +76,9 @@ class ClassifyTask(Task):
             require_learned_tokenizer(cfg, "--word-dropout replaces words by [UNK]")
         if cfg.pooling == "cls":
             require_learned_tokenizer(cfg, "--pooling cls needs a [CLS] token")
+        if cfg.truncation not in TRUNCATIONS:
+            raise ValueError(f"--truncation must be one of {', '.join(TRUNCATIONS)}, got "
+                             f"{cfg.truncation!r}")
 
     def __init__(self, cfg: TrainConfig, source_tokenizer: dict | None = None,
                  resumed_extras: dict[str, Any] | None = None):
@@ -96,9 +100,9 @@ class ClassifyTask(Task):
             raise ValueError(f"--word-dropout replaces words by [UNK], which this "
                              f"{tokenizer_kind(self.tokenizer_dict)} tokenizer lacks")
         self.train_ids, self.train_len, self.train_cut = encode_sentences(
-            self.tokenizer, train.texts, cfg.context, cfg.pooling, train.names())
+            self.tokenizer, train.texts, cfg.context, cfg.pooling, train.names(), cfg.truncation)
         self.val_ids, self.val_len, self.val_cut = encode_sentences(
-            self.tokenizer, val.texts, cfg.context, cfg.pooling, val.names())
+            self.tokenizer, val.texts, cfg.context, cfg.pooling, val.names(), cfg.truncation)
         self.train_labels, self.val_labels = train.labels, val.labels
         self.num_classes = num_classes or max(
             2, int(max(train.labels.max(), val.labels.max())) + 1)
@@ -134,7 +138,7 @@ class ClassifyTask(Task):
         if self.train_cut or self.val_cut:
             lines.append(
                 f"note: {self.train_cut:,} train and {self.val_cut:,} val sentences are longer "
-                f"than --context {cfg.context} tokens and were cut to it")
+                f"than --context {cfg.context} tokens and were cut to it ({cfg.truncation})")
         lines.append(f"majority-class baseline: val accuracy {self.majority:.1%}")
         return lines
 

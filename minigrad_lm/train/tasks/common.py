@@ -15,6 +15,7 @@ from ...data.trained_tokenizer import KINDS as LEARNED_TOKENIZERS
 from ...data.trained_tokenizer import TrainedTokenizer, is_hf_dict
 from ...engine.tensor import no_grad
 from ...models import GPTConfig
+from ...models.electra import ElectraConfig
 
 if TYPE_CHECKING:
     from ...checkpoints.folder import Checkpoint
@@ -82,7 +83,10 @@ def gpt_config(cfg: TrainConfig, vocab_size: int, source: Checkpoint | None) -> 
     causal language model can start a bidirectional classifier), or the options'."""
     causal = cfg.attention == "causal"
     if source is not None:
-        return dataclasses.replace(source.model_config, dropout=cfg.dropout, causal=causal,
+        config = source.model_config
+        if isinstance(config, ElectraConfig):  # its encoder alone starts another model
+            config = config.encoder()
+        return dataclasses.replace(config, dropout=cfg.dropout, causal=causal,
                                    recompute=cfg.recompute)
     return GPTConfig(causal=causal, vocab_size=vocab_size, context_length=cfg.context,
                      n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,

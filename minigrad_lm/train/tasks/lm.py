@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,9 @@ from ...data.text import (
     unigram_baseline,
     windows,
 )
+from ...data.token_cache import TokenizerRequest, corpus_files, prepare_token_cache
 from ...data.tokenizer import CharTokenizer, tokenizer_from_dict
+from ...data.trained_tokenizer import KINDS, is_hf_dict
 from ...engine.tensor import Tensor
 from ...inference.sampling import generate
 from ...inference.scoring import perplexity, summed_loss
@@ -60,7 +63,7 @@ class LMTask(Task):
                 "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "eval_every": 250, "log_every": 100, "attention": "causal",
                 "sample_tokens": 400, **GPT_OPTIONS}
-    options = (*GPT_OPTIONS, "val_every_nth", "sample_tokens")
+    options = (*GPT_OPTIONS, "val_every_nth", "token_cache", "sample_tokens")
     init_from = (LMKind.name, MaskedLMKind.name)
 
     @staticmethod
@@ -82,6 +85,8 @@ class LMTask(Task):
         folder = Path(cfg.data) if isinstance(cfg.data, str) else None
         if folder is not None and folder.is_dir() and (folder / "train.bin").exists():
             self._load_token_folder(folder, source_tokenizer)
+        elif cfg.data is not None and _learned(cfg, source_tokenizer):
+            self._load_cached(source_tokenizer)
         else:
             self._load_text(source_tokenizer)
         name = joined(cfg.data) if cfg.data is not None else "the default corpus"
@@ -107,10 +112,34 @@ class LMTask(Task):
         if source_tokenizer is not None and source_tokenizer != tok:
             raise ValueError(f"{folder}/vocab.json: not the checkpoint's tokenizer")
         self.tokenizer_dict = tok
-        self.tokenizer = None if tok["type"] == "external" else tokenizer_from_dict(tok)
+        self.tokenizer = None if tok.get("type") == "external" else tokenizer_from_dict(tok)
         self.source = (
             f"{folder}: {len(self.train):,} train and {len(self.val):,} val token ids"
         )
+
+    def _load_cached(self, source_tokenizer: dict | None) -> None:
+        """Text files tokenized once into a token cache (reused while they and the tokenizer
+        are unchanged), read as memory maps: memory stays flat in the corpus size."""
+        cfg = self.cfg
+        root = cfg.token_cache or os.path.join(os.path.dirname(os.path.abspath(cfg.out)),
+                                               "token_cache")
+        request = TokenizerRequest(cfg.tokenizer, cfg.vocab_size, cfg.lowercase, cfg.min_count,
+                                   given=source_tokenizer)
+        val_files = corpus_files(cfg.val_data) if cfg.val_data is not None else []
+        cache = prepare_token_cache(root, corpus_files(cfg.data), request,
+                                    val_sources=val_files, val_every_nth=cfg.val_every_nth,
+                                    encoding=cfg.encoding)
+        self.source = (f"{joined(cfg.data)}, tokenized in {cache.folder} "
+                       f"({'built now' if cache.built else 'reused'})")
+        if cache.val is None:
+            self.train, self.val = split_train_val(cache.train, VAL_FRACTION)
+            self.source += f", split {1 - VAL_FRACTION:.0%}/{VAL_FRACTION:.0%} into train/val"
+        else:
+            self.train, self.val = cache.train, cache.val
+            held = (f"every {cfg.val_every_nth}th line" if cfg.val_data is None
+                    else joined(cfg.val_data))
+            self.source += f"; val: {held}"
+        self.tokenizer, self.tokenizer_dict = cache.tokenizer, cache.tokenizer.to_dict()
 
     def _load_text(self, source_tokenizer: dict | None) -> None:
         cfg = self.cfg
@@ -245,3 +274,11 @@ class LMTask(Task):
             except ValueError:  # a corpus without newlines
                 pass
         return np.asarray(self.val[:1], dtype=np.int64)
+
+
+def _learned(cfg: TrainConfig, source_tokenizer: dict | None) -> bool:
+    """True when the text is encoded by a word or BPE vocabulary (what a token cache holds):
+    the checkpoint's, or one to learn."""
+    if source_tokenizer is not None:
+        return is_hf_dict(source_tokenizer)
+    return cfg.tokenizer in KINDS

@@ -73,7 +73,7 @@ class MaskedLMTask(LMTask):
         a window (so a step's rows can be split between micro-batches and ranks)."""
         context = self.cfg.context
         starts = rng.integers(0, len(ids) - context, size=size)
-        draws = mask_draws(rng, size, context, self.vocab_size)
+        draws = self._draws(rng, size)
         picks = np.empty(size, dtype=[("start", np.int64), *(
             (name, a.dtype, (context,)) for name, a in draws.items())])
         picks["start"] = starts
@@ -81,16 +81,19 @@ class MaskedLMTask(LMTask):
             picks[name] = a
         return picks
 
-    def _masked(self, ids: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _draws(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+        """The random numbers of ``size`` windows besides where they start."""
+        return mask_draws(rng, size, self.cfg.context, self.vocab_size)
+
+    def _masked(self, ids: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The windows' masked inputs and their targets."""
         x = np.asarray(ids)[picks["start"][:, None] + np.arange(self.cfg.context)]
-        draws = {name: picks[name] for name in picks.dtype.names if name != "start"}
-        return mask_tokens(x.astype(np.int64), draws, self.mask_id, self.cfg.mask_prob)
+        return mask_tokens(x.astype(np.int64), picks, self.mask_id, self.cfg.mask_prob)
 
     def draw(self, rng: np.random.Generator, size: int, step: int) -> np.ndarray:
         return self._picks(self.train, rng, size)
 
     def batch_at(self, picks: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The windows' masked inputs and their targets."""
         return self._masked(self.train, picks)
 
     def loss(self, model, batch) -> Tensor:

@@ -75,7 +75,7 @@ class QATask(Task):
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
                 "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS, "recompute": "none"}
-    options = ("epochs", "stride", "max_answer_tokens", "val_every_nth", "recompute")
+    options = ("epochs", "val_every_nth", "stride", "max_answer_tokens", "recompute")
     init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_f1"
     higher_is_better = True
