@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             "--encoding", "latin-1"]
     results: dict = {"machine": machine(), "baselines": bag_of_words_baselines(args.mr)}
     with tempfile.TemporaryDirectory() as tmp:
-        pretrain = [*data, "--tokenizer", "word", "--n-layer", "2", "--dropout", "0.1",
-                    "--sample-tokens", "0"]
+        pretrain = [*data, "--tokenizer", "word", "--n-layer", "2", "--dropout", "0.1"]
         runs = {
             "scratch": ["--task", "classify", *data, "--out", f"{tmp}/scratch"],
             "mlm": ["--task", "lm", *pretrain, "--attention", "bidirectional",
@@ -92,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.lm_steps:
             runs |= {
-                "lm": ["--task", "lm", *pretrain, "--max-steps", str(args.lm_steps),
+                "lm": ["--task", "lm", *pretrain, "--sample-tokens", "0",
+                       "--max-steps", str(args.lm_steps),
                        "--decay-steps", str(args.lm_steps),
                        "--eval-every", str(max(1, args.lm_steps // 4)), "--out", f"{tmp}/lm"],
                 "pretrained": ["--task", "classify", *data, "--init-from", f"{tmp}/lm",

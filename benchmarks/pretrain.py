@@ -57,7 +57,7 @@ ELECTRA_STEP_COST = 9 / 7
 ENCODER = ["--tokenizer", "word", "--n-layer", "2", "--d-model", "128", "--n-head", "4",
            "--context", "256", "--batch-size", "32", "--dropout", "0.0", "--lr", "1e-3",
            "--min-lr", "1e-4", "--warmup-steps", "200", "--eval-every", "300",
-           "--log-every", "100", "--sample-tokens", "0"]
+           "--log-every", "100"]
 
 
 def _command(argv: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ the model's maximum is an error naming its file and line.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .backend import check_device, memory
@@ -22,7 +23,8 @@ from .checkpoints.folder import read_checkpoint_of
 from .cli import read_sentences, report_errors
 from .data.parallel import encode_lines
 from .data.text import one_line
-from .inference.decoding import DECODE_BATCH, DecodeOptions, decoding_bytes, translate_text
+from .inference.decoding import (DECODE_BATCH, DecodeOptions, decoding_bytes, max_target_length,
+                                 translate_text)
 
 __all__ = ["main", "translate"]
 
@@ -53,6 +55,19 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
     return DecodeOptions(**values)
 
 
+def length_note(options: DecodeOptions, context: int) -> str | None:
+    """A line when --max-len-a / --max-len-b allow more than the model can write for any
+    source: its context bounds every output (and the memory estimate counts the whole
+    context), so such values decode as far as the context goes."""
+    shortest = max_target_length(1, options, math.inf)  # a source of eos alone
+    capped = max_target_length(1, options, context)
+    if shortest <= capped:
+        return None
+    return (f"note: --max-len-a {options.max_len_a:g} --max-len-b {options.max_len_b:g} allow "
+            f"more than the model writes: each translation stops within its context of "
+            f"{context} tokens")
+
+
 def _translate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     options = decode_options(args)
@@ -66,6 +81,9 @@ def _translate(args: argparse.Namespace) -> int:
     model = ckpt.build_model(device)
     for line in translate(model, ckpt.tokenizer, sentences, options, names):
         print(line)
+    note = length_note(options, ckpt.model_config.context_length)
+    if note:  # after the output: an error stays the one line on stderr
+        print(note, file=sys.stderr)
     return 0
 
 

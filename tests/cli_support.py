@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A model small enough that a step takes milliseconds on a CPU.
 TINY = [
     "--n-layer", "1", "--n-head", "2", "--d-model", "16", "--context", "16",
-    "--batch-size", "4", "--eval-batches", "2", "--log-every", "1000", "--sample-tokens", "0",
+    "--batch-size", "4", "--eval-batches", "2", "--log-every", "1000",
     "--warmup-steps", "2", "--peak-flops", "1e11",
 ]
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minigrad_lm as mg
 from minigrad_lm import generate as generate_cli
@@ -227,3 +231,19 @@ def test_python_dash_m_entry_point(lm_run):
                         "--max-new-tokens", "10", "--seed", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("If") and result.stderr == ""
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.floats(-50, 50), min_size=1, max_size=12),
+       st.floats(5e-324, 1e-300) | st.floats(1e-3, 1e300), st.none() | st.integers(1, 12),
+       st.none() | st.floats(0.01, 1.0))
+def test_any_positive_temperature_gives_a_distribution_without_numpy_warnings(logits, t, k, p):
+    """A subnormal temperature is all but greedy: no overflow warning, no NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = filter_probs(np.array(logits), t, k, p)
+    assert np.isfinite(probs).all() and probs.sum() == pytest.approx(1.0)
+    top = int(np.argmax(logits))  # the first of the largest
+    assert probs[top] == probs.max()
+    if t < 1e-300 and k is None and p is None:
+        assert probs[top] == pytest.approx(1.0 / logits.count(logits[top]))

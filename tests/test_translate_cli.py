@@ -198,8 +198,8 @@ def test_translate_cli_errors(copy_run, tmp_path, capsys):
     sums["config.json"] = hashlib.sha256(text.encode()).hexdigest()
     (folder / "checksums.json").write_text(json.dumps(sums))
     assert translate_cli.main(["--ckpt", str(tmp_path / "lm" / "latest"), "hallo"]) == 2
-    assert_one_line_error(capsys.readouterr().err, "key 'task': expected one of 'lm', 'mlm', "
-                                                   "'classify', 'translate', 'qa', got 'summarize'")
+    assert_one_line_error(capsys.readouterr().err, "key 'task': expected one of 'lm', 'mlm', ",
+                          "'translate', ", "got 'summarize'")
 
 
 @settings(max_examples=20, deadline=None, derandomize=True,
@@ -230,3 +230,18 @@ def test_translate_prints_one_line_per_input_line(copy_run, tmp_path_factory, mo
     assert len(printed) == len(lines) and out.count("\n") == len(lines), (lines, out)
     for line, result in zip(lines, printed, strict=True):
         assert line.strip() or result == "", (line, result)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(a=st.floats(0, 1e300), b=st.integers(0, 10**15), context=st.integers(3, 4096))
+def test_a_max_length_beyond_the_context_is_one_note_and_decodes_within_it(a, b, context):
+    from minigrad_lm.inference.decoding import DecodeOptions, max_target_length
+
+    if a + b == 0:
+        return
+    options = DecodeOptions(max_len_a=a, max_len_b=b)
+    note = translate_cli.length_note(options, context)
+    assert max_target_length(context, options, context) <= context - 1  # the cap holds
+    assert (note is not None) == (a + b + 1 > context - 1)
+    if note:
+        assert "\n" not in note and f"context of {context} tokens" in note

@@ -42,11 +42,12 @@ def filter_probs(
         probs = np.zeros_like(logits)
         probs[int(np.argmax(logits))] = 1.0
         return probs
-    scaled = logits / temperature
-    # A stable sort gives ties a fixed order, so top-k/top-p keep the same ids on every backend.
-    order = np.argsort(-scaled, kind="stable")
+    # A stable sort gives ties a fixed order, so top-k/top-p keep the same ids on every backend
+    # (a positive temperature keeps the order of the logits).
+    order = np.argsort(-logits, kind="stable")
     keep = len(order) if top_k is None else min(top_k, len(order))
-    probs_sorted = np.exp(scaled[order] - scaled[order[0]])
+    with np.errstate(over="ignore"):  # a tiny temperature sends all but the top to -inf: p 0
+        probs_sorted = np.exp((logits[order] - logits[order[0]]) / temperature)
     probs_sorted[keep:] = 0.0
     probs_sorted /= probs_sorted.sum()
     if top_p is not None and top_p < 1.0:

@@ -21,14 +21,15 @@ from typing import Any
 
 from ..engine import amp
 from ..data.tokenizer import TOKENIZER_KINDS
+from ..data.trained_tokenizer import KINDS as LEARNED_TOKENIZERS
 from ..io.untrusted import InputError, parse_json, read_regular_bytes, short
 from ..models.classifier import POOLINGS
 from ..models.config import POSITIONALS, RECOMPUTE
 from .tasks import DEFAULT_TASK, TASKS, task_name
 from .tasks.common import flag as _flag
 
-__all__ = ["TASK_OPTIONS", "TrainConfig", "build_parser", "check_fields", "option",
-           "read_config_file"]
+__all__ = ["LEARNED_VOCAB_OPTIONS", "TASK_OPTIONS", "TrainConfig", "applicable", "build_parser",
+           "check_fields", "option", "read_config_file"]
 
 INF = math.inf
 INT_MAX = 2**63 - 1
@@ -105,7 +106,8 @@ class TrainConfig:
         None, "evaluate and save a checkpoint every N steps", range=(1, INF))
     eval_batches: int = option(
         16, "batches (as large as a training step's) of train and of val text per evaluation (lm; "
-        "classify evaluates the whole val file and this many batches of train rows)",
+        "mlm: batches of 32 windows, whatever --batch-size; classify evaluates the whole val file "
+        "and this many batches of train rows)",
         range=(1, INF))
     log_every: int = option(None, "print a log line every N steps", range=(1, INF))
     init_from: str | None = option(
@@ -114,8 +116,8 @@ class TrainConfig:
     peak_flops: float | None = option(
         None, "peak FLOP/s for MFU (default: a quick matmul measurement on the device)",
         range=((0.0,), INF))
-    sample_tokens: int = option(
-        400, "length of the sample printed at the end (lm; 0: none)", range=(0, INF))
+    sample_tokens: int | None = option(
+        None, "lm: length of the sample printed at the end (0: none)", range=(0, INF))
     epochs: int | None = option(
         None, "classify: passes over the training rows (each in a new seeded order), instead of "
         "--max-steps; translate: passes over the token batches; qa: over the training windows",
@@ -127,9 +129,11 @@ class TrainConfig:
     vocab_size: int | None = option(
         None, "word/bpe: the most tokens in the learned vocabulary (default: word 30000, bpe 8000)",
         range=(5, INF))
-    min_count: int = option(
-        1, "word/bpe: leave out words seen fewer times than this", range=(1, INF))
-    lowercase: bool = option(False, "word/bpe: lower-case text before tokenizing")
+    min_count: int | None = option(
+        None, "word/bpe: leave out words seen fewer times than this (default: 1)",
+        range=(1, INF))
+    lowercase: bool | None = option(
+        None, "word/bpe: lower-case text before tokenizing (default: no)")
     attention: str = option(
         None, "classify: bidirectional (an encoder: each token sees the whole sentence, padding "
         "masked) or causal (a GPT body); lm: causal (next-token prediction) or bidirectional (a "
@@ -216,6 +220,7 @@ class TrainConfig:
         for name, value in task.defaults.items():
             if getattr(self, name) is None and (name not in RUN_LENGTH or no_length):
                 setattr(self, name, value)
+        _check_vocabulary_options(self)
         unset = [name for name in PER_TASK if getattr(self, name) is None]
         if unset:
             raise ValueError(f"--task {self.task} gives no default for {_flag(unset[0])}")
@@ -252,8 +257,37 @@ PER_TASK = tuple(name for name, f in _FIELDS.items()
 RUN_LENGTH = ("max_steps", "epochs")  # a task's defaults give one: its run's length
 # Options of some tasks only (default None): refused, when given, by the others.
 TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.options))
+# Options of a learned (word or bpe) vocabulary, refused with a char or byte tokenizer, and
+# the defaults of those that have one.
+LEARNED_VOCAB_OPTIONS = ("vocab_size", "min_count", "lowercase")
+LEARNED_VOCAB_DEFAULTS = {"min_count": 1, "lowercase": False}
 # What an option left at None means, for the tasks without a default for it.
 _NONE_MEANS = {"decay_steps": "the whole run", "eval_every": "twice an epoch"}
+
+
+def _check_vocabulary_options(cfg: TrainConfig) -> None:
+    """Refuse an option of a learned vocabulary given with a char or byte tokenizer (it would
+    change nothing); fill in their defaults for a word or bpe one."""
+    if cfg.tokenizer in LEARNED_TOKENIZERS:
+        for name, value in LEARNED_VOCAB_DEFAULTS.items():
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, value)
+        return
+    for name in LEARNED_VOCAB_OPTIONS:
+        if getattr(cfg, name) is not None:
+            raise ValueError(f"{_flag(name)} applies to a learned vocabulary (--tokenizer "
+                             f"{' or '.join(LEARNED_TOKENIZERS)}), not --tokenizer "
+                             f"{cfg.tokenizer}")
+
+
+def applicable(values: dict[str, Any]) -> dict[str, Any]:
+    """Options ``values`` (a saved run's) less those their task or tokenizer never read: an
+    older run saved every option, and given now they would be refused."""
+    task = TASKS[task_name(values)]
+    tokenizer = values.get("tokenizer") or task.defaults.get("tokenizer")
+    return {k: v for k, v in values.items()
+            if (k not in TASK_OPTIONS or k in task.options)
+            and (k not in LEARNED_VOCAB_OPTIONS or tokenizer in LEARNED_TOKENIZERS)}
 
 
 def _check_choice(name: str, value: Any) -> None:

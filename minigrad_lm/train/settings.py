@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 from .. import backend
 from ..checkpoints.folder import LATEST, Checkpoint, read_checkpoint
+from ..data.tokenizer import TOKENIZER_KINDS
 from ..io.files import CheckpointError
 from ..models.adapters import LoraSpec, parse_targets
-from .config import TASK_OPTIONS, TrainConfig, check_fields, read_config_file
+from .config import LEARNED_VOCAB_OPTIONS, TrainConfig, applicable, check_fields, read_config_file
 from .distributed import World
 from .run_folder import has_run_files, refuse_existing_run
 from .tasks import TASKS, task_name
-from .tasks.common import flag
-from .tasks.common import tokenizer_kind
+from .tasks.common import flag, tokenizer_kind
 
 __all__ = ["Plan", "lora_spec", "plan", "world_note"]
 
@@ -67,6 +67,25 @@ def _adopt_model(cfg: TrainConfig, source: Checkpoint, explicit: dict, what: str
     return TrainConfig(**values)
 
 
+def _adopt_tokenizer(explicit: dict, source: Checkpoint) -> dict:
+    """The options with --init-from's tokenizer, whose vocabulary the weights were trained
+    on: an option that asks for another vocabulary is refused naming both."""
+    kind = tokenizer_kind(source.tokenizer_dict)
+    if kind not in TOKENIZER_KINDS:
+        return explicit  # token ids without a tokenizer: the task says what it accepts
+    size = source.model_config.vocab_size
+    held = f"--init-from {source.path}: its tokenizer is {kind} with {size:,} tokens"
+    if explicit.get("tokenizer", kind) != kind:
+        raise CheckpointError(f"{held}, not --tokenizer {explicit['tokenizer']}")
+    if explicit.get("vocab_size", size) != size:
+        raise CheckpointError(f"{held}, not --vocab-size {explicit['vocab_size']}")
+    learned = [name for name in LEARNED_VOCAB_OPTIONS
+               if name in explicit and name != "vocab_size"]
+    if learned:
+        raise CheckpointError(f"{held}; {flag(learned[0])} would learn another vocabulary")
+    return {**explicit, "tokenizer": kind}
+
+
 def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     """The checkpoint to resume and its saved training options."""
     if not os.path.isdir(os.path.join(out, LATEST)) and not os.path.isdir(
@@ -86,8 +105,7 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
         raise CheckpointError(f"{state}: its training configuration is of --task "
                               f"{task_name(saved)} but config.json holds a {source.task} model")
     task = TASKS[source.task]
-    # What the run was trained with: its task's options (another task's were never used).
-    saved = {k: v for k, v in saved.items() if k not in TASK_OPTIONS or k in task.options}
+    saved = applicable(saved)  # what the run was trained with
     try:
         TrainConfig(**saved)  # each value in its range: a hand edit is named as such
     except ValueError as e:
@@ -135,10 +153,10 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]) -> Plan:
         resume, saved = _resume_source(out, explicit)
         cfg = TrainConfig(**{**_without_replaced_length(saved, explicit), **explicit, "out": out})
         return Plan(_adopt_model(cfg, resume, explicit, "--resume: checkpoint"), resume=resume)
-    cfg = TrainConfig(**explicit)
-    if cfg.init_from is None:
-        return Plan(cfg)
-    init = read_checkpoint(cfg.init_from)
+    if explicit.get("init_from") is None:
+        return Plan(TrainConfig(**explicit))
+    init = read_checkpoint(explicit["init_from"])
+    cfg = TrainConfig(**_adopt_tokenizer(explicit, init))
     starts = TASKS[cfg.task].init_from
     if init.task not in starts:
         raise CheckpointError(
@@ -177,7 +195,7 @@ def world_note(cfg: TrainConfig, resume: Checkpoint, world: World) -> str | None
     saved_ranks = resume.state.get("world_size", 1)
     if saved_ranks == world.size:
         return None
-    saved = TrainConfig(**check_fields(resume.state["train_config"], resume.path))
+    saved = TrainConfig(**applicable(check_fields(resume.state["train_config"], resume.path)))
     saved_batch = saved.batch_size * saved.grad_accum_steps * saved_ranks
     batch = cfg.batch_size * cfg.grad_accum_steps * world.size
     head = (f"note: {resume.path} was written by {saved_ranks} rank(s) and resumes on "

@@ -79,6 +79,32 @@ def test_masked_scoring_hides_the_same_tokens_whatever_the_batch_size(n, context
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    return _cyclic_corpus(tmp_path_factory.mktemp("mlm_eval") / "c.txt", lines=60)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(st.integers(1, 40), st.integers(1, 40))
+def test_training_evaluation_hides_the_same_tokens_whatever_the_batch_size(small_corpus, b1, b2):
+    """The val loss and accuracy of --task mlm's evaluation during training are a function of
+    the weights and the seed: --batch-size, a speed knob, changes neither."""
+    from minigrad_lm.train.config import TrainConfig
+    from minigrad_lm.train.tasks import make_task
+
+    def metrics(batch_size):
+        cfg = TrainConfig(task="mlm", data=str(small_corpus), batch_size=batch_size,
+                          eval_batches=2, context=8, n_layer=1, d_model=8, n_head=2)
+        task = make_task(cfg)
+        mg.manual_seed(0)
+        return task.evaluate(GPT(task.model_config(None)))
+
+    one, other = metrics(b1), metrics(b2)
+    assert one.keys() == other.keys()
+    for key in one:
+        assert one[key] == pytest.approx(other[key], rel=1e-5), key
+
+
 def test_masking_follows_berts_shares():
     ids = _ids((400, 64), seed=1, specials=0.0)
     inputs, targets = mask_tokens(ids, mask_draws(np.random.default_rng(2), 400, 64, VOCAB),

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigrad_lm.train.config import TASK_OPTIONS, TrainConfig
+from minigrad_lm.train.config import LEARNED_VOCAB_OPTIONS, TASK_OPTIONS, TrainConfig, applicable
 from minigrad_lm.train.tasks import TASKS
-from tests.cli_support import assert_one_line_error, run_train, snapshot
+from tests.cli_support import TINY, assert_one_line_error, run_train, snapshot, write_corpus
 from tests.train.test_hostile_input import edit_json
 
 V1 = Path(__file__).resolve().parents[1] / "fixtures" / "v1_runs"
@@ -34,13 +34,14 @@ VALUES = {
     "mask_prob": ["0.3", "0.5"], "d_ff": ["64", "7"], "embeddings": ["shared", "separate"],
     "batch_tokens": ["100", "9999"], "recompute": ["blocks"], "word_dropout": ["0.2"],
     "label_smoothing": ["0.2"], "beam_size": ["2"], "length_penalty": ["0.5"], "epochs": ["2"],
-    "stride": ["8"], "max_answer_tokens": ["5"],
+    "sample_tokens": ["0", "30"], "stride": ["8"], "max_answer_tokens": ["5"],
     "truncation": ["head_tail"], "layer_decay": ["0.8"], "generator_layers": ["2"],
     "token_cache": ["cache"],
 }
 BASE = {"lm": ["--data", "x.txt"], "mlm": ["--data", "x.txt"], "electra": ["--data", "x.txt"],
         "classify": ["--data", "x.tsv", "--val-data", "y.tsv"],
-        "translate": ["--data", "a", "b", "--val-data", "c", "d"], "qa": ["--data", "x.json"]}
+        "translate": ["--data", "a", "b", "--val-data", "c", "d"],
+        "qa": ["--data", "x.json", "--val-data", "y.json"]}
 
 
 def _flag(name: str) -> str:
@@ -48,7 +49,9 @@ def _flag(name: str) -> str:
 
 
 def _saved(task: str) -> dict:
-    return json.loads((V1 / task / "latest" / "state.json").read_text())["train_config"]
+    """What a v1 run was trained with (less the options it saved but never read)."""
+    return applicable(
+        json.loads((V1 / task / "latest" / "state.json").read_text())["train_config"])
 
 
 @FUZZ
@@ -63,6 +66,31 @@ def test_an_option_a_task_cannot_use_is_refused_by_name(tmp_path_factory, capsys
                      VALUES[option][0]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{_flag(option)} applies to --task ")
     assert not out.exists()
+
+
+@FUZZ
+@given(st.sampled_from(sorted(TASKS)), st.sampled_from(["char", "byte"]),
+       st.sampled_from(LEARNED_VOCAB_OPTIONS), st.booleans())
+def test_a_learned_vocabulary_option_with_a_char_or_byte_tokenizer_is_refused_by_name(
+        tmp_path_factory, capsys, task, tokenizer, option, negated):
+    """--vocab-size, --min-count and --lowercase shape a learned (word or bpe) vocabulary:
+    given with char or byte, they are refused by name before --out is made."""
+    out = tmp_path_factory.mktemp("vocab") / "run"
+    given_as = ([f"--no-{option}" if negated else _flag(option)] if option == "lowercase"
+                else [_flag(option), VALUES[option][0]])
+    capsys.readouterr()
+    assert run_train("--task", task, *BASE[task], "--tokenizer", tokenizer, "--out", out,
+                     *given_as) == 2
+    assert_one_line_error(capsys.readouterr().err, f"{_flag(option)} applies to a learned "
+                          f"vocabulary (--tokenizer word or bpe), not --tokenizer {tokenizer}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "bpe"])
+def test_a_learned_vocabulary_fills_in_its_option_defaults(tokenizer):
+    cfg = TrainConfig(data="x", tokenizer=tokenizer)
+    assert (cfg.min_count, cfg.lowercase) == (1, False)
+    assert (TrainConfig(data="x").min_count, TrainConfig(data="x").lowercase) == (None, None)
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -161,3 +189,44 @@ def test_a_hand_edited_state_json_value_is_named_by_its_file_and_key(tmp_path_fa
     if status == 2:
         assert_one_line_error(err)
         assert "state.json" in err or "--max-steps" in err, err
+
+
+@pytest.fixture(scope="module")
+def word_lm(tmp_path_factory):
+    """A word-level causal language model (--task lm's default tokenizer is char)."""
+    folder = tmp_path_factory.mktemp("word_lm")
+    corpus = write_corpus(folder)
+    assert run_train("--data", corpus, "--tokenizer", "word", *TINY, "--max-steps", "1",
+                     "--sample-tokens", "0", "--out", folder / "run") == 0
+    return corpus, folder / "run"
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_init_from_adopts_the_checkpoints_tokenizer(word_lm, tmp_path, task):
+    corpus, source = word_lm
+    out = tmp_path / "run"
+    assert run_train("--task", task, "--data", corpus, *TINY, "--max-steps", "1",
+                     "--init-from", source, "--out", out) == 0
+    assert json.loads((out / "train_config.json").read_text())["tokenizer"] == "word"
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(task=st.sampled_from(["lm", "mlm", "classify"]),
+       given_as=st.sampled_from([["--tokenizer", "char"], ["--tokenizer", "byte"],
+                                 ["--tokenizer", "bpe"], ["--vocab-size", "7"],
+                                 ["--vocab-size", "100000"], ["--min-count", "2"],
+                                 ["--lowercase"], ["--no-lowercase"]]))
+def test_init_from_with_another_vocabulary_is_refused_naming_both(word_lm, tmp_path_factory,
+                                                                 capsys, task, given_as):
+    corpus, source = word_lm
+    out = tmp_path_factory.mktemp("init") / "run"
+    data = [corpus, corpus] if task == "classify" else [corpus]
+    capsys.readouterr()
+    assert run_train("--task", task, "--data", *data, "--init-from", source, "--out", out,
+                     *given_as) == 2
+    size = json.loads((source / "latest" / "config.json").read_text())["model"]["vocab_size"]
+    assert_one_line_error(capsys.readouterr().err,
+                          f"its tokenizer is word with {size:,} tokens",
+                          given_as[0].replace("--no-", "--"))
+    assert not out.exists()

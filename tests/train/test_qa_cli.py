@@ -140,7 +140,7 @@ def test_init_from_a_masked_language_model_uses_its_encoder_and_tokenizer(tmp_pa
     assert run_train("--task", "lm", "--attention", "bidirectional", "--tokenizer", "word",
                      "--data", corpus, "--n-layer", "1", "--n-head", "2", "--d-model", "32",
                      "--context", "32", "--batch-size", "4", "--max-steps", "3",
-                     "--sample-tokens", "0", "--peak-flops", "1e11", "--eval-batches", "1",
+                     "--peak-flops", "1e11", "--eval-batches", "1",
                      "--out", tmp_path / "mlm") == 0
     assert run_train("--task", "qa", "--data", train, "--val-data", val, "--init-from",
                      tmp_path / "mlm", "--max-steps", "3", "--batch-size", "4",

@@ -62,8 +62,8 @@ class LMTask(Task):
                 "context": 64, "n_layer": 4, "d_model": 128, "positional": "learned",
                 "dropout": 0.0, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "eval_every": 250, "log_every": 100, "attention": "causal",
-                **GPT_OPTIONS}
-    options = (*GPT_OPTIONS, "val_every_nth", "token_cache")
+                "sample_tokens": 400, **GPT_OPTIONS}
+    options = (*GPT_OPTIONS, "val_every_nth", "token_cache", "sample_tokens")
     init_from = (LMKind.name, MaskedLMKind.name)
 
     @staticmethod

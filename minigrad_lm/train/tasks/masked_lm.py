@@ -27,6 +27,12 @@ from .lm import LMTask
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
+# LMTask's options of the text it writes: a bidirectional model writes none.
+NO_SAMPLE = ("sample_tokens",)
+# Windows an evaluation batch masks at once: a fixed number (the default --batch-size), so
+# the hidden tokens, and the val loss, never depend on --batch-size or the ranks.
+EVAL_WINDOWS = 32
+
 
 class MaskedLMTask(LMTask):
     """Masked language modelling on random windows of the corpus, as :class:`LMTask` draws
@@ -36,9 +42,9 @@ class MaskedLMTask(LMTask):
     name = MaskedLMKind.name
     summary = ("masked language modelling, BERT's pretraining of a bidirectional encoder "
                "(also --task lm --attention bidirectional)")
-    defaults = {**LMTask.defaults, "tokenizer": "word", "attention": "bidirectional",
-                "mask_prob": 0.15}
-    options = (*LMTask.options, "mask_prob")
+    options = (*(name for name in LMTask.options if name not in NO_SAMPLE), "mask_prob")
+    defaults = {**{k: v for k, v in LMTask.defaults.items() if k not in NO_SAMPLE},
+                "tokenizer": "word", "attention": "bidirectional", "mask_prob": 0.15}
     fixed = (*LMTask.fixed, "mask_prob")
     alias = {"task": LMTask.name, "attention": "bidirectional"}
 
@@ -95,24 +101,28 @@ class MaskedLMTask(LMTask):
         return F.cross_entropy(logits, targets)
 
     def _score(self, model, ids, rng, world: World) -> tuple[float, float]:
+        """(loss, accuracy) on the hidden tokens of ``eval_batches`` chunks of
+        :data:`EVAL_WINDOWS` windows: the windows and their masks are drawn a chunk at a time,
+        so the same tokens are hidden whatever the batch size and the ranks; each rank scores
+        its share of a chunk's rows in micro-batches of ``--batch-size``."""
         cfg = self.cfg
-        per_rank = cfg.batch_size * cfg.grad_accum_steps
         loss_sum, correct, scored = 0.0, 0, 0
         for _ in range(cfg.eval_batches):
-            # Drawn for every rank's rows, so the scored windows never depend on the ranks.
-            picks = self._picks(ids, rng, per_rank * world.size)
-            mine = picks[world.rank * per_rank:(world.rank + 1) * per_rank]
-            for lo in range(0, per_rank, cfg.batch_size):
-                batch = self._masked(ids, mine[lo:lo + cfg.batch_size])
-                part_loss, part_right, part_n = score_masked(model, *batch)
+            inputs, targets = self._masked(ids, self._picks(ids, rng, EVAL_WINDOWS))
+            share = np.array_split(np.arange(EVAL_WINDOWS), world.size)[world.rank]
+            for lo in range(0, len(share), cfg.batch_size):
+                rows = share[lo:lo + cfg.batch_size]
+                if (targets[rows] == F.IGNORE_INDEX).all():
+                    continue  # nothing hidden in these windows
+                part_loss, part_right, part_n = score_masked(model, inputs[rows], targets[rows])
                 loss_sum, correct, scored = (loss_sum + part_loss, correct + part_right,
                                              scored + part_n)
         scored = world.sum(scored)
         return world.sum(loss_sum) / scored, world.sum(correct) / scored
 
     def evaluate(self, model, world: World = LOCAL) -> dict[str, float]:
-        """Loss on the hidden tokens of ``eval_batches`` fixed train and val batches; val
-        perplexity and accuracy on them."""
+        """Loss on the hidden tokens of ``eval_batches`` fixed chunks of train and of val
+        windows; val perplexity and accuracy on them."""
         rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM])
         with evaluating(model):
             train_loss, _ = self._score(model, self.train, rng, world)
