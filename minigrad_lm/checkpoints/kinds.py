@@ -115,13 +115,14 @@ class CheckpointKind:
     @classmethod
     def score_file(cls, ckpt, model: Module, files: list[str], encoding: str,
                    batch_size: int) -> dict[str, Any]:
-        """The metrics of ``model`` (read from ``ckpt``) on ``files``."""
+        """The metrics of ``model`` (read from ``ckpt``) on ``files``; every registered kind
+        defines it (tests/train/test_tasks.py checks)."""
         raise NotImplementedError(f"{cls.name}: no file scoring")
 
     @staticmethod
     def report(where: str, metrics: dict[str, Any]) -> str:
-        """One line for :meth:`score_file`'s metrics."""
-        raise NotImplementedError
+        """One line for :meth:`score_file`'s metrics; every registered kind defines it."""
+        raise NotImplementedError("a checkpoint kind reports its own metrics")
 
     @classmethod
     def explain(cls, ckpt, model: Module, sentences: list[str], names: list[str],

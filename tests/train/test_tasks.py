@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad_lm.checkpoints.kinds import KINDS
+from minigrad_lm.checkpoints.kinds import KINDS, CheckpointKind
 from minigrad_lm.checkpoints.upgrade import upgrade
 from minigrad_lm.io.files import CheckpointError
 from minigrad_lm.models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer
@@ -67,6 +67,13 @@ def test_every_task_is_complete_and_has_a_checkpoint_kind():
         assert all(fields[o].default is None for o in task.options), name
         assert set(task.init_from) <= set(TASKS)
         assert not task.__abstractmethods__, name
+
+
+def test_every_checkpoint_kind_scores_and_reports_a_file_for_evaluate():
+    base = CheckpointKind.__dict__
+    for name, kind in KINDS.items():
+        assert kind.score_file.__func__ is not base["score_file"].__func__, name
+        assert kind.report is not base["report"].__func__, name
 
 
 @pytest.mark.parametrize(("values", "task"), [
