@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .backend import check_device
 from .checkpoints.kinds import QAKind
-from .cli import read_context, report_errors
+from .cli import checkpoint_parser, read_context, report_errors
 from .data.qa import QAExample, read_qa
 from .inference.qa import answer_examples
 from .io.files import atomic_write_json, json_text
@@ -76,10 +76,7 @@ def _answer(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigrad_lm.answer",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, metavar="DIR",
-                        help="run folder (uses best/, else latest/) or checkpoint folder")
+    parser = checkpoint_parser("answer", __doc__)
     parser.add_argument("--context", metavar="TEXT", help="the text the questions are about")
     parser.add_argument("--context-file", metavar="FILE", help="read the context from FILE")
     parser.add_argument("--file", metavar="FILE",
@@ -94,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="the longest span answer (default: the training run's)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N",
                         help="windows per forward pass (default: 32)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("questions", nargs="*", help="questions about the context")
     args = parser.parse_args(argv)
     return report_errors(lambda: _answer(args))

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from .backend import check_device
-from .cli import read_sentences, report_errors
+from .cli import checkpoint_parser, read_sentences, report_errors
 from .data.labeled import encode_sentences
 from .engine.ops import softmax
 from .engine.tensor import no_grad
@@ -68,12 +68,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m minigrad_lm.classify", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--ckpt", required=True, metavar="DIR",
-                        help="run folder (uses best/, else latest/) or checkpoint folder")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser = checkpoint_parser("classify", __doc__)
     parser.add_argument("--file", metavar="FILE",
                         help="classify each line of FILE (gzip or not; - for stdin)")
     parser.add_argument("--encoding", default="utf-8",

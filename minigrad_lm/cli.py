@@ -3,6 +3,7 @@ reports and exit statuses."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -12,13 +13,24 @@ from pathlib import Path
 from . import backend
 from .data.text import STDIN, read_lines, read_text
 
-__all__ = ["USAGE_ERROR", "error_line", "read_context", "read_sentences",
+__all__ = ["USAGE_ERROR", "checkpoint_parser", "error_line", "read_context", "read_sentences",
            "report_errors"]
 
 # argparse's own exit status for bad usage; every user error of the tools exits with it too.
 USAGE_ERROR = 2
 # An error quotes file names and values; a hostile file must not turn it into megabytes.
 MAX_ERROR_CHARS = 600
+
+
+def checkpoint_parser(tool: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a tool that reads a checkpoint: ``--ckpt`` and ``--device``, described by
+    the first line of the tool's docstring ``doc``."""
+    parser = argparse.ArgumentParser(prog=f"python -m minigrad_lm.{tool}",
+                                     description=doc.split("\n")[0])
+    parser.add_argument("--ckpt", required=True, metavar="DIR",
+                        help="run folder (uses best/, else latest/) or checkpoint folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    return parser
 
 
 def error_line(error: BaseException) -> str:

@@ -27,7 +27,7 @@ import json
 import sys
 
 from .backend import check_device
-from .cli import report_errors
+from .cli import checkpoint_parser, report_errors
 from .checkpoints.folder import read_checkpoint
 
 __all__ = ["evaluate", "main"]
@@ -53,16 +53,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigrad_lm.evaluate",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, metavar="DIR",
-                        help="run folder (uses best/, else latest/) or checkpoint folder")
+    parser = checkpoint_parser("evaluate", __doc__)
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="file(s) to score, read as in training")
     parser.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N",
                         help="rows, windows or sentence pairs per forward pass (default: 64)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     return report_errors(lambda: _evaluate(args))

@@ -36,7 +36,7 @@ import os
 import sys
 
 from .backend import check_device
-from .cli import read_context, read_sentences, report_errors
+from .cli import checkpoint_parser, read_context, read_sentences, report_errors
 from .inference.explain import BASELINES, ExplainOptions
 from .inference.explain_views import html_report, json_record, terminal_lines, write_pngs
 from .io.files import CheckpointError, atomic_write_text, json_text
@@ -104,10 +104,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigrad_lm.explain",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, metavar="DIR",
-                        help="run folder (uses best/, else latest/) or checkpoint folder")
+    parser = checkpoint_parser("explain", __doc__)
     parser.add_argument("--file", metavar="FILE", help="explain each line of FILE (- for stdin)")
     parser.add_argument("--encoding", default="utf-8",
                         help="text encoding of --file, --context-file or stdin (default: utf-8)")
@@ -136,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", metavar="DIR", help="write PNG heatmaps (needs matplotlib)")
     parser.add_argument("--json", metavar="FILE",
                         help="write the raw numbers as JSON (- for stdout, instead of the text)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("sentences", nargs="*",
                         help="sentences to explain (default: --file, else stdin)")
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ from typing import TextIO
 import numpy as np
 
 from .backend import check_device
-from .cli import report_errors
+from .cli import checkpoint_parser, report_errors
 from .inference.sampling import check_length, check_options, generate
 from .io.files import CheckpointError
 from .checkpoints.kinds import LMKind
@@ -59,12 +59,7 @@ class _TextStream:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m minigrad_lm.generate",
-        description=__doc__.split("\n")[0],
-    )
-    p.add_argument("--ckpt", required=True, metavar="DIR",
-                   help="run folder (uses best/, else latest/) or checkpoint folder")
+    p = checkpoint_parser("generate", __doc__)
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=300, metavar="N",
                    help="tokens to generate (default: 300)")
@@ -76,7 +71,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="sample among the most likely tokens that make up probability P")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed for reproducible samples (default: fresh randomness)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole window for every token (slower; same output)")
     return p

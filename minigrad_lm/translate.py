@@ -20,7 +20,7 @@ import sys
 
 from .backend import check_device, memory
 from .checkpoints.folder import read_checkpoint_of
-from .cli import read_sentences, report_errors
+from .cli import checkpoint_parser, read_sentences, report_errors
 from .data.parallel import encode_lines
 from .data.text import one_line
 from .inference.decoding import (DECODE_BATCH, DecodeOptions, decoding_bytes, max_target_length,
@@ -88,10 +88,7 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m minigrad_lm.translate", description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, metavar="DIR",
-                        help="run folder (uses best/, else latest/) or checkpoint folder")
+    parser = checkpoint_parser("translate", __doc__)
     parser.add_argument("--file", metavar="PATH",
                         help="one sentence per line (gzip or not; - is stdin)")
     parser.add_argument("--encoding", default="utf-8",
@@ -107,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: %(default)s)")
     parser.add_argument("--max-len-b", type=int, default=default.max_len_b, metavar="N",
                         help="(default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
     args = parser.parse_args(argv)
     return report_errors(lambda: _translate(args))
