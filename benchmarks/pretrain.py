@@ -4,32 +4,31 @@ classifiers trained from scratch; and the two pretraining objectives, the masked
 ELECTRA's replaced-token detection, compared at equal minutes by the MR accuracy they give.
 
     python -m benchmarks.pretrain [--data ../shared/data] [--work runs/pretrain_bench]
-        [--compare-minutes 13] [--recipe-steps 2000] [--imdb-steps 100]
+        [--stages recipe mr choices imdb compare] [--recipe-steps 4400] [--imdb-epochs 2]
+        [--compare-minutes 13]
 
 Stages, each a training run through the CLI exactly as a user would type it (printed):
-1. the corpus tokenized once into a token cache (word-level, lower-cased, 20,000 tokens);
-2. the masked LM and ELECTRA, each for ``--compare-minutes`` of training (stopped by SIGINT,
-   which saves the checkpoint of the step it is at; ELECTRA gets the minutes the masked LM
-   trained), each on the learning-rate schedule of the whole recipe;
-3. MR fine-tunes from scratch and from each objective; the objective with the better MR
-   accuracy is the recipe, and fine-tuning choices (layer-wise lr decay, lr, epochs) are
-   measured on it;
-4. the recipe's run continued to ``--recipe-steps`` (ELECTRA: as many masked-LM steps' time);
-5. MR and IMDB fine-tunes from scratch and from the recipe's encoder.
+- ``recipe``: the corpus tokenized once into a token cache (word-level, lower-cased, 20,000
+  tokens), then the documented recipe, a masked LM of ``--recipe-steps`` (one whole cosine);
+- ``mr``: the default classifier on MR from scratch and from the recipe's encoder;
+- ``choices``: fine-tuning choices (word dropout, layer-wise lr decay, LoRA) on MR from the
+  encoder;
+- ``imdb``: the same on IMDB's labelled reviews, ``--imdb-epochs`` each, head+tail 256 tokens;
+- ``compare``: the masked LM and ELECTRA, each trained ``--compare-minutes`` (stopped by SIGINT,
+  which saves the step it is at; ELECTRA gets the minutes the masked LM trained) on the
+  recipe's optimizer and a cosine sized to those minutes, then each fine-tuned on MR.
 
 MR's split: lines 10, 20, ... of each file are validation (Latin-1). IMDB's: lines 20, 40, ...
-of each labelled file (1,250 of the 25,000 reviews); its fine-tunes run ``--imdb-steps``. A run
-whose folder in ``--work`` already holds a finished run of the same command is reused (its
-stored result; for a run stopped by time, whatever its --max-steps cap), so the stages can be
-run one at a time (--stop-after). Writes benchmarks/results/pretrain_imdb.json; skips without
-the data.
+of each labelled file (1,250 of the 25,000 reviews). A run whose folder in ``--work`` already
+holds a finished run of the same command is reused (its stored result), so stages can be run
+one at a time; the results file keeps what earlier stages wrote. Writes
+benchmarks/results/pretrain_imdb.json; skips without the data.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -49,15 +48,27 @@ IMDB = ("imdb/train.neg.txt.gz", "imdb/train.pos.txt.gz")
 VOCAB = 20_000
 IMDB_EVERY = 20
 RESULT = "benchmark_result.json"
-STAGES = ("arms", "choices", "all")
+STAGES = ("recipe", "mr", "choices", "imdb", "compare")
+RUNS = ("recipe", "mr_scratch", "mr_recipe", "imdb_scratch", "imdb_recipe")
+# Fine-tuning choices measured on MR from the recipe's encoder, against the classifier's
+# defaults (word dropout 0.3, one lr for every layer, every weight trained).
+CHOICES = {"word_dropout_0.1": ["--word-dropout", "0.1"],
+           "word_dropout_0": ["--word-dropout", "0"],
+           "layer_decay_0.8": ["--layer-decay", "0.8"],
+           "layer_decay_0.5": ["--layer-decay", "0.5"],
+           "lora_rank_8": ["--lora-rank", "8"]}
 # ELECTRA's step costs about this many masked-LM steps (its 1-layer generator runs besides the
 # encoder): its cosine is as much shorter, so both schedules end at about the same minute.
 ELECTRA_STEP_COST = 9 / 7
-# The encoder's shape and the optimizer of pretraining (both objectives).
+# The encoder's shape and the optimizer of pretraining (both objectives): a small model sees
+# more text in the minutes; in 400-step probes a peak lr of 3e-3 lowered the masked loss
+# faster than 1e-3 or 1e-2.
 ENCODER = ["--tokenizer", "word", "--n-layer", "2", "--d-model", "128", "--n-head", "4",
-           "--context", "256", "--batch-size", "32", "--dropout", "0.0", "--lr", "1e-3",
-           "--min-lr", "1e-4", "--warmup-steps", "200", "--eval-every", "300",
-           "--log-every", "100"]
+           "--context", "256", "--batch-size", "32", "--dropout", "0.0", "--lr", "3e-3",
+           "--min-lr", "1e-4", "--warmup-steps", "300", "--weight-decay", "0.01"]
+# Masked-LM steps a minute on the 2 cores (32 x 256 tokens at ~11,300 tokens/s): sizes the
+# cosine of the comparison's arms to their minutes.
+MLM_STEPS_PER_MINUTE = 83
 
 
 def _command(argv: list[str]) -> list[str]:
@@ -142,21 +153,36 @@ def _classify(data: Path, files: tuple[str, ...], out: Path, *extra: str,
             "--val-every-nth", str(every), "--encoding", encoding, *extra, "--out", str(out)]
 
 
+def _pretrain(task: str, corpus: list[str], steps: int, out: Path) -> list[str]:
+    return ["--task", task, *corpus, *ENCODER, "--eval-every", str(max(1, steps // 4)),
+            "--log-every", "100", "--max-steps", str(steps), "--decay-steps", str(steps),
+            "--out", str(out)]
+
+
+def _mr(data: Path, out: Path, *extra: str) -> list[str]:
+    return _classify(data, MR, out, *extra, encoding="latin-1")
+
+
+def _imdb(data: Path, out: Path, epochs: int, *extra: str) -> list[str]:
+    return _classify(data, IMDB, out, "--truncation", "head_tail", "--epochs", str(epochs),
+                     *extra, every=IMDB_EVERY)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--work", type=Path, default=Path("runs/pretrain_bench"),
                         help="run folders (a finished run there is reused)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="the stages to run (mr and imdb need the recipe's run)")
+    parser.add_argument("--recipe-steps", type=int, default=4400,
+                        help="masked-LM steps of the recipe (one whole cosine)")
+    parser.add_argument("--imdb-epochs", type=int, default=2,
+                        help="passes over IMDB's training reviews of each IMDB fine-tune")
     parser.add_argument("--compare-minutes", type=float, default=13.0,
                         help="training minutes of each objective in the comparison")
-    parser.add_argument("--recipe-steps", type=int, default=2000,
-                        help="masked-LM steps of the recipe (the cosine of both objectives)")
-    parser.add_argument("--imdb-steps", type=int, default=100,
-                        help="steps of the IMDB fine-tunes (32 reviews each)")
     parser.add_argument("--token-cache", type=Path, default=None,
                         help="folder of token caches (default: token_cache in --work)")
-    parser.add_argument("--stop-after", choices=STAGES, default=STAGES[-1],
-                        help="run the stages up to this one")
     parser.add_argument("--out", default="benchmarks/results/pretrain_imdb.json")
     args = parser.parse_args(argv)
     needed = [CORPUS, *MR, *IMDB]
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = open(work / "runs.log", "a")
-    results: dict = {"machine": machine()}
+    results: dict = _previous(args.out) | {"machine": machine()}
     start = time.perf_counter()
     cache = prepare_token_cache(args.token_cache or work / "token_cache",
                                 [str(args.data / CORPUS)],
@@ -177,58 +203,48 @@ def main(argv: list[str] | None = None) -> int:
                          "val_tokens": len(cache.val), "vocabulary": VOCAB,
                          "seconds": time.perf_counter() - start}
     corpus = ["--data", str(cache.folder)]
-    steps = {"mlm": args.recipe_steps,
-             "electra": round(args.recipe_steps / ELECTRA_STEP_COST)}
-    arms = {arm: ["--task", arm, *corpus, *ENCODER, "--max-steps", str(steps[arm]),
-                  "--decay-steps", str(steps[arm]), "--out", str(work / arm)] for arm in steps}
-    results["mlm"] = run(arms["mlm"], seconds=args.compare_minutes * 60, log=log)
-    results["electra"] = run(arms["electra"], seconds=results["mlm"]["train_seconds"] + 10,
-                             log=log)
-    if args.stop_after == "arms":
-        return _write(results, args.out)
-    mr = {"encoding": "latin-1"}
-    tune = {"scratch": _classify(args.data, MR, work / "mr_scratch", **mr)}
-    for arm in arms:
-        latest = str(work / arm / "latest")
-        tune[f"mr_{arm}"] = _classify(args.data, MR, work / f"mr_{arm}", "--init-from", latest,
-                                      **mr)
-    for name, run_argv in tune.items():
-        results[name] = run(run_argv, log=log)
-    recipe = max(arms, key=lambda a: results[f"mr_{a}"]["val_acc"])
-    results["recipe_objective"] = recipe
-    print(f"recipe: {recipe} (MR val {results[f'mr_{recipe}']['val_acc']:.3f})", flush=True)
-    choices = {"layer_decay_0.8": ["--layer-decay", "0.8"],
-               "lr_5e-4": ["--lr", "5e-4", "--min-lr", "5e-5"]}
-    latest = str(work / recipe / "latest")
-    for name, flags in choices.items():
-        results[f"mr_{recipe}_{name}"] = run(_classify(
-            args.data, MR, work / f"mr_{recipe}_{name}", "--init-from", latest, *flags, **mr),
-            log=log)
-    if args.stop_after == "choices":
-        return _write(results, args.out)
-    full = work / "recipe"
-    if not (full / RESULT).is_file():
-        shutil.rmtree(full, ignore_errors=True)
-        shutil.copytree(work / recipe, full, ignore=shutil.ignore_patterns(RESULT, "*.lock"))
-    results["recipe"] = results[recipe]  # the arm ran its whole schedule in its minutes
-    if results[recipe]["steps"] < steps[recipe]:
-        results["recipe"] = run(["--out", str(full), "--resume", "--max-steps",
-                                 str(steps[recipe]), "--decay-steps", str(steps[recipe])],
+    encoder = str(work / "mlm" / "latest")
+    if "recipe" in args.stages:
+        results["recipe"] = run(_pretrain("mlm", corpus, args.recipe_steps, work / "mlm"),
                                 log=log)
-    encoder = str(full / "latest")
-    imdb = ["--truncation", "head_tail", "--max-steps", str(args.imdb_steps), "--warmup-steps",
-            str(max(1, args.imdb_steps // 10)), "--eval-every", str(max(1, args.imdb_steps // 2))]
-    finals = {
-        "mr_recipe": _classify(args.data, MR, work / "mr_recipe", "--init-from", encoder, **mr),
-        "imdb_scratch": _classify(args.data, IMDB, work / "imdb_scratch", "--context", "256",
-                                  "--lowercase", *imdb, every=IMDB_EVERY),
-        "imdb_recipe": _classify(args.data, IMDB, work / "imdb_recipe", "--init-from", encoder,
-                                 *imdb, every=IMDB_EVERY),
-    }
-    for name, run_argv in finals.items():
-        results[name] = run(run_argv, log=log)
+    if "mr" in args.stages:
+        results["mr_scratch"] = run(_mr(args.data, work / "mr_scratch"), log=log)
+        results["mr_recipe"] = run(_mr(args.data, work / "mr_recipe", "--init-from", encoder),
+                                   log=log)
+    if "choices" in args.stages:
+        for name, flags in CHOICES.items():
+            results[f"mr_recipe_{name}"] = run(
+                _mr(args.data, work / f"mr_recipe_{name}", "--init-from", encoder, *flags), log=log)
+    if "imdb" in args.stages:
+        results["imdb_scratch"] = run(_imdb(args.data, work / "imdb_scratch", args.imdb_epochs,
+                                            "--context", "256", "--lowercase"), log=log)
+        results["imdb_recipe"] = run(_imdb(args.data, work / "imdb_recipe", args.imdb_epochs,
+                                           "--init-from", encoder), log=log)
+    if "compare" in args.stages:
+        steps = round(args.compare_minutes * MLM_STEPS_PER_MINUTE)
+        arms = {"mlm": steps, "electra": round(steps / ELECTRA_STEP_COST)}
+        seconds = args.compare_minutes * 60
+        for arm, arm_steps in arms.items():
+            out = work / f"compare_{arm}"
+            results[f"compare_{arm}"] = run(_pretrain(arm, corpus, arm_steps, out),
+                                            seconds=seconds, log=log)
+            seconds = results["compare_mlm"]["train_seconds"] + 10
+            results[f"compare_mr_{arm}"] = run(
+                _mr(args.data, work / f"compare_mr_{arm}", "--init-from", str(out / "latest")),
+                log=log)
     _print_tables(results)
     return _write(results, args.out)
+
+
+def _previous(out: str) -> dict:
+    """The runs earlier stages wrote to the results file (none if there is none)."""
+    try:
+        with open(out, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in stored.items()
+            if k in RUNS or k.startswith(("compare_", "mr_recipe_"))}
 
 
 def _write(results: dict, out: str) -> int:
@@ -244,26 +260,29 @@ def _minutes(r: dict) -> str:
 
 
 def _print_tables(r: dict) -> None:
-    print("\n| objective (equal minutes) | steps | pretraining | tokens/s | MR val accuracy |")
-    print("|---|---|---|---|---|")
-    for arm, label in (("mlm", "masked LM"), ("electra", "replaced-token detection")):
-        print(f"| {label} | {r[arm]['steps']:,} | {_minutes(r[arm])} | "
-              f"{r[arm]['tokens_per_s']:,.0f} | {r[f'mr_{arm}']['val_acc']:.3f} |")
-    recipe = r["recipe_objective"]
-    print(f"\n| fine-tuning from the {recipe} encoder on MR | val accuracy |")
-    print("|---|---|")
-    print(f"| defaults | {r[f'mr_{recipe}']['val_acc']:.3f} |")
-    for key in r:
-        if key.startswith(f"mr_{recipe}_"):
-            print(f"| {key.removeprefix(f'mr_{recipe}_')} | {r[key]['val_acc']:.3f} |")
-    print(f"\nrecipe: {recipe}, {r['recipe']['steps']:,} steps, {_minutes(r['recipe'])} of "
-          "pretraining")
+    if "recipe" in r:
+        print(f"\nrecipe: masked LM, {r['recipe']['steps']:,} steps, {_minutes(r['recipe'])} of "
+              f"pretraining, {r['recipe']['tokens_per_s']:,.0f} tokens/s")
     print("\n| set | from scratch | pretrained | fine-tuning (pretrained) |")
     print("|---|---|---|---|")
     for name in ("mr", "imdb"):
-        scratch, tuned = r[f"{name}_scratch" if name == "imdb" else "scratch"], r[f"{name}_recipe"]
-        print(f"| {name.upper()} | {scratch['val_acc']:.3f} | {tuned['val_acc']:.3f} | "
-              f"{_minutes(tuned)} |")
+        scratch, tuned = r.get(f"{name}_scratch"), r.get(f"{name}_recipe")
+        if scratch and tuned:
+            print(f"| {name.upper()} | {scratch['val_acc']:.3f} | {tuned['val_acc']:.3f} | "
+                  f"{_minutes(tuned)} |")
+    choices = [k for k in r if k.startswith("mr_recipe_")]
+    if choices:
+        print("\n| fine-tuning the encoder on MR | val accuracy |\n|---|---|")
+        print(f"| classifier defaults | {r['mr_recipe']['val_acc']:.3f} |")
+        for key in choices:
+            print(f"| {key.removeprefix('mr_recipe_')} | {r[key]['val_acc']:.3f} |")
+    if "compare_mr_electra" in r:
+        print("\n| objective (equal minutes) | steps | pretraining | tokens/s | MR val accuracy |")
+        print("|---|---|---|---|---|")
+        for arm, label in (("mlm", "masked LM"), ("electra", "replaced-token detection")):
+            print(f"| {label} | {r[f'compare_{arm}']['steps']:,} | "
+                  f"{_minutes(r[f'compare_{arm}'])} | {r[f'compare_{arm}']['tokens_per_s']:,.0f} "
+                  f"| {r[f'compare_mr_{arm}']['val_acc']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ class Attention(nn.Module):
     def __init__(self, d_model, n_heads, bias):
         super().__init__()
         self.n_heads = n_heads
+        self.causal = True  # False: a bidirectional encoder (benchmarks/mlm_reference.py)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
 
@@ -16,7 +17,7 @@ class Attention(nn.Module):
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_heads, c // self.n_heads).transpose(1, 2) for z in (q, k, v))
-        y = TF.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        y = TF.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).contiguous().view(b, t, c))
 
 
