@@ -1,11 +1,14 @@
 """Question answering on real data: bAbI's 20 tasks (1k) and SQuAD v1.1 held-out articles.
 
     python -m benchmarks.qa [--data ../shared/data] [--arms babi squad]
-        [--babi-epochs 6] [--squad-epochs 4] [--init-from DIR] [--smoke]
+        [--babi-reading facts|tokens] [--babi-epochs N] [--squad-epochs 4]
+        [--init-from DIR] [--smoke]
 
 bAbI: one model trained jointly on the 20 tasks' training files (18,013 questions; 20
 separate models would cost 20 runs), validated on their valid files; reported as the error
-per task, the mean error and the failed tasks (error > 5%). SQuAD: the 38 articles of
+per task, the mean error and the failed tasks (error > 5%). The model reads each story as
+facts (``--qa-input facts``, the default for bAbI); ``--babi-reading tokens`` measures the
+``[CLS] question [SEP] story`` token windows instead. SQuAD: the 38 articles of
 ``squad/train.json`` split by article, every 5th held out (articles 5, 10, ..., 35); exact
 match and F1 on the held-out articles, from scratch and, with ``--init-from`` (a pretrained
 encoder: ``--task lm --attention bidirectional`` or the ``mlm`` task's checkpoint, or a
@@ -13,7 +16,8 @@ GPT-2 folder), fine-tuned from it. Every run goes through the training CLI as a 
 type it, and the best checkpoint is scored by ``python -m minigrad_lm.evaluate``'s function.
 ``--smoke`` runs a tiny model for a few steps on a slice of the data (a check that the
 benchmark works, in about a minute; its figures mean nothing and are not written). Results
-go to benchmarks/results/qa_babi.json and qa_squad.json. Skips with a message when the data is
+go to benchmarks/results/qa_babi.json (qa_babi_tokens.json for the token reading) and
+qa_squad.json. Skips with a message when the data is
 not there.
 """
 from __future__ import annotations
@@ -36,9 +40,17 @@ from .harness import cli_training, machine
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BABI_TASKS = range(1, 21)
 SQUAD_EVERY = 5
-# The recipes (2 CPU cores): a 3-layer encoder, d_model 128, on [CLS] question [SEP] context.
-BABI_RECIPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
-               "--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1", "--lowercase"]
+# The recipes (2 CPU cores). bAbI read as facts: the question and up to 255 facts a story (all
+# of bAbI's); read as tokens: a 3-layer encoder on [CLS] question [SEP] story windows.
+BABI_RECIPES = {
+    "facts": ["--qa-input", "facts", "--n-layer", "2", "--d-model", "64", "--n-head", "4",
+              "--context", "256", "--lr", "3e-3", "--batch-size", "32", "--dropout", "0.1",
+              "--lowercase"],
+    "tokens": ["--qa-input", "tokens", "--n-layer", "3", "--d-model", "128", "--n-head", "4",
+               "--context", "256", "--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1",
+               "--lowercase"],
+}
+BABI_EPOCHS = {"facts": 20, "tokens": 8}
 SQUAD_VOCABULARY = ["--lowercase", "--vocab-size", "20000"]
 SQUAD_SHAPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
                *SQUAD_VOCABULARY]
@@ -64,15 +76,16 @@ def _score(run_dir: str, files: list[str]) -> dict:
     return {**metrics, "eval_seconds": time.perf_counter() - start}
 
 
-def babi(data: Path, tmp: str, epochs: int, extra: list[str], smoke: bool) -> dict:
+def babi(data: Path, tmp: str, reading: str, epochs: int, extra: list[str], smoke: bool
+         ) -> dict:
     tasks = list(BABI_TASKS)[:3] if smoke else list(BABI_TASKS)
     train_files = [str(data / "babi" / f"qa{t}_train.txt") for t in tasks]
     valid_files = [str(data / "babi" / f"qa{t}_valid.txt") for t in tasks]
     # evaluated once an epoch (563 steps of 32 questions): scoring 1,987 questions costs time
     length = ([*SMOKE_SHAPE, *SMOKE] if smoke else
               ["--epochs", str(epochs), "--log-every", "100", "--eval-every", "563"])
-    argv = ["--task", "qa", "--data", *train_files, "--val-data", *valid_files, *BABI_RECIPE,
-            *extra, *length, "--out", f"{tmp}/babi"]
+    argv = ["--task", "qa", "--data", *train_files, "--val-data", *valid_files,
+            *BABI_RECIPES[reading], *extra, *length, "--out", f"{tmp}/babi"]
     run = _train(argv)
     run["valid"] = _score(f"{tmp}/babi", valid_files)
     return run
@@ -121,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="the shared data folder (babi/, squad/)")
     parser.add_argument("--arms", nargs="+", choices=("babi", "squad"), default=["babi", "squad"])
-    parser.add_argument("--babi-epochs", type=int, default=6)
+    parser.add_argument("--babi-reading", choices=tuple(BABI_RECIPES), default="facts",
+                        help="how the bAbI model reads a story (default: facts)")
+    parser.add_argument("--babi-epochs", type=int,
+                        help="default: " + ", ".join(f"{n} read as {r}"
+                                                     for r, n in BABI_EPOCHS.items()))
     parser.add_argument("--squad-epochs", type=int, default=4)
     parser.add_argument("--init-from", metavar="DIR",
                         help="a pretrained encoder (or GPT-2 folder) for the SQuAD arm")
@@ -140,13 +157,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {arm}: {needed[arm]} is not there")
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            result = (babi(args.data, tmp, args.babi_epochs, extra, args.smoke) if arm == "babi"
-                      else squad(args.data, tmp, args.squad_epochs, extra, args.init_from,
-                                 args.smoke))
+            result = (babi(args.data, tmp, args.babi_reading,
+                           args.babi_epochs or BABI_EPOCHS[args.babi_reading], extra, args.smoke)
+                      if arm == "babi" else
+                      squad(args.data, tmp, args.squad_epochs, extra, args.init_from,
+                            args.smoke))
         result["machine"] = machine()
         _print_table(arm, result)
         if not args.smoke:
-            out = os.path.join(args.results, f"qa_{arm}.json")
+            tokens = arm == "babi" and args.babi_reading == "tokens"
+            out = os.path.join(args.results, f"qa_{arm}{'_tokens' if tokens else ''}.json")
             with open(out, "w", encoding="utf-8") as f:
                 json.dump(result, f, indent=2)
             print(f"wrote {out}")

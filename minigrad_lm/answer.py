@@ -8,7 +8,8 @@ With a context, prints one line per question: the answer (the context's own char
 a class answer such as bAbI's "yes"), a tab, and its probability. With --file (SQuAD JSON or
 bAbI text, read as in training) writes the official SQuAD predictions file, a JSON object of
 question id -> answer, to --out (default: stdout). A context longer than the model's window is
-read in overlapping windows (--stride, default: the training run's).
+read in overlapping windows (--stride, default: the training run's); a model that reads facts
+(bAbI's) cuts the context into statements at its lines and after ".", "!" and "?".
 """
 
 from __future__ import annotations

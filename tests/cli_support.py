@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from minigrad_lm import train
+from minigrad_lm.io.files import load_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,22 @@ def run_module(module: str, *argv, timeout: float = 120, **kwargs) -> subprocess
         [sys.executable, "-m", module, *map(os.fspath, argv)],
         capture_output=True, text=True, timeout=timeout, env=env, check=False, **kwargs,
     )
+
+
+def assert_exact_resume(common: list, folder: Path, steps: int = 8, stop: int = 4
+                        ) -> dict[str, np.ndarray]:
+    """A run of ``steps`` and one stopped at ``stop`` and resumed end with identical weights,
+    which are returned."""
+    assert run_train(*common, "--max-steps", str(steps), "--out", folder / "whole") == 0
+    assert run_train(*common, "--max-steps", str(stop), "--out", folder / "split") == 0
+    assert run_train(*common, "--max-steps", str(steps), "--out", folder / "split",
+                     "--resume") == 0
+    whole = load_safetensors(folder / "whole" / "latest" / "model.safetensors")[0]
+    split = load_safetensors(folder / "split" / "latest" / "model.safetensors")[0]
+    assert whole.keys() == split.keys()
+    for name, value in whole.items():
+        np.testing.assert_array_equal(split[name], value, err_msg=name)
+    return whole
 
 
 def snapshot(folder: Path) -> dict[str, str]:

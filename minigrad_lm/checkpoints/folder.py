@@ -377,7 +377,9 @@ def _read_config(folder: str, checksums: dict[str, str]
     kind = KINDS[config["task"]]
     kind.config_spec.check(config["model"], name, "model")
     extras = {k: v for k, v in config.items() if k not in CONFIG_SPEC.fields}
-    check(extras, Object(kind.extras, required=tuple(kind.extras)), name)
+    check(extras, Object(kind.extras, required=tuple(k for k in kind.extras
+                                                     if k not in kind.extra_defaults)), name)
+    extras = {**kind.extra_defaults, **extras}
     try:
         model_config = kind.config_class.from_dict(config["model"])
     except (TypeError, ValueError) as e:

@@ -74,7 +74,8 @@ class CheckpointKind:
 
     ``extras`` are the keys of ``config.json`` beyond ``format``, ``version``, ``task`` and
     ``model``, each with the shape it must have; the training task writes them
-    (``checkpoint_extras``) and :meth:`build` gets them back.
+    (``checkpoint_extras``) and :meth:`build` gets them back. A key of ``extra_defaults`` may
+    be missing (a checkpoint from before it existed) and then has that value.
     """
 
     name: ClassVar[str]
@@ -82,6 +83,7 @@ class CheckpointKind:
     config_class: ClassVar[type] = GPTConfig
     config_spec: ClassVar[Object] = GPT_SPEC
     extras: ClassVar[dict[str, Any]] = {}
+    extra_defaults: ClassVar[dict[str, Any]] = {}
     bare_gpt: ClassVar[bool] = False  # the model is a GPT alone (GPT-2 export, generation)
 
     @staticmethod
@@ -396,21 +398,26 @@ class TranslateKind(CheckpointKind):
 
 class QAKind(CheckpointKind):
     """A :class:`QuestionAnswerer`: a GPT body with a span head and an answer head over
-    ``answers`` (class 0: "the answer is a span")."""
+    ``answers`` (class 0: "the answer is a span"); with ``fact_tokens`` > 0, a model that
+    reads facts of up to that many tokens and has no span head."""
 
     name = "qa"
     noun = "a question-answering model"
-    extras = {"answers": ListOf(Str(), min_len=1, max_len=MAX_CLASSES)}
+    extras = {"answers": ListOf(Str(), min_len=1, max_len=MAX_CLASSES),
+              "fact_tokens": Int(0, MAX_SIZE)}
+    extra_defaults = {"fact_tokens": 0}
     MAX_ANSWER_TOKENS = 30  # the longest span answer, unless the run said otherwise
 
     @staticmethod
     def build(config, extras):
-        return QuestionAnswerer(GPT(config), len(extras["answers"]))
+        return QuestionAnswerer(GPT(config), len(extras["answers"]), extras["fact_tokens"])
 
     @staticmethod
     def head(config, extras):
-        k = len(extras["answers"])
-        return Head(parameters=config.d_model * (2 + k) + 2 + k, outputs=2 + k)
+        k, d, j = len(extras["answers"]), config.d_model, extras["fact_tokens"]
+        if j:
+            return Head(parameters=d * (j + k) + k, outputs=k)
+        return Head(parameters=d * (2 + k) + 2 + k, outputs=2 + k)
 
     @staticmethod
     def pretrained_part(model):
@@ -436,6 +443,10 @@ class QAKind(CheckpointKind):
     @classmethod
     def check_explain_options(cls, ckpt, options):
         """A question needs its context; the chosen answer is what is explained."""
+        if ckpt.extras["fact_tokens"]:
+            raise ValueError(f"{ckpt.path}: this question-answering model reads facts, and "
+                             "attributions are computed for token windows only (models "
+                             "trained with --qa-input tokens)")
         if options.context is None:
             raise ValueError(f"{ckpt.path}: {cls.noun} explains the answer to a question about "
                              "a text: give --context TEXT or --context-file FILE")

@@ -13,6 +13,16 @@ Two kinds of answer:
 The answer head's class 0 is :data:`SPAN_ANSWER`, "the answer is a span", so one model can be
 trained on both formats at once.
 
+Two ways to read a context (:data:`READINGS`):
+
+- ``tokens``: ``[CLS] question [SEP] context`` windows of tokens (:func:`encode_qa`), BERT's
+  reading, which span answers need;
+- ``facts``: one unit per statement (:func:`encode_facts`), the question first and then the
+  facts from the latest back, the reading of the memory networks and of the Universal
+  Transformer on bAbI. A unit's position is then how recent the fact is, and the model
+  attends over facts, not words: on bAbI's 1k training stories this is what a small model
+  learns from (benchmarks/qa.py measures both readings).
+
 Decisions on awkward input (each a documented rule, not a silent fix):
 
 - SQuAD v2.0's unanswerable questions (``is_impossible: true``) are refused with an error naming
@@ -42,6 +52,8 @@ SPAN_ANSWER = "[SPAN]"  # class 0 of the answer head: the answer is a span of th
 NO_POSITION = IGNORE  # an answer that is not a span of this window (or of the context)
 _BABI_LINE = re.compile(r"(\d+) (.*)")
 _BABI_TASK = re.compile(r"qa(\d+)_")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+READINGS = ("tokens", "facts")
 
 
 @dataclass
@@ -61,6 +73,11 @@ class QAExample:
     group: str  # SQuAD: the article's title; bAbI: the task ("qa3")
     source: str  # "file: question ID" or "file:line", for errors
     supporting: tuple[int, ...] = ()  # bAbI: the line numbers of the supporting facts
+    facts: tuple[str, ...] = ()  # bAbI: the story's statements, in order
+
+    def statements(self) -> list[str]:
+        """The context as facts: a bAbI story's statements, or the context's sentences."""
+        return list(self.facts) if self.facts else split_facts(self.context)
 
 
 @dataclass
@@ -224,7 +241,8 @@ def _read_babi(text: str, path: str) -> list[QAExample]:
             raise ValueError(f"{where}: a question with no story before it")
         examples.append(QAExample(
             f"{task}:{Path(path).name}:{lineno}", question, " ".join(story.values()), [answer],
-            [NO_POSITION], "class", task, where, tuple(int(s) for s in support)))
+            [NO_POSITION], "class", task, where, tuple(int(s) for s in support),
+            tuple(story.values())))
     return examples
 
 
@@ -387,3 +405,88 @@ def _stack(rows: list[tuple], context: int) -> QAFeatures:
 def answer_vocabulary(examples: Sequence[QAExample]) -> list[str]:
     """The answer head's classes: SPAN_ANSWER, then the class answers of ``examples`` sorted."""
     return [SPAN_ANSWER] + sorted({e.answers[0] for e in examples if e.kind == "class"})
+
+
+# --------------------------------------------------------------------------------------------
+# Facts
+# --------------------------------------------------------------------------------------------
+
+
+def split_facts(text: str) -> list[str]:
+    """A context's statements: its lines, each cut after a sentence's ``.``, ``!`` or ``?``."""
+    return [f.strip() for f in _SENTENCE_END.split(text) if f.strip()]
+
+
+@dataclass
+class FactFeatures:
+    """Inputs of a fact-reading model, one row a question: ``ids`` (N, U, J), unit 0 the
+    question and unit k the k-th latest fact, each unit's tokens right-padded; ``counts``
+    (N, U) the real tokens of each unit (0: a padding unit); ``lengths`` (N,) the units; the
+    ``answer`` class (N,) and the ``example`` each row is from."""
+
+    ids: np.ndarray
+    counts: np.ndarray
+    lengths: np.ndarray
+    answer: np.ndarray
+    example: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def take(self, rows: np.ndarray, width: int | None = None) -> FactFeatures:
+        """The rows, cut to ``width`` units."""
+        u = slice(None, width)
+        return FactFeatures(self.ids[rows, u], self.counts[rows, u], self.lengths[rows],
+                            self.answer[rows], self.example[rows])
+
+
+def _encode_unique(framing: QATokens, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """text -> ids, each text encoded once (a bAbI story's facts recur in all its questions)."""
+    unique = list(dict.fromkeys(texts))
+    return {t: ids for t, (ids, _) in zip(unique, framing.encode(unique))}
+
+
+def fact_tokens_needed(examples: Sequence[QAExample], framing: QATokens) -> int:
+    """The most tokens of any question or fact of ``examples``: a fact-reading model's J."""
+    texts = [t for e in examples for t in (e.question, *e.statements())]
+    return max(len(ids) for ids in _encode_unique(framing, texts).values())
+
+
+def encode_facts(examples: Sequence[QAExample], framing: QATokens, units: int,
+                 fact_tokens: int, answers: dict[str, int], training: bool) -> FactFeatures:
+    """One row per question: the question and its story's latest ``units - 1`` facts.
+
+    A question or fact longer than ``fact_tokens`` is an error naming it (the model has no
+    weights for further words); a class answer not in ``answers`` gets NO_POSITION, and
+    ``training`` leaves such questions out.
+    """
+    rows = []
+    for i, e in enumerate(examples):
+        if e.kind == "span" and e.answers:
+            raise ValueError(f"{e.source}: a span answer cannot be read from facts (SQuAD "
+                             "needs the token reading, --qa-input tokens)")
+        answer = answers.get(e.answers[0], NO_POSITION) if e.answers else NO_POSITION
+        if training and answer == NO_POSITION:
+            continue
+        facts = e.statements()
+        if not facts:
+            raise ValueError(f"{e.source}: the context holds no statement")
+        rows.append((i, e.source, len(facts), [e.question, *facts[::-1][:units - 1]], answer))
+    encoded = _encode_unique(framing, [t for row in rows for t in row[3]])
+    n, width = len(rows), max((len(row[3]) for row in rows), default=1)
+    ids = np.zeros((n, width, fact_tokens), np.int32)  # int32: bAbI's stories run long
+    counts = np.zeros((n, width), np.int32)
+    for r, (_, source, n_facts, texts, _) in enumerate(rows):
+        for k, text in enumerate(texts):
+            unit = encoded[text]
+            what = "the question" if k == 0 else f"fact {n_facts + 1 - k} of the context"
+            if len(unit) == 0:
+                raise ValueError(f"{source}: {what} encodes to no tokens")
+            if len(unit) > fact_tokens:
+                raise ValueError(f"{source}: {what} has {len(unit)} tokens; this model reads "
+                                 f"questions and facts of up to {fact_tokens}")
+            ids[r, k, :len(unit)] = unit
+            counts[r, k] = len(unit)
+    column = lambda k: np.array([row[k] for row in rows], np.int64).reshape(n)
+    return FactFeatures(ids, counts, (counts > 0).sum(axis=1).astype(np.int64), column(4),
+                        column(0))

@@ -4,7 +4,8 @@ maximum length, the answer head's classes, and the best of them over a question'
 Each candidate is scored by its log probability under its window: a span by
 log p(span) + log p(start) + log p(end), a class answer by log p(class). Class answers are
 read from a question's last window only (the one that ends with the context, as training saw
-them); spans from every window.
+them); spans from every window. A fact-reading model has one row per question and class
+answers only.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from ..data.qa import QAExample, QATokens, encode_qa
+from ..data.qa import FactFeatures, QAExample, QATokens, encode_facts, encode_qa
 from ..engine.tensor import no_grad
 
 
@@ -71,23 +72,28 @@ def predict_answers(model, features, contexts: Sequence[str], answer_names: Sequ
     windows ``features`` (a data.qa.QAFeatures; ``features.example`` says whose each row is).
     """
     best: list[tuple[float, Answer] | None] = [None] * len(contexts)
+    for rows, part in _batches(model, features, batch_size):
+        start, end, answer = model(part.ids, part.lengths, part.context_mask())
+        logp = [log_softmax(backend.to_numpy(t.data)) for t in (start, end, answer)]
+        for r in range(len(rows)):
+            _candidates(best, part, r, int(rows[r]), *(a[r] for a in logp), contexts,
+                        answer_names, max_answer_tokens)
+    return [b[1] if b is not None else Answer("", 0.0, None) for b in best]
+
+
+def _batches(model, features, batch_size: int):
+    """(rows, their features cut to the longest) in batches of similar lengths, so they pad
+    little, with ``model`` in eval mode and no graph recorded."""
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            by_length = np.argsort(features.lengths, kind="stable")  # batches pad little
+            by_length = np.argsort(features.lengths, kind="stable")
             for lo in range(0, len(features), batch_size):
                 rows = by_length[lo:lo + batch_size]
-                width = int(features.lengths[rows].max())
-                part = features.take(rows, width)
-                start, end, answer = model(part.ids, part.lengths, part.context_mask())
-                logp = [log_softmax(backend.to_numpy(t.data)) for t in (start, end, answer)]
-                for r in range(len(rows)):
-                    _candidates(best, part, r, int(rows[r]), *(a[r] for a in logp), contexts,
-                                answer_names, max_answer_tokens)
+                yield rows, features.take(rows, int(features.lengths[rows].max()))
     finally:
         model.train(was_training)
-    return [b[1] if b is not None else Answer("", 0.0, None) for b in best]
 
 
 def _candidates(best, part, r, window, start_lp, end_lp, answer_lp, contexts, answer_names,
@@ -113,10 +119,29 @@ def _candidates(best, part, r, window, start_lp, end_lp, answer_lp, contexts, an
             best[i] = (score, ans)
 
 
+def predict_fact_answers(model, features: FactFeatures, answer_names: Sequence[str],
+                         batch_size: int = 32) -> list[Answer]:
+    """The most probable class answer (never class 0, the span class: a fact-reading model
+    has no spans) to each question of ``features``, in the order of its rows."""
+    out: list[Answer | None] = [None] * len(features)
+    for rows, part in _batches(model, features, batch_size):
+        logp = log_softmax(backend.to_numpy(model.read_facts(part.ids, part.counts).data))
+        for r, row in enumerate(rows):
+            k = 1 + int(np.argmax(logp[r, 1:]))
+            out[row] = Answer(answer_names[k], math.exp(logp[r, k]), None, int(row),
+                              answer_class=k)
+    return out
+
+
 def answer_examples(model, tokenizer, answers: Sequence[str], examples: Sequence[QAExample],
                     stride: int, max_answer_tokens: int, batch_size: int = 32) -> list[Answer]:
-    """The model's best answer to each example, read from its windows as in evaluation;
-    ``answers`` are the answer head's classes."""
+    """The model's best answer to each example, read from its windows (or its facts) as in
+    evaluation; ``answers`` are the answer head's classes."""
+    if model.fact_tokens:
+        index = {a: i for i, a in enumerate(answers)}
+        facts = encode_facts(examples, QATokens.of(tokenizer), model.body.config.context_length,
+                             model.fact_tokens, index, training=False)
+        return predict_fact_answers(model, facts, answers, batch_size)
     features = read_windows(model, tokenizer, answers, examples, stride)
     return predict_answers(model, features, [e.context for e in examples], answers, batch_size,
                            max_answer_tokens)

@@ -2,6 +2,12 @@
 head scores each context token as the answer's start and end, and an answer head over the
 pooled state picks a class answer (bAbI's "yes", "two", "n,w") or class 0, "the answer is a
 span". See minigrad_lm/data/qa.py for the two kinds of answer.
+
+A fact-reading model (``fact_tokens`` > 0) reads a story as facts instead (data/qa.py): each
+unit, the question or a fact, is the sum of its words' embeddings, each multiplied by a
+learned weight vector of its place in the unit (the position encoding of end-to-end memory
+networks, Sukhbaatar et al. 2015, learned here rather than fixed), so word order counts; the
+body then attends over units and the answer head reads the question's unit.
 """
 from __future__ import annotations
 
@@ -29,15 +35,22 @@ class QuestionAnswerer(Module):
     so a padded row scores as it would alone.
     """
 
-    def __init__(self, body: GPT, num_answers: int):
+    def __init__(self, body: GPT, num_answers: int, fact_tokens: int = 0):
         super().__init__()
         if num_answers < 1:
             raise ValueError(f"QuestionAnswerer: need at least 1 answer class, got {num_answers}")
-        self.body, self.num_answers = body, num_answers
+        self.body, self.num_answers, self.fact_tokens = body, num_answers, fact_tokens
         d = body.config.d_model
-        self.span = Linear(d, 2)
-        self.answer = Linear(d, num_answers)
-        for head in (self.span, self.answer):
+        dtype = body.tok_emb.weight.data.dtype
+        heads = [Linear(d, num_answers)]
+        self.answer = heads[0]
+        if fact_tokens:
+            # ones: at the start a unit is the plain sum of its words' embeddings
+            self.word_weights = Parameter(np.ones((fact_tokens, d), dtype))
+        else:
+            self.span = Linear(d, 2)
+            heads.append(self.span)
+        for head in heads:
             head.weight.data[...] = rng.host().standard_normal(head.weight.shape) * 0.02
             head.bias.data[...] = 0
 
@@ -47,12 +60,36 @@ class QuestionAnswerer(Module):
         shared = self.body.config.tie_weights
         return [p for _, p in self.named_parameters() if shared or id(p) != head]
 
+    def read_facts(self, ids, counts) -> Tensor:
+        """Answer logits (B, num_answers) for units ``ids`` (B, U, J) of which the first
+        ``counts`` (B, U) tokens are real (a unit of 0 tokens is padding); unit 0 is the
+        question."""
+        if not self.fact_tokens:
+            raise ValueError("QuestionAnswerer: this model reads token windows, not facts")
+        b, u, j = ids.shape
+        if j > self.fact_tokens:
+            raise ValueError(f"QuestionAnswerer: units of {j} tokens, this model reads up to "
+                             f"{self.fact_tokens}")
+        device = self.answer.weight.device
+        xp = backend.array_module(self.answer.weight.data)
+        counts = xp.asarray(backend.to_device(np.asarray(counts), device))
+        real = (xp.arange(j)[None, None, :] < counts[:, :, None]).astype(
+            self.word_weights.data.dtype)  # (B, U, J)
+        words = F.embedding(ids, self.body.tok_emb.weight)  # (B, U, J, d)
+        units = (words * self.word_weights[:j] * Tensor(real[..., None])).sum(axis=2)
+        h = self.body.hidden_states(np.zeros((b, u), np.int64), key_padding_mask=counts > 0,
+                                    token_embeddings=units)  # (B, U, d)
+        return self.answer(h[:, 0])
+
     def forward(self, ids, lengths, context_mask, token_embeddings: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
         """(start logits (B, T), end logits (B, T), answer logits (B, num_answers)) for ids
         (B, T) whose first ``lengths`` (B,) tokens are real; positions outside
         ``context_mask`` (B, T) get :data:`MASKED` start and end logits.
         ``token_embeddings`` stand in for the ids' embeddings (GPT.hidden_states)."""
+        if self.fact_tokens:
+            raise ValueError("QuestionAnswerer: this model reads facts (read_facts), not "
+                             "token windows")
         ids = ids.data if isinstance(ids, Tensor) else ids
         device = self.span.weight.device
         xp = backend.array_module(self.span.weight.data)

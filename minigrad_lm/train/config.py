@@ -205,6 +205,12 @@ class TrainConfig:
         "(default: half of --context)", range=(1, INF))
     max_answer_tokens: int | None = option(
         None, "qa: the longest span answer, in tokens", range=(1, INF))
+    qa_input: str | None = option(
+        None, "qa: how a context is read: 'tokens' ([CLS] question [SEP] context windows, "
+        "which span answers need) or 'facts' (one unit per statement, the question first and "
+        "then the facts from the latest back; --context then counts units). Default: facts "
+        "when every answer is a class answer (bAbI), tokens otherwise",
+        choices=("tokens", "facts"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

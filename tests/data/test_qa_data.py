@@ -9,10 +9,14 @@ from hypothesis import strategies as st
 from minigrad_lm.data.qa import (
     NO_POSITION,
     SPAN_ANSWER,
+    QAExample,
     QATokens,
     answer_vocabulary,
+    encode_facts,
     encode_qa,
+    fact_tokens_needed,
     read_qa,
+    split_facts,
     token_span,
     window_starts,
 )
@@ -211,6 +215,65 @@ def test_babi_class_answers_train_on_the_last_window(tmp_path):
     # the window that ends with the story: its last context token is the story's last
     row = feats.ids[1, :feats.lengths[1]]
     assert row[-1] == tok.encode(".")[0] and row[-2] == tok.encode("hallway")[0]
+
+
+def test_split_facts_cuts_lines_and_sentences():
+    text = "Mary went home. Is it there? Yes!\nJohn left\n\n  Bob stayed 2.5 hours.  "
+    assert split_facts(text) == ["Mary went home.", "Is it there?", "Yes!", "John left",
+                                 "Bob stayed 2.5 hours."]
+
+
+def _facts(tmp_path, units):
+    path = tmp_path / "qa6_train.txt"
+    path.write_text(STORY, encoding="utf-8")
+    data = read_qa(str(path))
+    tok = tokenizer("word", [e.context + " " + e.question for e in data.examples])
+    framing = QATokens.of(tok)
+    vocab = {a: i for i, a in enumerate(answer_vocabulary(data.examples))}
+    ids = lambda text: tok.hf.encode(text, add_special_tokens=False).ids
+    return data, framing, vocab, ids
+
+
+def test_facts_are_read_question_first_then_from_the_latest_back(tmp_path):
+    data, framing, vocab, ids = _facts(tmp_path, 3)
+    assert data.examples[1].statements() == ["Mary moved to the bathroom.",
+                                             "John went to the hallway.",
+                                             "Daniel went back to the hallway."]
+    longest = fact_tokens_needed(data.examples, framing)
+    assert longest == len(ids("Daniel went back to the hallway."))
+    feats = encode_facts(data.examples, framing, 3, longest, vocab, training=True)
+    assert feats.ids.shape == (3, 3, longest) and list(feats.lengths) == [3, 3, 3]
+    assert list(feats.answer) == [vocab["bathroom"], vocab["yes"], vocab["nothing"]]
+    # the second question holds 3 facts: with 3 units the oldest, Mary's, is not read
+    want = ["Is John in the hallway?", "Daniel went back to the hallway.",
+            "John went to the hallway."]
+    for k, text in enumerate(want):
+        n = len(ids(text))
+        assert feats.counts[1, k] == n and list(feats.ids[1, k, :n]) == ids(text)
+        assert (feats.ids[1, k, n:] == 0).all()
+    wide = encode_facts(data.examples, framing, 8, longest, vocab, training=True)
+    assert list(wide.lengths) == [3, 4, 3] and wide.ids.shape[1] == 4  # cut to the longest
+    assert (wide.counts[[0, 2], 3] == 0).all()
+    part = wide.take(np.array([2, 0]), 3)
+    assert part.ids.shape == (2, 3, longest) and list(part.example) == [2, 0]
+
+
+def test_facts_bad_input_is_one_clear_error(tmp_path):
+    data, framing, vocab, ids = _facts(tmp_path, 3)
+    with pytest.raises(ValueError, match=r"qa6_train.txt:5: fact 3 of the context has 7 tokens; "
+                                         r"this model reads questions and facts of up to 6"):
+        encode_facts(data.examples, framing, 8, 6, vocab, training=False)
+    span = QAExample("q1", "Who?", "Ann ran.", ["Ann"], [0], "span", "t", "f.json: q1")
+    with pytest.raises(ValueError, match="f.json: q1: a span answer cannot be read from facts"):
+        encode_facts([span], framing, 8, 10, vocab, training=False)
+    empty = QAExample("q2", "Who?", "  \n ", [], [], "span", "t", "question 1")
+    with pytest.raises(ValueError, match="question 1: the context holds no statement"):
+        encode_facts([empty], framing, 8, 10, vocab, training=False)
+    # an answer never seen in training: kept for scoring, left out of training
+    unseen = {a: i for a, i in vocab.items() if a != "yes"}
+    assert len(encode_facts(data.examples, framing, 8, 10, unseen, training=True)) == 2
+    kept = encode_facts(data.examples, framing, 8, 10, unseen, training=False)
+    assert list(kept.answer) == [unseen["bathroom"], NO_POSITION, unseen["nothing"]]
 
 
 @pytest.mark.parametrize("content, message", [

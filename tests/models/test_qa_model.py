@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.models.qa import IGNORE, MASKED, QuestionAnswerer, qa_loss
+from minigrad_lm.nn import functional as F
 from tests.helpers import to_float64
 
 
@@ -90,3 +91,84 @@ def test_padded_batch_equals_each_example_alone():
             np.testing.assert_allclose(s.numpy()[i, :len(r)], s1.numpy()[0], atol=1e-12)
             np.testing.assert_allclose(e.numpy()[i, :len(r)], e1.numpy()[0], atol=1e-12)
             np.testing.assert_allclose(a.numpy()[i], a1.numpy()[0], atol=1e-12)
+
+
+def tiny_fact_reader(fact_tokens=4, seed=0, n_layer=2):
+    mg.manual_seed(seed)
+    body = GPT(GPTConfig(vocab_size=20, context_length=6, n_layer=n_layer, n_head=2, d_model=8,
+                         causal=False))
+    model = QuestionAnswerer(body, 3, fact_tokens=fact_tokens)
+    rng = np.random.default_rng(seed)  # weights away from 1, so a word's place shows
+    model.word_weights.data[...] = rng.uniform(0.5, 1.5, model.word_weights.shape)
+    return model
+
+
+def fact_batch(rng, b, u, j, vocab=20):
+    """Ids (b, u, j) and token counts (b, u): each row's real units first (the question and at
+    least one more where u allows), then padding units; padded places hold real token ids,
+    which must not matter."""
+    ids = rng.integers(0, vocab, (b, u, j))
+    counts = rng.integers(1, j + 1, (b, u))
+    real = rng.integers(min(2, u), u + 1, b)
+    counts[np.arange(u)[None, :] >= real[:, None]] = 0
+    return ids, counts
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31), b=st.integers(1, 3), u=st.integers(1, 4),
+       j=st.integers(1, 4))
+def test_fact_reading_gradcheck(seed, b, u, j):
+    model = to_float64(tiny_fact_reader(seed=seed, n_layer=1))
+    rng = np.random.default_rng(seed)
+    ids, counts = fact_batch(rng, b, u, j)
+    targets = rng.integers(0, 3, b)
+    emb, weights = model.body.tok_emb.weight, model.word_weights
+
+    def loss(*_):
+        return F.cross_entropy(model.read_facts(ids, counts), targets)
+
+    assert mg.gradcheck(loss, [emb, weights])
+
+
+def test_whole_fact_reader_gradcheck():
+    model = to_float64(tiny_fact_reader(fact_tokens=3, n_layer=1))
+    ids, counts = fact_batch(np.random.default_rng(1), 2, 3, 3)
+    assert mg.gradcheck(lambda *_: F.cross_entropy(model.read_facts(ids, counts), [1, 2]),
+                        model.parameters())
+
+
+def test_a_unit_is_its_words_weighted_by_place_and_padding_is_ignored():
+    model = to_float64(tiny_fact_reader()).eval()
+    ids, counts = fact_batch(np.random.default_rng(2), 3, 4, 4)
+    got = model.read_facts(ids, counts).numpy()
+    emb, weights = model.body.tok_emb.weight.numpy(), model.word_weights.numpy()
+    for i in range(3):
+        n = u_real(counts[i])
+        units = np.stack([(emb[ids[i, k, :counts[i, k]]] * weights[:counts[i, k]]).sum(0)
+                          for k in range(n)])
+        h = model.body.hidden_states(np.zeros((1, len(units)), np.int64),
+                                     token_embeddings=mg.tensor(units[None]))
+        np.testing.assert_allclose(got[i], model.answer(h[:, 0]).numpy()[0], atol=1e-12)
+        # each question alone, cut to its real units: the same answer logits
+        alone = model.read_facts(ids[i:i + 1, :n], counts[i:i + 1, :n]).numpy()
+        np.testing.assert_allclose(got[i], alone[0], atol=1e-12)
+
+
+def u_real(counts):
+    """The real units of a row."""
+    return int((counts > 0).sum())
+
+
+def test_word_order_changes_a_unit_and_a_token_model_refuses_facts():
+    model = to_float64(tiny_fact_reader()).eval()
+    ids = np.array([[[3, 4, 5, 0], [6, 7, 0, 0]]])
+    swapped = ids[:, :, [1, 0, 2, 3]]
+    counts = np.array([[3, 2]])
+    assert not np.allclose(model.read_facts(ids, counts).numpy(),
+                           model.read_facts(swapped, counts).numpy())
+    try:
+        tiny_qa().read_facts(ids, counts)
+    except ValueError as e:
+        assert "reads token windows" in str(e)
+    else:
+        raise AssertionError("a token-window model read facts")

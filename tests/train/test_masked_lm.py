@@ -20,7 +20,14 @@ from minigrad_lm.io.files import load_safetensors
 from minigrad_lm.models import GPT, GPTConfig
 from minigrad_lm.nn import functional as F
 from minigrad_lm.nn.functional import IGNORE_INDEX as IGNORE
-from tests.cli_support import TINY, WORDS, assert_one_line_error, run_module, run_train
+from tests.cli_support import (
+    TINY,
+    WORDS,
+    assert_exact_resume,
+    assert_one_line_error,
+    run_module,
+    run_train,
+)
 from tests.helpers import to_float64
 
 MASK_ID, VOCAB = 4, 60
@@ -200,13 +207,7 @@ def test_resuming_a_masked_language_model_is_exact(tmp_path):
     corpus = _cyclic_corpus(tmp_path / "c.txt", lines=60)
     common = ["--data", corpus, *TINY, *MASKED, "--dropout", "0.1", "--eval-every", "3",
               "--decay-steps", "8"]
-    assert run_train(*common, "--max-steps", "8", "--out", tmp_path / "whole") == 0
-    assert run_train(*common, "--max-steps", "5", "--out", tmp_path / "split") == 0
-    assert run_train(*common, "--max-steps", "8", "--out", tmp_path / "split", "--resume") == 0
-    whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]
-    split = load_safetensors(tmp_path / "split" / "latest" / "model.safetensors")[0]
-    for name, value in whole.items():
-        np.testing.assert_array_equal(split[name], value, err_msg=name)
+    assert_exact_resume(common, tmp_path, stop=5)
 
 
 @pytest.mark.parametrize("argv, message", [

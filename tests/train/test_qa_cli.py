@@ -1,12 +1,19 @@
 """--task qa end to end on tiny synthetic data: learning, answer, evaluate, resume, bad input."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from minigrad_lm import answer, evaluate
+from minigrad_lm import answer, evaluate, explain
 from minigrad_lm.io.files import load_safetensors
-from tests.cli_support import assert_one_line_error, run_train, snapshot
+from tests.cli_support import (
+    assert_exact_resume,
+    assert_one_line_error,
+    run_train,
+    snapshot,
+)
+from tests.io.test_fuzz_readers import set_file
 
 WORDS = "alpha beta gamma delta kappa omega sigma tau rho zeta theta lambda".split()
 FILL = "the river runs past old town under a grey sky while birds sing".split()
@@ -84,16 +91,8 @@ def test_answer_reads_a_long_context_in_windows(trained, capsys):
 
 def test_exact_resume(tmp_path):
     train, val = copy_task(tmp_path / "t.json", 6, 2), copy_task(tmp_path / "v.json", 2, 3)
-    common = [*QA, "--data", train, "--val-data", val, "--decay-steps", "8", "--eval-every",
-              "4"]
-    assert run_train(*common, "--max-steps", "8", "--out", tmp_path / "whole") == 0
-    assert run_train(*common, "--max-steps", "4", "--out", tmp_path / "split") == 0
-    assert run_train(*common, "--max-steps", "8", "--out", tmp_path / "split", "--resume") == 0
-    whole = load_safetensors(tmp_path / "whole" / "latest" / "model.safetensors")[0]
-    split = load_safetensors(tmp_path / "split" / "latest" / "model.safetensors")[0]
-    assert whole.keys() == split.keys()
-    for name, value in whole.items():
-        np.testing.assert_array_equal(split[name], value, err_msg=name)
+    assert_exact_resume([*QA, "--data", train, "--val-data", val, "--decay-steps", "8",
+                         "--eval-every", "4"], tmp_path)
 
 
 BABI_TRAIN = """1 Mary moved to the bathroom.
@@ -109,17 +108,20 @@ BABI_VALID = """1 John moved to the garden.
 """
 
 
-def test_babi_trains_jointly_and_evaluate_prints_task_scores(tmp_path, capsys):
+@pytest.mark.parametrize("reading", [[], ["--qa-input", "tokens"]])
+def test_babi_trains_jointly_and_evaluate_prints_task_scores(tmp_path, capsys, reading):
     for task in (1, 6):
         (tmp_path / f"qa{task}_train.txt").write_text(BABI_TRAIN * 4, encoding="utf-8")
         (tmp_path / f"qa{task}_valid.txt").write_text(BABI_VALID, encoding="utf-8")
     files = {split: [str(tmp_path / f"qa{t}_{split}.txt") for t in (1, 6)]
              for split in ("train", "valid")}
     assert run_train(*QA, "--data", *files["train"], "--val-data", *files["valid"],
-                     "--max-steps", "4", "--out", tmp_path / "run") == 0
+                     *reading, "--max-steps", "4", "--out", tmp_path / "run") == 0
     config = json.loads((tmp_path / "run" / "latest" / "config.json").read_text())
     assert config["task"] == "qa" and config["answers"] == ["[SPAN]", "bathroom", "garden",
                                                             "yes"]
+    # bAbI is read as facts by default; "Is John in the hallway?" is the longest unit
+    assert config["fact_tokens"] == (0 if reading else 6)
     capsys.readouterr()
     assert evaluate.main(["--ckpt", str(tmp_path / "run"), "--data", *files["valid"]]) == 0
     out = capsys.readouterr().out
@@ -130,6 +132,96 @@ def test_babi_trains_jointly_and_evaluate_prints_task_scores(tmp_path, capsys):
                         "Mary moved to the bathroom.", "Where is Mary?"]) == 0
     text = capsys.readouterr().out.split("\t")[0]
     assert text in ("bathroom", "garden", "yes") or text in "Mary moved to the bathroom."
+
+
+PEOPLE = ["mary", "john", "sandra", "daniel"]
+PLACES = ["kitchen", "garden", "office", "hallway", "bathroom"]
+
+
+def where_task(path, stories: int, seed: int) -> list[str]:
+    """bAbI task 1's shape: people move, "Where is X?" asks for X's latest place, so the
+    answer depends on which fact is the most recent."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(stories):
+        n, seen = 0, {}
+        for _ in range(3):
+            for _ in range(int(rng.integers(1, 4))):
+                who, where = str(rng.choice(PEOPLE)), str(rng.choice(PLACES))
+                n += 1
+                lines.append(f"{n} {who.capitalize()} went to the {where}.")
+                seen[who] = (where, n)
+            who = str(rng.choice(list(seen)))
+            n += 1
+            lines.append(f"{n} Where is {who.capitalize()}? \t{seen[who][0]}\t{seen[who][1]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+FACTS = [*QA, "--lr", "3e-3", "--dropout", "0", "--context", "12"]
+
+
+def test_facts_learn_which_statement_is_the_latest(tmp_path, capsys):
+    train = where_task(tmp_path / "qa1_train.txt", 300, 0)
+    valid = where_task(tmp_path / "qa1_valid.txt", 30, 1)
+    assert run_train(*FACTS, "--data", train, "--val-data", valid, "--max-steps", "300",
+                     "--eval-every", "300", "--out", tmp_path / "run") == 0
+    capsys.readouterr()
+    assert evaluate.main(["--ckpt", str(tmp_path / "run"), "--data", str(valid)]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("exact match ")[1].split()[0])
+    assert accuracy >= 90, out
+    assert answer.main(["--ckpt", str(tmp_path / "run"), "--context",
+                        "Mary went to the office. John went to the garden.\n"
+                        "Mary went to the kitchen.", "Where is Mary?", "Where is John?"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "kitchen", "garden"]
+
+
+def test_facts_exact_resume_and_refusals(tmp_path, capsys):
+    train = where_task(tmp_path / "qa1_train.txt", 20, 0)
+    valid = where_task(tmp_path / "qa1_valid.txt", 4, 1)
+    common = [*FACTS, "--data", train, "--val-data", valid, "--decay-steps", "8",
+              "--eval-every", "4"]
+    whole = assert_exact_resume(common, tmp_path)
+    assert "word_weights" in whole and not any(name.startswith("span.") for name in whole)
+    before = snapshot(tmp_path / "split")
+    capsys.readouterr()
+    assert run_train(*common, "--max-steps", "12", "--out", tmp_path / "split", "--resume",
+                     "--qa-input", "tokens") == 2
+    assert_one_line_error(capsys.readouterr().err, "--qa-input tokens: the resumed run reads "
+                          "facts")
+    assert snapshot(tmp_path / "split") == before
+    assert explain.main(["--ckpt", str(tmp_path / "whole"), "--context", "Mary went home.",
+                         "Where is Mary?"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "reads facts, and attributions are "
+                          "computed for token windows only")
+    squad = copy_task(tmp_path / "s.json", 2, 0)
+    assert evaluate.main(["--ckpt", str(tmp_path / "whole"), "--data", str(squad)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "a span answer cannot be read from facts")
+    assert run_train(*FACTS, "--data", squad, "--val-every-nth", "2", "--qa-input", "facts",
+                     "--out", tmp_path / "bad") == 2
+    assert_one_line_error(capsys.readouterr().err, "a span answer cannot be read from facts")
+    assert not (tmp_path / "bad").exists()
+    long_fact = "Mary went to the very very very very very very very long kitchen."
+    assert answer.main(["--ckpt", str(tmp_path / "whole"), "--context", long_fact,
+                        "Where is Mary?"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "question 1: fact 1 of the context has",
+                          "this model reads questions and facts of up to")
+
+
+def test_a_qa_checkpoint_from_before_fact_reading_still_loads(trained, tmp_path, capsys):
+    folder = tmp_path / "old"
+    shutil.copytree(trained / "run" / "best", folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config.pop("fact_tokens") == 0
+    set_file(folder, "config.json", json.dumps(config).encode())
+    question = ["--context", "Rain falls. The code is tau. Sun.", "What is the code?"]
+    capsys.readouterr()
+    assert answer.main(["--ckpt", str(trained / "run" / "best"), *question]) == 0
+    want = capsys.readouterr().out
+    assert answer.main(["--ckpt", str(folder), *question]) == 0
+    assert capsys.readouterr().out == want
 
 
 def test_init_from_a_masked_language_model_uses_its_encoder_and_tokenizer(tmp_path):

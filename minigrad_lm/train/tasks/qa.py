@@ -9,6 +9,10 @@ visits every training window once, in an order drawn from the seed and the epoch
 is a function of the step alone (exact resume). Evaluation answers every validation question
 (the best span over its windows, or a class answer) and scores EM/F1, plus, for bAbI, the
 accuracy per task, the mean error and the failed tasks.
+
+``--qa-input facts`` (the default for bAbI) reads each question with its story's facts as units
+instead of token windows (data/qa.py): a row is then a question, ``--context`` counts units,
+and the throughput's "tokens" are units, the positions the body reads.
 """
 from __future__ import annotations
 
@@ -18,18 +22,22 @@ import numpy as np
 
 from ...checkpoints.kinds import LMKind, MaskedLMKind, QAKind
 from ...data.qa import (
+    FactFeatures,
     QAData,
     QAFeatures,
     QATokens,
     answer_vocabulary,
+    encode_facts,
     encode_qa,
+    fact_tokens_needed,
     read_qa,
 )
 from ...data.tokenizer import tokenizer_from_dict
 from ...engine.tensor import Tensor
-from ...inference.qa import predict_answers
+from ...inference.qa import predict_answers, predict_fact_answers
 from ...inference.qa_metrics import qa_metrics
 from ...models.qa import qa_loss
+from ...nn import functional as F
 from ..distributed import LOCAL, World
 from .base import Task
 from .common import (
@@ -75,7 +83,8 @@ class QATask(Task):
                 "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "beta2": 0.99,
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
                 "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS, "recompute": "none"}
-    options = ("epochs", "val_every_nth", "stride", "max_answer_tokens", "recompute")
+    options = ("epochs", "val_every_nth", "stride", "max_answer_tokens", "recompute",
+               "qa_input")
     init_from = (LMKind.name, MaskedLMKind.name)
     best_metric = "val_f1"
     higher_is_better = True
@@ -111,15 +120,26 @@ class QATask(Task):
         self.answers = answers or answer_vocabulary(train.examples)
         index = {a: i for i, a in enumerate(self.answers)}
         self.train_examples, self.val_examples = train.examples, val.examples
-        self.train, self.untrained = encode_qa(train.examples, self.framing, cfg.context,
-                                               self.stride, index, training=True)
+        self.fact_tokens = (resumed_extras or {}).get("fact_tokens", 0)
+        if resumed_extras is None and _reads_facts(cfg, train):
+            self.fact_tokens = fact_tokens_needed(train.examples + val.examples, self.framing)
+        reading = "facts" if self.fact_tokens else "tokens"
+        if cfg.qa_input not in (None, reading):
+            raise ValueError(f"--qa-input {cfg.qa_input}: the resumed run reads {reading}")
+
+        def encode(examples: list, training: bool) -> QAFeatures | FactFeatures:
+            if self.fact_tokens:
+                return encode_facts(examples, self.framing, cfg.context, self.fact_tokens,
+                                    index, training)
+            return encode_qa(examples, self.framing, cfg.context, self.stride, index,
+                             training)[0]
+
+        self.train = encode(train.examples, True)
+        self.untrained = len(train.examples) - len(np.unique(self.train.example))
         if not len(self.train):
             raise ValueError(f"{', '.join(train.files)}: no question has an answer the model "
                              "can be trained on")
-        self.val, _ = encode_qa(val.examples, self.framing, cfg.context, self.stride, index,
-                                training=False)
-        self.val_scored, _ = encode_qa(val.examples, self.framing, cfg.context, self.stride,
-                                       index, training=True)
+        self.val, self.val_scored = encode(val.examples, False), encode(val.examples, True)
         self.train_rows = len(self.train)
         self.unseen = sum(e.kind == "class" and e.answers[0] not in index
                           for e in val.examples)
@@ -128,8 +148,23 @@ class QATask(Task):
         cfg = self.cfg
         val_from = (f"every {cfg.val_every_nth}th article held out" if cfg.val_data is None
                     else _files(self.sources[1]))
+        lines = self._describe_facts(val_from) if self.fact_tokens else \
+            self._describe_windows(val_from)
+        lines += [f"note: {n}" for n in self.notes]
+        if self.untrained:
+            why = ("have no class answer" if self.fact_tokens else
+                   "have no window holding their answer whole")
+            lines.append(f"note: {self.untrained:,} training questions {why} and are not "
+                         "trained on")
+        if self.unseen:
+            lines.append(f"note: {self.unseen:,} val questions have a class answer never seen "
+                         "in training: they count as wrong")
+        return lines
+
+    def _describe_windows(self, val_from: str) -> list[str]:
+        cfg = self.cfg
         spans = sum(e.kind == "span" for e in self.train_examples)
-        lines = [
+        return [
             (f"data: {_files(self.sources[0])}: {len(self.train_examples):,} questions "
              f"({spans:,} span, {len(self.train_examples) - spans:,} class answers) in "
              f"{self.train_rows:,} training windows; val ({val_from}): "
@@ -139,20 +174,28 @@ class QATask(Task):
              f"{cfg.max_answer_tokens} tokens; mean window {self.train.lengths.mean():.1f} "
              "tokens"),
         ]
-        lines += [f"note: {n}" for n in self.notes]
-        if self.untrained:
-            lines.append(f"note: {self.untrained:,} training questions have no window holding "
-                         "their answer whole and are not trained on")
-        if self.unseen:
-            lines.append(f"note: {self.unseen:,} val questions have a class answer never seen "
-                         "in training: they count as wrong")
+
+    def _describe_facts(self, val_from: str) -> list[str]:
+        cfg = self.cfg
+        lines = [
+            (f"data: {_files(self.sources[0])}: {len(self.train_examples):,} questions; val "
+             f"({val_from}): {len(self.val_examples):,} questions"),
+            (f"vocabulary {self.vocab_size:,}; {len(self.answers) - 1} class answers; read as "
+             f"facts (--qa-input facts): the question and its story's latest {cfg.context - 1} "
+             f"facts, of up to {self.fact_tokens} tokens each; mean {self.train.lengths.mean():.1f}"
+             " units a question (throughput counts units as tokens)"),
+        ]
+        cut = sum(len(e.statements()) >= cfg.context for e in self.train_examples)
+        if cut:
+            lines.append(f"note: {cut:,} training stories have more facts than --context "
+                         f"{cfg.context} leaves room for: their oldest facts are not read")
         return lines
 
     def model_config(self, source: Checkpoint | None):
         return gpt_config(self.cfg, self.vocab_size, source)
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"answers": self.answers}
+        return {"answers": self.answers, "fact_tokens": self.fact_tokens}
 
     def _epoch_order(self, epoch: int, size: int) -> np.ndarray:
         """Every training window once, shuffled by the seed and the epoch, then grouped by
@@ -187,9 +230,13 @@ class QATask(Task):
         return int(batch.lengths.sum())
 
     def fingerprint(self) -> str:
+        if self.fact_tokens:
+            return fingerprint(self.train.ids, self.train.answer, self.val.ids)
         return fingerprint(self.train.ids, self.train.start, self.train.answer, self.val.ids)
 
-    def loss(self, model, batch: QAFeatures) -> Tensor:
+    def loss(self, model, batch: QAFeatures | FactFeatures) -> Tensor:
+        if self.fact_tokens:
+            return F.cross_entropy(model.read_facts(batch.ids, batch.counts), batch.answer)
         start, end, answer = model(batch.ids, batch.lengths, batch.context_mask())
         return qa_loss(start, end, answer, batch.start, batch.end, batch.answer)
 
@@ -213,8 +260,11 @@ class QATask(Task):
             train_loss = self._mean_loss(model, self.train, np.sort(rng.permutation(
                 self.train_rows)[:n]))
             val_loss = self._mean_loss(model, self.val_scored, np.arange(len(self.val_scored)))
-        predictions = predict_answers(model, self.val, [e.context for e in self.val_examples],
-                                      self.answers, cfg.batch_size, cfg.max_answer_tokens)
+        if self.fact_tokens:
+            predictions = predict_fact_answers(model, self.val, self.answers, cfg.batch_size)
+        else:
+            predictions = predict_answers(model, self.val, [e.context for e in self.val_examples],
+                                          self.answers, cfg.batch_size, cfg.max_answer_tokens)
         scores = qa_metrics(self.val_examples, [p.text for p in predictions])
         metrics = {"train_loss": train_loss, "val_loss": val_loss,
                    "val_em": scores["exact_match"], "val_f1": scores["f1"]}
@@ -231,6 +281,13 @@ class QATask(Task):
                      f"{m['val_babi_failed']} failed")
         return line
 
+
+
+def _reads_facts(cfg: TrainConfig, train: QAData) -> bool:
+    """--qa-input, or by default facts when every training answer is a class answer."""
+    if cfg.qa_input is not None:
+        return cfg.qa_input == "facts"
+    return all(e.kind == "class" for e in train.examples)
 
 
 def _files(paths: list[str]) -> str:
