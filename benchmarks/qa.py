@@ -50,7 +50,7 @@ BABI_RECIPES = {
                "--context", "256", "--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1",
                "--lowercase"],
 }
-BABI_EPOCHS = {"facts": 20, "tokens": 8}
+BABI_EPOCHS = {"facts": 50, "tokens": 8}
 SQUAD_VOCABULARY = ["--lowercase", "--vocab-size", "20000"]
 SQUAD_SHAPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
                *SQUAD_VOCABULARY]
