@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -71,6 +72,16 @@ def assert_exact_resume(common: list, folder: Path, steps: int = 8, stop: int = 
     for name, value in whole.items():
         np.testing.assert_array_equal(split[name], value, err_msg=name)
     return whole
+
+
+def set_file(folder: Path, fname: str, data: bytes, checksum: bool = True) -> None:
+    """Write a checkpoint file, and (``checksum``) its new hash into checksums.json, so the
+    edit is read as the file's own content."""
+    (folder / fname).write_bytes(data)
+    if checksum and (folder / "checksums.json").exists():
+        sums = json.loads((folder / "checksums.json").read_text())
+        sums[fname] = hashlib.sha256(data).hexdigest()
+        (folder / "checksums.json").write_text(json.dumps(sums))
 
 
 def snapshot(folder: Path) -> dict[str, str]:

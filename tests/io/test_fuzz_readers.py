@@ -10,7 +10,6 @@ flipped). The outcomes are tallied per reader and printed at the end (``pytest -
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import re
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from minigrad_lm import generate, plot, train
 from minigrad_lm.io.files import CheckpointError, load_safetensors, safetensors_bytes
-from tests.cli_support import TINY, run_train, snapshot, write_corpus
+from tests.cli_support import TINY, run_train, set_file, snapshot, write_corpus
 from tests.train.test_hostile_input import _hf_folder
 
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
@@ -154,14 +153,6 @@ def run_tool(reader: str, main, argv: list, folder: Path, accepted: str | None =
 def _tree(folder: Path) -> tuple:
     """Every file's hash and every folder: to prove that nothing changed."""
     return snapshot(folder), sorted(str(p) for p in folder.rglob("*") if p.is_dir())
-
-
-def set_file(folder: Path, fname: str, data: bytes, checksum: bool = True) -> None:
-    (folder / fname).write_bytes(data)
-    if checksum and (folder / "checksums.json").exists():
-        sums = json.loads((folder / "checksums.json").read_text())
-        sums[fname] = hashlib.sha256(data).hexdigest()
-        (folder / "checksums.json").write_text(json.dumps(sums))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from tests.cli_support import (
     assert_exact_resume,
     assert_one_line_error,
     run_train,
+    set_file,
     snapshot,
 )
-from tests.io.test_fuzz_readers import set_file
 
 WORDS = "alpha beta gamma delta kappa omega sigma tau rho zeta theta lambda".split()
 FILL = "the river runs past old town under a grey sky while birds sing".split()
