@@ -1,22 +1,24 @@
 """Pretraining that pays: an encoder pretrained on IMDB's 50,000 unlabelled reviews, fine-tuned
 on Movie Review (sentences) and on IMDB's labelled reviews (documents), next to the same
-classifiers trained from scratch; and the two pretraining objectives, the masked LM and
-ELECTRA's replaced-token detection, compared at equal minutes by the MR accuracy they give.
+classifiers trained from scratch; and the pretraining objectives (word2vec's continuous bag of
+words, the masked LM, ELECTRA's replaced-token detection) compared at equal minutes by the MR
+accuracy they give.
 
     python -m benchmarks.pretrain [--data ../shared/data] [--work runs/pretrain_bench]
-        [--stages recipe mr choices imdb compare] [--recipe-steps 4400] [--imdb-epochs 2]
-        [--compare-minutes 13]
+        [--stages recipe mr imdb choices compare] [--recipe-epochs 1] [--imdb-epochs 2]
+        [--compare-minutes M]
 
 Stages, each a training run through the CLI exactly as a user would type it (printed):
 - ``recipe``: the corpus tokenized once into a token cache (word-level, lower-cased, 20,000
-  tokens), then the documented recipe, a masked LM of ``--recipe-steps`` (one whole cosine);
-- ``mr``: the default classifier on MR from scratch and from the recipe's encoder;
-- ``choices``: fine-tuning choices (word dropout, layer-wise lr decay, LoRA) on MR from the
-  encoder;
-- ``imdb``: the same on IMDB's labelled reviews, ``--imdb-epochs`` each, head+tail 256 tokens;
-- ``compare``: the masked LM and ELECTRA, each trained ``--compare-minutes`` (stopped by SIGINT,
-  which saves the step it is at; ELECTRA gets the minutes the masked LM trained) on the
-  recipe's optimizer and a cosine sized to those minutes, then each fine-tuned on MR.
+  tokens), then the documented recipe: ``--task word2vec`` for ``--recipe-epochs`` passes;
+- ``mr``: the default classifier on MR from scratch, from scratch with the fine-tuning's
+  layer-wise lr decay, and fine-tuned from the recipe's encoder (:data:`FINE_TUNE`);
+- ``choices``: other fine-tuning choices on MR from the encoder;
+- ``imdb``: from scratch and fine-tuned on IMDB's labelled reviews, ``--imdb-epochs`` each,
+  head+tail 256 tokens;
+- ``compare``: the masked LM and ELECTRA, each trained for the recipe's minutes (or
+  ``--compare-minutes``; stopped by SIGINT, which saves the step it is at) on their optimizer
+  and a cosine sized to those minutes, then each fine-tuned on MR as the recipe's encoder is.
 
 MR's split: lines 10, 20, ... of each file are validation (Latin-1). IMDB's: lines 20, 40, ...
 of each labelled file (1,250 of the 25,000 reviews). A run whose folder in ``--work`` already
@@ -48,24 +50,26 @@ IMDB = ("imdb/train.neg.txt.gz", "imdb/train.pos.txt.gz")
 VOCAB = 20_000
 IMDB_EVERY = 20
 RESULT = "benchmark_result.json"
-STAGES = ("recipe", "mr", "choices", "imdb", "compare")
-RUNS = ("recipe", "mr_scratch", "mr_recipe", "imdb_scratch", "imdb_recipe")
-# Fine-tuning choices measured on MR from the recipe's encoder, against the classifier's
-# defaults (word dropout 0.3, one lr for every layer, every weight trained).
-CHOICES = {"word_dropout_0.1": ["--word-dropout", "0.1"],
-           "word_dropout_0": ["--word-dropout", "0"],
+STAGES = ("recipe", "mr", "imdb", "choices", "compare")
+RUNS = ("recipe", "mr_scratch", "mr_scratch_tuned", "mr_recipe", "imdb_scratch",
+        "imdb_recipe")
+# How the recipe's encoder is fine-tuned: the embeddings at 1/8 of the head's lr, each layer
+# at half the lr of the one above (the classifier's defaults otherwise).
+FINE_TUNE = ["--layer-decay", "0.5"]
+# Other fine-tuning choices measured on MR from the recipe's encoder.
+CHOICES = {"layer_decay_1": ["--layer-decay", "1"],
            "layer_decay_0.8": ["--layer-decay", "0.8"],
-           "layer_decay_0.5": ["--layer-decay", "0.5"],
-           "lora_rank_8": ["--lora-rank", "8"]}
+           "layer_decay_0.5_word_dropout_0": [*FINE_TUNE, "--word-dropout", "0"]}
+# The encoder's shape, that every objective pretrains.
+ENCODER = ["--tokenizer", "word", "--n-layer", "2", "--d-model", "128", "--n-head", "4",
+           "--context", "256"]
+# The masked LM's and ELECTRA's batch and optimizer: in 400-step probes a peak lr of 3e-3
+# lowered the masked loss faster than 1e-3 or 1e-2.
+MASKED = ["--batch-size", "32", "--dropout", "0.0", "--lr", "3e-3", "--min-lr", "1e-4",
+          "--warmup-steps", "300", "--weight-decay", "0.01"]
 # ELECTRA's step costs about this many masked-LM steps (its 1-layer generator runs besides the
 # encoder): its cosine is as much shorter, so both schedules end at about the same minute.
 ELECTRA_STEP_COST = 9 / 7
-# The encoder's shape and the optimizer of pretraining (both objectives): a small model sees
-# more text in the minutes; in 400-step probes a peak lr of 3e-3 lowered the masked loss
-# faster than 1e-3 or 1e-2.
-ENCODER = ["--tokenizer", "word", "--n-layer", "2", "--d-model", "128", "--n-head", "4",
-           "--context", "256", "--batch-size", "32", "--dropout", "0.0", "--lr", "3e-3",
-           "--min-lr", "1e-4", "--warmup-steps", "300", "--weight-decay", "0.01"]
 # Masked-LM steps a minute on the 2 cores (32 x 256 tokens at ~11,300 tokens/s): sizes the
 # cosine of the comparison's arms to their minutes.
 MLM_STEPS_PER_MINUTE = 83
@@ -153,10 +157,14 @@ def _classify(data: Path, files: tuple[str, ...], out: Path, *extra: str,
             "--val-every-nth", str(every), "--encoding", encoding, *extra, "--out", str(out)]
 
 
-def _pretrain(task: str, corpus: list[str], steps: int, out: Path) -> list[str]:
-    return ["--task", task, *corpus, *ENCODER, "--eval-every", str(max(1, steps // 4)),
-            "--log-every", "100", "--max-steps", str(steps), "--decay-steps", str(steps),
-            "--out", str(out)]
+def _word2vec(corpus: list[str], epochs: int, out: Path) -> list[str]:
+    return ["--task", "word2vec", *corpus, *ENCODER, "--epochs", str(epochs), "--out", str(out)]
+
+
+def _masked(task: str, corpus: list[str], steps: int, out: Path) -> list[str]:
+    return ["--task", task, *corpus, *ENCODER, *MASKED, "--eval-every",
+            str(max(1, steps // 4)), "--log-every", "100", "--max-steps", str(steps),
+            "--decay-steps", str(steps), "--out", str(out)]
 
 
 def _mr(data: Path, out: Path, *extra: str) -> list[str]:
@@ -175,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folders (a finished run there is reused)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                         help="the stages to run (mr and imdb need the recipe's run)")
-    parser.add_argument("--recipe-steps", type=int, default=4400,
-                        help="masked-LM steps of the recipe (one whole cosine)")
+    parser.add_argument("--recipe-epochs", type=int, default=1,
+                        help="word2vec's passes over the corpus in the recipe")
     parser.add_argument("--imdb-epochs", type=int, default=2,
                         help="passes over IMDB's training reviews of each IMDB fine-tune")
-    parser.add_argument("--compare-minutes", type=float, default=13.0,
-                        help="training minutes of each objective in the comparison")
+    parser.add_argument("--compare-minutes", type=float, default=None,
+                        help="training minutes of the masked LM and ELECTRA in the comparison "
+                             "(default: the recipe's)")
     parser.add_argument("--token-cache", type=Path, default=None,
                         help="folder of token caches (default: token_cache in --work)")
     parser.add_argument("--out", default="benchmarks/results/pretrain_imdb.json")
@@ -203,35 +212,38 @@ def main(argv: list[str] | None = None) -> int:
                          "val_tokens": len(cache.val), "vocabulary": VOCAB,
                          "seconds": time.perf_counter() - start}
     corpus = ["--data", str(cache.folder)]
-    encoder = str(work / "mlm" / "latest")
+    encoder = str(work / "word2vec" / "latest")
     if "recipe" in args.stages:
-        results["recipe"] = run(_pretrain("mlm", corpus, args.recipe_steps, work / "mlm"),
+        results["recipe"] = run(_word2vec(corpus, args.recipe_epochs, work / "word2vec"),
                                 log=log)
     if "mr" in args.stages:
         results["mr_scratch"] = run(_mr(args.data, work / "mr_scratch"), log=log)
-        results["mr_recipe"] = run(_mr(args.data, work / "mr_recipe", "--init-from", encoder),
-                                   log=log)
-    if "choices" in args.stages:
-        for name, flags in CHOICES.items():
-            results[f"mr_recipe_{name}"] = run(
-                _mr(args.data, work / f"mr_recipe_{name}", "--init-from", encoder, *flags), log=log)
+        results["mr_scratch_tuned"] = run(_mr(args.data, work / "mr_scratch_tuned", *FINE_TUNE),
+                                          log=log)
+        results["mr_recipe"] = run(_mr(args.data, work / "mr_recipe", "--init-from", encoder,
+                                       *FINE_TUNE), log=log)
     if "imdb" in args.stages:
         results["imdb_scratch"] = run(_imdb(args.data, work / "imdb_scratch", args.imdb_epochs,
                                             "--context", "256", "--lowercase"), log=log)
         results["imdb_recipe"] = run(_imdb(args.data, work / "imdb_recipe", args.imdb_epochs,
-                                           "--init-from", encoder), log=log)
+                                           "--init-from", encoder, *FINE_TUNE), log=log)
+    if "choices" in args.stages:
+        for name, flags in CHOICES.items():
+            results[f"mr_recipe_{name}"] = run(
+                _mr(args.data, work / f"mr_recipe_{name}", "--init-from", encoder, *flags), log=log)
     if "compare" in args.stages:
-        steps = round(args.compare_minutes * MLM_STEPS_PER_MINUTE)
+        minutes = args.compare_minutes or results["recipe"]["train_seconds"] / 60
+        steps = round(minutes * MLM_STEPS_PER_MINUTE)
         arms = {"mlm": steps, "electra": round(steps / ELECTRA_STEP_COST)}
-        seconds = args.compare_minutes * 60
+        seconds = minutes * 60
         for arm, arm_steps in arms.items():
             out = work / f"compare_{arm}"
-            results[f"compare_{arm}"] = run(_pretrain(arm, corpus, arm_steps, out),
+            results[f"compare_{arm}"] = run(_masked(arm, corpus, arm_steps, out),
                                             seconds=seconds, log=log)
             seconds = results["compare_mlm"]["train_seconds"] + 10
             results[f"compare_mr_{arm}"] = run(
-                _mr(args.data, work / f"compare_mr_{arm}", "--init-from", str(out / "latest")),
-                log=log)
+                _mr(args.data, work / f"compare_mr_{arm}", "--init-from", str(out / "latest"),
+                    *FINE_TUNE), log=log)
     _print_tables(results)
     return _write(results, args.out)
 
@@ -261,24 +273,30 @@ def _minutes(r: dict) -> str:
 
 def _print_tables(r: dict) -> None:
     if "recipe" in r:
-        print(f"\nrecipe: masked LM, {r['recipe']['steps']:,} steps, {_minutes(r['recipe'])} of "
-              f"pretraining, {r['recipe']['tokens_per_s']:,.0f} tokens/s")
-    print("\n| set | from scratch | pretrained | fine-tuning (pretrained) |")
-    print("|---|---|---|---|")
+        print(f"\nrecipe: word2vec, {r['recipe']['steps']:,} steps, {_minutes(r['recipe'])} of "
+              f"pretraining, {r['recipe']['tokens_per_s']:,.0f} words/s")
+    print("\n| set | from scratch | from scratch, fine-tuning's lr decay | pretrained | "
+          "fine-tuning (pretrained) |")
+    print("|---|---|---|---|---|")
     for name in ("mr", "imdb"):
         scratch, tuned = r.get(f"{name}_scratch"), r.get(f"{name}_recipe")
+        same = r.get(f"{name}_scratch_tuned")
         if scratch and tuned:
-            print(f"| {name.upper()} | {scratch['val_acc']:.3f} | {tuned['val_acc']:.3f} | "
-                  f"{_minutes(tuned)} |")
+            same_acc = f"{same['val_acc']:.3f}" if same else "-"
+            print(f"| {name.upper()} | {scratch['val_acc']:.3f} | {same_acc} | "
+                  f"{tuned['val_acc']:.3f} | {_minutes(tuned)} |")
     choices = [k for k in r if k.startswith("mr_recipe_")]
     if choices:
         print("\n| fine-tuning the encoder on MR | val accuracy |\n|---|---|")
-        print(f"| classifier defaults | {r['mr_recipe']['val_acc']:.3f} |")
+        print(f"| {' '.join(FINE_TUNE)} (the recipe's) | {r['mr_recipe']['val_acc']:.3f} |")
         for key in choices:
             print(f"| {key.removeprefix('mr_recipe_')} | {r[key]['val_acc']:.3f} |")
     if "compare_mr_electra" in r:
         print("\n| objective (equal minutes) | steps | pretraining | tokens/s | MR val accuracy |")
         print("|---|---|---|---|---|")
+        if "recipe" in r and "mr_recipe" in r:
+            print(f"| word2vec (the recipe) | {r['recipe']['steps']:,} | {_minutes(r['recipe'])} "
+                  f"| {r['recipe']['tokens_per_s']:,.0f} | {r['mr_recipe']['val_acc']:.3f} |")
         for arm, label in (("mlm", "masked LM"), ("electra", "replaced-token detection")):
             print(f"| {label} | {r[f'compare_{arm}']['steps']:,} | "
                   f"{_minutes(r[f'compare_{arm}'])} | {r[f'compare_{arm}']['tokens_per_s']:,.0f} "

@@ -391,7 +391,7 @@ def test_bad_classification_options(data, tmp_path, capsys, argv, message):
 def test_lm_options_that_only_classification_has(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text(synthetic_text())
-    for argv, message in [(["--epochs", "2"], "--epochs applies to --task classify"),
+    for argv, message in [(["--epochs", "2"], "--epochs applies to --task word2vec or classify"),
                           (["--word-dropout", "0.1"], "--word-dropout applies to --task classify")]:
         capsys.readouterr()
         assert run_train("--data", corpus, "--out", tmp_path / "run", *TINY, *argv) == 2

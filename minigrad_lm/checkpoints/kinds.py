@@ -17,6 +17,8 @@ from ..backend.memory import Head
 from ..data.labeled import encode_sentences, load_labeled
 from ..data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
 from ..data.qa import QAExample, read_qa
+from ..data.trained_tokenizer import FIRST_WORD_ID
+from ..data.word2vec import NEGATIVES, CBOWSampler
 from ..data.text import encode_text, load_text
 from ..engine.tensor import no_grad
 from ..inference.decoding import DecodeOptions, translate_ids, translate_text
@@ -34,6 +36,7 @@ from ..inference.qa_metrics import qa_metrics
 from ..inference.scoring import (
     bleu,
     perplexity,
+    score_cbow,
     score_classifier,
     score_lm,
     score_masked_lm,
@@ -46,14 +49,17 @@ from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
 from ..models.config import POSITIONALS, RECOMPUTE
 from ..models.hf_gpt2 import EXPORT_ACTIVATIONS
 from ..models.qa import QuestionAnswerer
+from ..models.word2vec import Word2VecPretrainer
+from ..models.word2vec import encoder_state as word2vec_encoder_state
 from ..nn import Module
 
 __all__ = ["KINDS", "CheckpointKind", "ClassifyKind", "ElectraKind", "LMKind", "MaskedLMKind",
-           "QAKind", "TranslateKind"]
+           "QAKind", "TranslateKind", "Word2VecKind"]
 
 # Sizes above these are no model anyone trains here; the memory estimate refuses far less.
 MAX_SIZE = 2**31 - 1
 MAX_CLASSES = 65536
+WORD2VEC_SCORED = 1 << 16  # words of a file that evaluate scores a word2vec pretrainer on
 
 # The shapes of the model configs in config.json (minigrad_lm.io.untrusted): checked first.
 _SHAPE = {
@@ -263,6 +269,41 @@ class ElectraKind(MaskedLMKind):
         training (the encoder itself predicts no tokens)."""
         return {**super().score_file(ckpt, model.generator, files, encoding, batch_size),
                 "task": cls.name}
+
+
+class Word2VecKind(CheckpointKind):
+    """A :class:`Word2VecPretrainer`: an encoder whose token embeddings were trained by
+    word2vec's continuous bag of words, and the context vectors of that training."""
+
+    name = "word2vec"
+    noun = "a word2vec pretrainer"
+
+    @staticmethod
+    def build(config, extras):
+        return Word2VecPretrainer(config)
+
+    @staticmethod
+    def pretrained_state(state):
+        return word2vec_encoder_state(state, FIRST_WORD_ID)
+
+    @classmethod
+    def score_file(cls, ckpt, model, files, encoding, batch_size):
+        """The objective and the accuracy against noise words on up to
+        :data:`WORD2VEC_SCORED` words of ``files``, their frequencies counted on the files
+        (drawn with a fixed seed: the same words every time)."""
+        ids = _text_ids(ckpt, files, encoding)
+        sampler = CBOWSampler.of(ids, ckpt.model_config.vocab_size, list(range(FIRST_WORD_ID)),
+                                 getattr(_tokenizer(ckpt), "sep_id", None))
+        n = min(WORD2VEC_SCORED, sampler.expected_centres(ids))
+        with no_grad():
+            loss, accuracy = score_cbow(model, sampler, ids, n, batch_size,
+                                        np.random.default_rng(0))
+        return {"task": cls.name, "words": n, "loss": loss, "accuracy": accuracy}
+
+    @staticmethod
+    def report(where, m):
+        return (f"{where}: {m['words']:,} words | continuous bag of words loss "
+                f"{m['loss']:.4f} | true word first among {NEGATIVES + 1}: {m['accuracy']:.1%}")
 
 
 class ClassifyKind(CheckpointKind):
@@ -497,4 +538,5 @@ class QAKind(CheckpointKind):
 
 
 KINDS: dict[str, type[CheckpointKind]] = {
-    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, ClassifyKind, TranslateKind, QAKind)}
+    k.name: k for k in (LMKind, MaskedLMKind, ElectraKind, Word2VecKind, ClassifyKind,
+                        TranslateKind, QAKind)}

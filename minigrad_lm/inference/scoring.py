@@ -11,10 +11,11 @@ from .. import backend
 from ..data.masking import mask_draws, mask_tokens
 from ..data.text import windows
 from ..engine.tensor import Tensor
+from ..models.word2vec import cbow_scores
 from ..nn import functional as F
 
-__all__ = ["bleu", "masked_logits", "perplexity", "require_sacrebleu", "score_classifier",
-           "score_lm", "score_masked", "score_masked_lm", "score_translation", "summed_loss"]
+__all__ = ["bleu", "masked_logits", "perplexity", "require_sacrebleu", "score_cbow",
+           "score_classifier", "score_lm", "score_masked", "score_masked_lm", "score_translation", "summed_loss"]
 
 
 # exp() of a float overflows past about 709.8: a diverged loss reads as a huge perplexity.
@@ -59,6 +60,27 @@ def score_masked(model, inputs: np.ndarray, targets: np.ndarray) -> tuple[float,
     """(summed cross-entropy, number right, number scored) over the hidden tokens of a batch."""
     logits, wanted = masked_logits(model, inputs, targets)
     return (*summed_loss(logits, wanted), len(wanted))
+
+
+def score_cbow(model, sampler, ids: np.ndarray, n: int, batch_size: int,
+               rng: np.random.Generator, world=None) -> tuple[float, float]:
+    """(mean loss, accuracy) of word2vec's objective on ``n`` examples of ``ids`` drawn at
+    once by ``sampler`` with ``rng`` (the same whatever the batch size and the ranks; each
+    rank scores its share); accuracy: how often the true word scores above every noise word."""
+    picks = sampler.draw(rng, ids, n)
+    if world is not None:
+        picks = np.array_split(picks, world.size)[world.rank]
+    loss, right, scored = 0.0, 0, 0
+    for lo in range(0, len(picks), batch_size):
+        context, weights, candidates = sampler.batch(ids, picks[lo:lo + batch_size])
+        s = backend.to_numpy(cbow_scores(model, context, weights, candidates).data)
+        s = s.astype(np.float64)
+        loss += float(np.logaddexp(0, -s[:, 0]).sum() + np.logaddexp(0, s[:, 1:]).sum())
+        right += int((s[:, 0] > s[:, 1:].max(axis=1)).sum())
+        scored += len(s)
+    if world is not None:
+        loss, right, scored = world.sum(loss), world.sum(right), world.sum(scored)
+    return loss / scored, right / scored
 
 
 # Windows whose masks are drawn at once: a fixed number, so the hidden tokens are the same

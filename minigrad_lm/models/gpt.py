@@ -24,6 +24,8 @@ from ..nn.transformer import (
 from .config import GPTConfig
 from .hf_gpt2 import read_gpt2_state, save_gpt2
 
+INIT_STD = 0.02  # GPT-2's initial weights: N(0, INIT_STD)
+
 
 class GPT(Module):
     """Token embedding + positions -> n_layer causal TransformerLayers -> LayerNorm -> vocab."""
@@ -52,7 +54,7 @@ class GPT(Module):
 
     def _init_weights(self) -> None:
         """GPT-2: N(0, 0.02) weights, zero biases, residual projections scaled 1/sqrt(2 n_layer)."""
-        std = 0.02
+        std = INIT_STD
         residual_std = std / math.sqrt(2 * self.config.n_layer)
         for name, p in self.named_parameters():
             if name.endswith("bias"):

@@ -233,7 +233,7 @@ class Trainer:
         """The utilisation of each rank's device (rank 0 measures; the others report none)."""
         if self.peak is None:
             return math.nan
-        flops = tokens_per_s * self.model_config.flops_per_token(self.task.head_share)
+        flops = tokens_per_s * self.task.flops_per_token(self.model_config)
         return self.peak.utilisation(flops / self.world.size)
 
     # ---- evaluation and checkpoints --------------------------------------------------------

@@ -39,6 +39,7 @@ VALUES = {
     "token_cache": ["cache"],
 }
 BASE = {"lm": ["--data", "x.txt"], "mlm": ["--data", "x.txt"], "electra": ["--data", "x.txt"],
+        "word2vec": ["--data", "x.txt"],
         "classify": ["--data", "x.tsv", "--val-data", "y.tsv"],
         "translate": ["--data", "a", "b", "--val-data", "c", "d"],
         "qa": ["--data", "x.json", "--val-data", "y.json"]}

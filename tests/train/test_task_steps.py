@@ -1,6 +1,6 @@
 """Two training steps of every task (each of train.tasks.TASKS has a case here) through
 `python -m minigrad_lm.train`, as a user runs it, on each device against the same run on the
-CPU: the language model, the masked language model, the classifier (bidirectional, [CLS]
+CPU: the language model, the masked language model, ELECTRA, word2vec, the classifier (bidirectional, [CLS]
 pooling, word dropout), translation (beam search in its evaluation), question answering (span
 and answer heads), a LoRA fine-tune with recompute, and a resumed run. Compared: every step's
 loss and gradient norm, the evaluation, and the weights and Adam moments saved after the steps;
@@ -41,6 +41,10 @@ def electra(folder: Path) -> list:
     return [*on_the_corpus(folder), "--task", "electra", "--tokenizer", "word"]
 
 
+def word2vec(folder: Path) -> list:
+    return [*on_the_corpus(folder), "--task", "word2vec", "--batch-size", "64"]
+
+
 def classify(folder: Path) -> list:
     return [*CLASSIFY, "--data", folder / "train.tsv", "--val-data", folder / "dev.tsv",
             "--attention", "bidirectional", "--pooling", "cls", "--tokenizer", "word",
@@ -73,7 +77,7 @@ def lora(folder: Path) -> list:
             "4", "--lora-targets", "qkv,fc", "--recompute", "blocks", "--lr", "1e-2"]
 
 
-CASES = {f.__name__: f for f in (lm, mlm, electra, classify, translate, qa, lora)}
+CASES = {f.__name__: f for f in (lm, mlm, electra, word2vec, classify, translate, qa, lora)}
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_each_task_fills_in_its_own_defaults():
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"epochs": 2}, "--epochs applies to --task classify or translate"),
+    ({"epochs": 2}, "--epochs applies to --task word2vec or classify or translate"),
     ({"task": "mlm", "attention": "causal"}, "attention is bidirectional"),
     ({"task": "mlm", "tokenizer": "char"}, "needs a [MASK] token"),
     ({"task": "translate", "data": "a.txt"}, "--data SOURCE_FILE TARGET_FILE"),

@@ -1,5 +1,6 @@
 """The training tasks, one module each: language modelling (``lm``), masked language modelling
-(``mlm``), replaced-token detection (``electra``), sentence classification (``classify``),
+(``mlm``), replaced-token detection (``electra``), word2vec's continuous bag of words
+(``word2vec``), sentence classification (``classify``),
 translation (``translate``) and question answering (``qa``).
 
 Each is a :class:`~.base.Task` that owns its rules (defaults, option checks, model, data,
@@ -18,16 +19,18 @@ from .lm import LMTask
 from .masked_lm import MaskedLMTask
 from .qa import QATask
 from .translate import TranslateTask
+from .word2vec import Word2VecTask
 
 if TYPE_CHECKING:
     from ...checkpoints.folder import Checkpoint
     from ..config import TrainConfig
 
 __all__ = ["DEFAULT_TASK", "TASKS", "ClassifyTask", "ElectraTask", "LMTask", "MaskedLMTask",
-           "QATask", "Task", "TranslateTask", "make_task", "task_name"]
+           "QATask", "Task", "TranslateTask", "Word2VecTask", "make_task", "task_name"]
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LMTask, MaskedLMTask, ElectraTask,
-                                                    ClassifyTask, TranslateTask, QATask)}
+                                                    Word2VecTask, ClassifyTask, TranslateTask,
+                                                    QATask)}
 DEFAULT_TASK = LMTask.name
 
 

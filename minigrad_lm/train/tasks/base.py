@@ -71,6 +71,10 @@ class Task(ABC):
         """The task's own keys of config.json (``kind.extras``)."""
         return {}
 
+    def flops_per_token(self, model_config) -> float:
+        """Training FLOPs per token of the model (tokens/s to MFU)."""
+        return model_config.flops_per_token(self.head_share)
+
     def batch_rows(self) -> int:
         """Sequences in one micro-batch (the memory estimate's batch)."""
         return self.cfg.batch_size

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...checkpoints.kinds import ClassifyKind, ElectraKind, LMKind, MaskedLMKind
+from ...checkpoints.kinds import ClassifyKind, ElectraKind, LMKind, MaskedLMKind, Word2VecKind
 from ...data.labeled import TRUNCATIONS, LabeledRows, encode_sentences, load_labeled
 from ...data.tokenizer import tokenizer_from_dict
 from ...data.trained_tokenizer import FIRST_WORD_ID, UNK
@@ -56,7 +56,7 @@ class ClassifyTask(Task):
     options = ("epochs", "word_dropout", "pooling", "val_every_nth", "truncation", "layer_decay",
                *GPT_OPTIONS)
     fixed = (*Task.fixed, "pooling")
-    init_from = (LMKind.name, MaskedLMKind.name, ElectraKind.name)
+    init_from = (LMKind.name, MaskedLMKind.name, ElectraKind.name, Word2VecKind.name)
     best_metric = "val_acc"
     higher_is_better = True
     head_share = 0.0  # the language model's output layer is not used

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...checkpoints.kinds import LMKind, MaskedLMKind
+from ...checkpoints.kinds import LMKind, MaskedLMKind, Word2VecKind
 from ...data.corpus import default_corpus
 from ...data.text import (
     encode_text,
@@ -64,7 +64,7 @@ class LMTask(Task):
                 "weight_decay": 0.1, "eval_every": 250, "log_every": 100, "attention": "causal",
                 "sample_tokens": 400, **GPT_OPTIONS}
     options = (*GPT_OPTIONS, "val_every_nth", "token_cache", "sample_tokens")
-    init_from = (LMKind.name, MaskedLMKind.name)
+    init_from = (LMKind.name, MaskedLMKind.name, Word2VecKind.name)
 
     @staticmethod
     def check_data(cfg: TrainConfig) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...checkpoints.kinds import LMKind, MaskedLMKind, QAKind
+from ...checkpoints.kinds import LMKind, MaskedLMKind, QAKind, Word2VecKind
 from ...data.qa import (
     FactFeatures,
     QAData,
@@ -85,7 +85,7 @@ class QATask(Task):
                 "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS, "recompute": "none"}
     options = ("epochs", "val_every_nth", "stride", "max_answer_tokens", "recompute",
                "qa_input")
-    init_from = (LMKind.name, MaskedLMKind.name)
+    init_from = (LMKind.name, MaskedLMKind.name, Word2VecKind.name)
     best_metric = "val_f1"
     higher_is_better = True
     head_share = 0.0  # the language model's output layer is not used
