@@ -90,6 +90,9 @@ class CheckpointKind:
     config_spec: ClassVar[Object] = GPT_SPEC
     extras: ClassVar[dict[str, Any]] = {}
     extra_defaults: ClassVar[dict[str, Any]] = {}
+    # Training options that a model started from these weights (--init-from) is fine-tuned
+    # with, where the user gives none and its task takes them.
+    fine_tuning: ClassVar[dict[str, Any]] = {}
     bare_gpt: ClassVar[bool] = False  # the model is a GPT alone (GPT-2 export, generation)
 
     @staticmethod
@@ -277,6 +280,9 @@ class Word2VecKind(CheckpointKind):
 
     name = "word2vec"
     noun = "a word2vec pretrainer"
+    # The word vectors move at 1/8 of the head's lr (2 layers): fine-tuned at the full lr, a
+    # few thousand sentences overwrite them (MR: 0.793 against LD1; benchmarks/pretrain.py).
+    fine_tuning = {"layer_decay": 0.5}
 
     @staticmethod
     def build(config, extras):

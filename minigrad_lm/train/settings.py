@@ -156,7 +156,9 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]) -> Plan:
     if explicit.get("init_from") is None:
         return Plan(TrainConfig(**explicit))
     init = read_checkpoint(explicit["init_from"])
-    cfg = TrainConfig(**_adopt_tokenizer(explicit, init))
+    takes = TASKS[task_name(explicit)].options
+    tuning = {k: v for k, v in init.kind.fine_tuning.items() if k in takes}
+    cfg = TrainConfig(**_adopt_tokenizer({**tuning, **explicit}, init))
     starts = TASKS[cfg.task].init_from
     if init.task not in starts:
         raise CheckpointError(

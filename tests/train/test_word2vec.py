@@ -287,6 +287,19 @@ def test_a_classifier_or_masked_lm_starts_from_the_word_vectors(w2v_run, tmp_pat
             == read_checkpoint(str(w2v_run)).tokenizer_dict)
 
 
+@pytest.mark.parametrize("given, layer_decay", [([], 0.5), (["--layer-decay", "1"], 1.0)])
+def test_a_classifier_from_word_vectors_is_fine_tuned_with_layer_decay_unless_told(
+        w2v_run, tmp_path, given, layer_decay):
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_text("cat dog horse\n" * 12)
+    neg.write_text("red blue green\n" * 12)
+    out = tmp_path / "tuned"
+    assert run_train("--task", "classify", "--data", neg, pos, "--val-every-nth", "4",
+                     "--init-from", w2v_run, "--out", out, "--max-steps", "1", *given) == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["layer_decay"] == layer_decay
+
+
 def test_word2vec_needs_a_word_or_bpe_vocabulary(tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "run"
