@@ -17,9 +17,9 @@ from ..backend.memory import Head
 from ..data.labeled import encode_sentences, load_labeled
 from ..data.parallel import encode_lines, pad_pairs, pair_fits, read_parallel
 from ..data.qa import QAExample, read_qa
+from ..data.text import encode_text, load_text
 from ..data.trained_tokenizer import FIRST_WORD_ID
 from ..data.word2vec import NEGATIVES, CBOWSampler
-from ..data.text import encode_text, load_text
 from ..engine.tensor import no_grad
 from ..inference.decoding import DecodeOptions, translate_ids, translate_text
 from ..inference.explain import (
@@ -281,7 +281,7 @@ class Word2VecKind(CheckpointKind):
     name = "word2vec"
     noun = "a word2vec pretrainer"
     # The word vectors move at 1/8 of the head's lr (2 layers): fine-tuned at the full lr, a
-    # few thousand sentences overwrite them (MR: 0.793 against LD1; benchmarks/pretrain.py).
+    # few thousand sentences overwrite them (MR: 0.793 against 0.777; benchmarks/pretrain.py).
     fine_tuning = {"layer_decay": 0.5}
 
     @staticmethod

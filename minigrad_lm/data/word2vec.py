@@ -23,8 +23,8 @@ NOISE_POWER = 0.75  # noise words are drawn from the unigram distribution to thi
 CONTEXT = 2 * WINDOW  # neighbours of an example at most
 SPAN = 3 * WINDOW  # how far on each side the kept neighbours are looked for
 SPAN_OFFSETS = np.concatenate([np.arange(-SPAN, 0), np.arange(1, SPAN + 1)])
-COUNT_CHUNK = 1 << 20
-MAX_EMPTY_ROUNDS = 100  # draws of centres that found no word: the corpus has none  # tokens counted at a time: counting a memory-mapped corpus stays flat
+COUNT_CHUNK = 1 << 20  # tokens counted at a time: counting a memory-mapped corpus stays flat
+MAX_EMPTY_ROUNDS = 100  # draws of centres that found no word: the corpus has none
 
 
 def token_counts(ids: np.ndarray, vocab_size: int) -> np.ndarray:

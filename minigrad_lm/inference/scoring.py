@@ -15,7 +15,8 @@ from ..models.word2vec import cbow_scores
 from ..nn import functional as F
 
 __all__ = ["bleu", "masked_logits", "perplexity", "require_sacrebleu", "score_cbow",
-           "score_classifier", "score_lm", "score_masked", "score_masked_lm", "score_translation", "summed_loss"]
+           "score_classifier", "score_lm", "score_masked", "score_masked_lm",
+           "score_translation", "summed_loss"]
 
 
 # exp() of a float overflows past about 709.8: a diverged loss reads as a huge perplexity.

@@ -2,7 +2,7 @@
 token embeddings: the mean of a word's neighbours' embeddings must score the word above a few
 words drawn from the corpus's frequencies (negative sampling).
 
-A masked LM on two CPU cores spends its first hours on a plateau where it predicts word
+A masked LM on two CPU cores spent the hour it was given on a plateau where it predicts word
 frequencies (README, "Pretraining an encoder"): it must learn where a word's neighbours are
 before their identity can teach it anything. Here the neighbours are given, so every step
 teaches every word's embedding what company it keeps; in minutes the embeddings of "awful" and

@@ -3,9 +3,9 @@
 The corpus is read as :class:`LMTask` reads it (text files tokenized once into a token cache,
 or a token folder); each step draws ``--batch-size`` words of it with their neighbours and
 noise words (:mod:`minigrad_lm.data.word2vec`), and :func:`~minigrad_lm.models.word2vec.cbow_loss`
-teaches the token embeddings. ``--init-from`` a run of it starts a classifier or a masked LM
-from the encoder, its layers as initialised; ``--epochs`` counts passes over the words the
-subsampling keeps.
+teaches the token embeddings. ``--init-from`` a run of it starts a classifier, a masked or
+causal LM, or a QA model from the encoder, its layers as initialised; ``--epochs`` counts
+passes over the words the subsampling keeps.
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ class Word2VecTask(LMTask):
     name = Word2VecKind.name
     summary = ("word2vec's continuous bag of words: pretrains an encoder's token embeddings "
                "(a word from the mean of its neighbours, against noise words)")
-    # One pass over the IMDB reviews' kept words (6M) in about 4 minutes: in-domain word
-    # vectors whose nearest neighbours are synonyms (benchmarks/pretrain.py, stage recipe).
+    # One pass over the IMDB reviews' kept words (6M) in 4.5 minutes: in-domain word vectors
+    # whose nearest neighbours are synonyms; three passes gave MR no more (README).
     defaults = {**{k: v for k, v in LMTask.defaults.items() if k not in NOT_READ},
                 "epochs": 1, "tokenizer": "word", "attention": "bidirectional",
                 "batch_size": 4096, "context": 256, "n_layer": 2, "d_model": 128,
