@@ -1,11 +1,11 @@
-"""Two training steps of every task (each of train.tasks.TASKS has a case here) through
-`python -m minigrad_lm.train`, as a user runs it, on each device against the same run on the
-CPU: the language model, the masked language model, ELECTRA, word2vec, the classifier (bidirectional, [CLS]
-pooling, word dropout), translation (beam search in its evaluation), question answering (span
-and answer heads), a LoRA fine-tune with recompute, and a resumed run. Compared: every step's
-loss and gradient norm, the evaluation, and the weights and Adam moments saved after the steps;
-on the CPU the two runs must agree bit for bit. Dropout is off: a GPU draws its masks from a
-generator of its own."""
+"""Two training steps of every task (each of train.tasks.TASKS has a case here) through `python -m
+minigrad_lm.train`, as a user runs it, on each device against the same run on the CPU: the
+language model, the masked language model, ELECTRA, word2vec, the classifier (bidirectional,
+[CLS] pooling, word dropout), translation (beam search in its evaluation), question answering
+(span and answer heads), a LoRA fine-tune with recompute, and a resumed run. Compared: every
+step's loss and gradient norm, the evaluation, and the weights and Adam moments saved after the
+steps; on the CPU the two runs must agree bit for bit. Dropout is off: a GPU draws its masks
+from a generator of its own."""
 from __future__ import annotations
 
 import json
