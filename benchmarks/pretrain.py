@@ -1,5 +1,5 @@
-"""Pretraining that pays: an encoder pretrained on IMDB's 50,000 unlabelled reviews, fine-tuned
-on Movie Review (sentences) and on IMDB's labelled reviews (documents), next to the same
+"""Pretraining that pays: an encoder pretrained on IMDB's 50,000 unlabelled reviews and a part
+of English Wikipedia, fine-tuned on Movie Review (sentences) and on IMDB's labelled reviews (documents), next to the same
 classifiers trained from scratch; and the pretraining objectives (word2vec's continuous bag of
 words, the masked LM, ELECTRA's replaced-token detection) compared at equal minutes by the MR
 accuracy they give.
@@ -9,10 +9,11 @@ accuracy they give.
         [--compare-minutes M]
 
 Stages, each a training run through the CLI exactly as a user would type it (printed):
-- ``recipe``: the corpus tokenized once into a token cache (word-level, lower-cased, 20,000
+- ``recipe``: the corpus tokenized once into a token cache (word-level, lower-cased, 30,000
   tokens), then the documented recipe: ``--task word2vec`` for ``--recipe-epochs`` passes;
 - ``mr``: the default classifier on MR from scratch, from scratch with the fine-tuning's
-  layer-wise lr decay, and fine-tuned from the recipe's encoder (:data:`FINE_TUNE`);
+  layer-wise lr decay, and fine-tuned from the recipe's encoder (:data:`FINE_TUNE`); from
+  scratch and from the encoder again with each of :data:`MORE_SEEDS`;
 - ``choices``: other fine-tuning choices on MR from the encoder;
 - ``imdb``: from scratch and fine-tuned on IMDB's labelled reviews, ``--imdb-epochs`` each,
   head+tail 256 tokens;
@@ -45,12 +46,14 @@ from minigrad_lm.checkpoints.metrics import read_metrics
 from .harness import machine
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = "imdb/unsup.txt.gz"
+CORPUS = ("imdb/unsup.txt.gz", "wikipedia/enwiki-2015-part.txt.gz")
 MR = ("mr/rt-polarity.neg", "mr/rt-polarity.pos")
 IMDB = ("imdb/train.neg.txt.gz", "imdb/train.pos.txt.gz")
-VOCAB = 20_000
+VOCAB = 30_000
 IMDB_EVERY = 20
 RESULT = "benchmark_result.json"
+# The MR runs (from scratch, and from the recipe's encoder) are repeated with these seeds.
+MORE_SEEDS = (1, 2)
 STAGES = ("recipe", "mr", "imdb", "choices", "compare")
 RUNS = ("recipe", "mr_scratch", "mr_scratch_tuned", "mr_recipe", "imdb_scratch",
         "imdb_recipe")
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of token caches (default: token_cache in --work)")
     parser.add_argument("--out", default="benchmarks/results/pretrain_imdb.json")
     args = parser.parse_args(argv)
-    needed = [CORPUS, *MR, *IMDB]
+    needed = [*CORPUS, *MR, *IMDB]
     missing = [f for f in needed if not (args.data / f).is_file()]
     if missing:
         print(f"skipped: {', '.join(missing)} not in {args.data}")
@@ -206,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = _previous(args.out) | {"machine": machine()}
     start = time.perf_counter()
     cache = prepare_token_cache(args.token_cache or work / "token_cache",
-                                [str(args.data / CORPUS)],
+                                [str(args.data / f) for f in CORPUS],
                                 TokenizerRequest("word", VOCAB, lowercase=True),
                                 val_every_nth=100)
-    results["corpus"] = {"files": [CORPUS], "train_tokens": len(cache.train),
+    results["corpus"] = {"files": list(CORPUS), "train_tokens": len(cache.train),
                          "val_tokens": len(cache.val), "vocabulary": VOCAB,
                          "seconds": time.perf_counter() - start}
     corpus = ["--data", str(cache.folder)]
@@ -223,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                                           log=log)
         results["mr_recipe"] = run(_mr(args.data, work / "mr_recipe", "--init-from", encoder,
                                        *FINE_TUNE), log=log)
+        for seed in MORE_SEEDS:  # the same runs with other seeds: how much a seed moves them
+            results[f"seed_mr_scratch_{seed}"] = run(
+                _mr(args.data, work / f"mr_scratch_seed{seed}", "--seed", str(seed)), log=log)
+            results[f"seed_mr_recipe_{seed}"] = run(
+                _mr(args.data, work / f"mr_recipe_seed{seed}", "--init-from", encoder,
+                    *FINE_TUNE, "--seed", str(seed)), log=log)
     if "imdb" in args.stages:
         results["imdb_scratch"] = run(_imdb(args.data, work / "imdb_scratch", args.imdb_epochs,
                                             "--context", "256", "--lowercase"), log=log)
@@ -261,7 +270,7 @@ def _previous(out: str) -> dict:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in stored.items()
-            if k in RUNS or k.startswith(("compare_", "mr_recipe_"))}
+            if k in RUNS or k.startswith(("compare_", "mr_recipe_", "seed_"))}
 
 
 def _write(results: dict, out: str) -> int:
@@ -290,6 +299,16 @@ def _print_tables(r: dict) -> None:
             same_acc = f"{same['val_acc']:.3f}" if same else "-"
             print(f"| {name.upper()} | {scratch['val_acc']:.3f} | {same_acc} | "
                   f"{tuned['val_acc']:.3f} | {_minutes(tuned)} |")
+    seeds = [s for s in MORE_SEEDS if f"seed_mr_recipe_{s}" in r and "mr_recipe" in r]
+    if seeds:
+        print("\n| MR val accuracy by fine-tuning seed | " + " | ".join(
+            ["1337 (default)", *map(str, seeds)]) + " | mean |")
+        print("|---|" + "---|" * (len(seeds) + 2))
+        for arm in ("scratch", "recipe"):
+            accs = [r[f"mr_{arm}"]["val_acc"], *(r[f"seed_mr_{arm}_{s}"]["val_acc"]
+                                                   for s in seeds)]
+            print(f"| {arm} | " + " | ".join(f"{a:.3f}" for a in accs)
+                  + f" | {statistics.mean(accs):.3f} |")
     choices = [k for k in r if k.startswith("mr_recipe_")]
     if choices:
         print("\n| fine-tuning the encoder on MR | val accuracy |\n|---|---|")

@@ -1,8 +1,8 @@
 """Question answering on real data: bAbI's 20 tasks (1k) and SQuAD v1.1 held-out articles.
 
     python -m benchmarks.qa [--data ../shared/data] [--arms babi squad]
-        [--babi-reading facts|tokens] [--babi-epochs N] [--squad-epochs 4]
-        [--init-from DIR] [--smoke]
+        [--babi-reading facts|tokens] [--babi-epochs N] [--squad-epochs 2]
+        [--init-from DIR] [--cloze TEXT...] [--smoke]
 
 bAbI: one model trained jointly on the 20 tasks' training files (18,013 questions; 20
 separate models would cost 20 runs), validated on their valid files; reported as the error
@@ -10,15 +10,17 @@ per task, the mean error and the failed tasks (error > 5%). The model reads each
 facts (``--qa-input facts``, the default for bAbI); ``--babi-reading tokens`` measures the
 ``[CLS] question [SEP] story`` token windows instead. SQuAD: the 38 articles of
 ``squad/train.json`` split by article, every 5th held out (articles 5, 10, ..., 35); exact
-match and F1 on the held-out articles, from scratch and, with ``--init-from`` (a pretrained
-encoder: ``--task lm --attention bidirectional`` or the ``mlm`` task's checkpoint, or a
-GPT-2 folder), fine-tuned from it. Every run goes through the training CLI as a user would
-type it, and the best checkpoint is scored by ``python -m minigrad_lm.evaluate``'s function.
-``--smoke`` runs a tiny model for a few steps on a slice of the data (a check that the
-benchmark works, in about a minute; its figures mean nothing and are not written). Results
-go to benchmarks/results/qa_babi.json (qa_babi_tokens.json for the token reading) and
-qa_squad.json. Skips with a message when the data is
-not there.
+match and F1 on the held-out articles of readers trained on the others: from scratch without
+and with the question match (``--no-question-match``, the default), from ``--init-from`` (a
+pretrained encoder: word2vec's, a masked LM's, or a GPT-2 folder), and with ``--cloze TEXT``
+from a span reader pretrained on cloze questions made from that text (``python -m
+minigrad_lm.cloze``, the documents that hold any of the SQuAD file's articles left out),
+itself started from ``--init-from`` when given. Every run goes through the training CLI as a
+user would type it, and the best checkpoint is scored by ``python -m minigrad_lm.evaluate``'s
+function. ``--smoke`` runs a tiny model for a few steps on a slice of the data (a check that
+the benchmark works, in about a minute; its figures mean nothing and are not written).
+Results go to benchmarks/results/qa_babi.json (qa_babi_tokens.json for the token reading) and
+qa_squad.json. Skips with a message when the data is not there.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from minigrad_lm import cloze
 from minigrad_lm.evaluate import evaluate
 from minigrad_lm.checkpoints.folder import read_checkpoint
 
@@ -55,6 +58,7 @@ SQUAD_VOCABULARY = ["--lowercase", "--vocab-size", "20000"]
 SQUAD_SHAPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
                *SQUAD_VOCABULARY]
 SQUAD_TRAINING = ["--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1"]
+CLOZE_QUESTIONS = 40_000  # one epoch of them: about 10 minutes of pretraining
 SMOKE_SHAPE = ["--n-layer", "1", "--d-model", "32", "--n-head", "2"]
 SMOKE = ["--max-steps", "12", "--eval-every", "12", "--batch-size", "8", "--log-every", "4"]
 
@@ -106,24 +110,50 @@ def _split_squad(path: Path, tmp: str, smoke: bool) -> tuple[str, str, int, int]
     return files[0], files[1], len(kept), len(held)
 
 
+def _cloze_reader(data: Path, tmp: str, text: list[str], start: list[str], shape: list[str],
+                  extra: list[str], smoke: bool) -> dict:
+    """Cloze questions from ``text`` (documents holding any of the SQuAD file's articles left
+    out), and a span reader pretrained on them for one epoch (every 20th article validates)."""
+    questions = os.path.join(tmp, "cloze.json")
+    count = 400 if smoke else CLOZE_QUESTIONS
+    argv = [*text, "--out", questions, "--questions", str(count), "--exclude",
+            str(data / "squad" / "train.json")]
+    print(f"python -m minigrad_lm.cloze {shlex.join(argv)}", flush=True)
+    started = time.perf_counter()
+    if cloze.main(argv) != 0:
+        raise RuntimeError("the cloze questions could not be made")
+    made = time.perf_counter() - started
+    length = SMOKE if smoke else ["--epochs", "1", "--log-every", "100"]
+    run = _train(["--task", "qa", "--data", questions, "--val-every-nth", "2" if smoke else "20",
+                  *SQUAD_TRAINING, *(start or shape), *extra, *length,
+                  "--out", f"{tmp}/cloze_reader"])
+    return {**run, "questions": count, "making_seconds": made}
+
+
 def squad(data: Path, tmp: str, epochs: int, extra: list[str], init_from: str | None,
-          smoke: bool) -> dict:
+          cloze_text: list[str], smoke: bool) -> dict:
     train_file, held_file, n_train, n_held = _split_squad(data / "squad" / "train.json", tmp,
                                                           smoke)
     length = SMOKE if smoke else ["--epochs", str(epochs), "--log-every", "100"]
     common = ["--task", "qa", "--data", train_file, "--val-data", held_file, *SQUAD_TRAINING]
     results: dict = {"train_articles": n_train, "heldout_articles": n_held}
     shape = [*SQUAD_SHAPE, *(SMOKE_SHAPE if smoke else [])]
-    arms = {"scratch": []}
+    start = ["--init-from", init_from] if init_from else []
     if init_from:
         # the pretrained encoder brings its shape and tokenizer; from scratch gets the same
-        # shape (and a vocabulary of its own), so the two differ in their start alone
+        # shape (and a vocabulary of its own), so the arms differ in their start alone
         c = read_checkpoint(init_from).model_config
         shape = ["--n-layer", str(c.n_layer), "--d-model", str(c.d_model), "--n-head",
                  str(c.n_head), "--context", str(c.context_length), *SQUAD_VOCABULARY]
-        arms["pretrained"] = ["--init-from", init_from]
-    for name, start in arms.items():
-        argv = [*common, *(start or shape), *extra, *length, "--out", f"{tmp}/squad_{name}"]
+    arms = {"scratch_no_match": [*shape, "--no-question-match"], "scratch": shape}
+    if init_from:
+        arms["pretrained"] = start
+    if cloze_text:
+        results["cloze_reader"] = _cloze_reader(data, tmp, cloze_text, start, shape, extra,
+                                                smoke)
+        arms["cloze"] = ["--init-from", f"{tmp}/cloze_reader/latest"]
+    for name, begin in arms.items():
+        argv = [*common, *begin, *extra, *length, "--out", f"{tmp}/squad_{name}"]
         results[name] = _train(argv)
         results[name]["heldout"] = _score(f"{tmp}/squad_{name}", [held_file])
     return results
@@ -139,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--babi-epochs", type=int,
                         help="default: " + ", ".join(f"{n} read as {r}"
                                                      for r, n in BABI_EPOCHS.items()))
-    parser.add_argument("--squad-epochs", type=int, default=4)
+    parser.add_argument("--squad-epochs", type=int, default=2)
     parser.add_argument("--init-from", metavar="DIR",
                         help="a pretrained encoder (or GPT-2 folder) for the SQuAD arm")
+    parser.add_argument("--cloze", nargs="+", metavar="TEXT", default=[],
+                        help="text to make cloze questions from: a span reader pretrained on "
+                             "them (from --init-from, if given) is fine-tuned on SQuAD too")
     parser.add_argument("--train-args", default="", metavar="'FLAGS'",
                         help="more training flags for every run (e.g. '--n-layer 4')")
     parser.add_argument("--smoke", action="store_true",
@@ -161,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.babi_epochs or BABI_EPOCHS[args.babi_reading], extra, args.smoke)
                       if arm == "babi" else
                       squad(args.data, tmp, args.squad_epochs, extra, args.init_from,
-                            args.smoke))
+                            args.cloze, args.smoke))
         result["machine"] = machine()
         _print_table(arm, result)
         if not args.smoke:
@@ -186,7 +219,7 @@ def _print_table(arm: str, r: dict) -> None:
         return
     print("\n| SQuAD held-out articles | EM | F1 | wall time | tokens/s |")
     print("|---|---|---|---|---|")
-    for name in ("scratch", "pretrained"):
+    for name in ("scratch_no_match", "scratch", "pretrained", "cloze"):
         if name in r:
             run, h = r[name], r[name]["heldout"]
             print(f"| {name} | {h['exact_match']:.1f} | {h['f1']:.1f} | "

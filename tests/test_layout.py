@@ -14,7 +14,7 @@ README = PACKAGE.parent / "README.md"
 
 # Bottom first: a module may import its own layer and the ones before it, never a later one.
 LAYERS = ["io", "backend", "engine", "nn", "optim", "models", "data", "inference", "checkpoints",
-          "cli", "train", "generate", "classify", "answer", "evaluate", "translate", "explain",
+          "cli", "cloze", "train", "generate", "classify", "answer", "evaluate", "translate", "explain",
           "export",
           "plot", "testing"]
 

@@ -42,6 +42,7 @@ from ..inference.scoring import (
     score_masked_lm,
     score_translation,
 )
+from ..io.files import CheckpointError
 from ..io.untrusted import Bool, Int, ListOf, Num, Object, Str
 from ..models import GPT, GPTConfig, Seq2SeqConfig, Seq2SeqTransformer, SequenceClassifier
 from ..models.classifier import POOLINGS
@@ -106,9 +107,16 @@ class CheckpointKind:
         return Head()
 
     @staticmethod
-    def pretrained_part(model: Module) -> Module:
-        """The GPT inside ``model`` that a language model's weights fit (``--init-from``)."""
+    def pretrained_part(model: Module, source: type[CheckpointKind]) -> Module:
+        """The part of ``model`` that the weights of a ``source`` checkpoint fit
+        (``--init-from``): the GPT inside it, for a language model's weights."""
         return model
+
+    @staticmethod
+    def dictates(ckpt) -> dict[str, Any]:
+        """Training options that a model started from ``ckpt``'s weights must be trained with
+        (its weights need them); an option given otherwise is refused."""
+        return {}
 
     @staticmethod
     def upgrade(config: dict[str, Any], state: dict[str, Any]
@@ -289,6 +297,12 @@ class Word2VecKind(CheckpointKind):
         return Word2VecPretrainer(config)
 
     @staticmethod
+    def head(config, extras):
+        """The context vectors; a word is scored against 1 + NEGATIVES of them, not against
+        the whole vocabulary as a language model's token is."""
+        return Head(parameters=config.vocab_size * config.d_model, outputs=1 + NEGATIVES)
+
+    @staticmethod
     def pretrained_state(state):
         return word2vec_encoder_state(state, FIRST_WORD_ID)
 
@@ -329,7 +343,7 @@ class ClassifyKind(CheckpointKind):
         return Head(parameters=config.d_model * k + k, outputs=k)
 
     @staticmethod
-    def pretrained_part(model):
+    def pretrained_part(model, source):
         return model.body
 
     @staticmethod
@@ -446,29 +460,49 @@ class TranslateKind(CheckpointKind):
 class QAKind(CheckpointKind):
     """A :class:`QuestionAnswerer`: a GPT body with a span head and an answer head over
     ``answers`` (class 0: "the answer is a span"); with ``fact_tokens`` > 0, a model that
-    reads facts of up to that many tokens and has no span head."""
+    reads facts of up to that many tokens and has no span head; ``question_match``: the context
+    tokens that occur in the question are marked (models/qa.py)."""
 
     name = "qa"
     noun = "a question-answering model"
     extras = {"answers": ListOf(Str(), min_len=1, max_len=MAX_CLASSES),
-              "fact_tokens": Int(0, MAX_SIZE)}
-    extra_defaults = {"fact_tokens": 0}
+              "fact_tokens": Int(0, MAX_SIZE), "question_match": Bool()}
+    extra_defaults = {"fact_tokens": 0, "question_match": False}
     MAX_ANSWER_TOKENS = 30  # the longest span answer, unless the run said otherwise
 
     @staticmethod
     def build(config, extras):
-        return QuestionAnswerer(GPT(config), len(extras["answers"]), extras["fact_tokens"])
+        return QuestionAnswerer(GPT(config), len(extras["answers"]), extras["fact_tokens"],
+                                extras["question_match"])
 
     @staticmethod
     def head(config, extras):
         k, d, j = len(extras["answers"]), config.d_model, extras["fact_tokens"]
         if j:
             return Head(parameters=d * (j + k) + k, outputs=k)
-        return Head(parameters=d * (2 + k) + 2 + k, outputs=2 + k)
+        match = d if extras["question_match"] else 0
+        return Head(parameters=d * (2 + k) + 2 + k + match, outputs=2 + k)
 
     @staticmethod
-    def pretrained_part(model):
-        return model.body
+    def pretrained_part(model, source):
+        """The body; from another question-answering model, what reads the window too (the
+        span head and the question-match vector), all but the answer head, whose classes are
+        its own data's."""
+        return model.reader() if source is QAKind else model.body
+
+    @staticmethod
+    def pretrained_state(state):
+        return {k: v for k, v in state.items() if not k.startswith("answer.")}
+
+    @staticmethod
+    def dictates(ckpt):
+        """A span reader starts a span reader, with or without the question match as it was
+        trained."""
+        if ckpt.extras["fact_tokens"]:
+            raise CheckpointError(f"--init-from {ckpt.path}: this question-answering model reads "
+                                  "facts; only one that reads token windows (--qa-input tokens) "
+                                  "starts another")
+        return {"qa_input": "tokens", "question_match": ckpt.extras["question_match"]}
 
     @classmethod
     def reading(cls, ckpt) -> tuple[int, int]:

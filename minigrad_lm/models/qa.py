@@ -8,6 +8,12 @@ unit, the question or a fact, is the sum of its words' embeddings, each multipli
 learned weight vector of its place in the unit (the position encoding of end-to-end memory
 networks, Sukhbaatar et al. 2015, learned here rather than fixed), so word order counts; the
 body then attends over units and the answer head reads the question's unit.
+
+A token-reading model may also be told which context tokens occur in the question
+(``question_match``): a learned vector is added to their embeddings, the exact-match feature
+of DrQA (Chen et al. 2017). Whether a context word is one of the question's is what locates
+an answer's sentence, and a body trained on a few thousand questions learns that comparison
+slowly through attention alone.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from ..engine.tensor import Tensor
 from ..nn import functional as F
 from ..nn.layers import Linear
 from ..nn.module import Module, Parameter
-from .gpt import GPT
+from .gpt import GPT, INIT_STD
 
 # A logit that rules a position out: exp(-1e9 - max) is exactly 0 in float32 and float64.
 MASKED = -1e9
@@ -35,10 +41,14 @@ class QuestionAnswerer(Module):
     so a padded row scores as it would alone.
     """
 
-    def __init__(self, body: GPT, num_answers: int, fact_tokens: int = 0):
+    def __init__(self, body: GPT, num_answers: int, fact_tokens: int = 0,
+                 question_match: bool = False):
         super().__init__()
         if num_answers < 1:
             raise ValueError(f"QuestionAnswerer: need at least 1 answer class, got {num_answers}")
+        if fact_tokens and question_match:
+            raise ValueError("QuestionAnswerer: question_match marks context tokens, which a "
+                             "fact-reading model does not have")
         self.body, self.num_answers, self.fact_tokens = body, num_answers, fact_tokens
         d = body.config.d_model
         dtype = body.tok_emb.weight.data.dtype
@@ -50,6 +60,10 @@ class QuestionAnswerer(Module):
         else:
             self.span = Linear(d, 2)
             heads.append(self.span)
+        self.question_match = None
+        if question_match:
+            self.question_match = Parameter(
+                (rng.host().standard_normal(d) * INIT_STD).astype(dtype))
         for head in heads:
             head.weight.data[...] = rng.host().standard_normal(head.weight.shape) * 0.02
             head.bias.data[...] = 0
@@ -59,6 +73,17 @@ class QuestionAnswerer(Module):
         head = id(self.body.head.weight)
         shared = self.body.config.tie_weights
         return [p for _, p in self.named_parameters() if shared or id(p) != head]
+
+    def reader(self) -> Module:
+        """What reads a window, the answer head left out: the body, the span head and the
+        question-match vector (another model's weights for these start a QA model)."""
+        if self.fact_tokens:
+            raise ValueError("QuestionAnswerer: a fact-reading model has no span reader")
+        part = Module()
+        part.body, part.span = self.body, self.span
+        if self.question_match is not None:
+            part.question_match = self.question_match
+        return part
 
     def read_facts(self, ids, counts) -> Tensor:
         """Answer logits (B, num_answers) for units ``ids`` (B, U, J) of which the first
@@ -97,6 +122,13 @@ class QuestionAnswerer(Module):
         lens = xp.asarray(backend.to_device(np.asarray(lengths, np.int64), device))
         keep = xp.arange(t)[None, :] < lens[:, None]  # (B, T) real tokens
         causal = self.body.config.causal
+        if self.question_match is not None:
+            if token_embeddings is None:
+                token_embeddings = F.embedding(backend.to_device(ids, device),
+                                               self.body.tok_emb.weight)
+            hits = backend.to_device(question_matches(ids, context_mask)[..., None], device)
+            token_embeddings = token_embeddings + Tensor(
+                hits.astype(token_embeddings.dtype)) * self.question_match
         h = self.body.hidden_states(ids, key_padding_mask=None if causal else keep,
                                     token_embeddings=token_embeddings)  # (B, T, d)
         logits = self.span(h)  # (B, T, 2)
@@ -105,6 +137,19 @@ class QuestionAnswerer(Module):
         end = ops.masked_fill(logits[:, :, 1], outside, MASKED)
         pooled = h[xp.arange(b), lens - 1] if causal else h[:, 0]  # (B, d)
         return start, end, self.answer(pooled)
+
+
+def question_matches(ids, context_mask) -> np.ndarray:
+    """(B, T) True at the context tokens whose id is also one of the question's, the question
+    being what precedes a row's first context token, less the separator just before it."""
+    ids = np.asarray(backend.to_numpy(ids))
+    context = np.asarray(backend.to_numpy(context_mask), bool)
+    first = np.where(context.any(axis=1), context.argmax(axis=1), 0)
+    width = max(int(first.max()) - 1, 0)
+    question = ids[:, :width]
+    in_question = np.arange(width)[None, :] < (first - 1)[:, None]  # (B, width)
+    same = (ids[:, :, None] == question[:, None, :]) & in_question[:, None, :]
+    return same.any(axis=2) & context
 
 
 def qa_loss(start: Tensor, end: Tensor, answer: Tensor, start_target, end_target,

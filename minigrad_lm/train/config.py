@@ -211,6 +211,9 @@ class TrainConfig:
         "then the facts from the latest back; --context then counts units). Default: facts "
         "when every answer is a class answer (bAbI), tokens otherwise",
         choices=("tokens", "facts"))
+    question_match: bool | None = option(
+        None, "qa, token windows: mark each context token that occurs in the question (the "
+        "exact-match feature of DrQA), a learned vector added to its embedding (default: yes)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -121,6 +121,13 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     return source, saved
 
 
+def _option_text(name: str, value) -> str:
+    """An option as typed: ``--flag value``, or ``--flag``/``--no-flag`` for a switch."""
+    if isinstance(value, bool):
+        return flag(name) if value else flag(name).replace("--", "--no-", 1)
+    return f"{flag(name)} {_shown(value)}"
+
+
 def _shown(value) -> str:
     if value is None:
         return "(not given)"
@@ -158,7 +165,13 @@ def _settings(args: argparse.Namespace, claim: Callable[[str], None]) -> Plan:
     init = read_checkpoint(explicit["init_from"])
     takes = TASKS[task_name(explicit)].options
     tuning = {k: v for k, v in init.kind.fine_tuning.items() if k in takes}
-    cfg = TrainConfig(**_adopt_tokenizer({**tuning, **explicit}, init))
+    dictated = {k: v for k, v in init.kind.dictates(init).items() if k in takes}
+    for name, value in dictated.items():
+        if name in explicit and explicit[name] != value:
+            raise CheckpointError(f"--init-from {init.path}: its model was trained with "
+                                  f"{_option_text(name, value)}, not "
+                                  f"{_option_text(name, explicit[name])}")
+    cfg = TrainConfig(**_adopt_tokenizer({**tuning, **explicit, **dictated}, init))
     starts = TASKS[cfg.task].init_from
     if init.task not in starts:
         raise CheckpointError(

@@ -119,7 +119,7 @@ def start(plan: Plan, task: Task, device: str, world: World) -> Start:
     model = task.kind.build(model_config, extras)
     model.to(device)  # before the optimizer, which keeps views of the parameters
     if init is not None and world.is_root:
-        init.load_pretrained(task.kind.pretrained_part(model))
+        init.load_pretrained(task.kind.pretrained_part(model, init.kind))
     spec = lora_spec(cfg)
     if spec is not None:  # before the optimizer, which then holds the adapters only
         apply_spec(model, spec, f"--lora-rank {spec.rank}")

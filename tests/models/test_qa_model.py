@@ -1,20 +1,21 @@
 """The question-answering head: loss and masking gradient-checked, padding-invariance."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.models.qa import IGNORE, MASKED, QuestionAnswerer, qa_loss
+from minigrad_lm.models.qa import IGNORE, MASKED, QuestionAnswerer, qa_loss, question_matches
 from minigrad_lm.nn import functional as F
 from tests.helpers import to_float64
 
 
-def tiny_qa(causal=False, answers=3, seed=0):
+def tiny_qa(causal=False, answers=3, seed=0, question_match=False):
     mg.manual_seed(seed)
     body = GPT(GPTConfig(vocab_size=20, context_length=12, n_layer=2, n_head=2, d_model=8,
                          causal=causal))
-    return QuestionAnswerer(body, answers)
+    return QuestionAnswerer(body, answers, question_match=question_match)
 
 
 @settings(max_examples=30, deadline=None)
@@ -56,9 +57,10 @@ def _reference(start, end, answer, mask, start_t, end_t, answer_t) -> float:
     return float(total)
 
 
-def test_whole_model_gradcheck_through_the_masked_heads():
-    model = to_float64(tiny_qa())
-    ids = np.array([[2, 7, 3, 9, 10, 11, 0], [2, 8, 8, 3, 12, 0, 0]])
+@pytest.mark.parametrize("question_match", [False, True])
+def test_whole_model_gradcheck_through_the_masked_heads(question_match):
+    model = to_float64(tiny_qa(question_match=question_match))
+    ids = np.array([[2, 7, 3, 7, 10, 11, 0], [2, 8, 8, 3, 12, 0, 0]])
     lengths = np.array([6, 5])
     context = np.zeros_like(ids, bool)
     context[0, 3:6] = context[1, 4:5] = True
@@ -71,11 +73,54 @@ def test_whole_model_gradcheck_through_the_masked_heads():
     assert mg.gradcheck(loss, params)
     s, e, _ = model(ids, lengths, context)
     assert (s.numpy()[~context] == MASKED).all() and (e.numpy()[~context] == MASKED).all()
+    if question_match:  # row 0's context token 7 is a question word: marked
+        np.testing.assert_array_equal(question_matches(ids, context)[0], [0, 0, 0, 1, 0, 0, 0])
+        model.zero_grad()
+        loss().backward()
+        assert np.abs(model.question_match.grad.numpy()).sum() > 0
 
 
-def test_padded_batch_equals_each_example_alone():
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31), b=st.integers(1, 4), cls=st.booleans())
+def test_question_matches_marks_context_tokens_found_in_the_question(seed, b, cls):
+    """Against a row-by-row reference: [CLS]? question [SEP] context, then padding that holds
+    question words (which must not be marked), the separator's id never a question word."""
+    rng = np.random.default_rng(seed)
+    sep, rows, masks, want = 1, [], [], []
+    for _ in range(b):
+        question = list(rng.integers(2, 9, rng.integers(1, 5)))
+        context = list(rng.integers(2, 12, rng.integers(1, 7)))
+        head = ([0] if cls else []) + question + [sep]
+        padding = list(rng.choice(question, rng.integers(0, 4)))
+        rows.append(head + context + padding)
+        masks.append([False] * len(head) + [True] * len(context) + [False] * len(padding))
+        want.append([False] * len(head) + [c in question for c in context]
+                    + [False] * len(padding))
+    width = max(map(len, rows))
+    ids, mask, expected = (np.zeros((b, width), dtype) for dtype in (np.int64, bool, bool))
+    for i, (r, m, w) in enumerate(zip(rows, masks, want)):
+        ids[i, :len(r)], mask[i, :len(m)], expected[i, :len(w)] = r, m, w
+    np.testing.assert_array_equal(question_matches(ids, mask), expected)
+
+
+def test_the_match_vector_is_added_to_the_marked_tokens_embeddings():
+    model = to_float64(tiny_qa(question_match=True)).eval()
+    ids = np.array([[2, 7, 9, 3, 9, 10, 7, 11]])
+    context = np.arange(8)[None, :] >= 4
+    marked = np.array([[0, 0, 0, 0, 1, 0, 1, 0]], np.float64)[..., None]
+    got = model(ids, [8], context)
+    emb = model.body.tok_emb.weight.numpy()[ids] + marked * model.question_match.numpy()
+    plain = QuestionAnswerer(model.body, 3)
+    plain.span, plain.answer = model.span, model.answer
+    want = plain(ids, [8], context, token_embeddings=mg.tensor(emb))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("question_match", [False, True])
+def test_padded_batch_equals_each_example_alone(question_match):
     for causal in (False, True):
-        model = to_float64(tiny_qa(causal=causal)).eval()
+        model = to_float64(tiny_qa(causal=causal, question_match=question_match)).eval()
         rows = [np.array([2, 5, 3, 9, 10, 11, 12, 13]), np.array([2, 6, 3, 14]),
                 np.array([2, 7, 7, 3, 15, 16])]
         width = max(map(len, rows))

@@ -89,10 +89,18 @@ def test_answer_reads_a_long_context_in_windows(trained, capsys):
     assert capsys.readouterr().out.split("\t")[0] == "Lambda"
 
 
-def test_exact_resume(tmp_path):
+def test_exact_resume_and_the_question_match_kept(tmp_path, capsys):
     train, val = copy_task(tmp_path / "t.json", 6, 2), copy_task(tmp_path / "v.json", 2, 3)
-    assert_exact_resume([*QA, "--data", train, "--val-data", val, "--decay-steps", "8",
-                         "--eval-every", "4"], tmp_path)
+    common = [*QA, "--data", train, "--val-data", val, "--decay-steps", "8", "--eval-every", "4"]
+    whole = assert_exact_resume(common, tmp_path)
+    assert "question_match" in whole
+    before = snapshot(tmp_path / "split")
+    capsys.readouterr()
+    assert run_train(*common, "--max-steps", "12", "--out", tmp_path / "split", "--resume",
+                     "--no-question-match") == 2
+    assert_one_line_error(capsys.readouterr().err, "--no-question-match: the resumed run was "
+                          "trained with it")
+    assert snapshot(tmp_path / "split") == before
 
 
 BABI_TRAIN = """1 Mary moved to the bathroom.
@@ -202,6 +210,10 @@ def test_facts_exact_resume_and_refusals(tmp_path, capsys):
     assert run_train(*FACTS, "--data", squad, "--val-every-nth", "2", "--qa-input", "facts",
                      "--out", tmp_path / "bad") == 2
     assert_one_line_error(capsys.readouterr().err, "a span answer cannot be read from facts")
+    assert run_train(*FACTS, "--data", train, "--val-data", valid, "--question-match",
+                     "--out", tmp_path / "bad") == 2
+    assert_one_line_error(capsys.readouterr().err, "--question-match marks context tokens, "
+                          "which --qa-input facts does not read")
     assert not (tmp_path / "bad").exists()
     long_fact = "Mary went to the very very very very very very very long kitchen."
     assert answer.main(["--ckpt", str(tmp_path / "whole"), "--context", long_fact,
@@ -210,15 +222,20 @@ def test_facts_exact_resume_and_refusals(tmp_path, capsys):
                           "this model reads questions and facts of up to")
 
 
-def test_a_qa_checkpoint_from_before_fact_reading_still_loads(trained, tmp_path, capsys):
+def test_a_qa_checkpoint_from_before_fact_reading_and_question_match_still_loads(
+        trained, tmp_path, capsys):
+    run = tmp_path / "plain"
+    assert run_train(*QA, "--data", trained / "train.json", "--val-data",
+                     trained / "val.json", "--max-steps", "6", "--no-question-match",
+                     "--out", run) == 0
     folder = tmp_path / "old"
-    shutil.copytree(trained / "run" / "best", folder)
+    shutil.copytree(run / "latest", folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config.pop("fact_tokens") == 0
+    assert config.pop("fact_tokens") == 0 and config.pop("question_match") is False
     set_file(folder, "config.json", json.dumps(config).encode())
     question = ["--context", "Rain falls. The code is tau. Sun.", "What is the code?"]
     capsys.readouterr()
-    assert answer.main(["--ckpt", str(trained / "run" / "best"), *question]) == 0
+    assert answer.main(["--ckpt", str(run / "latest"), *question]) == 0
     want = capsys.readouterr().out
     assert answer.main(["--ckpt", str(folder), *question]) == 0
     assert capsys.readouterr().out == want
@@ -362,3 +379,45 @@ def test_init_from_a_gpt2_folder_reads_the_answer_off_a_causal_body(tmp_path, ca
                         "What is the code?"]) == 0
     text = capsys.readouterr().out.split("\t")[0]
     assert text and text in context  # an untrained model's guess, but the context's own text
+
+
+def test_init_from_a_qa_model_carries_its_reader_but_not_its_answer_head(trained, tmp_path,
+                                                                          capsys):
+    """A span reader (say one pretrained on cloze questions) starts another QA run: the body,
+    span head and question-match vector as trained, a fresh answer head for the new data's
+    classes; options its weights need are taken from it, and contradicting ones refused."""
+    babi_like = tmp_path / "qa1_train.txt"
+    babi_like.write_text(BABI_TRAIN)
+    source = trained / "run" / "best"
+    assert run_train(*QA, "--init-from", source, "--data", trained / "train.json", babi_like,
+                     "--val-data", trained / "val.json", "--max-steps", "1", "--lr", "1e-12",
+                     "--min-lr", "1e-12", "--out", tmp_path / "started") == 0
+    before = load_safetensors(source / "model.safetensors")[0]
+    after = load_safetensors(tmp_path / "started" / "latest" / "model.safetensors")[0]
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        if name.startswith("answer."):
+            assert after[name].shape != value.shape  # the new data's classes
+        else:  # one step at lr 1e-12
+            np.testing.assert_allclose(after[name], value, rtol=0, atol=1e-9, err_msg=name)
+    config = json.loads((tmp_path / "started" / "latest" / "config.json").read_text())
+    assert config["question_match"] is True and config["fact_tokens"] == 0
+    capsys.readouterr()
+    assert run_train(*QA, "--init-from", source, "--data", trained / "train.json",
+                     "--val-data", trained / "val.json", "--no-question-match",
+                     "--out", tmp_path / "bad") == 2
+    assert_one_line_error(capsys.readouterr().err, "its model was trained with "
+                          "--question-match, not --no-question-match")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_init_from_a_fact_reading_qa_model_is_refused(tmp_path, capsys):
+    train = where_task(tmp_path / "qa1_train.txt", 6, 0)
+    valid = where_task(tmp_path / "qa1_valid.txt", 2, 1)
+    assert run_train(*FACTS, "--data", train, "--val-data", valid, "--max-steps", "2",
+                     "--out", tmp_path / "facts") == 0
+    capsys.readouterr()
+    assert run_train(*FACTS, "--init-from", tmp_path / "facts" / "latest", "--data", train,
+                     "--val-data", valid, "--out", tmp_path / "bad") == 2
+    assert_one_line_error(capsys.readouterr().err, "this question-answering model reads facts; "
+                          "only one that reads token windows (--qa-input tokens) starts another")

@@ -308,3 +308,21 @@ def test_word2vec_needs_a_word_or_bpe_vocabulary(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "--task word2vec learns a vector for each "
                           "word: --tokenizer word or bpe, not char")
     assert not out.exists()
+
+
+def test_the_memory_estimate_counts_the_scored_candidates_not_the_vocabulary():
+    """The recipe's shape with the word tokenizer's default vocabulary (30,000) fits in a few
+    GiB: a word is scored against 1 + NEGATIVES context vectors, never the whole vocabulary."""
+    from minigrad_lm.backend import memory
+    from minigrad_lm.checkpoints.kinds import Word2VecKind
+    from minigrad_lm.train.config import TrainConfig
+    from minigrad_lm.train.tasks.word2vec import Word2VecTask
+
+    cfg = TrainConfig(task="word2vec", batch_size=4096, context=256)
+    config = GPTConfig(vocab_size=30000, context_length=256, n_layer=2, n_head=4, d_model=128,
+                       causal=False)
+    head = Word2VecKind.head(config, {})
+    rows = Word2VecTask.batch_rows(type("Task", (), {"cfg": cfg})())
+    nbytes, _ = memory.training_bytes(config, rows, 256, head)
+    vectors = 2 * 30000 * 128 * 4  # token embeddings and context vectors, float32
+    assert 4 * vectors <= nbytes < 4 << 30

@@ -84,8 +84,8 @@ class QATask(Task):
                 "weight_decay": 0.1, "log_every": 100, "attention": "bidirectional",
                 "max_answer_tokens": QAKind.MAX_ANSWER_TOKENS, "recompute": "none"}
     options = ("epochs", "val_every_nth", "stride", "max_answer_tokens", "recompute",
-               "qa_input")
-    init_from = (LMKind.name, MaskedLMKind.name, Word2VecKind.name)
+               "qa_input", "question_match")
+    init_from = (LMKind.name, MaskedLMKind.name, Word2VecKind.name, QAKind.name)
     best_metric = "val_f1"
     higher_is_better = True
     head_share = 0.0  # the language model's output layer is not used
@@ -126,6 +126,7 @@ class QATask(Task):
         reading = "facts" if self.fact_tokens else "tokens"
         if cfg.qa_input not in (None, reading):
             raise ValueError(f"--qa-input {cfg.qa_input}: the resumed run reads {reading}")
+        self.question_match = _question_match(cfg, resumed_extras, bool(self.fact_tokens))
 
         def encode(examples: list, training: bool) -> QAFeatures | FactFeatures:
             if self.fact_tokens:
@@ -195,7 +196,8 @@ class QATask(Task):
         return gpt_config(self.cfg, self.vocab_size, source)
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"answers": self.answers, "fact_tokens": self.fact_tokens}
+        return {"answers": self.answers, "fact_tokens": self.fact_tokens,
+                "question_match": self.question_match}
 
     def _epoch_order(self, epoch: int, size: int) -> np.ndarray:
         """Every training window once, shuffled by the seed and the epoch, then grouped by
@@ -288,6 +290,24 @@ def _reads_facts(cfg: TrainConfig, train: QAData) -> bool:
     if cfg.qa_input is not None:
         return cfg.qa_input == "facts"
     return all(e.kind == "class" for e in train.examples)
+
+
+def _question_match(cfg: TrainConfig, resumed_extras: dict[str, Any] | None,
+                    facts: bool) -> bool:
+    """--question-match, the resumed run's choice, or by default yes for token windows."""
+    chosen = cfg.question_match
+    if facts:
+        if chosen:
+            raise ValueError("--question-match marks context tokens, which --qa-input facts "
+                             "does not read")
+        return False
+    if resumed_extras is not None:
+        resumed = resumed_extras.get("question_match", False)
+        if chosen is not None and chosen != resumed:
+            raise ValueError(f"--{'' if chosen else 'no-'}question-match: the resumed run was "
+                             f"trained {'with' if resumed else 'without'} it")
+        return resumed
+    return True if chosen is None else chosen
 
 
 def _files(paths: list[str]) -> str:
