@@ -1,16 +1,17 @@
-"""Pretraining that pays: an encoder pretrained on IMDB's 50,000 unlabelled reviews and a part
-of English Wikipedia, fine-tuned on Movie Review (sentences) and on IMDB's labelled reviews (documents), next to the same
+"""Pretraining that pays: an encoder pretrained on IMDB's 50,000 unlabelled reviews, fine-tuned
+on Movie Review (sentences) and on IMDB's labelled reviews (documents), next to the same
 classifiers trained from scratch; and the pretraining objectives (word2vec's continuous bag of
 words, the masked LM, ELECTRA's replaced-token detection) compared at equal minutes by the MR
 accuracy they give.
 
     python -m benchmarks.pretrain [--data ../shared/data] [--work runs/pretrain_bench]
         [--stages recipe mr imdb choices compare] [--recipe-epochs 1] [--imdb-epochs 2]
-        [--compare-minutes M]
+        [--compare-minutes M] [--with-wikipedia]
 
 Stages, each a training run through the CLI exactly as a user would type it (printed):
-- ``recipe``: the corpus tokenized once into a token cache (word-level, lower-cased, 30,000
-  tokens), then the documented recipe: ``--task word2vec`` for ``--recipe-epochs`` passes;
+- ``recipe``: the corpus tokenized once into a token cache (word-level, lower-cased, 20,000
+  tokens; with ``--with-wikipedia`` the Wikipedia part too and 30,000 tokens), then the
+  documented recipe: ``--task word2vec`` for ``--recipe-epochs`` passes;
 - ``mr``: the default classifier on MR from scratch, from scratch with the fine-tuning's
   layer-wise lr decay, and fine-tuned from the recipe's encoder (:data:`FINE_TUNE`); from
   scratch and from the encoder again with each of :data:`MORE_SEEDS`;
@@ -46,10 +47,13 @@ from minigrad_lm.checkpoints.metrics import read_metrics
 from .harness import machine
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = ("imdb/unsup.txt.gz", "wikipedia/enwiki-2015-part.txt.gz")
+CORPUS = ("imdb/unsup.txt.gz",)
+# --with-wikipedia: general English beside the reviews, and a vocabulary for both.
+WIKIPEDIA = "wikipedia/enwiki-2015-part.txt.gz"
 MR = ("mr/rt-polarity.neg", "mr/rt-polarity.pos")
 IMDB = ("imdb/train.neg.txt.gz", "imdb/train.pos.txt.gz")
-VOCAB = 30_000
+VOCAB = 20_000
+WIKIPEDIA_VOCAB = 30_000
 IMDB_EVERY = 20
 RESULT = "benchmark_result.json"
 # The MR runs (from scratch, and from the recipe's encoder) are repeated with these seeds.
@@ -196,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: those of one word2vec pass)")
     parser.add_argument("--token-cache", type=Path, default=None,
                         help="folder of token caches (default: token_cache in --work)")
+    parser.add_argument("--with-wikipedia", action="store_true",
+                        help=f"pretrain on {WIKIPEDIA} too, with a vocabulary of "
+                             f"{WIKIPEDIA_VOCAB:,} words")
     parser.add_argument("--out", default="benchmarks/results/pretrain_imdb.json")
     args = parser.parse_args(argv)
-    needed = [*CORPUS, *MR, *IMDB]
+    corpus_files = [*CORPUS, WIKIPEDIA] if args.with_wikipedia else list(CORPUS)
+    vocab = WIKIPEDIA_VOCAB if args.with_wikipedia else VOCAB
+    needed = [*corpus_files, *MR, *IMDB]
     missing = [f for f in needed if not (args.data / f).is_file()]
     if missing:
         print(f"skipped: {', '.join(missing)} not in {args.data}")
@@ -209,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = _previous(args.out) | {"machine": machine()}
     start = time.perf_counter()
     cache = prepare_token_cache(args.token_cache or work / "token_cache",
-                                [str(args.data / f) for f in CORPUS],
-                                TokenizerRequest("word", VOCAB, lowercase=True),
+                                [str(args.data / f) for f in corpus_files],
+                                TokenizerRequest("word", vocab, lowercase=True),
                                 val_every_nth=100)
-    results["corpus"] = {"files": list(CORPUS), "train_tokens": len(cache.train),
-                         "val_tokens": len(cache.val), "vocabulary": VOCAB,
+    results["corpus"] = {"files": corpus_files, "train_tokens": len(cache.train),
+                         "val_tokens": len(cache.val), "vocabulary": vocab,
                          "seconds": time.perf_counter() - start}
     corpus = ["--data", str(cache.folder)]
     encoder = str(work / "word2vec" / "latest")

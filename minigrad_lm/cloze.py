@@ -50,8 +50,11 @@ def _make(args: argparse.Namespace) -> int:
     for path in args.files:
         require_regular_file(path)
     folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder):
-        raise ValueError(f"--out {args.out}: no folder {folder}")
+    parent = folder
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {args.out}: {parent} is not a folder")
     if os.path.isdir(args.out):
         raise ValueError(f"--out {args.out}: is a folder")
     if os.path.exists(args.out) and not args.overwrite:
@@ -72,9 +75,10 @@ def _make(args: argparse.Namespace) -> int:
     if not made:
         raise ValueError(f"{', '.join(args.files)}: no sentence yields a question (none has "
                          "a name or a number after its first word)")
+    os.makedirs(folder, exist_ok=True)
     atomic_write_bytes(args.out, ('{"version":"1.1","data":[' + ",".join(articles) + "]}"
                                   ).encode("utf-8"))
-    short = f" (all the text yields)" if made < args.questions else ""
+    short = " (all the text yields)" if made < args.questions else ""
     print(f"{made:,} cloze questions{short} about {len(articles):,} documents: {args.out}")
     return 0
 

@@ -13,7 +13,8 @@ pretrained on them is fine-tuned on real questions with ``--init-from``.
 Sentences are cut after ".", "!" or "?" followed by a capital or a digit; a passage is the
 fewest consecutive sentences of at least :data:`PASSAGE_WORDS` words (SQuAD's paragraphs run
 about 120). Names are runs of capitalised words that do not open the sentence; numbers are
-digits, possibly with "," or "." inside. Which sentences and answers are taken is drawn from
+digits, possibly with "," or "." inside. A question longer than :data:`MAX_QUESTION_CHARS` is
+not asked (markup, not prose). Which sentences and answers are taken is drawn from
 ``seed``: the same text and seed give the same questions.
 """
 from __future__ import annotations
@@ -29,6 +30,9 @@ MIN_SENTENCE_WORDS = 8
 REACH = 7  # words of the sentence kept on each side of the question word
 DROP = 0.15  # each kept word is dropped with this probability
 MAX_ANSWER_CHARS = 40
+# A longer question holds markup rather than words (a table row, a run of symbols without
+# spaces); SQuAD's questions average about 60 characters.
+MAX_QUESTION_CHARS = 150
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _NUMBER = r"\d(?:[\d,.]*\d)?"
@@ -111,9 +115,11 @@ def cloze_articles(documents: Iterable[str], questions: int, seed: int = 0,
                 if len(sentence.split()) < MIN_SENTENCE_WORDS or not candidates:
                     continue
                 answer = candidates[rng.integers(len(candidates))]
+                question = cloze_question(sentence, answer, rng)
+                if len(question) > MAX_QUESTION_CHARS:
+                    continue
                 start = len(" ".join(group[:s])) + (s > 0) + answer.start()
-                qas.append({"id": f"cloze-{d}-{p}-{s}",
-                            "question": cloze_question(sentence, answer, rng),
+                qas.append({"id": f"cloze-{d}-{p}-{s}", "question": question,
                             "answers": [{"text": answer.group(), "answer_start": start}]})
                 made += 1
                 if made == questions:

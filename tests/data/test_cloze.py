@@ -80,7 +80,7 @@ def test_the_cli_writes_a_squad_file_that_qa_reads(tmp_path, capsys):
     text = tmp_path / "wiki.txt.gz"
     with gzip.open(text, "wt", encoding="utf-8") as f:
         f.write("\n".join([DOCUMENT * 6] * 5) + "\n")
-    out = tmp_path / "cloze.json"
+    out = tmp_path / "new" / "cloze.json"  # a missing folder is made
     assert cloze.main([str(text), "--out", str(out), "--questions", "9"]) == 0
     assert "9 cloze questions about" in capsys.readouterr().out
     examples = read_qa([str(out)]).examples
@@ -93,7 +93,7 @@ def test_the_cli_writes_a_squad_file_that_qa_reads(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["missing.txt", "--out", "c.json"], "missing.txt: no such file"),
     (["text.txt", "--out", "c.json", "--questions", "0"], "--questions must be >= 1"),
-    (["text.txt", "--out", "nowhere/c.json"], "no folder"),
+    (["text.txt", "--out", "text.txt/c.json"], "text.txt is not a folder"),
     (["text.txt", "--out", "old.json"], "exists (give --overwrite to replace it)"),
     (["plain.txt", "--out", "c.json"], "no sentence yields a question"),
 ])
@@ -125,3 +125,10 @@ def test_documents_holding_excluded_text_make_no_questions(tmp_path, capsys):
     assert cloze.main([str(text), "--out", str(out), "--exclude", str(held)]) == 0
     contexts = {e.context for e in read_qa([str(out)]).examples}
     assert contexts and all("Danube" in c and "Rhine" not in c for c in contexts)
+
+
+def test_a_question_of_markup_is_not_asked():
+    markup = "|style=" + "width:1.0em;padding:0;" * 12
+    document = " ".join([f"The table {markup} shows Paris and 1815 in one long row."] * 12)
+    assert list(cloze_articles([document], questions=5)) == []
+    assert list(cloze_articles([document.replace(markup, "wide")], questions=5))
