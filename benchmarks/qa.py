@@ -11,7 +11,7 @@ facts (``--qa-input facts``, the default for bAbI); ``--babi-reading tokens`` me
 ``[CLS] question [SEP] story`` token windows instead. SQuAD: the 38 articles of
 ``squad/train.json`` split by article, every 5th held out (articles 5, 10, ..., 35); exact
 match and F1 on the held-out articles of readers trained on the others: from scratch without
-and with the question match (``--no-question-match``, the default), from ``--init-from`` (a
+the question match (``--no-question-match``) and with it (the default), from ``--init-from`` (a
 pretrained encoder: word2vec's, a masked LM's, or a GPT-2 folder), and with ``--cloze TEXT``
 from a span reader pretrained on cloze questions made from that text (``python -m
 minigrad_lm.cloze``, the documents that hold any of the SQuAD file's articles left out),
@@ -58,7 +58,7 @@ SQUAD_VOCABULARY = ["--lowercase", "--vocab-size", "20000"]
 SQUAD_SHAPE = ["--n-layer", "3", "--d-model", "128", "--n-head", "4", "--context", "256",
                *SQUAD_VOCABULARY]
 SQUAD_TRAINING = ["--lr", "1e-3", "--batch-size", "32", "--dropout", "0.1"]
-CLOZE_QUESTIONS = 40_000  # one epoch of them: about 10 minutes of pretraining
+CLOZE_QUESTIONS = 40_000  # one epoch of them: about 7 minutes of pretraining
 SMOKE_SHAPE = ["--n-layer", "1", "--d-model", "32", "--n-head", "2"]
 SMOKE = ["--max-steps", "12", "--eval-every", "12", "--batch-size", "8", "--log-every", "4"]
 
