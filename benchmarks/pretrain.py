@@ -13,8 +13,9 @@ Stages, each a training run through the CLI exactly as a user would type it (pri
   tokens; with ``--with-wikipedia`` the Wikipedia part too and 30,000 tokens), then the
   documented recipe: ``--task word2vec`` for ``--recipe-epochs`` passes;
 - ``mr``: the default classifier on MR from scratch, from scratch with the fine-tuning's
-  layer-wise lr decay, and fine-tuned from the recipe's encoder (:data:`FINE_TUNE`); from
-  scratch and from the encoder again with each of :data:`MORE_SEEDS`;
+  layer-wise lr decay and pooling, and fine-tuned from the recipe's encoder
+  (:data:`FINE_TUNE`); from scratch, from the encoder, and from the encoder with mean pooling
+  (the previous recipe) again with each of :data:`MORE_SEEDS`;
 - ``choices``: other fine-tuning choices on MR from the encoder;
 - ``imdb``: from scratch and fine-tuned on IMDB's labelled reviews, ``--imdb-epochs`` each,
   head+tail 256 tokens;
@@ -26,8 +27,9 @@ Stages, each a training run through the CLI exactly as a user would type it (pri
 MR's split: lines 10, 20, ... of each file are validation (Latin-1). IMDB's: lines 20, 40, ...
 of each labelled file (1,250 of the 25,000 reviews). A run whose folder in ``--work`` already
 holds a finished run of the same command is reused (its stored result), so stages can be run
-one at a time; the results file keeps what earlier stages wrote. Writes
-benchmarks/results/pretrain_imdb.json; skips without the data.
+one at a time (a folder holding another command's run is replaced); the results file keeps
+what earlier stages wrote. Writes benchmarks/results/pretrain_imdb.json; skips without the
+data.
 """
 from __future__ import annotations
 
@@ -61,13 +63,15 @@ MORE_SEEDS = (1, 2)
 STAGES = ("recipe", "mr", "imdb", "choices", "compare")
 RUNS = ("recipe", "mr_scratch", "mr_scratch_tuned", "mr_recipe", "imdb_scratch",
         "imdb_recipe")
-# How the recipe's encoder is fine-tuned: the embeddings at 1/8 of the head's lr, each layer
-# at half the lr of the one above (the classifier's defaults otherwise).
-FINE_TUNE = ["--layer-decay", "0.5"]
-# Other fine-tuning choices measured on MR from the recipe's encoder.
-CHOICES = {"layer_decay_1": ["--layer-decay", "1"],
-           "layer_decay_0.8": ["--layer-decay", "0.8"],
-           "layer_decay_0.5_word_dropout_0": [*FINE_TUNE, "--word-dropout", "0"]}
+# How the recipe's encoder is fine-tuned (a word2vec checkpoint's defaults, spelled out so
+# that the from-scratch arm can take them too): the embeddings at 1/8 of the head's lr, each
+# layer at half the lr of the one above, max pooling (the classifier's defaults otherwise).
+FINE_TUNE = ["--layer-decay", "0.5", "--pooling", "max"]
+# Other fine-tuning choices measured on MR from the recipe's encoder; "pooling_mean" (the
+# previous recipe) is repeated with MORE_SEEDS too.
+CHOICES = {"pooling_mean": ["--layer-decay", "0.5", "--pooling", "mean"],
+           "layer_decay_1": ["--layer-decay", "1", "--pooling", "max"],
+           "word_dropout_0": [*FINE_TUNE, "--word-dropout", "0"]}
 # The encoder's shape, that every objective pretrains.
 ENCODER = ["--tokenizer", "word", "--n-layer", "2", "--d-model", "128", "--n-head", "4",
            "--context", "256"]
@@ -143,7 +147,9 @@ def run(argv: list[str], seconds: float | None = None, log=sys.stdout) -> dict:
     print(f"python -m minigrad_lm.train {' '.join(argv)}"
           + (f"  [stopped after {seconds:.0f} s]" if seconds else ""), flush=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(_command(argv), stdout=log, stderr=subprocess.DEVNULL)
+    # A folder holding another command's run (an earlier recipe) is replaced.
+    replace = ["--overwrite"] if Path(out).exists() else []
+    proc = subprocess.Popen(_command([*argv, *replace]), stdout=log, stderr=subprocess.DEVNULL)
     try:
         code = proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
@@ -241,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             results[f"seed_mr_recipe_{seed}"] = run(
                 _mr(args.data, work / f"mr_recipe_seed{seed}", "--init-from", encoder,
                     *FINE_TUNE, "--seed", str(seed)), log=log)
+            results[f"seed_mr_pooling_mean_{seed}"] = run(
+                _mr(args.data, work / f"mr_recipe_pooling_mean_seed{seed}", "--init-from",
+                    encoder, *CHOICES["pooling_mean"], "--seed", str(seed)), log=log)
     if "imdb" in args.stages:
         results["imdb_scratch"] = run(_imdb(args.data, work / "imdb_scratch", args.imdb_epochs,
                                             "--context", "256", "--lowercase"), log=log)
@@ -279,7 +288,8 @@ def _previous(out: str) -> dict:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in stored.items()
-            if k in RUNS or k.startswith(("compare_", "mr_recipe_", "seed_"))}
+            if k in RUNS or k in {f"mr_recipe_{c}" for c in CHOICES}
+            or k.startswith(("compare_", "seed_"))}
 
 
 def _write(results: dict, out: str) -> int:
@@ -298,7 +308,7 @@ def _print_tables(r: dict) -> None:
     if "recipe" in r:
         print(f"\nrecipe: word2vec, {r['recipe']['steps']:,} steps, {_minutes(r['recipe'])} of "
               f"pretraining, {r['recipe']['tokens_per_s']:,.0f} words/s")
-    print("\n| set | from scratch | from scratch, fine-tuning's lr decay | pretrained | "
+    print("\n| set | from scratch | from scratch, the fine-tuning's options | pretrained | "
           "fine-tuning (pretrained) |")
     print("|---|---|---|---|---|")
     for name in ("mr", "imdb"):
@@ -313,9 +323,12 @@ def _print_tables(r: dict) -> None:
         print("\n| MR val accuracy by fine-tuning seed | " + " | ".join(
             ["1337 (default)", *map(str, seeds)]) + " | mean |")
         print("|---|" + "---|" * (len(seeds) + 2))
-        for arm in ("scratch", "recipe"):
-            accs = [r[f"mr_{arm}"]["val_acc"], *(r[f"seed_mr_{arm}_{s}"]["val_acc"]
-                                                   for s in seeds)]
+        arms = [a for a in ("scratch", "recipe", "pooling_mean")
+                if (f"mr_{a}" in r or f"mr_recipe_{a}" in r)
+                and all(f"seed_mr_{a}_{s}" in r for s in seeds)]
+        for arm in arms:
+            first = r.get(f"mr_{arm}") or r[f"mr_recipe_{arm}"]
+            accs = [first["val_acc"], *(r[f"seed_mr_{arm}_{s}"]["val_acc"] for s in seeds)]
             print(f"| {arm} | " + " | ".join(f"{a:.3f}" for a in accs)
                   + f" | {statistics.mean(accs):.3f} |")
     choices = [k for k in r if k.startswith("mr_recipe_")]

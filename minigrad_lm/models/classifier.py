@@ -11,13 +11,15 @@ from ..nn.layers import Linear
 from ..nn.module import Module, Parameter
 from .gpt import GPT
 
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = ("mean", "max", "cls", "last")
 
 
 class SequenceClassifier(Module):
     """Class logits from a GPT body (pretrained or fresh) and a linear head.
 
     pooling="mean" averages the hidden states of the real tokens (``lengths`` mark them);
+    "max" takes each feature's largest value over them (a strong cue anywhere in the sentence
+    is kept whole rather than diluted by its length);
     "cls" takes position 0, where the caller put a [CLS] token (a bidirectional body only:
     a causal one shows position 0 nothing else); "last" takes the last real token, the one
     a causal body has shown the whole sentence. A bidirectional body (``causal=False``) gets
@@ -66,6 +68,8 @@ class SequenceClassifier(Module):
             pooled = h[:, 0]
         elif self.pooling == "last":
             pooled = h[xp.arange(b), lens - 1]
+        elif self.pooling == "max":
+            pooled = ops.max(ops.masked_fill(h, ~keep[:, :, None], -np.inf), axis=1)
         else:
             w = (keep / lens[:, None]).astype(h.dtype)[:, :, None]  # (B, T, 1)
             pooled = ops.sum(h * Tensor(w), axis=1)

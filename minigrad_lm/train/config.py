@@ -143,8 +143,9 @@ class TrainConfig:
         None, "lm with --attention bidirectional: the share of tokens hidden and predicted (of "
         "them 80%% become [MASK], 10%% a random token, 10%% stay)", range=((0.0,), (1.0,)))
     pooling: str | None = option(
-        None, "classify: mean of the real tokens' states, cls (a leading [CLS] token; needs "
-        "bidirectional attention and a word/bpe tokenizer) or last (the last real token)",
+        None, "classify: mean of the real tokens' states, max (each feature's largest over "
+        "them), cls (a leading [CLS] token; needs bidirectional attention and a word/bpe "
+        "tokenizer) or last (the last real token)",
         choices=POOLINGS)
     word_dropout: float | None = option(
         None, "classify: the probability that a training sentence's word is replaced by [UNK] "

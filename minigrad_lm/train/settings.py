@@ -121,6 +121,14 @@ def _resume_source(out: str, explicit: dict) -> tuple[Checkpoint, dict]:
     return source, saved
 
 
+def fine_tuning_text(cfg: TrainConfig, init: Checkpoint) -> str | None:
+    """The options that ``init``'s kind fine-tunes with, as this run has them (given or
+    adopted), for the run's header; None when the kind names none that the task takes."""
+    takes = TASKS[cfg.task].options
+    names = [k for k in init.kind.fine_tuning if k in takes]
+    return " ".join(_option_text(k, getattr(cfg, k)) for k in names) or None
+
+
 def _option_text(name: str, value) -> str:
     """An option as typed: ``--flag value``, or ``--flag``/``--no-flag`` for a switch."""
     if isinstance(value, bool):

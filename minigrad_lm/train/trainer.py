@@ -53,7 +53,7 @@ from . import distributed
 from .config import build_parser
 from .distributed import CollectiveError, World
 from .run_folder import RunLock, prepare_run_dir
-from .settings import lora_spec, plan, world_note
+from .settings import fine_tuning_text, lora_spec, plan, world_note
 from .start import Start, start
 from .tasks import make_task
 
@@ -419,7 +419,10 @@ def _print_header(trainer: Trainer, resume: Checkpoint | None, init: Checkpoint 
     if cfg.recompute not in (None, "none"):
         print(f"recompute: {cfg.recompute} (activations recomputed in backward)")
     if init is not None:
-        print(f"initialized from {init.path}")
+        tuning = fine_tuning_text(cfg, init)
+        print(f"initialized from {init.path}"
+              + (f"; fine-tuning with {tuning} (a {init.task} checkpoint's defaults where not "
+                 "given)" if tuning else ""))
     if resume is not None:
         print(f"resuming {resume.path} at step {trainer.step}")
         note = world_note(cfg, resume, world)

@@ -43,8 +43,9 @@ def test_gpt_loss_gradcheck_every_parameter(device, positional, norm_first):
     assert mg.gradcheck(lambda *ps: model.loss(ids, targets), model.parameters())
 
 
-@pytest.mark.parametrize("causal, pooling", [(True, "mean"), (True, "last"), (False, "mean"),
-                                             (False, "cls"), (False, "last")])
+@pytest.mark.parametrize("causal, pooling", [(True, "mean"), (True, "max"), (True, "last"),
+                                             (False, "mean"), (False, "max"), (False, "cls"),
+                                             (False, "last")])
 def test_classifier_gradcheck_and_shapes(device, causal, pooling):
     mg.manual_seed(3)
     body = GPT(GPTConfig(vocab_size=5, context_length=4, n_layer=1, n_head=1, d_model=4,
@@ -56,11 +57,26 @@ def test_classifier_gradcheck_and_shapes(device, causal, pooling):
     assert mg.gradcheck(lambda *ps: clf(ids, lengths), clf.parameters())
 
 
+@settings(max_examples=6, deadline=None)
+@given(lengths=st.lists(st.integers(1, 5), min_size=1, max_size=3), causal=st.booleans(),
+       seed=st.integers(0, 100))
+def test_max_pooling_gradcheck_over_any_lengths(device, lengths, causal, seed):
+    """Padding is never the max, whatever the lengths; a real token wins each feature."""
+    mg.manual_seed(seed)
+    body = GPT(GPTConfig(vocab_size=6, context_length=5, n_layer=1, n_head=1, d_model=4,
+                         causal=causal))
+    clf = to_float64(SequenceClassifier(body, 2, "max"), device)
+    ids = np.random.default_rng(seed).integers(0, 6, (len(lengths), 5))
+    assert mg.gradcheck(lambda *ps: clf(ids, np.array(lengths)), clf.parameters())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(device, causal):
+def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(device, causal, pooling):
     mg.manual_seed(4)
     clf = SequenceClassifier(GPT(GPTConfig(vocab_size=7, context_length=6, n_layer=2, n_head=2,
-                                           d_model=8, causal=causal)), 2).to(device).eval()
+                                           d_model=8, causal=causal)), 2,
+                             pooling).to(device).eval()
     sentences = [[1, 2, 3], [4, 5, 6, 1, 2], [3]]
     alone = [clf(np.array([s]), np.array([len(s)])).numpy()[0] for s in sentences]
     padded = np.array([s + [6] * (6 - len(s)) for s in sentences])  # pads are real ids
@@ -68,7 +84,7 @@ def test_a_padded_batch_gives_each_sentence_the_logits_it_gets_alone(device, cau
     np.testing.assert_allclose(batch, np.stack(alone), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls", "last"])
 def test_pooling_picks_the_right_hidden_states(device, pooling):
     """Values, not gradients: an off-by-one position still has a fine gradient."""
     mg.manual_seed(5)
@@ -78,6 +94,7 @@ def test_pooling_picks_the_right_hidden_states(device, pooling):
     keep = np.arange(5)[None] < lengths[:, None]
     h = clf.body.hidden_states(ids, key_padding_mask=keep).numpy()
     pooled = {"mean": np.stack([h[0, :3].mean(0), h[1].mean(0)]),
+              "max": np.stack([h[0, :3].max(0), h[1].max(0)]),
               "cls": h[:, 0],
               "last": np.stack([h[0, 2], h[1, 4]])}[pooling]
     w, b = clf.classifier.weight.numpy(), clf.classifier.bias.numpy()

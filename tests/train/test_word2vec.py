@@ -287,9 +287,11 @@ def test_a_classifier_or_masked_lm_starts_from_the_word_vectors(w2v_run, tmp_pat
             == read_checkpoint(str(w2v_run)).tokenizer_dict)
 
 
-@pytest.mark.parametrize("given, layer_decay", [([], 0.5), (["--layer-decay", "1"], 1.0)])
-def test_a_classifier_from_word_vectors_is_fine_tuned_with_layer_decay_unless_told(
-        w2v_run, tmp_path, given, layer_decay):
+@pytest.mark.parametrize("given, layer_decay, pooling", [
+    ([], 0.5, "max"), (["--layer-decay", "1"], 1.0, "max"),
+    (["--pooling", "mean"], 0.5, "mean")])
+def test_a_classifier_from_word_vectors_is_fine_tuned_with_its_options_unless_told(
+        w2v_run, tmp_path, capsys, given, layer_decay, pooling):
     pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
     pos.write_text("cat dog horse\n" * 12)
     neg.write_text("red blue green\n" * 12)
@@ -297,7 +299,10 @@ def test_a_classifier_from_word_vectors_is_fine_tuned_with_layer_decay_unless_to
     assert run_train("--task", "classify", "--data", neg, pos, "--val-every-nth", "4",
                      "--init-from", w2v_run, "--out", out, "--max-steps", "1", *given) == 0
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["layer_decay"] == layer_decay
+    assert (saved["layer_decay"], saved["pooling"]) == (layer_decay, pooling)
+    assert (f"fine-tuning with --layer-decay {layer_decay} --pooling {pooling} (a word2vec "
+            "checkpoint's defaults where not given)") in capsys.readouterr().out
+    assert read_checkpoint(str(out)).extras["pooling"] == pooling
 
 
 def test_word2vec_needs_a_word_or_bpe_vocabulary(tmp_path, capsys):
