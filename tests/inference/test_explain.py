@@ -114,6 +114,16 @@ def test_integrated_gradients_are_complete_on_a_tiny_classifier(baseline, device
     assert ex.probability == pytest.approx(np.exp(logits[2]) / np.exp(logits).sum())
 
 
+def test_a_max_pooled_classifier_s_gap_shrinks_with_more_steps():
+    """Max pooling has kinks along the path, where quadrature is not exact: more points
+    close the gap (the README quotes these sizes)."""
+    model = tiny_classifier(pooling="max")
+    gaps = [abs(explain_classifier(model, np.array([3, 7, 5, 9, 11]), target=2, steps=steps,
+                                   batch=5, baseline=None).attribution.completeness_gap)
+            for steps in (32, 512)]
+    assert gaps[0] > 10 * gaps[1] > 0
+
+
 def test_a_qa_model_s_span_score_and_class_logit_are_explained_completely(device):
     model = QuestionAnswerer(tiny_gpt(causal=False), 3)
     for head in (model.span, model.answer):  # larger than init, so outputs differ by more
