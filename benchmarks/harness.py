@@ -90,6 +90,11 @@ def machine() -> dict:
     except ImportError:
         pass
     try:
+        import numba
+        info["numba"] = numba.__version__
+    except ImportError:
+        info["numba"] = None
+    try:
         import torch
         info["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:

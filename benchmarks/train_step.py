@@ -6,8 +6,10 @@
 
 Each path runs in a fresh process, the paths taking turns for `rounds` rounds: "library" is a
 user's own script (import minigrad_lm, build, train: nothing called first), "cli" calls
-backend.tune_for_training() first as the command-line tools do, "torch" is PyTorch eager, and
-"library_opt_out" is the library path with MINIGRAD_MALLOC_TUNING=0 (backend/tuning.py).
+backend.tune_for_training() first as the command-line tools do, "torch" is PyTorch eager,
+"library_opt_out" is the library path with MINIGRAD_MALLOC_TUNING=0 (backend/tuning.py) and
+"library_numpy_kernels" the library path with MINIGRAD_CPU_KERNELS=numpy (the CPU kernels'
+NumPy passes instead of their Numba-compiled loops: the engine without Numba).
 """
 from __future__ import annotations
 
@@ -76,7 +78,11 @@ def torch_step_seconds(model, cfg: GPTConfig, batch: int, steps: int, device: st
     return median_seconds(torch_setup(model, cfg, batch, device), repeats=steps)
 
 
-PATHS = ("library", "cli", "torch", "library_opt_out")
+PATHS = ("library", "cli", "torch", "library_opt_out", "library_numpy_kernels")
+# The library path with one switch in the environment: the allocator's tuning off, or the CPU
+# kernels' NumPy passes instead of their compiled loops (the engine before Numba).
+PATH_ENVIRONMENTS = {"library_opt_out": {"MINIGRAD_MALLOC_TUNING": "0"},
+                     "library_numpy_kernels": {"MINIGRAD_CPU_KERNELS": "numpy"}}
 
 
 def _child(path: str, name: str, steps: int, device: str) -> dict:
@@ -103,7 +109,7 @@ def _child(path: str, name: str, steps: int, device: str) -> dict:
 def _in_fresh_process(path: str, name: str, steps: int, device: str) -> dict | None:
     """_child's result, or None where the path cannot run (PyTorch not installed)."""
     job = json.dumps([path, name, steps, device])
-    env = {**os.environ, "MINIGRAD_MALLOC_TUNING": "0"} if path == "library_opt_out" else None
+    env = {**os.environ, **PATH_ENVIRONMENTS.get(path, {})}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", job],
                           capture_output=True, text=True, env=env)
     if proc.returncode:

@@ -45,7 +45,11 @@ class LinearFunction(Function):
         x2 = x.reshape(-1, x.shape[-1])
         y = _gemm(self.xp, x2, w.T)
         if b is not None:
-            y += b
+            fused = kernels.module_with("add_bias_", y, b)
+            if fused:
+                fused.add_bias_(y, b)
+            else:
+                y += b
         self.x2 = x2 if self.needs_grad[1] else None
         self.w = w if self.needs_grad[0] else None
         self.x_shape = x.shape

@@ -117,8 +117,8 @@ def run_import_probe(**env_vars) -> dict:
 
 
 def test_importing_and_building_change_nothing_process_wide():
-    """Importing and building a model open no C library (the allocator and OpenBLAS tuning)
-    and start no thread."""
+    """Importing and building a model open no C library (the allocator and OpenBLAS tuning,
+    Numba's LLVM) and start no thread."""
     assert run_import_probe()["import"] == [[], 0]
 
 
@@ -131,9 +131,16 @@ def test_the_first_backward_tunes_the_allocator_and_starts_the_threads():
         assert started == threads._thread_budget() - 1
 
 
+def test_the_first_kernel_loads_the_compiled_loops():
+    """Numba (a dependency) compiles the CPU kernels' loops: its LLVM is loaded at the first
+    kernel call, not at import (above)."""
+    opened, _ = run_import_probe()["train"]
+    assert any("llvmlite" in path for path in opened)
+
+
 def test_the_opt_outs_leave_the_process_as_it_was():
-    assert run_import_probe(MINIGRAD_MALLOC_TUNING="0", MINIGRAD_CPU_THREADS="1")["train"] \
-        == [[], 0]
+    assert run_import_probe(MINIGRAD_MALLOC_TUNING="0", MINIGRAD_CPU_THREADS="1",
+                            MINIGRAD_CPU_KERNELS="numpy")["train"] == [[], 0]
 
 
 TRAIN_PROBE = textwrap.dedent("""
@@ -202,11 +209,13 @@ def adam_steps(optimizer, weight_decay):
 @pytest.mark.parametrize("optimizer", [mg.optim.Adam, mg.optim.AdamW])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adam_kernel_matches_its_reference(monkeypatch, optimizer, weight_decay):
+    """The compiled loop (1, the default) and the NumPy passes give the reference's steps."""
     monkeypatch.setenv("MINIGRAD_CPU_KERNELS", "0")
     reference = adam_steps(optimizer, weight_decay)
-    monkeypatch.setenv("MINIGRAD_CPU_KERNELS", "1")
-    np.testing.assert_allclose(adam_steps(optimizer, weight_decay), reference, rtol=1e-6,
-                               atol=1e-7)
+    for flag in ("1", "numpy"):
+        monkeypatch.setenv("MINIGRAD_CPU_KERNELS", flag)
+        np.testing.assert_allclose(adam_steps(optimizer, weight_decay), reference, rtol=1e-6,
+                                   atol=1e-7)
 
 
 @pytest.mark.parametrize("optimizer", [mg.optim.Adam, mg.optim.AdamW])

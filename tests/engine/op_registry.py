@@ -128,8 +128,10 @@ def mha_row(name, heads, causal, padded, tiled=None):
     def ref(z):
         return composite.multi_head_attention(mg.tensor(z), heads, causal, pad(z)).numpy()
     dims = (st.integers(1, 2), st.integers(1, 4), st.sampled_from([3 * heads, 6 * heads]))
+    plain = not (padded or tiled)
     return Op(name, fn, ref, sized(dims), normal((5, 9, 3 * heads * 8)), chunked=True,
-              cuda_kernels=() if padded or tiled else SOFTMAX_KERNELS)
+              cpu_kernel="masked_softmax_" if plain else None,
+              cuda_kernels=SOFTMAX_KERNELS if plain else ())
 
 
 def sdpa_row(name, causal, masked, tiled=None):
@@ -144,7 +146,8 @@ def sdpa_row(name, causal, masked, tiled=None):
                                    mask(q, k)).numpy()
     return Op(name, fn, ref, attention_inputs(causal),
               normal((4, 2, 9, 8), (4, 2, 9 if causal else 13, 8), (4, 2, 9 if causal else 13, 8)),
-              chunked=True, cuda_kernels=() if masked or tiled else SOFTMAX_KERNELS)
+              chunked=True, cpu_kernel=None if masked or tiled else "masked_softmax_",
+              cuda_kernels=() if masked or tiled else SOFTMAX_KERNELS)
 
 
 def attention_inputs(causal: bool):
@@ -278,7 +281,7 @@ FUSED = [
     Op("linear", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
            (st.integers(1, 2), st.integers(1, 3), io[0]), (io[1], io[0]), (io[1],))),
-       normal((4, 6, 32), (24, 32), (24,))),
+       normal((4, 6, 32), (24, 32), (24,)), chunked=True, cpu_kernel="add_bias_"),
     Op("linear_no_bias", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
            (st.integers(1, 3), io[0]), (io[1], io[0])))),

@@ -110,15 +110,21 @@ def test_second_backward_of_a_retained_graph_repeats_the_first(device, op, data)
 
 @by_name([op for op in SAMPLED_OPS if op.cpu_kernel])
 def test_cpu_kernel_matches_its_reference(monkeypatch, op):
+    """The kernel with its compiled loops (the default), with its NumPy passes
+    (MINIGRAD_CPU_KERNELS=numpy; a kernel that exists only compiled then leaves the op to its
+    reference) and the reference (0) agree."""
     arrays = op.sample(np.random.default_rng(0))
     kernel, calls = getattr(cpu, op.cpu_kernel), []
     monkeypatch.setattr(cpu, op.cpu_kernel, lambda *a: calls.append(1) or kernel(*a))
-    results = []
-    for flag in ("1", "0"):
+    results = {}
+    for flag in ("1", "numpy", "0"):
         monkeypatch.setenv("MINIGRAD_CPU_KERNELS", flag)
-        results.append(values_and_grads(op, arrays))
-        assert len(calls) == 1  # the kernel ran with the flag on, the reference with it off
-    assert_all_close(*results, rtol=1e-5, atol=1e-6)
+        before = len(calls)
+        results[flag] = values_and_grads(op, arrays)
+        expected = flag == "1" or flag == "numpy" and op.cpu_kernel not in cpu.COMPILED_ONLY
+        assert (len(calls) > before) == expected, flag
+    assert_all_close(results["1"], results["0"], rtol=1e-5, atol=1e-6)
+    assert_all_close(results["numpy"], results["0"], rtol=1e-5, atol=1e-6)
 
 
 def force_split(monkeypatch, split: bool) -> None:

@@ -11,4 +11,4 @@ from . import cpu, cuda
 def module_with(name: str, *arrays):
     """The kernel module (cpu or cuda) that has `name` and runs on these arrays, else None."""
     module = cpu if isinstance(arrays[0], np.ndarray) else cuda
-    return module if hasattr(module, name) and module.supports(*arrays) else None
+    return module if hasattr(module, name) and module.supports(name, *arrays) else None

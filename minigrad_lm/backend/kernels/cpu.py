@@ -1,29 +1,77 @@
 """NumPy kernels: the CPU's fast paths of the hot ops, beside their xp references in the ops.
 
 Each kernel computes what its Function's few `xp` lines compute, in place with few temporaries,
-as chunks of rows or cache-sized blocks on all cores (backend/threads.py). The names and
-signatures are those of kernels/cuda.py, so a Function calls either through kernels.module_with.
-MINIGRAD_CPU_KERNELS=0 turns these fast paths off (the references then run).
+as chunks of rows or cache-sized blocks on all cores (backend/threads.py). Where Numba is
+installed (a dependency of the package), the passes over each chunk are compiled loops
+(kernels/compiled.py, imported at the first kernel call) and the attention's softmax has
+kernels too; without it, NumPy ufuncs make the passes. The names and signatures are those of
+kernels/cuda.py, so a Function calls either through kernels.module_with.
+MINIGRAD_CPU_KERNELS=numpy keeps the NumPy passes, 0 turns these fast paths off (the
+references then run).
 """
 from __future__ import annotations
 
 import math
 import os
+from types import ModuleType
 
 import numpy as np
 
 from .. import threads
 from .constants import GELU_C, SQRT_2_OVER_PI
 
+COMPILED_DTYPES = (np.float32, np.float64)
+# Kernels that exist only as compiled loops (their NumPy passes would be the reference's).
+COMPILED_ONLY = ("masked_softmax_", "softmax_backward_")
+
+_compiled: ModuleType | None | bool = False  # False: not imported yet; None: no Numba
 
 
-def enabled() -> bool:
-    return os.environ.get("MINIGRAD_CPU_KERNELS", "1") != "0"
+def mode() -> str:
+    """'compiled', 'numpy' or 'off' (MINIGRAD_CPU_KERNELS: 1, the default; numpy; 0)."""
+    value = os.environ.get("MINIGRAD_CPU_KERNELS", "1")
+    return "off" if value == "0" else "numpy" if value == "numpy" else "compiled"
 
 
-def supports(*arrays) -> bool:
-    """The kernels handle NumPy float arrays."""
-    return enabled() and all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays)
+def compiled_loops(*arrays) -> ModuleType | None:
+    """kernels/compiled.py when the compiled loops run on these arrays (float32 or float64, all
+    of one dtype, Numba installed, not switched off), else None."""
+    global _compiled
+    if mode() != "compiled" or arrays[0].dtype not in COMPILED_DTYPES \
+            or any(a.dtype != arrays[0].dtype for a in arrays):
+        return None
+    if _compiled is False:
+        try:
+            from . import compiled
+        except ImportError:
+            compiled = None
+        _compiled = compiled
+    return _compiled
+
+
+def supports(name: str, *arrays) -> bool:
+    """The kernel `name` handles these NumPy float arrays (the compiled-only ones: contiguous,
+    of one dtype, float32 or float64)."""
+    if mode() == "off" or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f"
+                                  for a in arrays):
+        return False
+    return name not in COMPILED_ONLY or (compiled_loops(*arrays) is not None
+                                         and all(a.flags.c_contiguous for a in arrays))
+
+
+# ---- bias ------------------------------------------------------------------------------------
+
+def add_bias_(y2, b):
+    """y2 += b on each row of (N, C), in place, by chunks of rows on all cores."""
+    loops = compiled_loops(y2, b)
+
+    def run(rows):
+        if loops:
+            loops.add_row_vector(y2[rows], b)
+        else:
+            y2[rows] += b
+    threads.map_chunks(run, threads.batch_chunks(*y2.shape))
+    return y2
 
 
 # ---- GELU (tanh) ----------------------------------------------------------------------------
@@ -32,9 +80,15 @@ def gelu_tanh_forward(x):
     """y = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), and the saved denominator d."""
     flat = x.reshape(-1)  # 1-D: blocks are slices, in-place ops work for 0-d too
     d, y = np.empty_like(flat), np.empty_like(flat)
+    loops, dt = compiled_loops(flat), x.dtype.type
 
     def run(sl):
         xs, ds = flat[sl], d[sl]
+        if loops:
+            loops.gelu_exponent(xs, dt(-2 * SQRT_2_OVER_PI), dt(GELU_C), dt(80.0), ds)
+            np.exp(ds, out=ds)
+            loops.gelu_divide(xs, dt(1), ds, y[sl])
+            return
         np.multiply(xs, xs, out=ds)
         ds *= -2 * SQRT_2_OVER_PI * GELU_C
         ds -= 2 * SQRT_2_OVER_PI
@@ -51,9 +105,14 @@ def gelu_tanh_backward(gy, x, d):
     """gx = gy (s + x s (1 - s) 2 du/dx), s = 1/d = sigmoid(2u), du/dx = sqrt(2/pi)(1 + 3c x^2)."""
     flat, gy = x.reshape(-1), gy.reshape(-1)
     g = np.empty_like(flat)
+    loops, dt = compiled_loops(flat, gy, d), x.dtype.type
 
     def run(sl):
         xs, gs = flat[sl], g[sl]
+        if loops:
+            loops.gelu_backward_loop(gy[sl], xs, d[sl], dt(1), dt(2 * SQRT_2_OVER_PI),
+                                     dt(2 * SQRT_2_OVER_PI * 3 * GELU_C), gs)
+            return
         s = np.reciprocal(d[sl])
         t = 1 - s
         t *= s
@@ -76,9 +135,14 @@ def layer_norm_forward(x2, w, b, eps):
     means = np.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: x @ means is the row mean
     xhat, y = np.empty_like(x2), np.empty_like(x2)
     rstd = np.empty((n, 1), dtype=x2.dtype)
+    loops, dt = compiled_loops(x2, w, *(() if b is None else (b,))), x2.dtype.type
 
     def run(rows):
         xh, out, r = xhat[rows], y[rows], rstd[rows]
+        if loops:
+            loops.layer_norm_rows(x2[rows], w, np.zeros_like(w) if b is None else b, dt(eps),
+                                  dt(1 / c), dt(1), out, xh, r[:, 0])
+            return
         np.subtract(x2[rows], (x2[rows] @ means)[:, None], out=xh)
         np.multiply(xh, xh, out=out)
         np.matmul(out, means, out=r[:, 0])  # variance
@@ -100,9 +164,15 @@ def layer_norm_backward(gy2, x2, w, saved):
     n, c = x2.shape
     means = np.full(c, 1.0 / c, dtype=x2.dtype)
     gx = np.empty_like(gy2)
+    loops = compiled_loops(gy2, xhat, w)
 
     def run(rows):
         gys, xh = gy2[rows], xhat[rows]
+        if loops:
+            gw, gb = np.zeros_like(w), np.zeros_like(w)
+            loops.layer_norm_backward_rows(gys, xh, rstd[rows, 0], w, x2.dtype.type(1 / c),
+                                           gx[rows], gw, gb)
+            return gw, gb
         col = np.ones(gys.shape[0], dtype=gys.dtype)
         t = gys * xh
         gw, gb = col @ t, col @ gys
@@ -121,12 +191,42 @@ def layer_norm_backward(gy2, x2, w, saved):
 
 # ---- softmax over rows ----------------------------------------------------------------------
 
+def _softmax_rows_(s2, tq: int, causal: bool, offset: int, loops: ModuleType) -> None:
+    """Softmax of each row of (rows, Tk) scores in place, query row r (of Tq) seeing only the
+    keys up to r + offset when causal: compiled passes around NumPy's exp."""
+    dt = s2.dtype.type
+    loops.softmax_shift_rows(s2, tq, causal, offset, dt(0), dt(-np.inf))
+    np.exp(s2, out=s2)
+    loops.softmax_normalize_rows(s2, tq, causal, offset, dt(1))
+
+
+def masked_softmax_(scores, causal: bool, offset: int = 0):
+    """Softmax over the last axis of contiguous (..., Tq, Tk) scores, in place, causal or not.
+    It runs on the calling thread: attention already runs its batch chunks on threads."""
+    tq, tk = scores.shape[-2:]
+    _softmax_rows_(scores.reshape(-1, tk), tq, causal, offset, compiled_loops(scores))
+    return scores
+
+
+def softmax_backward_(p, gp, scale: float):
+    """gp <- scale * p * (gp - sum(gp * p)) row by row, in place (contiguous arrays)."""
+    tk = p.shape[-1]
+    compiled_loops(p, gp).softmax_backward_rows(p.reshape(-1, tk), gp.reshape(-1, tk),
+                                                p.dtype.type(scale))
+    return gp
+
+
 def softmax_forward(x2):
     """Softmax of each row of (N, C), by chunks of rows in place, the row sums as GEMVs."""
     y = np.empty_like(x2)
+    loops = compiled_loops(x2)
 
     def run(rows):
         ys = y[rows]
+        if loops:
+            np.copyto(ys, x2[rows])
+            _softmax_rows_(ys, 1, False, 0, loops)
+            return
         np.subtract(x2[rows], x2[rows].max(axis=1, keepdims=True), out=ys)
         np.exp(ys, out=ys)
         ys /= (ys @ np.ones(ys.shape[1], ys.dtype))[:, None]
@@ -137,8 +237,13 @@ def softmax_forward(x2):
 def softmax_backward(gy2, y):
     """gx = y (gy - sum(gy y)) row by row."""
     gx = np.empty_like(y)
+    loops = compiled_loops(gy2, y)
 
     def run(rows):
+        if loops:
+            np.copyto(gx[rows], gy2[rows])
+            loops.softmax_backward_rows(y[rows], gx[rows], y.dtype.type(1))
+            return
         g = np.multiply(gy2[rows], y[rows], out=gx[rows])
         inner = g @ np.ones(g.shape[1], g.dtype)
         np.subtract(gy2[rows], inner[:, None], out=g)
@@ -153,11 +258,19 @@ def adam_update_(p, g, m, v, lr, b1, b2, eps, wd, step, decoupled: bool, scratch
     """One Adam/AdamW step over flat buffers (p, m, v in place) by cache-sized blocks.
 
     p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps) is computed as lr' m / (sqrt(v) + eps');
-    `scratch`, a buffer like p, is the one temporary (allocated when not given).
+    `scratch`, a buffer like p, is the NumPy passes' one temporary (allocated when not given;
+    the compiled loop needs none).
     """
-    tmp_all = np.empty_like(p) if scratch is None else scratch
     root_c2 = math.sqrt(1 - b2 ** step)
     step_size, eps = lr * root_c2 / (1 - b1 ** step), eps * root_c2
+    loops, dt = compiled_loops(p, g, m, v), p.dtype.type
+    if loops:
+        decay, l2 = (1 - lr * wd, 0.0) if decoupled else (1.0, wd)
+        scalars = [dt(a) for a in (b1, 1 - b1, b2, 1 - b2, step_size, eps, decay, l2)]
+        threads.map_chunks(lambda sl: loops.adam_loop(p[sl], g[sl], m[sl], v[sl], *scalars),
+                           threads.batch_chunks(p.size, 1))
+        return
+    tmp_all = np.empty_like(p) if scratch is None else scratch
 
     def run(block):
         ps, gs, ms, vs, tmp = (a[block] for a in (p, g, m, v, tmp_all))

@@ -186,8 +186,8 @@ def _kernel(source: str, name: str, dtype):
     return _module(source, np.dtype(dtype).name).get_function(name)
 
 
-def supports(*arrays) -> bool:
-    """The fused kernels handle non-empty contiguous float32/float64 arrays."""
+def supports(name: str, *arrays) -> bool:
+    """The fused kernels (every `name`) handle non-empty contiguous float32/float64 arrays."""
     return enabled() and all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
                              and a.size for a in arrays)
 

@@ -1,0 +1,179 @@
+"""Numba-compiled loops behind kernels/cpu.py: one pass over the data where NumPy needs several.
+
+A NumPy LayerNorm reads and writes its rows six or seven times (mean, subtract, square, mean,
+scale, weight, bias), each pass a separate ufunc call; a loop compiled by Numba does it in two
+reads and one write, with the row in cache. The loops are plain (no `parallel=`): cpu.py runs
+them on chunks of rows in its own threads (backend/threads.py), which they share because they
+release the GIL (`nogil`). Exponentials stay NumPy's: its vectorised `exp` is faster than a
+compiled loop's scalar one, so the softmax and GELU run a compiled pass, NumPy's exp, then a
+compiled pass.
+
+Every scalar comes in as a NumPy scalar of the arrays' dtype (cpu.py casts them), so float32
+loops stay float32 (a Python float would promote them to float64 and stop vectorisation).
+`reassoc` lets LLVM vectorise the row sums; no flag assumes finite values, so -inf (masked
+scores) and NaN propagate as in NumPy, and division by zero gives inf as in NumPy
+(`error_model="numpy"`). This module imports Numba: cpu.py imports it at the
+first kernel call, never at `import minigrad_lm`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+# Numba colours its error messages with colorama, whose exit handler then writes a terminal
+# reset code to a terminal's stdout after the program's own last line; highlighting is off while
+# Numba is imported (the only time it reads the variable), and the environment is left as it was.
+_HIGHLIGHTING = "NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING"
+_set_here = _HIGHLIGHTING not in os.environ
+os.environ.setdefault(_HIGHLIGHTING, "1")
+try:
+    import numba
+finally:
+    if _set_here:
+        del os.environ[_HIGHLIGHTING]
+
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+def _compile(fn):
+    return numba.njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")(fn)
+
+
+@_compile
+def layer_norm_rows(x, w, b, eps, inv_c, one, y, xhat, rstd):
+    """y = xhat w + b, xhat = (x - mean) rstd, rstd = 1/sqrt(var + eps), for each row of x."""
+    zero = one - one
+    for i in range(x.shape[0]):
+        total = zero
+        for j in range(x.shape[1]):
+            total += x[i, j]
+        mean = total * inv_c
+        squares = zero
+        for j in range(x.shape[1]):
+            d = x[i, j] - mean
+            squares += d * d
+        r = one / np.sqrt(squares * inv_c + eps)
+        rstd[i] = r
+        for j in range(x.shape[1]):
+            h = (x[i, j] - mean) * r
+            xhat[i, j] = h
+            y[i, j] = h * w[j] + b[j]
+
+
+@_compile
+def layer_norm_backward_rows(gy, xhat, rstd, w, inv_c, gx, gw, gb):
+    """gx = rstd (g - mean(g) - xhat mean(g xhat)), g = gy w, for each row; the rows' parts of
+    the column sums gw += gy xhat and gb += gy."""
+    zero = inv_c - inv_c
+    for i in range(gy.shape[0]):
+        mean_g = zero
+        mean_gx = zero
+        for j in range(gy.shape[1]):
+            g = gy[i, j] * w[j]
+            mean_g += g
+            mean_gx += g * xhat[i, j]
+            gw[j] += gy[i, j] * xhat[i, j]
+            gb[j] += gy[i, j]
+        mean_g *= inv_c
+        mean_gx *= inv_c
+        r = rstd[i]
+        for j in range(gy.shape[1]):
+            gx[i, j] = r * (gy[i, j] * w[j] - mean_g - xhat[i, j] * mean_gx)
+
+
+@_compile
+def add_row_vector(y, b):
+    """y[i] += b for each row i of y."""
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] += b[j]
+
+
+@_compile
+def gelu_exponent(x, a, c, cap, d):
+    """d = min(a (x + c x^3), cap): with a = -2 sqrt(2/pi), the -2u whose exp GELU needs."""
+    for i in range(x.shape[0]):
+        xi = x[i]
+        d[i] = min(a * (xi + c * xi * xi * xi), cap)
+
+
+@_compile
+def gelu_divide(x, one, d, y):
+    """d = 1 + exp(-2u) (d holds exp(-2u)), y = x / d."""
+    for i in range(x.shape[0]):
+        di = d[i] + one
+        d[i] = di
+        y[i] = x[i] / di
+
+
+@_compile
+def gelu_backward_loop(gy, x, d, one, k0, k1, g):
+    """g = gy (s + x s (1 - s) (k0 + k1 x^2)), s = 1/d; k0 + k1 x^2 = 2 du/dx."""
+    for i in range(x.shape[0]):
+        s = one / d[i]
+        xi = x[i]
+        g[i] = gy[i] * (s + xi * s * (one - s) * (k0 + k1 * xi * xi))
+
+
+@_compile
+def adam_loop(p, g, m, v, b1, c1, b2, c2, step_size, eps, decay, l2):
+    """One Adam step in place: m, v moving averages (c1 = 1 - b1, c2 = 1 - b2) of g + l2 p,
+    p <- p decay - step_size m / (sqrt(v) + eps)."""
+    for i in range(p.shape[0]):
+        gi = g[i] + l2 * p[i]
+        mi = m[i] * b1 + gi * c1
+        vi = v[i] * b2 + gi * gi * c2
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - mi / (np.sqrt(vi) + eps) * step_size
+
+
+@_compile
+def _visible_keys(row, tq, tk, causal, offset):
+    """How many keys (from the first) query row `row` of a (rows, tk) score matrix attends to."""
+    return min(tk, row % tq + offset + 1) if causal else tk
+
+
+@_compile
+def softmax_shift_rows(s, tq, causal, offset, zero, neg_inf):
+    """s <- s - max over the visible keys of each row; hidden keys <- -inf (exp makes them 0).
+    A row with no finite maximum is shifted by 0, as the NumPy reference does."""
+    tk = s.shape[1]
+    for r in range(s.shape[0]):
+        n = _visible_keys(r, tq, tk, causal, offset)
+        top = neg_inf
+        for j in range(n):
+            top = max(top, s[r, j])
+        if not np.isfinite(top):
+            top = zero
+        for j in range(n):
+            s[r, j] -= top
+        for j in range(n, tk):
+            s[r, j] = neg_inf
+
+
+@_compile
+def softmax_normalize_rows(s, tq, causal, offset, one):
+    """s <- s / (sum of the visible keys) for each row of exponentials (hidden keys are 0); a
+    row that sums to 0 stays 0."""
+    tk = s.shape[1]
+    for r in range(s.shape[0]):
+        n = _visible_keys(r, tq, tk, causal, offset)
+        total = one - one
+        for j in range(n):
+            total += s[r, j]
+        scale = one / total if total != 0 else one
+        for j in range(n):
+            s[r, j] *= scale
+
+
+@_compile
+def softmax_backward_rows(p, gp, scale):
+    """gp <- scale p (gp - sum(gp p)) for each row, in place."""
+    for r in range(p.shape[0]):
+        inner = scale - scale
+        for j in range(p.shape[1]):
+            inner += gp[r, j] * p[r, j]
+        for j in range(p.shape[1]):
+            gp[r, j] = scale * p[r, j] * (gp[r, j] - inner)
