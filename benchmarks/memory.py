@@ -332,16 +332,23 @@ def table(quick: bool, out_path: str | None, sections=SECTIONS,
 
 
 def legacy(impl: str) -> None:
-    """Peak RSS of 3 config-M steps of one implementation (the row benchmarks.run prints)."""
+    """Peak RSS of 3 config-M steps of one implementation (the row benchmarks.run prints).
+
+    Two steps of a tiny model run first, so that code each library loads once (PyTorch's
+    kernels, the Numba-compiled loops of minigrad_lm's CPU kernels) is not counted as the
+    step's memory."""
+    from minigrad_lm.models import GPT, GPTConfig
+
     from .train_step import CONFIGS, minigrad_step_seconds, torch_step_seconds
     cfg, batch = CONFIGS["M"]
+    tiny = GPTConfig(vocab_size=cfg.vocab_size, context_length=8, n_layer=1, n_head=2,
+                     d_model=16)
     if impl == "minigrad":
+        minigrad_step_seconds(tiny, 2, steps=2)
         baseline = peak_rss_mib()
         minigrad_step_seconds(cfg, batch, steps=3)
     else:
-        import torch  # noqa: F401  (its import is not part of the step)
-
-        from minigrad_lm.models import GPT
+        torch_step_seconds(GPT(tiny), tiny, 2, steps=2)
         model = GPT(cfg)
         baseline = peak_rss_mib()
         torch_step_seconds(model, cfg, batch, steps=3)

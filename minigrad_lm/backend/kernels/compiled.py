@@ -129,42 +129,51 @@ def adam_loop(p, g, m, v, b1, c1, b2, c2, step_size, eps, decay, l2):
         p[i] = p[i] * decay - mi / (np.sqrt(vi) + eps) * step_size
 
 
-@_compile
-def _visible_keys(row, tq, tk, causal, offset):
-    """How many keys (from the first) query row `row` of a (rows, tk) score matrix attends to."""
-    return min(tk, row % tq + offset + 1) if causal else tk
+@numba.njit(nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")
+def _row_max(s, r, n, neg_inf):
+    """The largest of s[r, :n] (-inf for n = 0), by four independent running maxima: a
+    compiled max is not vectorised (that would assume no NaN), and one running maximum waits
+    on the previous comparison at every element."""
+    a0 = a1 = a2 = a3 = neg_inf
+    j = 0
+    while j + 4 <= n:
+        a0 = max(a0, s[r, j])
+        a1 = max(a1, s[r, j + 1])
+        a2 = max(a2, s[r, j + 2])
+        a3 = max(a3, s[r, j + 3])
+        j += 4
+    while j < n:
+        a0 = max(a0, s[r, j])
+        j += 1
+    return max(max(a0, a1), max(a2, a3))
 
 
 @_compile
-def softmax_shift_rows(s, tq, causal, offset, zero, neg_inf):
-    """s <- s - max over the visible keys of each row; hidden keys <- -inf (exp makes them 0).
-    A row with no finite maximum is shifted by 0, as the NumPy reference does."""
-    tk = s.shape[1]
-    for r in range(s.shape[0]):
-        n = _visible_keys(r, tq, tk, causal, offset)
-        top = neg_inf
-        for j in range(n):
-            top = max(top, s[r, j])
+def softmax_shift_rows(x, out, tq, causal, offset, zero, neg_inf):
+    """out <- x - (the max over the keys row r sees) for each row r of (rows, tk) scores; the
+    keys it does not see (j > r % tq + offset, when causal) <- -inf, which exp makes 0. A row
+    with no finite maximum is shifted by 0, as the reference does. `out` may be `x`."""
+    tk = x.shape[1]
+    for r in range(x.shape[0]):
+        n = min(tk, r % tq + offset + 1) if causal else tk
+        top = _row_max(x, r, n, neg_inf)
         if not np.isfinite(top):
             top = zero
         for j in range(n):
-            s[r, j] -= top
+            out[r, j] = x[r, j] - top
         for j in range(n, tk):
-            s[r, j] = neg_inf
+            out[r, j] = neg_inf
 
 
 @_compile
-def softmax_normalize_rows(s, tq, causal, offset, one):
-    """s <- s / (sum of the visible keys) for each row of exponentials (hidden keys are 0); a
-    row that sums to 0 stays 0."""
-    tk = s.shape[1]
+def normalize_rows(s, one):
+    """s <- s / (the row's sum) for each row of exponentials; a row that sums to 0 stays 0."""
     for r in range(s.shape[0]):
-        n = _visible_keys(r, tq, tk, causal, offset)
         total = one - one
-        for j in range(n):
+        for j in range(s.shape[1]):
             total += s[r, j]
         scale = one / total if total != 0 else one
-        for j in range(n):
+        for j in range(s.shape[1]):
             s[r, j] *= scale
 
 

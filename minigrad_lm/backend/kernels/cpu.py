@@ -1,13 +1,12 @@
-"""NumPy kernels: the CPU's fast paths of the hot ops, beside their xp references in the ops.
+"""CPU kernels: the fast paths of the hot ops, beside their xp references in the ops.
 
 Each kernel computes what its Function's few `xp` lines compute, in place with few temporaries,
-as chunks of rows or cache-sized blocks on all cores (backend/threads.py). Where Numba is
-installed (a dependency of the package), the passes over each chunk are compiled loops
-(kernels/compiled.py, imported at the first kernel call) and the attention's softmax has
-kernels too; without it, NumPy ufuncs make the passes. The names and signatures are those of
-kernels/cuda.py, so a Function calls either through kernels.module_with.
-MINIGRAD_CPU_KERNELS=numpy keeps the NumPy passes, 0 turns these fast paths off (the
-references then run).
+as chunks of rows or cache-sized blocks on all cores (backend/threads.py). The passes over each
+chunk are loops compiled by Numba (kernels/compiled.py, imported at the first kernel call; the
+attention softmax has kernels only there), with NumPy ufuncs making the same passes where Numba
+is missing, the dtype is not float32/float64, or MINIGRAD_CPU_KERNELS=numpy; 0 turns these fast
+paths off (the references then run). The names and signatures are those of kernels/cuda.py, so
+a Function calls either through kernels.module_with.
 """
 from __future__ import annotations
 
@@ -191,20 +190,22 @@ def layer_norm_backward(gy2, x2, w, saved):
 
 # ---- softmax over rows ----------------------------------------------------------------------
 
-def _softmax_rows_(s2, tq: int, causal: bool, offset: int, loops: ModuleType) -> None:
-    """Softmax of each row of (rows, Tk) scores in place, query row r (of Tq) seeing only the
-    keys up to r + offset when causal: compiled passes around NumPy's exp."""
-    dt = s2.dtype.type
-    loops.softmax_shift_rows(s2, tq, causal, offset, dt(0), dt(-np.inf))
-    np.exp(s2, out=s2)
-    loops.softmax_normalize_rows(s2, tq, causal, offset, dt(1))
+def _softmax_rows_(x2, out, tq: int, causal: bool, offset: int, loops: ModuleType) -> None:
+    """Softmax of each row of (rows, Tk) scores into `out` (x2 itself for in place), query
+    row r (of Tq) seeing only the keys up to r + offset when causal: compiled passes around
+    NumPy's exp."""
+    dt = x2.dtype.type
+    loops.softmax_shift_rows(x2, out, tq, causal, offset, dt(0), dt(-np.inf))
+    np.exp(out, out=out)
+    loops.normalize_rows(out, dt(1))
 
 
 def masked_softmax_(scores, causal: bool, offset: int = 0):
     """Softmax over the last axis of contiguous (..., Tq, Tk) scores, in place, causal or not.
     It runs on the calling thread: attention already runs its batch chunks on threads."""
     tq, tk = scores.shape[-2:]
-    _softmax_rows_(scores.reshape(-1, tk), tq, causal, offset, compiled_loops(scores))
+    rows = scores.reshape(-1, tk)
+    _softmax_rows_(rows, rows, tq, causal, offset, compiled_loops(scores))
     return scores
 
 
@@ -224,8 +225,7 @@ def softmax_forward(x2):
     def run(rows):
         ys = y[rows]
         if loops:
-            np.copyto(ys, x2[rows])
-            _softmax_rows_(ys, 1, False, 0, loops)
+            _softmax_rows_(x2[rows], ys, 1, False, 0, loops)
             return
         np.subtract(x2[rows], x2[rows].max(axis=1, keepdims=True), out=ys)
         np.exp(ys, out=ys)
