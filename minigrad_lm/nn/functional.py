@@ -274,9 +274,12 @@ class EmbeddingFunction(Function):
         return w[idx]
 
     def backward(self, gy):
-        xp = self.xp
+        xp, gy2, idx = self.xp, gy.reshape(-1, self.w_shape[1]), self.idx.reshape(-1)
+        fused = kernels.module_with("embedding_backward", gy2)
+        if fused:
+            return fused.embedding_backward(gy2, idx, self.w_shape), None
         gw = xp.zeros(self.w_shape, dtype=gy.dtype)
-        backend.index_add_rows(xp, gw, self.idx.reshape(-1), gy.reshape(-1, self.w_shape[1]))
+        backend.index_add_rows(xp, gw, idx, gy2)
         return gw, None
 
 

@@ -113,3 +113,18 @@ def test_float16_arrays_take_the_numpy_passes(monkeypatch):
     y, _ = cpu.gelu_tanh_forward(x)
     assert y.dtype == np.float16
     np.testing.assert_array_equal(y, numpy_passes(monkeypatch, lambda: cpu.gelu_tanh_forward(x))[0])
+
+
+@pytest.mark.parametrize("id_dtype", [np.int32, np.int64])
+def test_embedding_backward_adds_up_repeated_ids(monkeypatch, id_dtype):
+    rng = np.random.default_rng(0)
+    ids = np.array([3, 0, 3, 3, 5, 0], id_dtype)
+    gy = rng.standard_normal((6, 4)).astype(np.float32)
+    want = np.zeros((7, 4), np.float32)
+    np.add.at(want, ids, gy)
+    got = cpu.embedding_backward(gy, ids, (7, 4))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert not got[[1, 2, 4, 6]].any()
+    np.testing.assert_allclose(
+        numpy_passes(monkeypatch, lambda: cpu.embedding_backward(gy, ids, (7, 4))), want,
+        rtol=1e-6)

@@ -277,7 +277,7 @@ FUSED = [
     mha_row("multi_head_attention_causal", 2, causal=True, padded=False),
     mha_row("multi_head_attention_padded", 2, causal=False, padded=True),
     Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D),
-       normal((40, 16))),
+       normal((40, 16)), cpu_kernel="embedding_backward"),
     Op("linear", F.linear, of_tensors(composite.linear),
        st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(lambda io: sized(
            (st.integers(1, 2), st.integers(1, 3), io[0]), (io[1], io[0]), (io[1],))),

@@ -91,6 +91,15 @@ def add_row_vector(y, b):
 
 
 @_compile
+def add_rows_at(target, index, rows):
+    """target[index[i]] += rows[i] for each i, in order (repeated ids add up)."""
+    for i in range(index.shape[0]):
+        t = index[i]
+        for j in range(rows.shape[1]):
+            target[t, j] += rows[i, j]
+
+
+@_compile
 def gelu_exponent(x, a, c, cap, d):
     """d = min(a (x + c x^3), cap): with a = -2 sqrt(2/pi), the -2u whose exp GELU needs."""
     for i in range(x.shape[0]):

@@ -17,6 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from .. import threads
+from ..arrays import index_add_rows
 from .constants import GELU_C, SQRT_2_OVER_PI
 
 COMPILED_DTYPES = (np.float32, np.float64)
@@ -71,6 +72,20 @@ def add_bias_(y2, b):
             y2[rows] += b
     threads.map_chunks(run, threads.batch_chunks(*y2.shape))
     return y2
+
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+def embedding_backward(gy2, index, shape):
+    """The (V, C) gradient of an embedding table: row index[i] gets gy2[i] added, repeated ids
+    adding up (one compiled pass in order; NumPy's sorted reduceat without Numba)."""
+    gw = np.zeros(shape, dtype=gy2.dtype)
+    loops = compiled_loops(gw, gy2)
+    if loops:
+        loops.add_rows_at(gw, index, gy2)
+    else:
+        index_add_rows(np, gw, index, gy2)
+    return gw
 
 
 # ---- GELU (tanh) ----------------------------------------------------------------------------
