@@ -87,10 +87,29 @@ def test_layer_norm_keeps_a_nan_row_to_itself(monkeypatch):
     x = np.random.default_rng(0).standard_normal((4, 37)).astype(np.float32)
     x[2, 5] = np.nan
     w, b = np.full(37, 1.5, np.float32), np.full(37, 0.25, np.float32)
-    y, (xhat, rstd) = cpu.layer_norm_forward(x, w, b, 1e-5)
+    y, _ = cpu.layer_norm_forward(x, w, b, 1e-5)
     assert np.isnan(y[2]).all() and np.isfinite(np.delete(y, 2, axis=0)).all()
     y_numpy, _ = numpy_passes(monkeypatch, lambda: cpu.layer_norm_forward(x, w, b, 1e-5))
     np.testing.assert_allclose(y, y_numpy, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_backward_recomputes_xhat_on_either_path(monkeypatch, dtype):
+    """The compiled forward keeps the row means, not xhat: its backward, and the NumPy
+    passes' backward given what it kept, both match the NumPy passes end to end."""
+    rng = np.random.default_rng(1)
+    x, gy = (rng.standard_normal((9, 37)).astype(dtype) * 3 + 1 for _ in range(2))
+    w, b = rng.standard_normal(37).astype(dtype), rng.standard_normal(37).astype(dtype)
+    _, saved = cpu.layer_norm_forward(x, w, b, 1e-5)
+    assert saved[0] is None and saved[1].shape == (9, 1)
+    compiled = cpu.layer_norm_backward(gy, x, w, saved)
+    mixed = numpy_passes(monkeypatch, lambda: cpu.layer_norm_backward(gy, x, w, saved))
+    want = numpy_passes(monkeypatch, lambda: cpu.layer_norm_backward(
+        gy, x, w, cpu.layer_norm_forward(x, w, b, 1e-5)[1]))
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for got in (compiled, mixed):
+        for a, e in zip(got, want):
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
 
 
 def test_gelu_of_huge_and_tiny_inputs_matches_the_numpy_passes(monkeypatch):

@@ -41,45 +41,48 @@ def _compile(fn):
 
 
 @_compile
-def layer_norm_rows(x, w, b, eps, inv_c, one, y, xhat, rstd):
-    """y = xhat w + b, xhat = (x - mean) rstd, rstd = 1/sqrt(var + eps), for each row of x."""
+def layer_norm_rows(x, w, b, eps, inv_c, one, y, mean, rstd):
+    """y = (x - mean) rstd w + b, rstd = 1/sqrt(var + eps), for each row of x; the row's mean
+    and rstd are kept for backward, which recomputes xhat from x rather than reading it."""
     zero = one - one
     for i in range(x.shape[0]):
         total = zero
         for j in range(x.shape[1]):
             total += x[i, j]
-        mean = total * inv_c
+        m = total * inv_c
         squares = zero
         for j in range(x.shape[1]):
-            d = x[i, j] - mean
+            d = x[i, j] - m
             squares += d * d
         r = one / np.sqrt(squares * inv_c + eps)
+        mean[i] = m
         rstd[i] = r
         for j in range(x.shape[1]):
-            h = (x[i, j] - mean) * r
-            xhat[i, j] = h
-            y[i, j] = h * w[j] + b[j]
+            y[i, j] = (x[i, j] - m) * r * w[j] + b[j]
 
 
 @_compile
-def layer_norm_backward_rows(gy, xhat, rstd, w, inv_c, gx, gw, gb):
-    """gx = rstd (g - mean(g) - xhat mean(g xhat)), g = gy w, for each row; the rows' parts of
-    the column sums gw += gy xhat and gb += gy."""
+def layer_norm_backward_rows(gy, x, mean, rstd, w, inv_c, gx, gw, gb):
+    """gx = rstd (g - mean(g) - xhat mean(g xhat)), g = gy w, xhat = (x - mean) rstd, for
+    each row; the rows' parts of the column sums gw += gy xhat and gb += gy."""
     zero = inv_c - inv_c
     for i in range(gy.shape[0]):
+        m = mean[i]
+        r = rstd[i]
         mean_g = zero
         mean_gx = zero
         for j in range(gy.shape[1]):
+            h = (x[i, j] - m) * r
             g = gy[i, j] * w[j]
             mean_g += g
-            mean_gx += g * xhat[i, j]
-            gw[j] += gy[i, j] * xhat[i, j]
+            mean_gx += g * h
+            gw[j] += gy[i, j] * h
             gb[j] += gy[i, j]
         mean_g *= inv_c
         mean_gx *= inv_c
-        r = rstd[i]
         for j in range(gy.shape[1]):
-            gx[i, j] = r * (gy[i, j] * w[j] - mean_g - xhat[i, j] * mean_gx)
+            h = (x[i, j] - m) * r
+            gx[i, j] = r * (gy[i, j] * w[j] - mean_g - h * mean_gx)
 
 
 @_compile

@@ -144,19 +144,25 @@ def gelu_tanh_backward(gy, x, d):
 # ---- LayerNorm ------------------------------------------------------------------------------
 
 def layer_norm_forward(x2, w, b, eps):
-    """(N, C) rows -> y and the saved (xhat, rstd (N, 1)); row means are GEMVs; b may be None."""
+    """(N, C) rows -> y and what backward needs: (None, mean, rstd) from the compiled loops,
+    which recompute xhat from x, or (xhat, None, rstd) from the NumPy passes (row means as
+    GEMVs); rstd and mean are (N, 1). b may be None."""
     n, c = x2.shape
-    means = np.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: x @ means is the row mean
-    xhat, y = np.empty_like(x2), np.empty_like(x2)
+    y = np.empty_like(x2)
     rstd = np.empty((n, 1), dtype=x2.dtype)
     loops, dt = compiled_loops(x2, w, *(() if b is None else (b,))), x2.dtype.type
+    if loops:
+        mean = np.empty((n, 1), dtype=x2.dtype)
+        bias = np.zeros_like(w) if b is None else b
+        threads.map_chunks(lambda rows: loops.layer_norm_rows(
+            x2[rows], w, bias, dt(eps), dt(1 / c), dt(1), y[rows], mean[rows, 0],
+            rstd[rows, 0]), threads.batch_chunks(n, c))
+        return y, (None, mean, rstd)
+    means = np.full(c, 1.0 / c, dtype=x2.dtype)  # GEMV weights: x @ means is the row mean
+    xhat = np.empty_like(x2)
 
     def run(rows):
         xh, out, r = xhat[rows], y[rows], rstd[rows]
-        if loops:
-            loops.layer_norm_rows(x2[rows], w, np.zeros_like(w) if b is None else b, dt(eps),
-                                  dt(1 / c), dt(1), out, xh, r[:, 0])
-            return
         np.subtract(x2[rows], (x2[rows] @ means)[:, None], out=xh)
         np.multiply(xh, xh, out=out)
         np.matmul(out, means, out=r[:, 0])  # variance
@@ -168,36 +174,40 @@ def layer_norm_forward(x2, w, b, eps):
         if b is not None:
             out += b
     threads.map_chunks(run, threads.batch_chunks(n, c))
-    return y, (xhat, rstd)
+    return y, (xhat, None, rstd)
 
 
 def layer_norm_backward(gy2, x2, w, saved):
     """Gradients (gx, gw, gb) of layer_norm_forward: gx = rstd (g - mean(g) - xhat mean(g xhat)),
     g = gy w, by chunks of rows, each giving its part of the column sums gw and gb."""
-    xhat, rstd = saved
+    xhat, mean, rstd = saved
     n, c = x2.shape
-    means = np.full(c, 1.0 / c, dtype=x2.dtype)
     gx = np.empty_like(gy2)
-    loops = compiled_loops(gy2, xhat, w)
-
-    def run(rows):
-        gys, xh = gy2[rows], xhat[rows]
-        if loops:
+    loops = compiled_loops(gy2, x2, w, rstd)
+    if loops and xhat is None:
+        def run(rows):
             gw, gb = np.zeros_like(w), np.zeros_like(w)
-            loops.layer_norm_backward_rows(gys, xh, rstd[rows, 0], w, x2.dtype.type(1 / c),
-                                           gx[rows], gw, gb)
+            loops.layer_norm_backward_rows(gy2[rows], x2[rows], mean[rows, 0], rstd[rows, 0],
+                                           w, x2.dtype.type(1 / c), gx[rows], gw, gb)
             return gw, gb
-        col = np.ones(gys.shape[0], dtype=gys.dtype)
-        t = gys * xh
-        gw, gb = col @ t, col @ gys
-        g = np.multiply(gys, w, out=gx[rows])
-        np.multiply(g, xh, out=t)
-        mean_gx = (t @ means)[:, None]
-        g -= (g @ means)[:, None]
-        np.multiply(xh, mean_gx, out=t)  # t is free again; xhat stays intact
-        g -= t
-        g *= rstd[rows]
-        return gw, gb
+    else:
+        if xhat is None:
+            xhat = (x2 - mean) * rstd
+        means = np.full(c, 1.0 / c, dtype=x2.dtype)
+
+        def run(rows):
+            gys, xh = gy2[rows], xhat[rows]
+            col = np.ones(gys.shape[0], dtype=gys.dtype)
+            t = gys * xh
+            gw, gb = col @ t, col @ gys
+            g = np.multiply(gys, w, out=gx[rows])
+            np.multiply(g, xh, out=t)
+            mean_gx = (t @ means)[:, None]
+            g -= (g @ means)[:, None]
+            np.multiply(xh, mean_gx, out=t)  # t is free again; xhat stays intact
+            g -= t
+            g *= rstd[rows]
+            return gw, gb
     parts = threads.map_chunks(run, threads.batch_chunks(n, c))
     gw, gb = (sum(p[1:], p[0]) for p in zip(*parts))
     return gx, gw, gb
