@@ -10,8 +10,9 @@ per task, the mean error and the failed tasks (error > 5%). The model reads each
 facts (``--qa-input facts``, the default for bAbI); ``--babi-reading tokens`` measures the
 ``[CLS] question [SEP] story`` token windows instead. SQuAD: the 38 articles of
 ``squad/train.json`` split by article, every 5th held out (articles 5, 10, ..., 35); exact
-match and F1 on the held-out articles of readers trained on the others: from scratch without
-the question match (``--no-question-match``) and with it (the default), from ``--init-from`` (a
+match and F1 on the held-out articles of readers trained on the others: from scratch with
+learned positions instead of ALiBi (``--positional learned``), without the question match
+(``--no-question-match``) and with both defaults, from ``--init-from`` (a
 pretrained encoder: word2vec's, a masked LM's, or a GPT-2 folder), and with ``--cloze TEXT``
 from a span reader pretrained on cloze questions made from that text (``python -m
 minigrad_lm.cloze``, the documents that hold any of the SQuAD file's articles left out),
@@ -145,7 +146,8 @@ def squad(data: Path, tmp: str, epochs: int, extra: list[str], init_from: str | 
         c = read_checkpoint(init_from).model_config
         shape = ["--n-layer", str(c.n_layer), "--d-model", str(c.d_model), "--n-head",
                  str(c.n_head), "--context", str(c.context_length), *SQUAD_VOCABULARY]
-    arms = {"scratch_no_match": [*shape, "--no-question-match"], "scratch": shape}
+    arms = {"scratch_learned": [*shape, "--positional", "learned"],
+            "scratch_no_match": [*shape, "--no-question-match"], "scratch": shape}
     if init_from:
         arms["pretrained"] = start
     if cloze_text:
@@ -219,7 +221,7 @@ def _print_table(arm: str, r: dict) -> None:
         return
     print("\n| SQuAD held-out articles | EM | F1 | wall time | tokens/s |")
     print("|---|---|---|---|---|")
-    for name in ("scratch_no_match", "scratch", "pretrained", "cloze"):
+    for name in ("scratch_learned", "scratch_no_match", "scratch", "pretrained", "cloze"):
         if name in r:
             run, h = r[name], r[name]["heldout"]
             print(f"| {name} | {h['exact_match']:.1f} | {h['f1']:.1f} | "

@@ -77,8 +77,9 @@ SAMPLERS = [
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: ",".join(f"{k}={v}" for k, v in
                                                                   s.items()))
-@pytest.mark.parametrize("shape", [{}, {"norm_first": False, "positional": "sinusoidal"}],
-                         ids=["pre-learned", "post-sinusoidal"])
+@pytest.mark.parametrize("shape", [{}, {"norm_first": False, "positional": "sinusoidal"},
+                                   {"positional": "alibi"}],
+                         ids=["pre-learned", "post-sinusoidal", "pre-alibi"])
 def test_cached_and_uncached_generation_agree(device, sampler, shape):
     model = _tiny_gpt(**shape).to(device)
     prompt = np.array([3, 1, 4])

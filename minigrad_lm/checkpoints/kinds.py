@@ -50,6 +50,7 @@ from ..models.electra import ElectraConfig, ElectraPretrainer, encoder_state
 from ..models.config import POSITIONALS, RECOMPUTE
 from ..models.hf_gpt2 import EXPORT_ACTIVATIONS
 from ..models.qa import QuestionAnswerer
+from ..models.seq2seq import SEQ2SEQ_POSITIONALS
 from ..models.word2vec import Word2VecPretrainer
 from ..models.word2vec import encoder_state as word2vec_encoder_state
 from ..nn import Module
@@ -71,7 +72,8 @@ _SHAPE = {
     "activation": Str(tuple(EXPORT_ACTIVATIONS)), "layer_norm_eps": Num(above=0.0),
 }
 GPT_SPEC = Object({**_SHAPE, "causal": Bool(), "recompute": Str(RECOMPUTE)})
-SEQ2SEQ_SPEC = Object({**_SHAPE, "d_ff": Int(1, MAX_SIZE), "share_embeddings": Bool(),
+SEQ2SEQ_SPEC = Object({**_SHAPE, "positional": Str(SEQ2SEQ_POSITIONALS),
+                       "d_ff": Int(1, MAX_SIZE), "share_embeddings": Bool(),
                        "pad_id": Int(0, MAX_SIZE), "bos_id": Int(0, MAX_SIZE),
                        "eos_id": Int(0, MAX_SIZE)})
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..nn import functional as F
 
 RECOMPUTE = ("none", "blocks", "attention")
-POSITIONALS = ("learned", "sinusoidal")
+POSITIONALS = ("learned", "sinusoidal", "alibi")
 
 
 def linear_size(n_in: int, n_out: int, bias: bool) -> int:
@@ -22,9 +22,10 @@ def layer_sizes(d: int, d_ff: int, bias: bool) -> tuple[int, int, int]:
     return attention, feed_forward, d * (2 if bias else 1)
 
 
-def check_transformer_shape(config, sizes: tuple[str, ...]) -> None:
+def check_transformer_shape(config, sizes: tuple[str, ...],
+                            positionals: tuple[str, ...] = POSITIONALS) -> None:
     """The checks every Transformer config needs: positive integer ``sizes``, heads that
-    divide the width, a known kind of positions."""
+    divide the width, a kind of positions among ``positionals``."""
     kind = type(config).__name__
     for name in sizes:
         value = getattr(config, name)
@@ -33,8 +34,8 @@ def check_transformer_shape(config, sizes: tuple[str, ...]) -> None:
     if config.d_model % config.n_head:
         raise ValueError(f"{kind}: d_model={config.d_model} is not divisible by "
                          f"n_head={config.n_head}")
-    if config.positional not in POSITIONALS:
-        raise ValueError(f"{kind}.positional must be 'learned' or 'sinusoidal', got "
+    if config.positional not in positionals:
+        raise ValueError(f"{kind}.positional must be one of {', '.join(positionals)}, got "
                          f"{config.positional!r}")
 
 
@@ -50,7 +51,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     norm_first: bool = True
-    positional: str = "learned"  # or "sinusoidal"
+    positional: str = "learned"  # or "sinusoidal", or "alibi" (distance biases, nn/alibi.py)
     tie_weights: bool = True
     activation: str = "gelu_tanh"  # GPT-2's; "gelu" (exact) and "relu" also work
     layer_norm_eps: float = 1e-5
@@ -90,7 +91,8 @@ class GPTConfig:
         return count + (0 if self.tie_weights else self.vocab_size * c)
 
     def buffer_count(self) -> int:
-        """Values held beside the parameters: the sinusoidal position table."""
+        """Values held beside the parameters: the sinusoidal position table (ALiBi's biases
+        are made per call)."""
         return self.context_length * self.d_model if self.positional == "sinusoidal" else 0
 
     def kept_per_token(self, context: int) -> int:

@@ -28,7 +28,10 @@ INIT_STD = 0.02  # GPT-2's initial weights: N(0, INIT_STD)
 
 
 class GPT(Module):
-    """Token embedding + positions -> n_layer causal TransformerLayers -> LayerNorm -> vocab."""
+    """Token embedding + positions -> n_layer causal TransformerLayers -> LayerNorm -> vocab.
+
+    With ``positional="alibi"`` there are no position vectors: each attention head biases its
+    scores by distance instead (nn/alibi.py)."""
 
     peft_task_type = "CAUSAL_LM"  # its LoRA adapters' task in the PEFT layout
     peft_head = None  # no head of its own beyond the GPT
@@ -37,13 +40,16 @@ class GPT(Module):
         super().__init__()
         self.config = c = config
         self.tok_emb = Embedding(c.vocab_size, c.d_model)
-        self.pos_emb = (LearnedPositionalEncoding(c.context_length, c.d_model)
+        alibi = c.positional == "alibi"
+        self.pos_emb = (None if alibi else
+                        LearnedPositionalEncoding(c.context_length, c.d_model)
                         if c.positional == "learned" else
                         SinusoidalPositionalEncoding(c.context_length, c.d_model))
         self.drop = Dropout(c.dropout)
         self.layers = ModuleList(
             TransformerLayer(c.d_model, c.n_head, 4 * c.d_model, c.dropout, c.norm_first,
-                             c.activation, c.bias, c.layer_norm_eps) for _ in range(c.n_layer))
+                             c.activation, c.bias, c.layer_norm_eps, alibi)
+            for _ in range(c.n_layer))
         self.ln_f = LayerNorm(c.d_model, c.layer_norm_eps, c.bias)
         self.head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
@@ -70,7 +76,7 @@ class GPT(Module):
         """Hidden states (B, T, d_model) after the final LayerNorm; ``key_padding_mask``
         (B, T) is True for real tokens (needed by a bidirectional body, where padding would
         otherwise be attended to). ``token_embeddings`` (B, T, d_model), when given, stand in
-        for the rows of idx's tokens (positions are still added): attributions differentiate
+        for the rows of idx's tokens (positions still apply): attributions differentiate
         the model with respect to them."""
         ids = idx.data if isinstance(idx, Tensor) else idx
         if not hasattr(ids, "ndim"):
@@ -95,7 +101,8 @@ class GPT(Module):
                 raise ValueError(f"GPT: token_embeddings of shape {token_embeddings.shape}, "
                                  f"expected {(b, t, self.config.d_model)}")
             x = token_embeddings
-        x = x + self.pos_emb(positions(start, t, device))
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions(start, t, device))
         x = self.drop(x)
         blocks = self.config.recompute == "blocks" and cache is None and is_grad_enabled()
         causal = self.config.causal

@@ -22,6 +22,9 @@ from ..nn.transformer import (
 )
 from .config import check_transformer_shape, layer_sizes
 
+# ALiBi is for self-attention bodies: cross-attention has no distance between its two texts.
+SEQ2SEQ_POSITIONALS = ("learned", "sinusoidal")
+
 
 @dataclass
 class Seq2SeqConfig:
@@ -48,7 +51,7 @@ class Seq2SeqConfig:
 
     def __post_init__(self):
         check_transformer_shape(self, ("vocab_size", "context_length", "n_layer", "n_head",
-                                       "d_model", "d_ff"))
+                                       "d_model", "d_ff"), SEQ2SEQ_POSITIONALS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Seq2SeqConfig.dropout must be in [0, 1), got {self.dropout}")
         for name in ("pad_id", "bos_id", "eos_id"):

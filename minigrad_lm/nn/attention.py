@@ -68,11 +68,11 @@ class AttentionRecorder:
         return False
 
     @classmethod
-    def record(cls, module: Module, q, k, v, causal: bool, mask) -> None:
+    def record(cls, module: Module, q, k, v, causal: bool, mask, alibi: bool = False) -> None:
         """Probabilities of queries q over keys k, (B, H, T, D) arrays; mask (B, 1, 1, Tk)
-        boolean (True = real key) or None."""
+        boolean (True = real key) or None; alibi: the heads' distance biases too."""
         xp = backend.array_module(q)
-        _, probs, _ = F._attention_forward(xp, q, k, v, causal, mask, 0.0)
+        _, probs, _ = F._attention_forward(xp, q, k, v, causal, mask, 0.0, alibi=alibi)
         host = backend.to_numpy(probs).astype(np.float64)
         for recorder in cls.active:
             recorder.maps.append((module, host))
@@ -84,10 +84,12 @@ class MultiHeadAttention(Module):
     forward(x, causal, key_padding_mask): x (B, T, d_model); key_padding_mask (B, T) boolean,
     True for real tokens. Dropout applies to the attention weights while training.
     `tiled` picks the attention core: True by tiles (no (T, T) matrix), False the blocked one,
-    None (default) by length and dtype (functional.TILED_MIN_KEYS).
+    None (default) by length and dtype (functional.TILED_MIN_KEYS). `alibi` biases each head's
+    scores by the distance between query and key (nn/alibi.py).
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 alibi: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -97,6 +99,7 @@ class MultiHeadAttention(Module):
         self.attn_dropout = Dropout(dropout)
         self.recompute = False  # recompute the attention core in backward (keeps qkv only)
         self.tiled: bool | None = None
+        self.alibi = alibi
 
     def forward(self, x: Tensor, causal: bool = False, key_padding_mask=None,
                 cache: KVCache | None = None, layer_index: int = 0) -> Tensor:
@@ -108,10 +111,10 @@ class MultiHeadAttention(Module):
             self._record(qkv, causal, key_padding_mask)
         if self.recompute and is_grad_enabled():
             y = checkpoint(F.multi_head_attention, qkv, self.n_heads, causal, key_padding_mask,
-                           p, self.tiled)
+                           p, self.tiled, self.alibi)
         else:
             y = F.multi_head_attention(qkv, self.n_heads, causal, key_padding_mask, p,
-                                       self.tiled)
+                                       self.tiled, self.alibi)
         return self.out(y)
 
     def _record(self, qkv: Tensor, causal: bool, key_padding_mask) -> None:
@@ -120,7 +123,7 @@ class MultiHeadAttention(Module):
         q, k, v = qkv.data.reshape(b, t, 3, self.n_heads, d).transpose(2, 0, 3, 1, 4)
         mask = None if key_padding_mask is None else ops._mask_array(
             key_padding_mask, qkv, "attention")[:, None, None, :]  # (B, 1, 1, T)
-        AttentionRecorder.record(self, q, k, v, causal, mask)
+        AttentionRecorder.record(self, q, k, v, causal, mask, self.alibi)
 
     @no_grad()
     def _cached(self, x: Tensor, cache: KVCache, layer_index: int) -> Tensor:
@@ -132,9 +135,10 @@ class MultiHeadAttention(Module):
         q, k, v = (xp.ascontiguousarray(qkv[i]) for i in range(3))
         keys, values = cache.append(layer_index, k, v)
         out, _, _ = F._attention_forward(xp, q, keys, values, True, None, 0.0,
-                                         offset=cache.length)
+                                         offset=cache.length, alibi=self.alibi)
         merged = out.transpose(0, 2, 1, 3).reshape(b, t, c)
         return self.out(Tensor(np.ascontiguousarray(merged) if xp is np else merged))
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_heads={self.n_heads}"
+        alibi = ", alibi=True" if self.alibi else ""
+        return f"d_model={self.d_model}, n_heads={self.n_heads}{alibi}"

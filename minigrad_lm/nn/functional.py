@@ -18,6 +18,7 @@ from ..engine import amp, ops, rng
 from ..engine.ops import gelu, log_softmax, softmax  # noqa: F401  (re-exported: the fused core ops
 from ..engine.tensor import Function, Tensor
 from . import tiled_attention as tiled
+from .alibi import alibi_bias
 
 # ---------------------------------------------------------------------------------------------
 # linear
@@ -325,16 +326,19 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 # attention
 
 
-def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0):
+def _attention_forward(xp, q, k, v, causal, mask, dropout_p, offset=0, alibi=False):
     """softmax(q k^T / sqrt(d) + masks) v on arrays (B, H, Tq, D) x (B, H, Tk, D).
 
     Returns (out, probs, dropped): probs before dropout, dropped = the dropout scale or None.
     Rows whose keys are all masked give zeros instead of NaN. `offset` is the position of the
-    first query among the keys (used by the KV cache).
+    first query among the keys (used by the KV cache and the causal blocks). `alibi` adds each
+    head's distance bias (nn/alibi.py) to the scores.
     """
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     s = xp.matmul(q * scale, k.swapaxes(-1, -2))  # scaling q is cheaper than scaling s
     tq, tk = q.shape[-2], k.shape[-2]
+    if alibi:
+        s += alibi_bias(xp, q.shape[-3], slice(0, tq), slice(0, tk), offset, s.dtype)
     fused = kernels.module_with("masked_softmax_", s) if mask is None else None
     if fused:
         return _weighted_sum(xp, fused.masked_softmax_(s, causal, offset), v, dropout_p)
@@ -420,7 +424,7 @@ class _AttentionCore(Function):
     of queries over the keys up to each block's end (QUERY_BLOCK_ROWS).
     """
 
-    def _forward(self, q, k, v, causal, mask, dropout_p, out):
+    def _forward(self, q, k, v, causal, mask, dropout_p, out, alibi=False):
         xp = self.xp
         chunks = _batch_chunks(xp, q, k) if not dropout_p else [slice(None)]
         tq, tk = q.shape[-2], k.shape[-2]
@@ -438,7 +442,7 @@ class _AttentionCore(Function):
             for rows, keys, offset in blocks:
                 o, p, dropped = _attention_forward(
                     xp, qkv[0][..., rows, :], qkv[1][..., keys, :], qkv[2][..., keys, :], causal,
-                    part_mask, dropout_p, offset)
+                    part_mask, dropout_p, offset, alibi)
                 out[sl][..., rows, :] = o
                 saved.append((None if _fused_softmax_backward(p) else o, p, dropped))
             return qkv, saved
@@ -487,15 +491,16 @@ class QKVAttention(_AttentionCore):
 
     Splitting heads, attention and merging heads happen inside one Function, so the graph holds
     no transposed copies and the gradient is written straight into the packed (B, T, 3C) layout.
+    `alibi` adds each head's distance bias (nn/alibi.py) to the scores.
     """
 
-    def forward(self, qkv, n_heads, causal, mask, dropout_p):
+    def forward(self, qkv, n_heads, causal, mask, dropout_p, alibi=False):
         b, t, c3 = qkv.shape
         d = c3 // 3 // n_heads
         heads = qkv.reshape(b, t, 3, n_heads, d).transpose(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         out = self.xp.empty((b, t, n_heads, d), dtype=qkv.dtype)  # merged heads
         self.out_shape = out.shape
-        self._forward(*heads, causal, mask, dropout_p, out.transpose(0, 2, 1, 3))
+        self._forward(*heads, causal, mask, dropout_p, out.transpose(0, 2, 1, 3), alibi)
         return out.reshape(b, t, n_heads * d)
 
     def backward(self, gy):
@@ -503,7 +508,7 @@ class QKVAttention(_AttentionCore):
         gqkv = self.xp.empty((b, t, 3, h, d), dtype=gy.dtype)
         self._backward(gy.reshape(b, t, h, d).transpose(0, 2, 1, 3),
                        *gqkv.transpose(2, 0, 3, 1, 4))
-        return gqkv.reshape(b, t, 3 * h * d), None, None, None, None
+        return gqkv.reshape(b, t, 3 * h * d), None, None, None, None, None
 
 
 class _TiledCore:
@@ -511,7 +516,7 @@ class _TiledCore:
     _forward/_backward on (B, H, T, D) views by chunks of the batch, saving per chunk its
     contiguous q, k, v and the log-sum-exp (O(T)) instead of the (T, T) probabilities."""
 
-    def _forward(self, q, k, v, causal, mask, dropout_p, out):
+    def _forward(self, q, k, v, causal, mask, dropout_p, out, alibi=False):
         xp = self.xp
         seed = rng.draw_seed(backend.device_of(q)) if dropout_p else 0
         self.chunks = _batch_chunks(xp, q, k)
@@ -523,7 +528,7 @@ class _TiledCore:
             qkv = [xp.ascontiguousarray(a[sl]) for a in (q, k, v)]
             batch = np.broadcast_shapes(qkv[0].shape[:-2], qkv[1].shape[:-2])
             tiling = tiled.Tiling(xp, batch, q.shape[-2], k.shape[-2], causal, part_mask,
-                                  dropout_p, seed, (sl.start or 0) * per_item)
+                                  dropout_p, seed, (sl.start or 0) * per_item, alibi=alibi)
             return qkv, tiled.forward(xp, *qkv, tiling, out[sl]), tiling
         self.saved, self.out = threads.map_chunks(run, self.chunks), out
         return out
@@ -588,11 +593,13 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
 
 def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
                          key_padding_mask=None, dropout_p: float = 0.0,
-                         tiled: bool | None = None) -> Tensor:
+                         tiled: bool | None = None, alibi: bool = False) -> Tensor:
     """Attention over packed projections qkv (B, T, 3C) with n_heads heads -> (B, T, C).
 
     key_padding_mask: boolean (B, T), True for real tokens and False for padding.
     tiled: as in scaled_dot_product_attention.
+    alibi: subtract slope_h |i - j| from head h's scores (nn/alibi.py), the positions' only
+    signal in a body without position vectors.
     """
     b, t, c3 = qkv.shape
     if c3 % 3 or (c3 // 3) % n_heads:
@@ -607,4 +614,4 @@ def multi_head_attention(qkv: Tensor, n_heads: int, causal: bool = False,
         m = m[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
     qkv, = _autocast(amp.low_precision(qkv), qkv)
     core = TiledQKVAttention if _use_tiled(tiled, t, qkv.dtype) else QKVAttention
-    return core.apply(qkv, n_heads, causal, m, dropout_p)
+    return core.apply(qkv, n_heads, causal, m, dropout_p, alibi)

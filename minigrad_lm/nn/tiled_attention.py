@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ..engine import rng
+from .alibi import alibi_bias
 
 # Queries and keys per tile: the (QUERY_TILE, KEY_TILE) scores of every (batch, head) of a chunk
 # are the only quadratic-in-tile temporaries (benchmarks/memory.py --sections attention).
@@ -39,17 +40,18 @@ def _compute_dtype(dtype):
 
 class Tiling:
     """The blocks of one attention problem: which key tiles each query tile visits, and the
-    masks and dropout of a (query tile, key tile) block.
+    masks, biases and dropout of a (query tile, key tile) block.
 
     mask: boolean, broadcastable to batch + (Tq, Tk), True where a query may attend to a key.
     first: the flat index of this chunk's first (batch..., ) item in the whole batch (dropout
-    counters); offset: the position of the first query among the keys (causal).
+    counters); offset: the position of the first query among the keys (causal, ALiBi);
+    alibi: add each head's distance bias (nn/alibi.py; the heads are batch's last axis).
     """
 
     def __init__(self, xp, batch: tuple, tq: int, tk: int, causal: bool, mask, dropout_p: float,
-                 seed: int, first: int = 0, offset: int = 0):
+                 seed: int, first: int = 0, offset: int = 0, alibi: bool = False):
         self.xp, self.batch, self.tq, self.tk = xp, batch, tq, tk
-        self.causal, self.offset = causal, offset
+        self.causal, self.offset, self.alibi = causal, offset, alibi
         self.query_tile, self.key_tile = QUERY_TILE, KEY_TILE  # backward uses forward's tiles
         self.mask = None if mask is None else xp.broadcast_to(mask, batch + (tq, tk))
         self.dropout_p, self.seed = dropout_p, seed
@@ -66,8 +68,11 @@ class Tiling:
         return _tiles(self.tq, self.query_tile)
 
     def mask_scores_(self, s, rows: slice, keys: slice) -> None:
-        """Set the scores of hidden (query, key) pairs to -inf, in place."""
+        """Add the block's ALiBi biases, if any, and set the scores of hidden (query, key)
+        pairs to -inf, in place."""
         xp = self.xp
+        if self.alibi:
+            s += alibi_bias(xp, self.batch[-1], rows, keys, self.offset, s.dtype)
         if self.causal and keys.stop - 1 > rows.start + self.offset:  # the block crosses the diagonal
             future = (xp.arange(keys.start, keys.stop)[None, :]
                       > xp.arange(rows.start, rows.stop)[:, None] + self.offset)

@@ -22,11 +22,11 @@ class TransformerLayer(Module):
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, dropout: float = 0.0,
                  norm_first: bool = True, activation: str = "gelu", bias: bool = True,
-                 eps: float = 1e-5):
+                 eps: float = 1e-5, alibi: bool = False):
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = LayerNorm(d_model, eps, bias)
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, alibi)
         self.norm2 = LayerNorm(d_model, eps, bias)
         self.ff = FeedForward(d_model, d_ff, activation, bias)
         self.drop = Dropout(dropout)

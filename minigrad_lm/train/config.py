@@ -91,7 +91,9 @@ class TrainConfig:
     norm: str = option(
         "pre", "pre: LayerNorm before each sublayer (GPT-2); post: after (original Transformer)",
         choices=("pre", "post"))
-    positional: str = option(None, "position encoding", choices=POSITIONALS)
+    positional: str | None = option(
+        None, "position encoding: learned or sinusoidal vectors added to the tokens, or alibi "
+        "(each head's scores biased by distance)", choices=POSITIONALS)
     lr: float = option(None, "peak learning rate", range=((0.0,), INF))
     min_lr: float = option(None, "learning rate at the end of the cosine decay", range=(0.0, INF))
     warmup_steps: int = option(None, "steps of linear learning-rate warmup", range=(0, INF))
@@ -237,7 +239,7 @@ class TrainConfig:
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name in CHOICES:
-            if getattr(self, name) is not None or name not in TASK_OPTIONS:
+            if getattr(self, name) is not None or name not in (*TASK_OPTIONS, "positional"):
                 _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
@@ -272,7 +274,8 @@ TASK_OPTIONS = tuple(dict.fromkeys(name for t in TASKS.values() for name in t.op
 LEARNED_VOCAB_OPTIONS = ("vocab_size", "min_count", "lowercase")
 LEARNED_VOCAB_DEFAULTS = {"min_count": 1, "lowercase": False}
 # What an option left at None means, for the tasks without a default for it.
-_NONE_MEANS = {"decay_steps": "the whole run", "eval_every": "twice an epoch"}
+_NONE_MEANS = {"decay_steps": "the whole run", "eval_every": "twice an epoch",
+               "positional": "alibi for token windows, learned for facts"}
 
 
 def _check_vocabulary_options(cfg: TrainConfig) -> None:

@@ -118,15 +118,16 @@ def _padding(b: int, t: int) -> np.ndarray:
     return np.arange(t)[None, :] < (t - np.arange(b) % t)[:, None]
 
 
-def mha_row(name, heads, causal, padded, tiled=None):
+def mha_row(name, heads, causal, padded, tiled=None, alibi=False):
     def pad(z):
         return _padding(*z.shape[:2]) if padded else None
 
     def fn(z):
-        return F.multi_head_attention(z, heads, causal, pad(z), tiled=tiled)
+        return F.multi_head_attention(z, heads, causal, pad(z), tiled=tiled, alibi=alibi)
 
     def ref(z):
-        return composite.multi_head_attention(mg.tensor(z), heads, causal, pad(z)).numpy()
+        return composite.multi_head_attention(mg.tensor(z), heads, causal, pad(z),
+                                              alibi).numpy()
     dims = (st.integers(1, 2), st.integers(1, 4), st.sampled_from([3 * heads, 6 * heads]))
     plain = not (padded or tiled)
     return Op(name, fn, ref, sized(dims), normal((5, 9, 3 * heads * 8)), chunked=True,
@@ -276,6 +277,12 @@ FUSED = [
     mha_row("tiled_multi_head_attention_padded", 2, causal=False, padded=True, tiled=True),
     mha_row("multi_head_attention_causal", 2, causal=True, padded=False),
     mha_row("multi_head_attention_padded", 2, causal=False, padded=True),
+    mha_row("multi_head_attention_alibi_causal", 2, causal=True, padded=False, alibi=True),
+    mha_row("multi_head_attention_alibi_padded", 4, causal=False, padded=True, alibi=True),
+    mha_row("tiled_multi_head_attention_alibi_causal", 2, causal=True, padded=False,
+            tiled=True, alibi=True),
+    mha_row("tiled_multi_head_attention_alibi_padded", 4, causal=False, padded=True,
+            tiled=True, alibi=True),
     Op("embedding", _embedding, lambda w: w[_ids(w.shape[0])], sized(SMALL_2D),
        normal((40, 16)), cpu_kernel="embedding_backward"),
     Op("linear", F.linear, of_tensors(composite.linear),

@@ -109,10 +109,10 @@ def test_warns_when_nothing_requires_grad_and_refuses_non_tensor_results():
         checkpoint(lambda a: (a, a), mg.tensor(np.ones(2), requires_grad=True))
 
 
-def _gpt_grads(recompute, device, dropout=0.2):
+def _gpt_grads(recompute, device, dropout=0.2, positional="learned"):
     mg.manual_seed(0)
     cfg = GPTConfig(vocab_size=11, context_length=16, n_layer=2, n_head=2, d_model=16,
-                    dropout=dropout, recompute=recompute)
+                    dropout=dropout, recompute=recompute, positional=positional)
     model = GPT(cfg).to(device)
     ids = np.random.default_rng(0).integers(0, 11, (3, 17))
     loss = model.loss(ids[:, :-1], ids[:, 1:])
@@ -120,10 +120,12 @@ def _gpt_grads(recompute, device, dropout=0.2):
     return loss.item(), {n: p.grad.numpy() for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("positional", ["learned", "alibi"])
 @pytest.mark.parametrize("recompute", ["blocks", "attention"])
-def test_gpt_recompute_gives_bit_identical_gradients_with_dropout(device, recompute):
-    base_loss, base = _gpt_grads("none", device)
-    loss, grads = _gpt_grads(recompute, device)
+def test_gpt_recompute_gives_bit_identical_gradients_with_dropout(device, recompute,
+                                                                  positional):
+    base_loss, base = _gpt_grads("none", device, positional=positional)
+    loss, grads = _gpt_grads(recompute, device, positional=positional)
     # On a GPU, the embedding's backward adds rows with atomics, in no fixed order; a mask that
     # was not replayed would still change the loss and gradients by far more than that.
     tol = 0 if device == "cpu" else 1e-6

@@ -47,6 +47,32 @@ def test_multi_head_attention_matches_torch(causal):
     close(ours.out.weight.grad, ref.out_proj.weight.grad)
 
 
+@pytest.mark.parametrize("tiled", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_alibi_attention_matches_torch_with_the_biases_as_a_float_mask(causal, tiled):
+    """ALiBi written as PyTorch users write it: the biases -slope_h |i - j| (slopes
+    2^-2, 2^-4, 2^-6, 2^-8 for 4 heads) in scaled_dot_product_attention's float attn_mask."""
+    b, t, h, d = 2, 7, 4, 8
+    qkv = np.random.default_rng(0).standard_normal((b, t, 3 * h * d)).astype(np.float32)
+    pad = np.array([[True] * t, [True] * 4 + [False] * 3])
+    xa, xb = mg.tensor(qkv, requires_grad=True), tt(qkv, grad=True)
+    ya = F.multi_head_attention(xa, h, causal, pad, tiled=tiled, alibi=True)
+    slopes = torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8])
+    pos = torch.arange(t)
+    bias = -slopes[:, None, None] * (pos[:, None] - pos[None, :]).abs()  # (H, T, T)
+    hidden = torch.tensor(~pad)[:, None, None, :] | (
+        torch.triu(torch.ones(t, t, dtype=torch.bool), 1) if causal else False)
+    mask = bias[None].masked_fill(hidden, float("-inf"))  # (B, H, T, T)
+    q, k, v = xb.reshape(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
+    yb = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    yb = yb.transpose(1, 2).reshape(b, t, h * d)
+    close(ya, yb)
+    g = np.random.default_rng(1).standard_normal(ya.shape).astype(np.float32)
+    ya.backward(g)
+    yb.backward(tt(g))
+    close(xa.grad, xb.grad)
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 def test_encoder_layer_matches_torch_encoder_layer(norm_first, padded):

@@ -31,7 +31,7 @@ def test_multi_head_attention_with_padding_mask_gradcheck(device):
     assert mg.gradcheck(lambda *ps: mha(x, key_padding_mask=pad), [x] + mha.parameters())
 
 
-@pytest.mark.parametrize("positional", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal", "alibi"])
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_gpt_loss_gradcheck_every_parameter(device, positional, norm_first):
     mg.manual_seed(2)

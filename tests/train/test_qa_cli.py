@@ -89,18 +89,44 @@ def test_answer_reads_a_long_context_in_windows(trained, capsys):
     assert capsys.readouterr().out.split("\t")[0] == "Lambda"
 
 
+def _positional(run) -> str:
+    return json.loads((run / "latest" / "config.json").read_text())["model"]["positional"]
+
+
 def test_exact_resume_and_the_question_match_kept(tmp_path, capsys):
     train, val = copy_task(tmp_path / "t.json", 6, 2), copy_task(tmp_path / "v.json", 2, 3)
     common = [*QA, "--data", train, "--val-data", val, "--decay-steps", "8", "--eval-every", "4"]
     whole = assert_exact_resume(common, tmp_path)
     assert "question_match" in whole
+    # token windows read positions by distance by default, and the resumed run keeps them
+    assert not any(name.startswith("body.pos_emb") for name in whole)
+    assert _positional(tmp_path / "split") == "alibi"
     before = snapshot(tmp_path / "split")
     capsys.readouterr()
     assert run_train(*common, "--max-steps", "12", "--out", tmp_path / "split", "--resume",
                      "--no-question-match") == 2
     assert_one_line_error(capsys.readouterr().err, "--no-question-match: the resumed run was "
                           "trained with it")
+    assert run_train(*common, "--max-steps", "12", "--out", tmp_path / "split", "--resume",
+                     "--positional", "learned") == 2
+    assert_one_line_error(capsys.readouterr().err, "was trained with --positional alibi, not "
+                          "learned")
     assert snapshot(tmp_path / "split") == before
+
+
+def test_the_position_encoding_is_chosen_by_the_reading_unless_given(tmp_path):
+    squad = copy_task(tmp_path / "s.json", 4, 0)
+    babi = where_task(tmp_path / "qa1_train.txt", 20, 0)
+    runs = {"windows": [*QA, "--data", squad, "--val-every-nth", "2"],
+            "facts": [*FACTS, "--data", babi, "--val-data", babi],
+            "windows_learned": [*QA, "--data", squad, "--val-every-nth", "2",
+                                "--positional", "learned"],
+            "facts_alibi": [*FACTS, "--data", babi, "--val-data", babi, "--positional", "alibi"]}
+    for name, argv in runs.items():
+        assert run_train(*argv, "--max-steps", "2", "--out", tmp_path / name) == 0
+    assert {name: _positional(tmp_path / name) for name in runs} == {
+        "windows": "alibi", "facts": "learned", "windows_learned": "learned",
+        "facts_alibi": "alibi"}
 
 
 BABI_TRAIN = """1 Mary moved to the bathroom.

@@ -113,6 +113,8 @@ def test_each_task_fills_in_its_own_defaults():
     ({"task": "mlm", "attention": "causal"}, "attention is bidirectional"),
     ({"task": "mlm", "tokenizer": "char"}, "needs a [MASK] token"),
     ({"task": "translate", "data": "a.txt"}, "--data SOURCE_FILE TARGET_FILE"),
+    ({"task": "translate", "data": ["a", "b"], "val_data": ["c", "d"], "positional": "alibi"},
+     "--positional alibi: translate takes learned or sinusoidal"),
 ])
 def test_each_task_checks_its_own_options(values, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
@@ -124,7 +126,7 @@ def test_each_task_checks_its_own_options(values, message):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw", [{}, {"bias": False}, {"tie_weights": False},
-                                {"positional": "sinusoidal"}])
+                                {"positional": "sinusoidal"}, {"positional": "alibi"}])
 def test_the_gpt_parameter_count_is_the_models(kw):
     config = GPTConfig(vocab_size=37, context_length=8, n_layer=2, n_head=2, d_model=8, **kw)
     assert config.parameter_count() == GPT(config).num_parameters()

@@ -29,7 +29,7 @@ from ...data.trained_tokenizer import DEFAULT_VOCAB_SIZE, SEP, TrainedTokenizer
 from ...engine.tensor import Tensor
 from ...inference.decoding import DECODE_BATCH, DecodeOptions, decoding_bytes, translate_text
 from ...inference.scoring import bleu, perplexity, require_sacrebleu, score_translation
-from ...models.seq2seq import Seq2SeqConfig
+from ...models.seq2seq import SEQ2SEQ_POSITIONALS, Seq2SeqConfig
 from ..distributed import LOCAL, World
 from .base import Task
 from .common import (
@@ -105,6 +105,10 @@ class TranslateTask(Task):
         if cfg.attention != "bidirectional":
             raise ValueError("--attention causal: translate's encoder is bidirectional (its "
                              "decoder is causal)")
+        if cfg.positional not in SEQ2SEQ_POSITIONALS:
+            raise ValueError(f"--positional {cfg.positional}: translate takes "
+                             f"{' or '.join(SEQ2SEQ_POSITIONALS)} (cross-attention has no "
+                             "distance between the two texts)")
         DecodeOptions.check({**vars(DecodeOptions()), "beam_size": cfg.beam_size,
                              "length_penalty": cfg.length_penalty},
                             {"beam_size": "--beam-size", "length_penalty": "--length-penalty"})
