@@ -239,7 +239,7 @@ class TrainConfig:
         for name in _RANGES:
             _check_range(name, getattr(self, name))
         for name in CHOICES:
-            if getattr(self, name) is not None or name not in (*TASK_OPTIONS, "positional"):
+            if getattr(self, name) is not None or not _optional(name):
                 _check_choice(name, getattr(self, name))
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
