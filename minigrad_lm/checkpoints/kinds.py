@@ -462,8 +462,8 @@ class TranslateKind(CheckpointKind):
 class QAKind(CheckpointKind):
     """A :class:`QuestionAnswerer`: a GPT body with a span head and an answer head over
     ``answers`` (class 0: "the answer is a span"); with ``fact_tokens`` > 0, a model that
-    reads facts of up to that many tokens and has no span head; ``question_match``: the context
-    tokens that occur in the question are marked (models/qa.py)."""
+    reads facts of up to that many tokens and has no span head; ``question_match``: the context's
+    (or facts') tokens of the question's words are marked (models/qa.py)."""
 
     name = "qa"
     noun = "a question-answering model"
@@ -480,9 +480,9 @@ class QAKind(CheckpointKind):
     @staticmethod
     def head(config, extras):
         k, d, j = len(extras["answers"]), config.d_model, extras["fact_tokens"]
-        if j:
-            return Head(parameters=d * (j + k) + k, outputs=k)
         match = d if extras["question_match"] else 0
+        if j:
+            return Head(parameters=d * (j + k) + k + match, outputs=k)
         return Head(parameters=d * (2 + k) + 2 + k + match, outputs=2 + k)
 
     @staticmethod
@@ -556,7 +556,8 @@ class QAKind(CheckpointKind):
             n = int(windows.lengths[row])
             ex = explain_answer(model, windows.ids[row, :n], windows.context_mask()[row, :n],
                                 a.tokens, a.answer_class, a.text, a.probability,
-                                answer_names=list(answers), **options.attribution(tokenizer))
+                                answer_names=list(answers), matches=windows.matches[row, :n],
+                                **options.attribution(tokenizer))
             rows = np.flatnonzero(windows.example == i)
             if len(rows) > 1:
                 lo = int(windows.offsets[row, windows.ctx_lo[row], 0])

@@ -53,6 +53,7 @@ NO_POSITION = IGNORE  # an answer that is not a span of this window (or of the c
 _BABI_LINE = re.compile(r"(\d+) (.*)")
 _BABI_TASK = re.compile(r"qa(\d+)_")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+_WORD = re.compile(r"\w+")
 READINGS = ("tokens", "facts")
 
 
@@ -288,6 +289,34 @@ def token_span(offsets: np.ndarray, start: int, end: int) -> tuple[int, int]:
     return (int(hits[0]), int(hits[-1])) if hits.size else (NO_POSITION, NO_POSITION)
 
 
+def word_keys(text: str, offsets: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    """(n,) for each token of ``text`` (character ``offsets`` (n, 2)), the key in ``index`` of
+    the lower-cased word it belongs to (a new word gets the next key), or -1 for a token of no
+    word (punctuation); a token that spans two words takes the later."""
+    keys = np.full(len(offsets), -1, np.int64)
+    found = list(_WORD.finditer(text))
+    if not found or len(offsets) == 0:
+        return keys
+    starts = np.array([m.start() for m in found])
+    ends = np.array([m.end() for m in found])
+    words = np.array([index.setdefault(m.group().lower(), len(index)) for m in found])
+    word = np.maximum(np.searchsorted(starts, offsets[:, 1], side="left") - 1, 0)
+    inside = (starts[word] < offsets[:, 1]) & (ends[word] > offsets[:, 0])
+    keys[inside] = words[word[inside]]
+    return keys
+
+
+def question_word_matches(question: str, context: str, offsets: np.ndarray) -> np.ndarray:
+    """(n,) True at the context tokens (character ``offsets`` (n, 2)) that belong to a word
+    of the question, compared as lower-cased text: DrQA's exact-match feature (Chen et al.
+    2017). Words, not token ids: every word outside the vocabulary has the [UNK] id, and a
+    subword vocabulary shares pieces between words, while the names a question asks about
+    are often such words."""
+    index: dict[str, int] = {}
+    asked = [index.setdefault(w.lower(), len(index)) for w in _WORD.findall(question)]
+    return np.isin(word_keys(context, offsets, index), asked)
+
+
 def window_starts(n: int, capacity: int, stride: int) -> list[int]:
     """Where the windows of ``capacity`` tokens over ``n`` context tokens begin: every
     ``stride`` tokens, and the last one ends with the context."""
@@ -303,8 +332,10 @@ class QAFeatures:
     """Model inputs, one row a window: ids (N, T) right-padded, lengths (N,), the window's
     first context position ``ctx_lo`` (N,) and its context tokens' character offsets
     ``offsets`` (N, T, 2) (-1 outside the context), the ``example`` each row is from, the
-    targets ``start``/``end`` (N,) (NO_POSITION: no span here) and ``answer`` (N,), and
-    whether the row is its example's last window (``last``), where class answers are read."""
+    targets ``start``/``end`` (N,) (NO_POSITION: no span here) and ``answer`` (N,),
+    whether the row is its example's last window (``last``), where class answers are read,
+    and ``matches`` (N, T): the context tokens of a word the question holds
+    (:func:`question_word_matches`)."""
 
     ids: np.ndarray
     lengths: np.ndarray
@@ -315,6 +346,7 @@ class QAFeatures:
     end: np.ndarray
     answer: np.ndarray
     last: np.ndarray
+    matches: np.ndarray
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -324,7 +356,8 @@ class QAFeatures:
         w = slice(None, width)
         return QAFeatures(self.ids[rows, w], self.lengths[rows], self.ctx_lo[rows],
                           self.offsets[rows, w], self.example[rows], self.start[rows],
-                          self.end[rows], self.answer[rows], self.last[rows])
+                          self.end[rows], self.answer[rows], self.last[rows],
+                          self.matches[rows, w])
 
     def context_mask(self) -> np.ndarray:
         """(N, T) True where a span may start or end: the window's context tokens."""
@@ -358,6 +391,7 @@ def encode_qa(examples: Sequence[QAExample], framing: QATokens, context: int, st
         targets = [token_span(c_off, s, s + len(a)) for a, s in zip(e.answers, e.starts)
                    if s != NO_POSITION]
         answer = 0 if e.kind == "span" else answers.get(e.answers[0], NO_POSITION)
+        matches = question_word_matches(e.question, e.context, c_off)
         starts = window_starts(len(c_ids), capacity, stride)
         kept = 0
         for w, lo in enumerate(starts):
@@ -374,7 +408,8 @@ def encode_qa(examples: Sequence[QAExample], framing: QATokens, context: int, st
             shift = len(head) - lo
             rows.append((i, np.concatenate([head, c_ids[lo:hi]]), c_off[lo:hi], len(head),
                          first + shift if first != NO_POSITION else NO_POSITION,
-                         final + shift if final != NO_POSITION else NO_POSITION, answer, last))
+                         final + shift if final != NO_POSITION else NO_POSITION, answer, last,
+                         matches[lo:hi]))
             kept += 1
         untrained += training and not kept
     return _stack(rows, context), untrained
@@ -392,14 +427,16 @@ def _stack(rows: list[tuple], context: int) -> QAFeatures:
     n = len(rows)
     ids = np.zeros((n, context), np.int64)
     offsets = np.full((n, context, 2), -1, np.int64)
+    matches = np.zeros((n, context), bool)
     lengths, ctx_lo = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for r, (_, row_ids, row_off, lo, *_rest) in enumerate(rows):
+    for r, (_, row_ids, row_off, lo, *_rest, row_matches) in enumerate(rows):
         ids[r, :len(row_ids)] = row_ids
         offsets[r, lo:len(row_ids)] = row_off
+        matches[r, lo:len(row_ids)] = row_matches
         lengths[r], ctx_lo[r] = len(row_ids), lo
     column = lambda k, dtype=np.int64: np.array([row[k] for row in rows], dtype).reshape(n)
     return QAFeatures(ids, lengths, ctx_lo, offsets, column(0), column(4), column(5), column(6),
-                      column(7, bool))
+                      column(7, bool), matches)
 
 
 def answer_vocabulary(examples: Sequence[QAExample]) -> list[str]:
@@ -422,13 +459,16 @@ class FactFeatures:
     """Inputs of a fact-reading model, one row a question: ``ids`` (N, U, J), unit 0 the
     question and unit k the k-th latest fact, each unit's tokens right-padded; ``counts``
     (N, U) the real tokens of each unit (0: a padding unit); ``lengths`` (N,) the units; the
-    ``answer`` class (N,) and the ``example`` each row is from."""
+    ``answer`` class (N,) and the ``example`` each row is from; ``matches`` (N, U, J) the
+    facts' tokens of a word the question holds (as :func:`question_word_matches` marks a
+    context's)."""
 
     ids: np.ndarray
     counts: np.ndarray
     lengths: np.ndarray
     answer: np.ndarray
     example: np.ndarray
+    matches: np.ndarray
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -437,19 +477,23 @@ class FactFeatures:
         """The rows, cut to ``width`` units."""
         u = slice(None, width)
         return FactFeatures(self.ids[rows, u], self.counts[rows, u], self.lengths[rows],
-                            self.answer[rows], self.example[rows])
+                            self.answer[rows], self.example[rows], self.matches[rows, u])
 
 
-def _encode_unique(framing: QATokens, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """text -> ids, each text encoded once (a bAbI story's facts recur in all its questions)."""
+def _encode_unique(framing: QATokens, texts: Sequence[str]
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """text -> (ids, the key of each token's word (:func:`word_keys`, one index for all)),
+    each text encoded once (a bAbI story's facts recur in all its questions)."""
     unique = list(dict.fromkeys(texts))
-    return {t: ids for t, (ids, _) in zip(unique, framing.encode(unique))}
+    index: dict[str, int] = {}
+    return {t: (ids, word_keys(t, offsets, index))
+            for t, (ids, offsets) in zip(unique, framing.encode(unique))}
 
 
 def fact_tokens_needed(examples: Sequence[QAExample], framing: QATokens) -> int:
     """The most tokens of any question or fact of ``examples``: a fact-reading model's J."""
     texts = [t for e in examples for t in (e.question, *e.statements())]
-    return max(len(ids) for ids in _encode_unique(framing, texts).values())
+    return max(len(ids) for ids, _ in _encode_unique(framing, texts).values())
 
 
 def encode_facts(examples: Sequence[QAExample], framing: QATokens, units: int,
@@ -476,17 +520,21 @@ def encode_facts(examples: Sequence[QAExample], framing: QATokens, units: int,
     n, width = len(rows), max((len(row[3]) for row in rows), default=1)
     ids = np.zeros((n, width, fact_tokens), np.int32)  # int32: bAbI's stories run long
     counts = np.zeros((n, width), np.int32)
+    matches = np.zeros((n, width, fact_tokens), bool)
     for r, (_, source, n_facts, texts, _) in enumerate(rows):
+        keys = np.full((len(texts), fact_tokens), -1, np.int64)
         for k, text in enumerate(texts):
-            unit = encoded[text]
+            unit, unit_keys = encoded[text]
             what = "the question" if k == 0 else f"fact {n_facts + 1 - k} of the context"
             if len(unit) == 0:
                 raise ValueError(f"{source}: {what} encodes to no tokens")
             if len(unit) > fact_tokens:
                 raise ValueError(f"{source}: {what} has {len(unit)} tokens; this model reads "
                                  f"questions and facts of up to {fact_tokens}")
-            ids[r, k, :len(unit)] = unit
+            ids[r, k, :len(unit)], keys[k, :len(unit)] = unit, unit_keys
             counts[r, k] = len(unit)
+        asked = keys[0][keys[0] >= 0]
+        matches[r, 1:len(texts)] = np.isin(keys[1:], asked)
     column = lambda k: np.array([row[k] for row in rows], np.int64).reshape(n)
     return FactFeatures(ids, counts, (counts > 0).sum(axis=1).astype(np.int64), column(4),
-                        column(0))
+                        column(0), matches)

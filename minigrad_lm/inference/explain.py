@@ -434,11 +434,12 @@ def explain_answer(model, ids, context_mask, span: tuple[int, int] | None = None
                    method: str = "integrated_gradients", steps: int = DEFAULT_STEPS,
                    baseline: int | None = None, batch: int = DEFAULT_BATCH,
                    token_text: Callable[[int], str] = str,
-                   answer_names: list[str] | None = None) -> Explanation:
+                   answer_names: list[str] | None = None, matches=None) -> Explanation:
     """Attributions of a QuestionAnswerer's chosen answer to one window's tokens ``ids`` (T,)
-    (question and context; ``context_mask`` (T,) marks the context), and every layer's
-    attention. For a ``span`` (first, last) the explained output is its score, the start
-    logit at first plus the end logit at last; otherwise the answer head's logit for
+    (question and context; ``context_mask`` (T,) marks the context; ``matches`` (T,) the
+    context tokens of question words, as QuestionAnswerer.forward takes them), and every
+    layer's attention. For a ``span`` (first, last) the explained output is its score, the
+    start logit at first plus the end logit at last; otherwise the answer head's logit for
     ``answer_class``. ``answer_text``/``probability`` describe the answer as
     inference.qa.predict_answers chose it; ``alternatives`` are the answer head's classes
     (``answer_names``) in this window. Other arguments as for :func:`explain_classifier`."""
@@ -447,6 +448,11 @@ def explain_answer(model, ids, context_mask, span: tuple[int, int] | None = None
     if mask.shape[1] != len(ids):
         raise ValueError(f"explain_answer: context mask of {mask.shape[1]} positions for "
                          f"{len(ids)} tokens")
+    if matches is not None:
+        matches = np.asarray(matches, bool).reshape(1, -1)
+        if matches.shape != mask.shape:
+            raise ValueError(f"explain_answer: matches for {matches.shape[1]} positions, "
+                             f"{len(ids)} tokens")
     names = answer_names or [str(k) for k in range(model.num_answers)]
     if span is not None and not (mask[0, span[0]] and mask[0, span[1]] and span[0] <= span[1]):
         raise ValueError(f"explain_answer: span {span} is not within the context")
@@ -454,13 +460,16 @@ def explain_answer(model, ids, context_mask, span: tuple[int, int] | None = None
     table = model.body.tok_emb.weight
     with _inspecting(model):
         with no_grad(), AttentionRecorder() as recorder:
-            head = backend.to_numpy(model(ids[None], [len(ids)], mask)[2].data)[0]
+            head = backend.to_numpy(model(ids[None], [len(ids)], mask,
+                                          matches=matches)[2].data)[0]
         probs = _softmax(head.astype(np.float64))
 
         def f(e: Tensor) -> Tensor:
             n = e.shape[0]
-            start, end, answer = model(np.repeat(ids[None], n, axis=0), [len(ids)] * n,
-                                       np.repeat(mask, n, axis=0), token_embeddings=e)
+            start, end, answer = model(
+                np.repeat(ids[None], n, axis=0), [len(ids)] * n, np.repeat(mask, n, axis=0),
+                token_embeddings=e,
+                matches=None if matches is None else np.repeat(matches, n, axis=0))
             if span is None:
                 return answer[:, answer_class]
             return start[:, span[0]] + end[:, span[1]]

@@ -73,7 +73,8 @@ def predict_answers(model, features, contexts: Sequence[str], answer_names: Sequ
     """
     best: list[tuple[float, Answer] | None] = [None] * len(contexts)
     for rows, part in _batches(model, features, batch_size):
-        start, end, answer = model(part.ids, part.lengths, part.context_mask())
+        start, end, answer = model(part.ids, part.lengths, part.context_mask(),
+                                   matches=part.matches)
         logp = [log_softmax(backend.to_numpy(t.data)) for t in (start, end, answer)]
         for r in range(len(rows)):
             _candidates(best, part, r, int(rows[r]), *(a[r] for a in logp), contexts,
@@ -125,7 +126,8 @@ def predict_fact_answers(model, features: FactFeatures, answer_names: Sequence[s
     has no spans) to each question of ``features``, in the order of its rows."""
     out: list[Answer | None] = [None] * len(features)
     for rows, part in _batches(model, features, batch_size):
-        logp = log_softmax(backend.to_numpy(model.read_facts(part.ids, part.counts).data))
+        logits = model.read_facts(part.ids, part.counts, part.matches)
+        logp = log_softmax(backend.to_numpy(logits.data))
         for r, row in enumerate(rows):
             k = 1 + int(np.argmax(logp[r, 1:]))
             out[row] = Answer(answer_names[k], math.exp(logp[r, k]), None, int(row),

@@ -9,11 +9,12 @@ learned weight vector of its place in the unit (the position encoding of end-to-
 networks, Sukhbaatar et al. 2015, learned here rather than fixed), so word order counts; the
 body then attends over units and the answer head reads the question's unit.
 
-A token-reading model may also be told which context tokens occur in the question
-(``question_match``): a learned vector is added to their embeddings, the exact-match feature
-of DrQA (Chen et al. 2017). Whether a context word is one of the question's is what locates
-an answer's sentence, and a body trained on a few thousand questions learns that comparison
-slowly through attention alone.
+A model may also be told which context tokens (or facts' tokens) belong to a word of the
+question (``question_match``): a learned vector is added to their embeddings, the exact-match
+feature of DrQA (Chen et al. 2017), the marks made from the text (data.qa.word_keys). Whether a
+context word is one of the question's is what locates an answer's sentence (or a bAbI story's
+fact about the question's subject), and a body trained on a few thousand questions learns that
+comparison slowly through attention alone.
 """
 from __future__ import annotations
 
@@ -46,9 +47,6 @@ class QuestionAnswerer(Module):
         super().__init__()
         if num_answers < 1:
             raise ValueError(f"QuestionAnswerer: need at least 1 answer class, got {num_answers}")
-        if fact_tokens and question_match:
-            raise ValueError("QuestionAnswerer: question_match marks context tokens, which a "
-                             "fact-reading model does not have")
         self.body, self.num_answers, self.fact_tokens = body, num_answers, fact_tokens
         d = body.config.d_model
         dtype = body.tok_emb.weight.data.dtype
@@ -85,10 +83,11 @@ class QuestionAnswerer(Module):
             part.question_match = self.question_match
         return part
 
-    def read_facts(self, ids, counts) -> Tensor:
+    def read_facts(self, ids, counts, matches=None) -> Tensor:
         """Answer logits (B, num_answers) for units ``ids`` (B, U, J) of which the first
         ``counts`` (B, U) tokens are real (a unit of 0 tokens is padding); unit 0 is the
-        question."""
+        question. ``matches`` (B, U, J), which a question-match model needs, marks the facts'
+        tokens of a question word (data.qa's FactFeatures.matches)."""
         if not self.fact_tokens:
             raise ValueError("QuestionAnswerer: this model reads token windows, not facts")
         b, u, j = ids.shape
@@ -100,18 +99,36 @@ class QuestionAnswerer(Module):
         counts = xp.asarray(backend.to_device(np.asarray(counts), device))
         real = (xp.arange(j)[None, None, :] < counts[:, :, None]).astype(
             self.word_weights.data.dtype)  # (B, U, J)
-        words = F.embedding(ids, self.body.tok_emb.weight)  # (B, U, J, d)
+        words = self._marked(F.embedding(ids, self.body.tok_emb.weight), matches,
+                             "read_facts", "FactFeatures")  # (B, U, J, d)
         units = (words * self.word_weights[:j] * Tensor(real[..., None])).sum(axis=2)
         h = self.body.hidden_states(np.zeros((b, u), np.int64), key_padding_mask=counts > 0,
                                     token_embeddings=units)  # (B, U, d)
         return self.answer(h[:, 0])
 
-    def forward(self, ids, lengths, context_mask, token_embeddings: Tensor | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def _marked(self, embeddings: Tensor, matches, caller: str, features: str) -> Tensor:
+        """The embeddings plus the question-match vector at ``matches`` (as they are without
+        the vector)."""
+        if self.question_match is None:
+            return embeddings
+        if matches is None:
+            raise ValueError(f"QuestionAnswerer.{caller}: this model marks question words; "
+                             f"pass matches (data.qa's {features}.matches)")
+        matches = np.asarray(backend.to_numpy(matches), bool)
+        if matches.shape != embeddings.shape[:-1]:
+            raise ValueError(f"QuestionAnswerer.{caller}: matches of shape {matches.shape} for "
+                             f"tokens of shape {embeddings.shape[:-1]}")
+        hits = backend.to_device(matches[..., None], self.question_match.device)
+        return embeddings + Tensor(hits.astype(embeddings.dtype)) * self.question_match
+
+    def forward(self, ids, lengths, context_mask, token_embeddings: Tensor | None = None,
+                matches=None) -> tuple[Tensor, Tensor, Tensor]:
         """(start logits (B, T), end logits (B, T), answer logits (B, num_answers)) for ids
         (B, T) whose first ``lengths`` (B,) tokens are real; positions outside
         ``context_mask`` (B, T) get :data:`MASKED` start and end logits.
-        ``token_embeddings`` stand in for the ids' embeddings (GPT.hidden_states)."""
+        ``token_embeddings`` stand in for the ids' embeddings (GPT.hidden_states).
+        ``matches`` (B, T), which a question-match model needs, marks the context tokens of a
+        question word (data.qa's QAFeatures.matches)."""
         if self.fact_tokens:
             raise ValueError("QuestionAnswerer: this model reads facts (read_facts), not "
                              "token windows")
@@ -126,9 +143,7 @@ class QuestionAnswerer(Module):
             if token_embeddings is None:
                 token_embeddings = F.embedding(backend.to_device(ids, device),
                                                self.body.tok_emb.weight)
-            hits = backend.to_device(question_matches(ids, context_mask)[..., None], device)
-            token_embeddings = token_embeddings + Tensor(
-                hits.astype(token_embeddings.dtype)) * self.question_match
+            token_embeddings = self._marked(token_embeddings, matches, "forward", "QAFeatures")
         h = self.body.hidden_states(ids, key_padding_mask=None if causal else keep,
                                     token_embeddings=token_embeddings)  # (B, T, d)
         logits = self.span(h)  # (B, T, 2)
@@ -137,19 +152,6 @@ class QuestionAnswerer(Module):
         end = ops.masked_fill(logits[:, :, 1], outside, MASKED)
         pooled = h[xp.arange(b), lens - 1] if causal else h[:, 0]  # (B, d)
         return start, end, self.answer(pooled)
-
-
-def question_matches(ids, context_mask) -> np.ndarray:
-    """(B, T) True at the context tokens whose id is also one of the question's, the question
-    being what precedes a row's first context token, less the separator just before it."""
-    ids = np.asarray(backend.to_numpy(ids))
-    context = np.asarray(backend.to_numpy(context_mask), bool)
-    first = np.where(context.any(axis=1), context.argmax(axis=1), 0)
-    width = max(int(first.max()) - 1, 0)
-    question = ids[:, :width]
-    in_question = np.arange(width)[None, :] < (first - 1)[:, None]  # (B, width)
-    same = (ids[:, :, None] == question[:, None, :]) & in_question[:, None, :]
-    return same.any(axis=2) & context
 
 
 def qa_loss(start: Tensor, end: Tensor, answer: Tensor, start_target, end_target,

@@ -215,8 +215,9 @@ class TrainConfig:
         "when every answer is a class answer (bAbI), tokens otherwise",
         choices=("tokens", "facts"))
     question_match: bool | None = option(
-        None, "qa, token windows: mark each context token that occurs in the question (the "
-        "exact-match feature of DrQA), a learned vector added to its embedding (default: yes)")
+        None, "qa: mark each context (or fact) token of a word the question holds (the "
+        "exact-match feature of DrQA), a learned vector added to its embedding (default: yes "
+        "for token windows, no for facts)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

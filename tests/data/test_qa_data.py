@@ -1,5 +1,6 @@
 """QA data: SQuAD and bAbI readers, character offsets, windows (value checks on tiny data)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from minigrad_lm.data.qa import (
     answer_vocabulary,
     encode_facts,
     encode_qa,
+    question_word_matches,
     fact_tokens_needed,
     read_qa,
     split_facts,
@@ -316,3 +318,51 @@ def test_any_bytes_read_or_fail_with_one_value_error(tmp_path_factory, raw):
         read_qa(str(path))
     except ValueError as e:
         assert "\n" not in str(e) and str(path) in str(e)
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_question_words_are_matched_by_their_text_not_their_id(kind):
+    """Two words outside the vocabulary share the [UNK] id (a subword vocabulary splits them
+    into pieces they share); only the word the question asks about is marked, each of its
+    tokens, in every window of the context, case aside; question, padding and punctuation
+    never."""
+    tok = TrainedTokenizer.train(kind, ["the river runs to the sea"], 60, lowercase=False)
+    context = "Zorbulax met Quintaro by the River. quintaro left the river."
+    example = QAExample("q0", "Where did Quintaro go?", context, [], [], "span", "", "q0")
+    feats, _ = encode_qa([example], QATokens.of(tok), context=12 if kind == "word" else 40,
+                         stride=3, answers={SPAN_ANSWER: 0}, training=False)
+    assert len(feats) > 1
+
+    def words(a, b):
+        return {m.group().lower() for m in re.finditer(r"\w+", context)
+                if m.start() < b and m.end() > a}
+
+    for row in range(len(feats)):
+        lo, n = int(feats.ctx_lo[row]), int(feats.lengths[row])
+        for (a, b), marked in zip(feats.offsets[row, lo:n], feats.matches[row, lo:n]):
+            assert marked == (words(a, b) == {"quintaro"}), context[a:b]
+        assert not feats.matches[row, :lo].any() and not feats.matches[row, n:].any()
+    assert feats.matches.any()
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+@settings(max_examples=25, deadline=None)
+@given(context=st.lists(st.sampled_from(PIECES + ["Quux", "quux", "zyzzyva"]), min_size=1,
+                        max_size=14),
+       question=st.lists(st.sampled_from(PIECES + ["QUUX", "zyzzyva", "what"]), min_size=1,
+                         max_size=5))
+def test_a_context_token_is_marked_when_its_word_is_the_question_s(kind, context, question):
+    """Against the words (runs of word characters, lower-cased) each token overlaps; words
+    the vocabulary never saw ("quux", "zyzzyva") included."""
+    tok = tokenizer(kind, [" ".join(PIECES)])
+    context, question = " ".join(context), " ".join(question)
+    asked = {w.lower() for w in re.findall(r"\w+", question)}
+    (_, offsets), = QATokens.of(tok).encode([context])
+    marked = question_word_matches(question, context, offsets)
+    for (a, b), m in zip(offsets, marked):
+        words = {w.group().lower() for w in re.finditer(r"\w+", context)
+                 if w.start() < b and w.end() > a}
+        if not words & asked:
+            assert not m, context[a:b]
+        elif words <= asked:
+            assert m, context[a:b]

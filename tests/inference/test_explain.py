@@ -147,6 +147,26 @@ def test_a_qa_model_s_span_score_and_class_logit_are_explained_completely(device
         explain_answer(model, ids, mask, (1, 5))
 
 
+def test_a_question_match_model_is_explained_with_the_word_matches_it_answered_with():
+    model = to_float64(QuestionAnswerer(tiny_gpt(causal=False), 3, question_match=True)).eval()
+    model.question_match.data[...] = np.random.default_rng(2).standard_normal(
+        model.question_match.shape)
+    ids, mask = np.array([1, 5, 6, 2, 5, 8, 6, 10, 11]), np.arange(9) >= 4
+    matches = np.zeros(9, bool)
+    matches[[5, 8]] = True  # not the ids 5 and 6 the question holds: words outside the vocabulary
+    with no_grad():
+        start, end, _ = (t.numpy()[0] for t in model(ids[None], [9], mask[None],
+                                                    matches=matches[None]))
+    ex = explain_answer(model, ids, mask, (5, 7), steps=32, baseline=None, matches=matches)
+    assert ex.attribution.output == pytest.approx(start[5] + end[7], rel=1e-12)
+    assert abs(ex.attribution.completeness_gap) < 1e-6 * abs(
+        ex.attribution.output - ex.attribution.baseline_output) + 1e-9
+    with pytest.raises(ValueError, match="matches for 8 positions"):
+        explain_answer(model, ids, mask, (5, 7), matches=matches[:8])
+    with pytest.raises(ValueError, match="pass matches"):
+        explain_answer(model, ids, mask, (5, 7))
+
+
 def test_gradient_x_input_explains_with_one_backward_pass():
     model = tiny_classifier()
     ex = explain_classifier(model, np.array([3, 7, 5]), method="grad_x_input")

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import minigrad_lm as mg
 from minigrad_lm.models import GPT, GPTConfig
-from minigrad_lm.models.qa import IGNORE, MASKED, QuestionAnswerer, qa_loss, question_matches
+from minigrad_lm.models.qa import IGNORE, MASKED, QuestionAnswerer, qa_loss
 from minigrad_lm.nn import functional as F
 from tests.helpers import to_float64
 
@@ -64,57 +64,41 @@ def test_whole_model_gradcheck_through_the_masked_heads(question_match):
     lengths = np.array([6, 5])
     context = np.zeros_like(ids, bool)
     context[0, 3:6] = context[1, 4:5] = True
+    matches = np.zeros_like(context)
+    matches[0, 3] = True  # row 0's context token 7 is a question word
     params = model.parameters()
 
     def loss(*_):
-        s, e, a = model(ids, lengths, context)
+        s, e, a = model(ids, lengths, context, matches=matches)
         return qa_loss(s, e, a, [4, IGNORE], [5, IGNORE], [0, 2])
 
     assert mg.gradcheck(loss, params)
-    s, e, _ = model(ids, lengths, context)
+    s, e, _ = model(ids, lengths, context, matches=matches)
     assert (s.numpy()[~context] == MASKED).all() and (e.numpy()[~context] == MASKED).all()
-    if question_match:  # row 0's context token 7 is a question word: marked
-        np.testing.assert_array_equal(question_matches(ids, context)[0], [0, 0, 0, 1, 0, 0, 0])
+    if question_match:
         model.zero_grad()
         loss().backward()
         assert np.abs(model.question_match.grad.numpy()).sum() > 0
 
 
-@settings(max_examples=50, deadline=None)
-@given(seed=st.integers(0, 2**31), b=st.integers(1, 4), cls=st.booleans())
-def test_question_matches_marks_context_tokens_found_in_the_question(seed, b, cls):
-    """Against a row-by-row reference: [CLS]? question [SEP] context, then padding that holds
-    question words (which must not be marked), the separator's id never a question word."""
-    rng = np.random.default_rng(seed)
-    sep, rows, masks, want = 1, [], [], []
-    for _ in range(b):
-        question = list(rng.integers(2, 9, rng.integers(1, 5)))
-        context = list(rng.integers(2, 12, rng.integers(1, 7)))
-        head = ([0] if cls else []) + question + [sep]
-        padding = list(rng.choice(question, rng.integers(0, 4)))
-        rows.append(head + context + padding)
-        masks.append([False] * len(head) + [True] * len(context) + [False] * len(padding))
-        want.append([False] * len(head) + [c in question for c in context]
-                    + [False] * len(padding))
-    width = max(map(len, rows))
-    ids, mask, expected = (np.zeros((b, width), dtype) for dtype in (np.int64, bool, bool))
-    for i, (r, m, w) in enumerate(zip(rows, masks, want)):
-        ids[i, :len(r)], mask[i, :len(m)], expected[i, :len(w)] = r, m, w
-    np.testing.assert_array_equal(question_matches(ids, mask), expected)
-
-
 def test_the_match_vector_is_added_to_the_marked_tokens_embeddings():
+    """The marks are the data's (words, data.qa.question_word_matches), not a rule on ids:
+    here the question's token 9 is marked at position 6 and not at position 4."""
     model = to_float64(tiny_qa(question_match=True)).eval()
-    ids = np.array([[2, 7, 9, 3, 9, 10, 7, 11]])
+    ids = np.array([[2, 7, 9, 3, 9, 10, 9, 11]])
     context = np.arange(8)[None, :] >= 4
-    marked = np.array([[0, 0, 0, 0, 1, 0, 1, 0]], np.float64)[..., None]
-    got = model(ids, [8], context)
+    marked = np.array([[0, 0, 0, 0, 0, 1, 1, 0]], np.float64)[..., None]
+    got = model(ids, [8], context, matches=marked[..., 0] > 0)
     emb = model.body.tok_emb.weight.numpy()[ids] + marked * model.question_match.numpy()
     plain = QuestionAnswerer(model.body, 3)
     plain.span, plain.answer = model.span, model.answer
     want = plain(ids, [8], context, token_embeddings=mg.tensor(emb))
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="pass matches"):
+        model(ids, [8], context)
+    with pytest.raises(ValueError, match=r"matches of shape \(1, 7\)"):
+        model(ids, [8], context, matches=marked[:, :7, 0] > 0)
 
 
 @pytest.mark.parametrize("question_match", [False, True])
@@ -130,33 +114,35 @@ def test_padded_batch_equals_each_example_alone(question_match):
             ids[i, :len(r)] = r
             ids[i, len(r):] = 19  # padding that is a real token id: must not matter
             mask[i, list(r).index(3) + 1:len(r)] = True
-        s, e, a = model(ids, [len(r) for r in rows], mask)
+        matches = mask & np.isin(ids, [5, 7, 15])  # padding is never marked
+        s, e, a = model(ids, [len(r) for r in rows], mask, matches=matches)
         for i, r in enumerate(rows):
-            s1, e1, a1 = model(r[None], [len(r)], mask[i:i + 1, :len(r)])
+            s1, e1, a1 = model(r[None], [len(r)], mask[i:i + 1, :len(r)],
+                               matches=matches[i:i + 1, :len(r)])
             np.testing.assert_allclose(s.numpy()[i, :len(r)], s1.numpy()[0], atol=1e-12)
             np.testing.assert_allclose(e.numpy()[i, :len(r)], e1.numpy()[0], atol=1e-12)
             np.testing.assert_allclose(a.numpy()[i], a1.numpy()[0], atol=1e-12)
 
 
-def tiny_fact_reader(fact_tokens=4, seed=0, n_layer=2):
+def tiny_fact_reader(fact_tokens=4, seed=0, n_layer=2, question_match=True):
     mg.manual_seed(seed)
     body = GPT(GPTConfig(vocab_size=20, context_length=6, n_layer=n_layer, n_head=2, d_model=8,
                          causal=False))
-    model = QuestionAnswerer(body, 3, fact_tokens=fact_tokens)
+    model = QuestionAnswerer(body, 3, fact_tokens=fact_tokens, question_match=question_match)
     rng = np.random.default_rng(seed)  # weights away from 1, so a word's place shows
     model.word_weights.data[...] = rng.uniform(0.5, 1.5, model.word_weights.shape)
     return model
 
 
 def fact_batch(rng, b, u, j, vocab=20):
-    """Ids (b, u, j) and token counts (b, u): each row's real units first (the question and at
-    least one more where u allows), then padding units; padded places hold real token ids,
-    which must not matter."""
+    """Ids (b, u, j), token counts (b, u) and question-word marks (b, u, j): each row's real
+    units first (the question and at least one more where u allows), then padding units;
+    padded places hold real token ids and marks, which must not matter."""
     ids = rng.integers(0, vocab, (b, u, j))
     counts = rng.integers(1, j + 1, (b, u))
     real = rng.integers(min(2, u), u + 1, b)
     counts[np.arange(u)[None, :] >= real[:, None]] = 0
-    return ids, counts
+    return ids, counts, rng.random((b, u, j)) < 0.4
 
 
 @settings(max_examples=10, deadline=None)
@@ -165,38 +151,48 @@ def fact_batch(rng, b, u, j, vocab=20):
 def test_fact_reading_gradcheck(seed, b, u, j):
     model = to_float64(tiny_fact_reader(seed=seed, n_layer=1))
     rng = np.random.default_rng(seed)
-    ids, counts = fact_batch(rng, b, u, j)
+    ids, counts, matches = fact_batch(rng, b, u, j)
     targets = rng.integers(0, 3, b)
-    emb, weights = model.body.tok_emb.weight, model.word_weights
+    emb, weights, match = model.body.tok_emb.weight, model.word_weights, model.question_match
 
     def loss(*_):
-        return F.cross_entropy(model.read_facts(ids, counts), targets)
+        return F.cross_entropy(model.read_facts(ids, counts, matches), targets)
 
-    assert mg.gradcheck(loss, [emb, weights])
+    assert mg.gradcheck(loss, [emb, weights, match])
 
 
-def test_whole_fact_reader_gradcheck():
-    model = to_float64(tiny_fact_reader(fact_tokens=3, n_layer=1))
-    ids, counts = fact_batch(np.random.default_rng(1), 2, 3, 3)
-    assert mg.gradcheck(lambda *_: F.cross_entropy(model.read_facts(ids, counts), [1, 2]),
-                        model.parameters())
+@pytest.mark.parametrize("question_match", [False, True])
+def test_whole_fact_reader_gradcheck(question_match):
+    model = to_float64(tiny_fact_reader(fact_tokens=3, n_layer=1,
+                                        question_match=question_match))
+    ids, counts, matches = fact_batch(np.random.default_rng(1), 2, 3, 3)
+    assert mg.gradcheck(
+        lambda *_: F.cross_entropy(model.read_facts(ids, counts, matches), [1, 2]),
+        model.parameters())
 
 
 def test_a_unit_is_its_words_weighted_by_place_and_padding_is_ignored():
+    """A unit sums its words' embeddings, the question-match vector added to the marked
+    ones, each times its place's weights; padded places and units count for nothing."""
     model = to_float64(tiny_fact_reader()).eval()
-    ids, counts = fact_batch(np.random.default_rng(2), 3, 4, 4)
-    got = model.read_facts(ids, counts).numpy()
+    ids, counts, matches = fact_batch(np.random.default_rng(2), 3, 4, 4)
+    got = model.read_facts(ids, counts, matches).numpy()
     emb, weights = model.body.tok_emb.weight.numpy(), model.word_weights.numpy()
+    vector = model.question_match.numpy()
     for i in range(3):
         n = u_real(counts[i])
-        units = np.stack([(emb[ids[i, k, :counts[i, k]]] * weights[:counts[i, k]]).sum(0)
-                          for k in range(n)])
+        units = np.stack([((emb[ids[i, k, :counts[i, k]]]
+                            + matches[i, k, :counts[i, k], None] * vector)
+                           * weights[:counts[i, k]]).sum(0) for k in range(n)])
         h = model.body.hidden_states(np.zeros((1, len(units)), np.int64),
                                      token_embeddings=mg.tensor(units[None]))
         np.testing.assert_allclose(got[i], model.answer(h[:, 0]).numpy()[0], atol=1e-12)
         # each question alone, cut to its real units: the same answer logits
-        alone = model.read_facts(ids[i:i + 1, :n], counts[i:i + 1, :n]).numpy()
+        alone = model.read_facts(ids[i:i + 1, :n], counts[i:i + 1, :n],
+                                 matches[i:i + 1, :n]).numpy()
         np.testing.assert_allclose(got[i], alone[0], atol=1e-12)
+    with pytest.raises(ValueError, match="pass matches"):
+        model.read_facts(ids, counts)
 
 
 def u_real(counts):
@@ -205,7 +201,7 @@ def u_real(counts):
 
 
 def test_word_order_changes_a_unit_and_a_token_model_refuses_facts():
-    model = to_float64(tiny_fact_reader()).eval()
+    model = to_float64(tiny_fact_reader(question_match=False)).eval()
     ids = np.array([[[3, 4, 5, 0], [6, 7, 0, 0]]])
     swapped = ids[:, :, [1, 0, 2, 3]]
     counts = np.array([[3, 2]])

@@ -200,6 +200,8 @@ def test_facts_learn_which_statement_is_the_latest(tmp_path, capsys):
     valid = where_task(tmp_path / "qa1_valid.txt", 30, 1)
     assert run_train(*FACTS, "--data", train, "--val-data", valid, "--max-steps", "300",
                      "--eval-every", "300", "--out", tmp_path / "run") == 0
+    config = json.loads((tmp_path / "run" / "latest" / "config.json").read_text())
+    assert config["question_match"] is False  # the default for facts
     capsys.readouterr()
     assert evaluate.main(["--ckpt", str(tmp_path / "run"), "--data", str(valid)]) == 0
     out = capsys.readouterr().out
@@ -216,15 +218,20 @@ def test_facts_exact_resume_and_refusals(tmp_path, capsys):
     train = where_task(tmp_path / "qa1_train.txt", 20, 0)
     valid = where_task(tmp_path / "qa1_valid.txt", 4, 1)
     common = [*FACTS, "--data", train, "--val-data", valid, "--decay-steps", "8",
-              "--eval-every", "4"]
+              "--eval-every", "4", "--question-match"]
     whole = assert_exact_resume(common, tmp_path)
-    assert "word_weights" in whole and not any(name.startswith("span.") for name in whole)
+    assert "word_weights" in whole and "question_match" in whole
+    assert not any(name.startswith("span.") for name in whole)
     before = snapshot(tmp_path / "split")
     capsys.readouterr()
     assert run_train(*common, "--max-steps", "12", "--out", tmp_path / "split", "--resume",
                      "--qa-input", "tokens") == 2
     assert_one_line_error(capsys.readouterr().err, "--qa-input tokens: the resumed run reads "
                           "facts")
+    assert run_train(*common, "--max-steps", "12", "--out", tmp_path / "split", "--resume",
+                     "--no-question-match") == 2
+    assert_one_line_error(capsys.readouterr().err, "--no-question-match: the resumed run was "
+                          "trained with it")
     assert snapshot(tmp_path / "split") == before
     assert explain.main(["--ckpt", str(tmp_path / "whole"), "--context", "Mary went home.",
                          "Where is Mary?"]) == 2
@@ -236,10 +243,6 @@ def test_facts_exact_resume_and_refusals(tmp_path, capsys):
     assert run_train(*FACTS, "--data", squad, "--val-every-nth", "2", "--qa-input", "facts",
                      "--out", tmp_path / "bad") == 2
     assert_one_line_error(capsys.readouterr().err, "a span answer cannot be read from facts")
-    assert run_train(*FACTS, "--data", train, "--val-data", valid, "--question-match",
-                     "--out", tmp_path / "bad") == 2
-    assert_one_line_error(capsys.readouterr().err, "--question-match marks context tokens, "
-                          "which --qa-input facts does not read")
     assert not (tmp_path / "bad").exists()
     long_fact = "Mary went to the very very very very very very very long kitchen."
     assert answer.main(["--ckpt", str(tmp_path / "whole"), "--context", long_fact,

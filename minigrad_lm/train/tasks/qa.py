@@ -243,8 +243,10 @@ class QATask(Task):
 
     def loss(self, model, batch: QAFeatures | FactFeatures) -> Tensor:
         if self.fact_tokens:
-            return F.cross_entropy(model.read_facts(batch.ids, batch.counts), batch.answer)
-        start, end, answer = model(batch.ids, batch.lengths, batch.context_mask())
+            return F.cross_entropy(model.read_facts(batch.ids, batch.counts, batch.matches),
+                                   batch.answer)
+        start, end, answer = model(batch.ids, batch.lengths, batch.context_mask(),
+                                   matches=batch.matches)
         return qa_loss(start, end, answer, batch.start, batch.end, batch.answer)
 
     def _mean_loss(self, model, feats: QAFeatures, rows: np.ndarray) -> float:
@@ -289,7 +291,6 @@ class QATask(Task):
         return line
 
 
-
 def _reads_facts(cfg: TrainConfig, train: QAData) -> bool:
     """--qa-input, or by default facts when every training answer is a class answer."""
     if cfg.qa_input is not None:
@@ -299,20 +300,16 @@ def _reads_facts(cfg: TrainConfig, train: QAData) -> bool:
 
 def _question_match(cfg: TrainConfig, resumed_extras: dict[str, Any] | None,
                     facts: bool) -> bool:
-    """--question-match, the resumed run's choice, or by default yes for token windows."""
+    """--question-match, the resumed run's choice, or by default yes for token windows and no
+    for facts (measured on bAbI: no lower mean error, and chained facts collapse; README)."""
     chosen = cfg.question_match
-    if facts:
-        if chosen:
-            raise ValueError("--question-match marks context tokens, which --qa-input facts "
-                             "does not read")
-        return False
     if resumed_extras is not None:
         resumed = resumed_extras.get("question_match", False)
         if chosen is not None and chosen != resumed:
             raise ValueError(f"--{'' if chosen else 'no-'}question-match: the resumed run was "
                              f"trained {'with' if resumed else 'without'} it")
         return resumed
-    return True if chosen is None else chosen
+    return not facts if chosen is None else chosen
 
 
 def _files(paths: list[str]) -> str:
