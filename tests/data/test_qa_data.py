@@ -15,8 +15,8 @@ from minigrad_lm.data.qa import (
     answer_vocabulary,
     encode_facts,
     encode_qa,
-    question_word_matches,
     fact_tokens_needed,
+    question_word_matches,
     read_qa,
     split_facts,
     token_span,
@@ -258,6 +258,24 @@ def test_facts_are_read_question_first_then_from_the_latest_back(tmp_path):
     assert (wide.counts[[0, 2], 3] == 0).all()
     part = wide.take(np.array([2, 0]), 3)
     assert part.ids.shape == (2, 3, longest) and list(part.example) == [2, 0]
+    assert part.matches.shape == part.ids.shape
+
+
+def test_a_fact_s_tokens_are_marked_when_their_word_is_the_question_s(tmp_path):
+    """"Is John in the hallway?": "john", "the", "hallway" of each fact, and nothing of the
+    question's own unit, of padding or of punctuation."""
+    data, framing, vocab, ids = _facts(tmp_path, 3)
+    longest = fact_tokens_needed(data.examples, framing)
+    feats = encode_facts(data.examples, framing, 8, longest, vocab, training=True)
+    asked = {"is", "john", "in", "the", "hallway"}
+    texts = ["Is John in the hallway?", "Daniel went back to the hallway.",
+             "John went to the hallway.", "Mary moved to the bathroom."]
+    for k, text in enumerate(texts):
+        (_, offsets), = framing.encode([text])
+        want = [k > 0 and text[a:b].lower() in asked for a, b in offsets]
+        assert list(feats.matches[1, k, :len(want)]) == want, text
+        assert not feats.matches[1, k, len(want):].any()
+    assert feats.matches[1, 2].sum() == 3 and not feats.matches[1, 4:].any()
 
 
 def test_facts_bad_input_is_one_clear_error(tmp_path):
