@@ -1,12 +1,14 @@
 """Question answering on real data: bAbI's 20 tasks (1k) and SQuAD v1.1 held-out articles.
 
     python -m benchmarks.qa [--data ../shared/data] [--arms babi squad]
-        [--babi-reading facts|tokens] [--babi-epochs N] [--squad-epochs 2]
-        [--init-from DIR] [--cloze TEXT...] [--smoke]
+        [--babi-reading facts|tokens] [--babi-epochs N] [--babi-seeds 1337 ...]
+        [--squad-epochs 2] [--init-from DIR] [--cloze TEXT...] [--smoke]
 
 bAbI: one model trained jointly on the 20 tasks' training files (18,013 questions; 20
 separate models would cost 20 runs), validated on their valid files; reported as the error
-per task, the mean error and the failed tasks (error > 5%). The model reads each story as
+per task, the mean error and the failed tasks (error > 5%); ``--babi-seeds`` repeats the run
+with other seeds (its error moves by a few points with the seed) and adds their mean. The
+model reads each story as
 facts (``--qa-input facts``, the default for bAbI); ``--babi-reading tokens`` measures the
 ``[CLS] question [SEP] story`` token windows instead. SQuAD: the 38 articles of
 ``squad/train.json`` split by article, every 5th held out (articles 5, 10, ..., 35); exact
@@ -81,19 +83,30 @@ def _score(run_dir: str, files: list[str]) -> dict:
     return {**metrics, "eval_seconds": time.perf_counter() - start}
 
 
-def babi(data: Path, tmp: str, reading: str, epochs: int, extra: list[str], smoke: bool
-         ) -> dict:
+def babi(data: Path, tmp: str, reading: str, epochs: int, extra: list[str], smoke: bool,
+         seeds: list[int]) -> dict:
+    """The first seed's run, with the other seeds' runs under ``more_seeds``: a run's mean
+    error moves by a few points with its seed (or its float rounding), so several say more."""
     tasks = list(BABI_TASKS)[:3] if smoke else list(BABI_TASKS)
     train_files = [str(data / "babi" / f"qa{t}_train.txt") for t in tasks]
     valid_files = [str(data / "babi" / f"qa{t}_valid.txt") for t in tasks]
     # evaluated once an epoch (563 steps of 32 questions): scoring 1,987 questions costs time
     length = ([*SMOKE_SHAPE, *SMOKE] if smoke else
               ["--epochs", str(epochs), "--log-every", "100", "--eval-every", "563"])
-    argv = ["--task", "qa", "--data", *train_files, "--val-data", *valid_files,
-            *BABI_RECIPES[reading], *extra, *length, "--out", f"{tmp}/babi"]
-    run = _train(argv)
-    run["valid"] = _score(f"{tmp}/babi", valid_files)
-    return run
+    runs = []
+    for seed in seeds:
+        out = f"{tmp}/babi_{seed}"
+        run = _train(["--task", "qa", "--data", *train_files, "--val-data", *valid_files,
+                      *BABI_RECIPES[reading], *extra, *length, "--seed", str(seed),
+                      "--out", out])
+        run["valid"] = _score(out, valid_files)
+        runs.append(run)
+    first = runs[0]
+    if len(runs) > 1:
+        first["more_seeds"] = {str(seed): run for seed, run in zip(seeds[1:], runs[1:])}
+        first["mean_error_over_seeds"] = statistics.mean(
+            run["valid"]["babi"]["mean_error"] for run in runs)
+    return first
 
 
 def _split_squad(path: Path, tmp: str, smoke: bool) -> tuple[str, str, int, int]:
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--babi-epochs", type=int,
                         help="default: " + ", ".join(f"{n} read as {r}"
                                                      for r, n in BABI_EPOCHS.items()))
+    parser.add_argument("--babi-seeds", type=int, nargs="+", default=[1337], metavar="SEED",
+                        help="bAbI runs, one a seed (default: 1337, the CLI's default seed)")
     parser.add_argument("--squad-epochs", type=int, default=2)
     parser.add_argument("--init-from", metavar="DIR",
                         help="a pretrained encoder (or GPT-2 folder) for the SQuAD arm")
@@ -193,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             result = (babi(args.data, tmp, args.babi_reading,
-                           args.babi_epochs or BABI_EPOCHS[args.babi_reading], extra, args.smoke)
+                           args.babi_epochs or BABI_EPOCHS[args.babi_reading], extra, args.smoke,
+                           args.babi_seeds)
                       if arm == "babi" else
                       squad(args.data, tmp, args.squad_epochs, extra, args.init_from,
                             args.cloze, args.smoke))
@@ -218,6 +234,13 @@ def _print_table(arm: str, r: dict) -> None:
         print(f"\nbAbI mean error {b['mean_error']:.1%}, failed tasks {b['failed_tasks']} "
               f"of {len(b['task_accuracy'])}; {r['train_seconds'] / 60:.1f} min of training, "
               f"{r['tokens_per_s']:,.0f} tokens/s")
+        for seed, run in r.get("more_seeds", {}).items():
+            other = run["valid"]["babi"]
+            print(f"seed {seed}: mean error {other['mean_error']:.1%}, failed tasks "
+                  f"{other['failed_tasks']}; {run['train_seconds'] / 60:.1f} min")
+        if "mean_error_over_seeds" in r:
+            print(f"mean error over the {1 + len(r['more_seeds'])} seeds: "
+                  f"{r['mean_error_over_seeds']:.1%}")
         return
     print("\n| SQuAD held-out articles | EM | F1 | wall time | tokens/s |")
     print("|---|---|---|---|---|")
