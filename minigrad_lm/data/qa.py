@@ -497,12 +497,14 @@ def fact_tokens_needed(examples: Sequence[QAExample], framing: QATokens) -> int:
 
 
 def encode_facts(examples: Sequence[QAExample], framing: QATokens, units: int,
-                 fact_tokens: int, answers: dict[str, int], training: bool) -> FactFeatures:
+                 fact_tokens: int, answers: dict[str, int], training: bool,
+                 question_match: bool = True) -> FactFeatures:
     """One row per question: the question and its story's latest ``units - 1`` facts.
 
     A question or fact longer than ``fact_tokens`` is an error naming it (the model has no
     weights for further words); a class answer not in ``answers`` gets NO_POSITION, and
-    ``training`` leaves such questions out.
+    ``training`` leaves such questions out. Without ``question_match`` the facts' words are
+    not compared with the question's (``matches`` is all False, and holds no memory).
     """
     rows = []
     for i, e in enumerate(examples):
@@ -520,7 +522,8 @@ def encode_facts(examples: Sequence[QAExample], framing: QATokens, units: int,
     n, width = len(rows), max((len(row[3]) for row in rows), default=1)
     ids = np.zeros((n, width, fact_tokens), np.int32)  # int32: bAbI's stories run long
     counts = np.zeros((n, width), np.int32)
-    matches = np.zeros((n, width, fact_tokens), bool)
+    matches = (np.zeros((n, width, fact_tokens), bool) if question_match
+               else np.broadcast_to(np.False_, (n, width, fact_tokens)))
     for r, (_, source, n_facts, texts, _) in enumerate(rows):
         keys = np.full((len(texts), fact_tokens), -1, np.int64)
         for k, text in enumerate(texts):
@@ -533,8 +536,8 @@ def encode_facts(examples: Sequence[QAExample], framing: QATokens, units: int,
                                  f"questions and facts of up to {fact_tokens}")
             ids[r, k, :len(unit)], keys[k, :len(unit)] = unit, unit_keys
             counts[r, k] = len(unit)
-        asked = keys[0][keys[0] >= 0]
-        matches[r, 1:len(texts)] = np.isin(keys[1:], asked)
+        if question_match:
+            matches[r, 1:len(texts)] = np.isin(keys[1:], keys[0][keys[0] >= 0])
     column = lambda k: np.array([row[k] for row in rows], np.int64).reshape(n)
     return FactFeatures(ids, counts, (counts > 0).sum(axis=1).astype(np.int64), column(4),
                         column(0), matches)

@@ -142,7 +142,8 @@ def answer_examples(model, tokenizer, answers: Sequence[str], examples: Sequence
     if model.fact_tokens:
         index = {a: i for i, a in enumerate(answers)}
         facts = encode_facts(examples, QATokens.of(tokenizer), model.body.config.context_length,
-                             model.fact_tokens, index, training=False)
+                             model.fact_tokens, index, training=False,
+                             question_match=model.question_match is not None)
         return predict_fact_answers(model, facts, answers, batch_size)
     features = read_windows(model, tokenizer, answers, examples, stride)
     return predict_answers(model, features, [e.context for e in examples], answers, batch_size,

@@ -276,6 +276,10 @@ def test_a_fact_s_tokens_are_marked_when_their_word_is_the_question_s(tmp_path):
         assert list(feats.matches[1, k, :len(want)]) == want, text
         assert not feats.matches[1, k, len(want):].any()
     assert feats.matches[1, 2].sum() == 3 and not feats.matches[1, 4:].any()
+    unmarked = encode_facts(data.examples, framing, 8, longest, vocab, training=True,
+                            question_match=False)  # for a model without the match vector
+    assert (unmarked.ids == feats.ids).all() and not unmarked.matches.any()
+    assert unmarked.take(np.array([1]), 3).matches.shape == (1, 3, longest)
 
 
 def test_facts_bad_input_is_one_clear_error(tmp_path):

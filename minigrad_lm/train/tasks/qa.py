@@ -136,7 +136,7 @@ class QATask(Task):
         def encode(examples: list, training: bool) -> QAFeatures | FactFeatures:
             if self.fact_tokens:
                 return encode_facts(examples, self.framing, cfg.context, self.fact_tokens,
-                                    index, training)
+                                    index, training, self.question_match)
             return encode_qa(examples, self.framing, cfg.context, self.stride, index,
                              training)[0]
 
